@@ -1,0 +1,15 @@
+"""The ``hubmirror`` command line: thin wrappers that parse flags and call the library."""
+
+from __future__ import annotations
+
+from . import copy as _copy  # noqa: F401  (registers commands)
+from . import library as _library  # noqa: F401
+from . import sync as _sync  # noqa: F401
+from ._app import app
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,1 @@
+"""`hubmirror copy`: not built yet."""

@@ -1,0 +1,1 @@
+"""`hubmirror library`: not built yet."""

@@ -1,0 +1,1 @@
+"""`hubmirror sync`: not built yet."""

@@ -1,0 +1,69 @@
+"""Content digests: parse, compute, and verify streams of bytes as they pass."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterable, AsyncIterator
+
+from ._errors import DigestMismatch
+
+_DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
+
+
+def is_digest(value: str) -> bool:
+    """True if *value* is a well-formed sha256 or sha512 digest."""
+    return bool(_DIGEST_RE.match(value))
+
+
+def sha256(data: bytes) -> str:
+    """The ``sha256:…`` digest of *data*."""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def hasher(digest: str) -> hashlib._Hash:
+    """A fresh hash object for the algorithm of *digest*."""
+    algo = digest.split(":", 1)[0]
+    if algo not in ("sha256", "sha512"):
+        raise DigestMismatch(f"unsupported digest algorithm in {digest!r}")
+    return hashlib.new(algo)
+
+
+def verify_bytes(data: bytes, digest: str, what: str = "content") -> None:
+    """Raise `DigestMismatch` unless *data* hashes to *digest*."""
+    h = hasher(digest)
+    h.update(data)
+    got = f"{digest.split(':', 1)[0]}:{h.hexdigest()}"
+    if got != digest:
+        raise DigestMismatch(f"{what}: expected {digest}, got {got}")
+
+
+async def verified(
+    chunks: AsyncIterable[bytes], digest: str, size: int | None, what: str = "blob"
+) -> AsyncIterator[bytes]:
+    """Pass *chunks* through, checking size and digest; the last chunk is held back until both match.
+
+    Because the final chunk is only yielded after the check, a consumer that commits on the last byte
+    (an upload's closing PUT, a rename into place) never commits unverified content.
+    """
+    h = hasher(digest)
+    algo = digest.split(":", 1)[0]
+    total = 0
+    held: bytes | None = None
+    async for chunk in chunks:
+        if not chunk:
+            continue
+        total += len(chunk)
+        if size is not None and total > size:
+            raise DigestMismatch(f"{what} {digest}: more than the expected {size} bytes")
+        h.update(chunk)
+        if held is not None:
+            yield held
+        held = chunk
+    if size is not None and total != size:
+        raise DigestMismatch(f"{what} {digest}: got {total} bytes, expected {size}")
+    got = f"{algo}:{h.hexdigest()}"
+    if got != digest:
+        raise DigestMismatch(f"{what}: expected {digest}, got {got}")
+    if held is not None:
+        yield held

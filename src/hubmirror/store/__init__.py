@@ -1,0 +1,9 @@
+"""Stores: places images live. The copier talks only to the `Store` protocol.
+
+Two implementations: `RegistryStore` (an OCI distribution registry) and `OCILayoutStore`
+(an OCI image-layout directory). `open_store` turns a location string into one.
+"""
+
+from ._base import BlobStream, Store, TransferStats
+
+__all__ = ["BlobStream", "Store", "TransferStats"]

@@ -1,0 +1,52 @@
+"""Fixtures shared by all tests: real registries on loopback, started once per session or per test."""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from hubmirror.testing.registry import Registry, start_registry
+
+USER, PASSWORD = "mirror", "s3cret-Pa55word-not-for-logs"
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """One plain-HTTP registry without auth, shared by the session; use `repo_name` for isolation."""
+    reg = start_registry(tmp_path_factory.mktemp("registry"))
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture(scope="session")
+def auth_registry(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
+    """One registry with htpasswd (Basic) auth, user `USER` / `PASSWORD`."""
+    reg = start_registry(tmp_path_factory.mktemp("auth-registry"), username=USER, password=PASSWORD)
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture
+def make_registry(tmp_path: Path) -> Iterator[Callable[..., Registry]]:
+    """Start fresh registries for one test (stopped at its end)."""
+    started: list[Registry] = []
+    counter = itertools.count()
+
+    def make(**kwargs: object) -> Registry:
+        reg = start_registry(tmp_path / f"registry-{next(counter)}", **kwargs)  # type: ignore[arg-type]
+        started.append(reg)
+        return reg
+
+    yield make
+    for reg in started:
+        reg.stop()
+
+
+@pytest.fixture
+def repo_name() -> str:
+    """A repository name no other test uses."""
+    return f"test/{uuid.uuid4().hex[:10]}"
