@@ -5,5 +5,7 @@ Two implementations: `RegistryStore` (an OCI distribution registry) and `OCILayo
 """
 
 from ._base import BlobStream, Store, TransferStats
+from ._open import open_location
+from .ocidir import OCILayoutStore
 
-__all__ = ["BlobStream", "Store", "TransferStats"]
+__all__ = ["BlobStream", "OCILayoutStore", "Store", "TransferStats", "open_location"]

@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
 from dataclasses import asdict, dataclass
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..media import Descriptor, Manifest
-from ..registry.ratelimit import RateLimit
+
+if TYPE_CHECKING:  # not at runtime: hubmirror.registry imports this module (TransferStats)
+    from ..registry.ratelimit import RateLimit
 
 #: An open blob: an async context manager yielding an async iterator of byte chunks.
 BlobStream = AbstractAsyncContextManager[AsyncIterator[bytes]]

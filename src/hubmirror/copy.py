@@ -1,0 +1,505 @@
+"""The copier: move one image (an index with its children, or a single manifest) from a store to another.
+
+Indexes are copied byte for byte (attestations and unusual platforms included) unless a platform
+filter drops children, in which case a new valid index is written and the result says so. Blobs are
+streamed and verified, skipped when the destination has them, mounted when another repository of the
+destination has them, and transferred at most once even when several copies need them at once. Push
+order is blobs → child manifests by digest → tags, so a tag never points at missing content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Protocol, TypeVar
+
+import aiohttp
+
+from ._errors import (
+    AuthError,
+    BudgetExhausted,
+    DigestMismatch,
+    HubmirrorError,
+    ManifestTooLarge,
+    NotFound,
+    QuotaExceeded,
+    RegistryError,
+    StoreError,
+    UnsupportedManifest,
+)
+from .digest import is_digest, verified
+from .media import ATTESTATION_REF_DIGEST, Descriptor, Manifest
+from .platform import Platform
+from .store._base import Store
+
+T = TypeVar("T")
+BlobHow = Literal["copied", "skipped", "mounted"]
+ManifestHow = Literal["copied", "skipped"]
+
+#: Annotations a filtered index carries, so that a later copy can tell it is up to date without a GET.
+SOURCE_DIGEST_ANNOTATION = "io.hubmirror.source.digest"
+PLATFORMS_ANNOTATION = "io.hubmirror.platforms"
+
+#: Attempts per blob transfer (a fresh source stream each time) and per source manifest GET.
+BLOB_ATTEMPTS = 4
+MANIFEST_ATTEMPTS = 3
+
+
+class PullBudget(Protocol):
+    """Permission to spend source manifest GETs (Docker Hub pulls)."""
+
+    async def acquire(self, n: int = 1) -> None:
+        """Take *n* pulls, or raise `BudgetExhausted`."""
+        ...
+
+
+class CopyEvents:
+    """Progress callbacks; subclass and override the ones you need (all are no-ops here)."""
+
+    def blob_start(self, desc: Descriptor) -> None:
+        """A blob transfer begins (also called again on a retry)."""
+
+    def blob_progress(self, desc: Descriptor, nbytes: int) -> None:
+        """*nbytes* more bytes of *desc* went through."""
+
+    def blob_done(self, desc: Descriptor, how: BlobHow) -> None:
+        """The destination has *desc*: it was copied, skipped (already there) or mounted."""
+
+    def manifest_done(self, desc: Descriptor, how: ManifestHow) -> None:
+        """A child or top manifest was copied, or skipped because the destination had it."""
+
+
+@dataclass
+class CopyResult:
+    """What one `Copier.copy` did."""
+
+    source_digest: str  # the upstream (source) digest of the top manifest
+    digest: str  # the destination digest (differs from source_digest only when filtered)
+    media_type: str
+    filtered: bool = False
+    up_to_date: bool = False  # the destination already had it: no source GET was spent
+    skipped: str | None = None  # why nothing was copied (platform not selected), else None
+    tags: list[str] = field(default_factory=list)  # destination tags now pointing at `digest`
+    tags_written: list[str] = field(default_factory=list)  # of those, the ones PUT by this copy
+    platforms: list[str] = field(default_factory=list)  # platforms of the copied image(s)
+    manifests_copied: int = 0
+    manifests_skipped: int = 0
+    blobs_copied: int = 0
+    blobs_skipped: int = 0
+    blobs_mounted: int = 0
+    bytes_copied: int = 0
+    foreign_layers: list[str] = field(default_factory=list)  # digests not downloaded (Windows)
+    source_manifest_gets: int = 0
+    source_manifest_heads: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class _Ctx:
+    """Counters of one copy call."""
+
+    def __init__(self, src_repo: str, dst_repo: str) -> None:
+        self.src_repo = src_repo
+        self.dst_repo = dst_repo
+        self.result = CopyResult("", "", "")
+        self.foreign: set[str] = set()
+
+
+class Copier:
+    """Copies images from *src* to *dst*. One Copier may run many `copy` calls concurrently."""
+
+    def __init__(
+        self,
+        src: Store,
+        dst: Store,
+        *,
+        concurrency: int = 8,
+        platforms: Sequence[Platform] | None = None,
+        budget: PullBudget | None = None,
+        events: CopyEvents | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        self.src = src
+        self.dst = dst
+        self.platforms = list(platforms) if platforms else None
+        self.budget = budget
+        self.events = events or CopyEvents()
+        self._blob_sem = asyncio.Semaphore(concurrency)
+        self._manifest_sem = asyncio.Semaphore(concurrency)
+        self._inflight: dict[str, asyncio.Future[None]] = {}
+        self._known: dict[str, set[str]] = {}  # digest → destination repos known to hold it
+
+    # -- public ------------------------------------------------------------------------------------
+
+    async def copy(
+        self,
+        src_repo: str,
+        src_ref: str,
+        dst_repo: str,
+        tags: Sequence[str],
+        *,
+        manifest: Manifest | None = None,
+    ) -> CopyResult:
+        """Copy *src_ref* of *src_repo* into *dst_repo* and point *tags* at it.
+
+        *manifest* is the top manifest when the caller already fetched it (saves a source GET).
+        Raises `BudgetExhausted` or `QuotaExceeded` (no tag is written), `UnsupportedManifest`,
+        `NotFound`, `RegistryError`, `DigestMismatch`, `StoreError`.
+        """
+        ctx = _Ctx(src_repo, dst_repo)
+        res = ctx.result
+        tags = list(dict.fromkeys(tags))
+
+        if manifest is not None:
+            manifest.check_supported()
+            src_digest = manifest.digest
+            src_type = manifest.media_type
+        else:
+            res.source_manifest_heads += 1
+            head = await self.src.head_manifest(src_repo, src_ref)
+            if head is None:
+                raise NotFound(f"{self.src.name}: {src_repo}:{src_ref} not found", repository=src_repo)
+            src_digest, src_type = head.digest, head.media_type
+        res.source_digest = src_digest
+        res.media_type = src_type
+
+        # Up to date? Then only missing tags are (re)written; the source is not read.
+        existing = await self._dst_tags(dst_repo, tags)
+        done = await self._already_there(ctx, src_digest, existing)
+        if done is not None:
+            res.up_to_date = True
+            res.digest = done.digest
+            res.media_type = done.media_type
+            res.filtered = done.digest != src_digest
+            await self._put_tags(ctx, done, tags, existing)
+            return res
+
+        if manifest is None:
+            manifest = await self._get_source(ctx, src_ref)
+            res.source_digest = manifest.digest
+            res.media_type = manifest.media_type
+        top = manifest
+
+        if top.is_index:
+            top = await self._copy_index(ctx, top)
+        else:
+            reason = await self._check_image_platform(ctx, top)
+            if reason is not None:
+                res.skipped = reason
+                res.digest = top.digest
+                return res
+            await self._copy_image(ctx, top)
+        res.digest = top.digest
+        res.filtered = top.digest != res.source_digest
+        res.foreign_layers = sorted(ctx.foreign)
+        if res.skipped is not None:
+            return res
+        if not tags:
+            await self.dst.put_manifest(dst_repo, top.digest, top)
+        else:
+            existing = {t: d for t, d in existing.items() if d == top.digest}
+        await self._put_tags(ctx, top, tags, existing)
+        self.events.manifest_done(top.descriptor(), "copied")
+        res.manifests_copied += 1
+        return res
+
+    async def retag(self, dst_repo: str, manifest: Manifest, tags: Sequence[str]) -> list[str]:
+        """PUT the same manifest bytes under more *tags* of *dst_repo*; the source is not touched.
+
+        The manifest's content must already be in the destination. Returns the tags written.
+        """
+        written: list[str] = []
+        for tag in dict.fromkeys(tags):
+            await self.dst.put_manifest(dst_repo, tag, manifest)
+            written.append(tag)
+        return written
+
+    # -- the top manifest --------------------------------------------------------------------------
+
+    async def _dst_tags(self, dst_repo: str, tags: Sequence[str]) -> dict[str, str]:
+        """Digest each destination tag points at now (absent tags left out)."""
+
+        async def one(tag: str) -> tuple[str, str | None]:
+            d = await self.dst.head_manifest(dst_repo, tag)
+            return tag, d.digest if d else None
+
+        pairs = await _gather(one(t) for t in tags)
+        return {t: d for t, d in pairs if d is not None}
+
+    async def _already_there(self, ctx: _Ctx, src_digest: str, existing: dict[str, str]) -> Manifest | None:
+        """The destination manifest that already stands for *src_digest*, if any (no source access)."""
+        dst, repo = self.dst, ctx.dst_repo
+        if self.platforms is None:
+            if src_digest in existing.values() or await dst.head_manifest(repo, src_digest) is not None:
+                return await dst.get_manifest(repo, src_digest)
+            return None
+        # Filtered copies carry the upstream digest and the platform list in their annotations.
+        for digest in dict.fromkeys(existing.values()):
+            if digest == src_digest:
+                return await dst.get_manifest(repo, digest)
+            try:
+                m = await dst.get_manifest(repo, digest)
+            except NotFound:
+                continue
+            ann = m.json.get("annotations") if m.is_index else None
+            if (
+                isinstance(ann, dict)
+                and ann.get(SOURCE_DIGEST_ANNOTATION) == src_digest
+                and ann.get(PLATFORMS_ANNOTATION) == self._platform_text()
+            ):
+                return m
+        if not existing and await dst.head_manifest(repo, src_digest) is not None:
+            return await dst.get_manifest(repo, src_digest)
+        return None
+
+    async def _put_tags(self, ctx: _Ctx, top: Manifest, tags: Sequence[str], existing: dict[str, str]) -> None:
+        res = ctx.result
+        for tag in tags:
+            if existing.get(tag) != top.digest:
+                await self.dst.put_manifest(ctx.dst_repo, tag, top)
+                res.tags_written.append(tag)
+            res.tags.append(tag)
+
+    def _platform_text(self) -> str:
+        return ",".join(str(p) for p in self.platforms or ())
+
+    def _selected(self, platform: Platform | None) -> bool:
+        if self.platforms is None:
+            return True
+        return platform is not None and any(platform.matches(p) for p in self.platforms)
+
+    # -- indexes -----------------------------------------------------------------------------------
+
+    async def _copy_index(self, ctx: _Ctx, index: Manifest) -> Manifest:
+        """Copy the children of *index* (filtered when platforms are set); return the index to tag."""
+        top = self._filter(ctx, index)
+        if ctx.result.skipped is not None:
+            return index
+        children = top.children
+        ctx.result.platforms = [str(c.platform) for c in children if c.platform and not c.is_attestation]
+        await _gather(self._copy_child(ctx, c) for c in children)
+        return top
+
+    def _filter(self, ctx: _Ctx, index: Manifest) -> Manifest:
+        """*index* itself when every child is selected, else a new index with the selected ones."""
+        if self.platforms is None:
+            return index
+        raw = index.json.get("manifests") or []
+        children = index.children
+        kept_images = {c.digest for c in children if not c.is_attestation and self._selected(c.platform)}
+        keep = [
+            i
+            for i, c in enumerate(children)
+            if (c.digest in kept_images and not c.is_attestation)
+            or (c.is_attestation and c.annotations.get(ATTESTATION_REF_DIGEST) in kept_images)
+        ]
+        if len(keep) == len(children):
+            return index
+        if not kept_images:
+            available = sorted({str(c.platform) for c in children if c.platform and not c.is_attestation})
+            ctx.result.skipped = (
+                f"no platform of {index.digest} matches {self._platform_text()} "
+                f"(available: {', '.join(available) or 'none'})"
+            )
+            return index
+        obj = dict(index.json)
+        obj["manifests"] = [raw[i] for i in keep]
+        annotations = dict(obj.get("annotations") or {})
+        annotations[SOURCE_DIGEST_ANNOTATION] = index.digest
+        annotations[PLATFORMS_ANNOTATION] = self._platform_text()
+        obj["annotations"] = annotations
+        data = json.dumps(obj, indent=3).encode()
+        return Manifest(data, index.media_type)
+
+    async def _copy_child(self, ctx: _Ctx, desc: Descriptor) -> None:
+        """A child manifest by digest: skipped when the destination has it, else fetched and copied."""
+        res = ctx.result
+        async with self._manifest_sem:
+            there = await self.dst.head_manifest(ctx.dst_repo, desc.digest)
+        if there is not None:
+            res.manifests_skipped += 1
+            self.events.manifest_done(desc, "skipped")
+            return
+        child = await self._get_source(ctx, desc.digest)
+        if child.is_index:
+            await _gather(self._copy_child(ctx, c) for c in child.children)
+        else:
+            await self._copy_image(ctx, child)
+        await self.dst.put_manifest(ctx.dst_repo, child.digest, child)
+        res.manifests_copied += 1
+        self.events.manifest_done(desc, "copied")
+
+    async def _get_source(self, ctx: _Ctx, ref: str) -> Manifest:
+        """GET a source manifest (a pull): budget first, transient errors retried, type checked."""
+        for attempt in range(1, MANIFEST_ATTEMPTS + 1):
+            if self.budget is not None:
+                await self.budget.acquire(1)
+            ctx.result.source_manifest_gets += 1
+            try:
+                async with self._manifest_sem:
+                    m = await self.src.get_manifest(ctx.src_repo, ref)
+            except Exception as e:
+                if attempt == MANIFEST_ATTEMPTS or not _transient(e):
+                    raise
+                continue
+            if is_digest(ref) and m.digest != ref:
+                raise DigestMismatch(
+                    f"{self.src.name}: {ctx.src_repo}@{ref} returned a manifest with digest {m.digest}"
+                )
+            m.check_supported()
+            return m
+        raise AssertionError("unreachable")
+
+    # -- images and blobs --------------------------------------------------------------------------
+
+    async def _check_image_platform(self, ctx: _Ctx, image: Manifest) -> str | None:
+        """None if a single image manifest is selected, else the reason it is skipped."""
+        cfg = image.config
+        if cfg is None:
+            return None
+        if self.platforms is None:
+            return None
+        platform = await self._config_platform(ctx, cfg)
+        if platform is not None:
+            ctx.result.platforms = [str(platform)]
+        if self._selected(platform):
+            return None
+        return f"image {image.digest} is for {platform or 'an unknown platform'}, not {self._platform_text()}"
+
+    async def _config_platform(self, ctx: _Ctx, cfg: Descriptor) -> Platform | None:
+        """The platform named by an image config (a blob GET on the source, not a pull)."""
+        store, repo = self.src, ctx.src_repo
+        if cfg.size > 1024 * 1024:
+            return None
+        data = b""
+        for attempt in range(1, BLOB_ATTEMPTS + 1):
+            try:
+                async with store.open_blob(repo, cfg) as chunks:
+                    data = b"".join([c async for c in verified(chunks, cfg.digest, cfg.size, "config")])
+                break
+            except Exception as e:
+                if attempt == BLOB_ATTEMPTS or not _transient(e):
+                    raise
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            return None
+        return Platform.from_json(obj) if isinstance(obj, dict) else None
+
+    async def _copy_image(self, ctx: _Ctx, image: Manifest) -> None:
+        """The blobs of an image manifest (foreign layers are left out and reported)."""
+        blobs: list[Descriptor] = []
+        seen: set[str] = set()
+        for desc in image.blobs:
+            if desc.is_foreign:
+                ctx.foreign.add(desc.digest)
+                continue
+            if desc.digest not in seen:
+                seen.add(desc.digest)
+                blobs.append(desc)
+        await _gather(self._blob(ctx, d) for d in blobs)
+
+    async def _blob(self, ctx: _Ctx, desc: Descriptor) -> None:
+        """Make *desc* present in the destination repo: skip, mount, or transfer (once per digest)."""
+        repo = ctx.dst_repo
+        res = ctx.result
+        while True:
+            if repo in self._known.get(desc.digest, ()):
+                res.blobs_skipped += 1
+                self.events.blob_done(desc, "skipped")
+                return
+            fut = self._inflight.get(desc.digest)
+            if fut is None:
+                break
+            await asyncio.shield(fut)  # another copy is moving this blob; then look again
+        fut = asyncio.get_running_loop().create_future()
+        self._inflight[desc.digest] = fut
+        try:
+            async with self._blob_sem:
+                how = await self._place_blob(ctx, desc)
+            self._known.setdefault(desc.digest, set()).add(repo)
+        finally:
+            del self._inflight[desc.digest]
+            fut.set_result(None)
+        if how == "copied":
+            res.blobs_copied += 1
+            res.bytes_copied += desc.size
+        elif how == "mounted":
+            res.blobs_mounted += 1
+        else:
+            res.blobs_skipped += 1
+        self.events.blob_done(desc, how)
+
+    async def _place_blob(self, ctx: _Ctx, desc: Descriptor) -> BlobHow:
+        repo = ctx.dst_repo
+        if await self.dst.has_blob(repo, desc):
+            return "skipped"
+        for other in sorted(self._known.get(desc.digest, set()) - {repo}):
+            try:
+                if await self.dst.mount_blob(repo, desc, other):
+                    return "mounted"
+            except (RegistryError, StoreError):
+                continue
+        await self._transfer(ctx, desc)
+        return "copied"
+
+    async def _transfer(self, ctx: _Ctx, desc: Descriptor) -> None:
+        """Stream the blob from the source into the destination, verified; retried on errors."""
+        for attempt in range(1, BLOB_ATTEMPTS + 1):
+            self.events.blob_start(desc)
+            try:
+                async with self.src.open_blob(ctx.src_repo, desc) as chunks:
+                    stream = verified(self._progress(desc, chunks), desc.digest, desc.size)
+                    await self.dst.put_blob(ctx.dst_repo, desc, stream)
+                return
+            except Exception as e:
+                if attempt == BLOB_ATTEMPTS or not _transient(e):
+                    if isinstance(e, HubmirrorError):
+                        raise
+                    raise RegistryError(f"blob {desc.digest} of {ctx.src_repo}: {type(e).__name__}: {e}") from e
+
+    async def _progress(self, desc: Descriptor, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            self.events.blob_progress(desc, len(chunk))
+            yield chunk
+
+
+def _transient(e: BaseException) -> bool:
+    """Errors worth another attempt: server errors, broken connections, corrupted transfers."""
+    if isinstance(e, QuotaExceeded | BudgetExhausted | AuthError | NotFound | UnsupportedManifest | ManifestTooLarge):
+        return False
+    if isinstance(e, RegistryError):
+        return e.status is None or e.status >= 500 or e.status == 408
+    return isinstance(e, DigestMismatch | aiohttp.ClientError | asyncio.TimeoutError | OSError)
+
+
+async def _gather(coros: Iterable[Awaitable[T]]) -> list[T]:
+    """Run *coros* concurrently; on the first failure cancel the rest and raise that error."""
+    tasks: list[asyncio.Task[T]] = []
+    try:
+        async with asyncio.TaskGroup() as tg:
+            for c in coros:
+                tasks.append(tg.create_task(_as_coro(c)))
+    except BaseExceptionGroup as eg:
+        raise _first(eg) from None
+    return [t.result() for t in tasks]
+
+
+async def _as_coro(aw: Awaitable[T]) -> T:
+    return await aw
+
+
+def _first(eg: BaseExceptionGroup[BaseException]) -> BaseException:
+    for e in eg.exceptions:
+        if isinstance(e, BaseExceptionGroup):
+            return _first(e)
+        if not isinstance(e, asyncio.CancelledError):
+            return e
+    return eg.exceptions[0]
+
+
+__all__ = ["BlobHow", "Copier", "CopyEvents", "CopyResult", "ManifestHow", "PullBudget"]

@@ -1,0 +1,63 @@
+"""`open_location`: turn ``oci:PATH[:TAG]`` or an image reference into a store, a repository and a ref."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Collection
+from pathlib import Path
+
+from .._errors import InvalidReference
+from ..digest import is_digest
+from ._base import Store
+from .ocidir import OCILayoutStore
+
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+
+
+def split_oci(text: str) -> tuple[Path, str | None]:
+    """``oci:PATH[:TAG|@DIGEST]`` → (PATH, TAG or DIGEST or None)."""
+    rest = text[4:]
+    if not rest:
+        raise InvalidReference(f"invalid location {text!r}: oci: needs a directory path")
+    if "@" in rest:
+        path, _, digest = rest.rpartition("@")
+        if is_digest(digest) and path:
+            return Path(path), digest
+    path, sep, tag = rest.rpartition(":")
+    if sep and path and "/" not in tag and _TAG.match(tag):
+        return Path(path), tag
+    return Path(rest), None
+
+
+def open_location(
+    text: str,
+    *,
+    authfile: str | None = None,
+    insecure: Collection[str] = (),
+    ca_file: str | None = None,
+    default_tag: str | None = "latest",
+) -> tuple[Store, str, str | None]:
+    """(store, repository, ref) for *text*.
+
+    ``oci:PATH[:TAG]`` opens an `OCILayoutStore` on PATH with repository ``""`` (ref None without a
+    tag). Anything else, optionally prefixed ``docker://``, is an image reference on a registry; the
+    ref is its digest if it has one, else its tag (*default_tag* when it names neither). Registries
+    listed in *insecure* are spoken to over plain HTTP. Raises `InvalidReference`.
+    """
+    if text.startswith("oci:"):
+        path, ref = split_oci(text)
+        return OCILayoutStore(path), "", ref
+    from ..reference import Reference
+    from .registry import RegistryStore
+
+    if text.startswith("docker://"):
+        text = text[len("docker://") :]
+    reference = Reference.parse(text, default_tag=default_tag)
+    host = reference.registry
+    store = RegistryStore(
+        host,
+        authfile=authfile,
+        insecure=True if (host in insecure or reference.api_host in insecure) else None,
+        ca_file=ca_file,
+    )
+    return store, reference.repository, reference.digest or reference.tag

@@ -1,0 +1,418 @@
+"""`OCILayoutStore`: images in OCI image-layout directories (``oci-layout``, ``index.json``, ``blobs/``).
+
+Repository ``""`` is the root directory itself; any other repository is a sub-directory layout
+(``root/<repo>``), which is how a sync mirrors many repositories into one ``oci:PATH``. Writes are
+crash-safe: blobs go to a temporary file in the blob directory, are fsync'd, verified (size and
+digest) and only then renamed into place; ``index.json`` is rewritten the same way under a lock, and
+only ever names manifests whose content is already stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import shutil
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .._errors import DigestMismatch, NotFound, StoreError
+from ..digest import hasher, is_digest, verify_bytes
+from ..media import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    MAX_MANIFEST_SIZE,
+    OCI_INDEX,
+    OCI_MANIFEST,
+    Descriptor,
+    Manifest,
+    detect_media_type,
+)
+from ._base import BlobStream, TransferStats
+
+if TYPE_CHECKING:
+    from ..registry.ratelimit import RateLimit
+
+REF_NAME = "org.opencontainers.image.ref.name"
+LAYOUT_FILE = "oci-layout"
+LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
+CHUNK = 1024 * 1024
+_OCI_TWIN = {DOCKER_LIST: OCI_INDEX, DOCKER_MANIFEST: OCI_MANIFEST}
+
+_REPO_PART = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$")
+_TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+
+
+class OCILayoutStore:
+    """A `Store` over OCI image-layout directories under *root*."""
+
+    def __init__(self, root: Path | str) -> None:
+        self.root = Path(root)
+        self.name = f"oci:{self.root}"
+        self.stats = TransferStats()
+        self._locks: dict[Path, asyncio.Lock] = {}
+
+    def __repr__(self) -> str:
+        return f"OCILayoutStore({str(self.root)!r})"
+
+    @property
+    def ratelimit(self) -> RateLimit | None:
+        return None
+
+    # -- paths -------------------------------------------------------------------------------------
+
+    def layout(self, repo: str) -> Path:
+        """The layout directory of *repo* (the root for ``""``)."""
+        if not repo:
+            return self.root
+        parts = repo.split("/")
+        if parts[0] == "blobs" or not all(_REPO_PART.match(p) for p in parts):
+            raise StoreError(f"{self.name}: invalid repository name {repo!r}")
+        return self.root.joinpath(*parts)
+
+    def _blob_path(self, repo: str, digest: str) -> Path:
+        if not is_digest(digest):
+            raise StoreError(f"{self.name}: invalid digest {digest!r}")
+        algo, hexpart = digest.split(":", 1)
+        return self.layout(repo) / "blobs" / algo / hexpart
+
+    def _lock(self, layout: Path) -> asyncio.Lock:
+        lock = self._locks.get(layout)
+        if lock is None:
+            lock = self._locks[layout] = asyncio.Lock()
+        return lock
+
+    # -- index.json --------------------------------------------------------------------------------
+
+    def _read_index(self, layout: Path) -> dict[str, Any]:
+        path = layout / "index.json"
+        try:
+            obj = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": []}
+        except (OSError, ValueError) as e:
+            raise StoreError(f"{path}: cannot read the layout index: {e}") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("manifests", []), list):
+            raise StoreError(f"{path}: not an OCI image index")
+        obj.setdefault("manifests", [])
+        return obj
+
+    def _write_index(self, layout: Path, index: dict[str, Any]) -> None:
+        self._ensure_layout(layout)
+        data = json.dumps(index, indent=2).encode() + b"\n"
+        _atomic_write(layout / "index.json", data)
+
+    def _ensure_layout(self, layout: Path) -> None:
+        marker = layout / LAYOUT_FILE
+        if marker.exists():
+            return
+        try:
+            layout.mkdir(parents=True, exist_ok=True)
+            if not marker.exists():
+                _atomic_write(marker, json.dumps(LAYOUT_VERSION).encode())
+        except OSError as e:
+            raise StoreError(f"{layout}: cannot create an OCI layout: {e}") from None
+
+    def _find_tag(self, layout: Path, tag: str) -> dict[str, Any] | None:
+        for entry in self._read_index(layout)["manifests"]:
+            if isinstance(entry, dict) and (entry.get("annotations") or {}).get(REF_NAME) == tag:
+                return entry
+        return None
+
+    # -- manifests ---------------------------------------------------------------------------------
+
+    async def head_manifest(self, repo: str, ref: str) -> Descriptor | None:
+        self.stats.manifest_heads += 1
+        return await asyncio.to_thread(self._head_manifest, repo, ref)
+
+    def _head_manifest(self, repo: str, ref: str) -> Descriptor | None:
+        layout = self.layout(repo)
+        if is_digest(ref):
+            path = self._blob_path(repo, ref)
+            try:
+                data = path.read_bytes() if path.stat().st_size <= MAX_MANIFEST_SIZE else b""
+            except FileNotFoundError:
+                return None
+            media_type = self._media_type_of(layout, ref, data)
+            return Descriptor(media_type, ref, path.stat().st_size)
+        entry = self._find_tag(layout, ref)
+        if entry is None:
+            return None
+        desc = Descriptor.from_json(entry)
+        path = self._blob_path(repo, desc.digest)
+        try:
+            data = path.read_bytes() if path.stat().st_size <= MAX_MANIFEST_SIZE else b""
+        except FileNotFoundError:
+            return None
+        return Descriptor(detect_media_type(data, desc.media_type), desc.digest, len(data) or desc.size)
+
+    def _media_type_of(self, layout: Path, digest: str, data: bytes) -> str:
+        declared = None
+        for entry in self._read_index(layout)["manifests"]:
+            if isinstance(entry, dict) and entry.get("digest") == digest and entry.get("mediaType"):
+                declared = str(entry["mediaType"])
+        return detect_media_type(data, declared)
+
+    async def get_manifest(self, repo: str, ref: str) -> Manifest:
+        self.stats.manifest_gets += 1
+        return await asyncio.to_thread(self._get_manifest, repo, ref)
+
+    def _get_manifest(self, repo: str, ref: str) -> Manifest:
+        layout = self.layout(repo)
+        declared: str | None = None
+        if is_digest(ref):
+            digest = ref
+        else:
+            entry = self._find_tag(layout, ref)
+            if entry is None:
+                raise NotFound(f"{self.name}: {_where(repo)}tag {ref!r} not found", repository=repo)
+            digest = str(entry.get("digest", ""))
+            declared = str(entry.get("mediaType") or "") or None
+        path = self._blob_path(repo, digest)
+        try:
+            if path.stat().st_size > MAX_MANIFEST_SIZE:
+                raise StoreError(f"{path}: manifest larger than {MAX_MANIFEST_SIZE} bytes")
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise NotFound(f"{self.name}: {_where(repo)}manifest {ref} not found", repository=repo) from None
+        verify_bytes(data, digest, f"{path}")
+        if declared is None:
+            declared = self._media_type_of(layout, digest, data)
+        return Manifest(data, detect_media_type(data, declared))
+
+    async def put_manifest(self, repo: str, ref: str, manifest: Manifest) -> None:
+        self.stats.manifest_puts += 1
+        if is_digest(ref):
+            if ref != manifest.digest:
+                raise DigestMismatch(f"{self.name}: manifest {manifest.digest} put under digest {ref}")
+        elif not _TAG.match(ref):
+            raise StoreError(f"{self.name}: invalid tag {ref!r}")
+        await asyncio.to_thread(self._check_referenced, repo, manifest)
+        path = self._blob_path(repo, manifest.digest)
+        if not path.exists():
+            await asyncio.to_thread(self._write_blob_bytes, path, manifest.data)
+        if is_digest(ref):
+            return
+        layout = self.layout(repo)
+        async with self._lock(layout):
+            await asyncio.to_thread(self._set_tag, layout, ref, manifest)
+
+    def _check_referenced(self, repo: str, manifest: Manifest) -> None:
+        """Refuse a manifest whose children or blobs are missing, as a registry would."""
+        needed = manifest.children if manifest.is_index else manifest.blobs
+        for desc in needed:
+            if desc.is_foreign:
+                continue
+            if not self._blob_path(repo, desc.digest).exists():
+                raise StoreError(
+                    f"{self.name}: {_where(repo)}manifest {manifest.digest} references {desc.digest}, "
+                    "which is not stored"
+                )
+
+    def _set_tag(self, layout: Path, tag: str, manifest: Manifest) -> None:
+        index = self._read_index(layout)
+        entry: dict[str, Any] = {
+            # Docker types are recorded as their OCI twins: OCI tools (skopeo, containerd) only resolve
+            # tags of OCI-typed entries. The blob keeps its bytes and its own ``mediaType`` field.
+            "mediaType": _OCI_TWIN.get(manifest.media_type, manifest.media_type),
+            "digest": manifest.digest,
+            "size": manifest.size,
+            "annotations": {REF_NAME: tag},
+        }
+        manifests = [e for e in index["manifests"] if (e.get("annotations") or {}).get(REF_NAME) != tag]
+        manifests.append(entry)
+        index["manifests"] = manifests
+        self._write_index(layout, index)
+
+    async def delete_manifest(self, repo: str, ref: str) -> None:
+        """Untag *ref*, or remove every index entry for a digest. Blobs stay (no garbage collection)."""
+        layout = self.layout(repo)
+        async with self._lock(layout):
+            await asyncio.to_thread(self._delete, layout, repo, ref)
+
+    def _delete(self, layout: Path, repo: str, ref: str) -> None:
+        index = self._read_index(layout)
+        if is_digest(ref):
+            keep = [e for e in index["manifests"] if e.get("digest") != ref]
+        else:
+            keep = [e for e in index["manifests"] if (e.get("annotations") or {}).get(REF_NAME) != ref]
+        if len(keep) == len(index["manifests"]):
+            raise NotFound(f"{self.name}: {_where(repo)}{ref} not found", repository=repo)
+        index["manifests"] = keep
+        self._write_index(layout, index)
+
+    async def list_tags(self, repo: str) -> list[str]:
+        def read() -> list[str]:
+            tags: list[str] = []
+            for e in self._read_index(self.layout(repo))["manifests"]:
+                name = (e.get("annotations") or {}).get(REF_NAME) if isinstance(e, dict) else None
+                if isinstance(name, str) and name not in tags:
+                    tags.append(name)
+            return sorted(tags)
+
+        return await asyncio.to_thread(read)
+
+    # -- blobs -------------------------------------------------------------------------------------
+
+    async def has_blob(self, repo: str, desc: Descriptor) -> bool:
+        self.stats.blob_heads += 1
+        path = self._blob_path(repo, desc.digest)
+        try:
+            size = (await asyncio.to_thread(path.stat)).st_size
+        except FileNotFoundError:
+            return False
+        return size == desc.size or desc.size <= 0
+
+    def open_blob(self, repo: str, desc: Descriptor) -> BlobStream:
+        return self._open_blob(repo, desc)
+
+    @contextlib.asynccontextmanager
+    async def _open_blob(self, repo: str, desc: Descriptor) -> AsyncIterator[AsyncIterator[bytes]]:
+        path = self._blob_path(repo, desc.digest)
+        try:
+            f = await asyncio.to_thread(path.open, "rb")
+        except FileNotFoundError:
+            raise NotFound(f"{self.name}: {_where(repo)}blob {desc.digest} not found", repository=repo) from None
+        self.stats.blob_gets += 1
+
+        async def chunks() -> AsyncIterator[bytes]:
+            while True:
+                chunk = await asyncio.to_thread(f.read, CHUNK)
+                if not chunk:
+                    return
+                self.stats.blob_bytes_read += len(chunk)
+                yield chunk
+
+        try:
+            yield chunks()
+        finally:
+            f.close()
+
+    async def put_blob(self, repo: str, desc: Descriptor, chunks: AsyncIterator[bytes]) -> None:
+        """Write the stream to a temp file, verify size and digest, fsync, and rename into place."""
+        path = self._blob_path(repo, desc.digest)
+        await asyncio.to_thread(self._ensure_layout, self.layout(repo))
+        await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
+        tmp = path.parent / f".tmp-{path.name[:16]}-{uuid.uuid4().hex}"
+        f = await asyncio.to_thread(tmp.open, "wb")
+        h = hasher(desc.digest)
+        total = 0
+        try:
+            try:
+                buf: list[bytes] = []
+                buffered = 0
+                async for chunk in chunks:
+                    h.update(chunk)
+                    total += len(chunk)
+                    buf.append(chunk)
+                    buffered += len(chunk)
+                    if buffered >= CHUNK:
+                        await asyncio.to_thread(f.writelines, buf)
+                        buf, buffered = [], 0
+                if buf:
+                    await asyncio.to_thread(f.writelines, buf)
+                await asyncio.to_thread(_flush_sync, f)
+            finally:
+                f.close()
+            got = f"{desc.digest.split(':', 1)[0]}:{h.hexdigest()}"
+            if desc.size >= 0 and total != desc.size:
+                raise DigestMismatch(f"{self.name}: blob {desc.digest}: got {total} bytes, expected {desc.size}")
+            if got != desc.digest:
+                raise DigestMismatch(f"{self.name}: blob {desc.digest}: content hashes to {got}")
+            await asyncio.to_thread(_commit, tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        self.stats.blob_uploads += 1
+        self.stats.blob_bytes_written += total
+
+    def _write_blob_bytes(self, path: Path, data: bytes) -> None:
+        self._ensure_layout(path.parent.parent.parent)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.parent / f".tmp-{path.name[:16]}-{uuid.uuid4().hex}"
+        try:
+            with tmp.open("wb") as f:
+                f.write(data)
+                _flush_sync(f)
+            _commit(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+
+    async def mount_blob(self, repo: str, desc: Descriptor, from_repo: str) -> bool:
+        """Hard-link (or copy) the blob from *from_repo*'s layout; False if that layout lacks it."""
+        src = self._blob_path(from_repo, desc.digest)
+        dst = self._blob_path(repo, desc.digest)
+        ok = await asyncio.to_thread(self._mount, src, dst, desc)
+        if ok:
+            self.stats.blob_mounts += 1
+        return ok
+
+    def _mount(self, src: Path, dst: Path, desc: Descriptor) -> bool:
+        try:
+            if src.stat().st_size != desc.size and desc.size >= 0:
+                return False
+        except FileNotFoundError:
+            return False
+        if dst.exists():
+            return True
+        self._ensure_layout(dst.parent.parent.parent)
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.parent / f".tmp-{dst.name[:16]}-{uuid.uuid4().hex}"
+        try:
+            try:
+                os.link(src, tmp)
+            except OSError:
+                shutil.copyfile(src, tmp)
+                with tmp.open("rb+") as f:
+                    _flush_sync(f)
+            _commit(tmp, dst)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        return True
+
+    async def close(self) -> None:
+        return None
+
+
+def _where(repo: str) -> str:
+    return f"{repo}: " if repo else ""
+
+
+def _flush_sync(f: Any) -> None:
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _commit(tmp: Path, final: Path) -> None:
+    """Rename *tmp* to *final* and fsync the directory, so the name survives a crash."""
+    os.replace(tmp, final)
+    try:
+        fd = os.open(final.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        with tmp.open("wb") as f:
+            f.write(data)
+            _flush_sync(f)
+        _commit(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise

@@ -1,0 +1,122 @@
+"""The OCI layout store: layout files, atomic blob writes, tags in index.json, mounts, untagging."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from copy_images import build_index, put_image
+
+from hubmirror._errors import DigestMismatch, NotFound, StoreError
+from hubmirror.digest import sha256
+from hubmirror.media import Descriptor
+from hubmirror.store import OCILayoutStore, open_location
+
+
+async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    for p in parts:
+        yield p
+
+
+async def _failing(*parts: bytes) -> AsyncIterator[bytes]:
+    for p in parts:
+        yield p
+    raise ConnectionResetError("source went away")
+
+
+def _stray_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.startswith(".") and p.is_file()]
+
+
+async def test_layout_files_and_tag_in_index(tmp_path: Path) -> None:
+    store = OCILayoutStore(tmp_path / "lay")
+    img = build_index("alpha")
+    await put_image(store, "", "1.0", img)
+
+    assert json.loads((tmp_path / "lay" / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
+    index = json.loads((tmp_path / "lay" / "index.json").read_text())
+    assert index["manifests"] == [
+        {
+            "mediaType": img.top.media_type,
+            "digest": img.digest,
+            "size": img.top.size,
+            "annotations": {"org.opencontainers.image.ref.name": "1.0"},
+        }
+    ]
+    blob = tmp_path / "lay" / "blobs" / "sha256" / img.digest.split(":")[1]
+    assert blob.read_bytes() == img.top.data
+    assert await store.list_tags("") == ["1.0"]
+    got = await store.get_manifest("", "1.0")
+    assert got.data == img.top.data and got.media_type == img.top.media_type
+    head = await store.head_manifest("", "1.0")
+    assert head is not None and head.digest == img.digest
+    assert _stray_files(tmp_path / "lay") == []
+
+
+async def test_retag_replaces_entry_and_untag(tmp_path: Path) -> None:
+    store = OCILayoutStore(tmp_path)
+    a, b = build_index("a"), build_index("b")
+    await put_image(store, "", "latest", a)
+    await put_image(store, "", "latest", b)
+    await put_image(store, "", "old", a)
+    assert await store.list_tags("") == ["latest", "old"]
+    assert (await store.get_manifest("", "latest")).digest == b.digest
+
+    await store.delete_manifest("", "old")
+    assert await store.list_tags("") == ["latest"]
+    assert await store.head_manifest("", "old") is None
+    with pytest.raises(NotFound, match="old"):
+        await store.delete_manifest("", "old")
+
+
+async def test_blob_mismatch_and_interrupted_stream_leave_nothing(tmp_path: Path) -> None:
+    store = OCILayoutStore(tmp_path)
+    data = b"hello layer" * 1000
+    desc = Descriptor("application/octet-stream", sha256(data), len(data))
+
+    with pytest.raises(DigestMismatch):
+        await store.put_blob("", desc, _chunks(data[:-1] + b"X"))
+    with pytest.raises(ConnectionResetError):
+        await store.put_blob("", desc, _failing(data[:100]))
+    assert not await store.has_blob("", desc)
+    assert _stray_files(tmp_path / "blobs") == []
+
+    await store.put_blob("", desc, _chunks(data[:5000], data[5000:]))
+    assert await store.has_blob("", desc)
+    async with store.open_blob("", desc) as chunks:
+        assert b"".join([c async for c in chunks]) == data
+
+
+async def test_manifest_with_missing_content_is_refused(tmp_path: Path) -> None:
+    store = OCILayoutStore(tmp_path)
+    img = build_index("x")
+    with pytest.raises(StoreError, match="not stored"):
+        await store.put_manifest("", "v1", img.top)
+    assert await store.list_tags("") == []
+
+
+async def test_sub_repositories_and_mount(tmp_path: Path) -> None:
+    store = OCILayoutStore(tmp_path)
+    img = build_index("x", ("linux/amd64",), attestations=False)
+    await put_image(store, "library/one", "v1", img)
+    assert (tmp_path / "library" / "one" / "index.json").exists()
+    assert not (tmp_path / "index.json").exists()
+
+    cfg = img.child_for("linux/amd64").config
+    assert cfg is not None
+    assert not await store.has_blob("library/two", cfg)
+    assert await store.mount_blob("library/two", cfg, "library/one")
+    assert await store.has_blob("library/two", cfg)
+    missing = Descriptor("x", sha256(b"nope"), 4)
+    assert not await store.mount_blob("library/two", missing, "library/one")
+    with pytest.raises(StoreError, match="invalid repository"):
+        store.layout("../escape")
+
+
+def test_open_location_oci(tmp_path: Path) -> None:
+    store, repo, ref = open_location(f"oci:{tmp_path}:v1.2")
+    assert isinstance(store, OCILayoutStore) and store.root == tmp_path and repo == "" and ref == "v1.2"
+    store, repo, ref = open_location(f"oci:{tmp_path}")
+    assert isinstance(store, OCILayoutStore) and store.root == tmp_path and ref is None
