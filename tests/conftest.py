@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from hubmirror.testing.hub import HubEmulator
 from hubmirror.testing.registry import Registry, start_registry
 
 USER, PASSWORD = "mirror", "s3cret-Pa55word-not-for-logs"
@@ -50,3 +51,17 @@ def make_registry(tmp_path: Path) -> Iterator[Callable[..., Registry]]:
 def repo_name() -> str:
     """A repository name no other test uses."""
     return f"test/{uuid.uuid4().hex[:10]}"
+
+
+# -- Docker Hub emulator (hubmirror.testing.hub) ------------------------------------------------------
+
+
+@pytest.fixture
+def hub(make_registry: Callable[..., Registry]) -> Iterator[HubEmulator]:
+    """A Docker Hub emulator in front of a fresh registry (counters and quota are this test's own).
+
+    Anonymous pulls, plus user `USER` / `PASSWORD` on the token endpoint; quota 100 per 6 h. Seed
+    content with ``hubmirror.testing.images.push_sync(hub.upstream, "library/x", index(...), ["tag"])``.
+    """
+    with HubEmulator(make_registry(), users={USER: PASSWORD}) as emulator:
+        yield emulator

@@ -1,0 +1,735 @@
+"""A Docker Hub emulator: a proxy in front of a real registry that behaves like Docker Hub.
+
+Every ``/v2/`` request is forwarded to the upstream ``docker-registry`` and its answer passed back
+(``Location``/``Link`` rewritten to the emulator's address). On top of that the emulator adds what
+Hub does and Distribution does not (reference §C, §D.2, §D.5): bearer-token auth with a ``/token``
+endpoint, the pull quota and its ``ratelimit-*`` headers, the bare-429 abuse limit, blob GETs
+redirected to a second "CDN" port, and deterministic fault injection. It runs its own event loop in
+a background thread, so async tests, blocking subprocesses (``skopeo``, the CLI) and the demo can
+all use it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import re
+import secrets
+import socket
+import struct
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+from aiohttp import web
+
+from .registry import Registry
+
+SERVICE = "registry.docker.io"
+PULL_LIMIT_MESSAGE = (
+    "You have reached your pull rate limit. You may increase the limit by authenticating and upgrading: "
+    "https://www.docker.com/increase-rate-limits"
+)
+FAULT_KINDS = frozenset({"reset", "500", "truncate", "flip"})
+
+_REPO_ROUTE = re.compile(r"^/v2/(?P<name>.+?)/(?P<kind>manifests|blobs|tags)/(?P<rest>.*)$")
+_PUSH_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+_FORWARD_REQUEST_HEADERS = ("Accept", "Content-Type", "Content-Length", "Content-Range", "If-None-Match", "Range")
+_PASS_RESPONSE_HEADERS = (
+    "Content-Type",
+    "Docker-Content-Digest",
+    "Docker-Distribution-API-Version",
+    "Docker-Upload-UUID",
+    "Etag",
+    "Location",
+    "Link",
+    "Range",
+    "Content-Range",
+    "Accept-Ranges",
+    "OCI-Subject",
+)
+_CHUNK = 256 * 1024
+
+#: A persistent-fault matcher: called with (method, path); a string is a regex searched in the path.
+FaultMatcher = Callable[[str, str], bool] | str
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One request the emulator answered (the Hub port; CDN requests are in `CdnRecord`)."""
+
+    method: str
+    kind: str  # manifest | blob | tag-list | token | other
+    repo: str  # "" when the request names no repository
+    ref: str  # tag or digest for manifests and blobs, else ""
+    status: int
+    user: str | None  # the account the token was issued to; None for anonymous
+
+
+@dataclass(frozen=True)
+class CdnRecord:
+    """One blob request on the CDN port, and whether it (wrongly) carried credentials."""
+
+    repo: str
+    digest: str
+    status: int
+    had_authorization: bool
+
+
+@dataclass
+class _Token:
+    user: str | None
+    access: dict[str, set[str]]
+    expires_at: float
+
+    def __repr__(self) -> str:  # never show the token itself
+        return f"_Token(user={self.user!r}, access={self.access!r})"
+
+
+@dataclass
+class _Quota:
+    limit: int
+    remaining: int
+    window: int
+    started: float = field(default_factory=time.monotonic)
+
+    def roll(self, now: float) -> None:
+        if now - self.started >= self.window:
+            self.remaining = self.limit
+            self.started = now
+
+
+@dataclass
+class _Faults:
+    rate: float
+    seed: int
+    kinds: tuple[str, ...]
+    paths: frozenset[str]
+    attempts: Counter[str] = field(default_factory=Counter)
+
+
+class HubEmulator:
+    """Docker Hub in front of *upstream* (a running `Registry`), on ``127.0.0.1`` with free ports.
+
+    Use as a context manager, or call `start` and `stop`. Controls (`set_limit`, `set_faults`, …) and
+    accessors (`counts`, `manifest_gets`, …) may be called from any thread.
+    """
+
+    def __init__(
+        self,
+        upstream: Registry,
+        *,
+        users: Mapping[str, str] | None = None,
+        expires_in: int = 300,
+        allow_push: bool = False,
+        limit: int | None = 100,
+        window: int = 21600,
+        source: str = "127.0.0.1",
+    ) -> None:
+        self.upstream = upstream
+        self.expires_in = expires_in
+        self.allow_push = allow_push
+        self.source = source
+        self._users = dict(users or {})
+        self._lock = threading.Lock()
+        self._tokens: dict[str, _Token] = {}
+        self._quota: _Quota | None = _Quota(limit, limit, window) if limit is not None else None
+        self._abuse_left = 0
+        self._abuse_retry_after = 0.0
+        self._faults: _Faults | None = None
+        self._fail_always: Callable[[str, str], bool] | None = None
+        self._fail_status = 500
+        self._records: list[RequestRecord] = []
+        self._cdn_records: list[CdnRecord] = []
+        self._sign_key = secrets.token_bytes(16)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._runner: web.AppRunner | None = None
+        self._cdn_runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._port = 0
+        self._cdn_port = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self._port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    @property
+    def token_url(self) -> str:
+        return f"{self.url}/token"
+
+    @property
+    def cdn_host(self) -> str:
+        return f"127.0.0.1:{self._cdn_port}"
+
+    @property
+    def cdn_url(self) -> str:
+        return f"http://{self.cdn_host}"
+
+    def start(self) -> HubEmulator:
+        """Start serving in a background thread; returns once both ports accept connections."""
+        if self._thread is not None:
+            return self
+        loop = asyncio.new_event_loop()
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            try:
+                loop.run_until_complete(self._setup())
+            except BaseException as e:
+                ready.set_exception(e)
+                loop.close()
+                return
+            ready.set_result(None)
+            loop.run_forever()
+            loop.run_until_complete(self._teardown())
+            loop.close()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=run, name=f"hub-emulator->{self.upstream.host}", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 20
+        while not ready.done():  # set on the emulator thread before it serves; no race on `done()`
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                break
+            self._thread.join(0.01)
+        if not ready.done():
+            raise RuntimeError("hub emulator did not start")
+        ready.result()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and join the thread. Safe to call twice."""
+        if self._thread is None or self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(20)
+        self._thread = None
+
+    def __enter__(self) -> HubEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        return f"HubEmulator(url={self.url!r}, upstream={self.upstream.url!r})"
+
+    async def _setup(self) -> None:
+        self._session = aiohttp.ClientSession(
+            headers=_upstream_auth(self.upstream),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            auto_decompress=False,
+        )
+        hub_app = web.Application(client_max_size=1024**4)
+        hub_app.router.add_route("*", "/{tail:.*}", self._handle)
+        cdn_app = web.Application()
+        cdn_app.router.add_route("GET", "/blobs/{digest}", self._handle_cdn)
+        self._runner = web.AppRunner(hub_app, access_log=None, handle_signals=False)
+        cdn_runner = web.AppRunner(cdn_app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await cdn_runner.setup()
+        hub_sock, self._port = _listen()
+        cdn_sock, self._cdn_port = _listen()
+        await web.SockSite(self._runner, hub_sock).start()
+        await web.SockSite(cdn_runner, cdn_sock).start()
+        self._cdn_runner = cdn_runner
+
+    async def _teardown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if self._cdn_runner is not None:
+            await self._cdn_runner.cleanup()
+        if self._session is not None:
+            await self._session.close()
+
+    # -- controls --------------------------------------------------------------------------------
+
+    def set_limit(self, limit: int, remaining: int | None = None, window: int = 21600) -> None:
+        """Enforce a pull quota of *limit* manifest GETs per *window* seconds, *remaining* left now."""
+        with self._lock:
+            self._quota = _Quota(limit, limit if remaining is None else remaining, window)
+
+    def refill(self) -> None:
+        """Start a new quota window now (as if the window had elapsed)."""
+        with self._lock:
+            if self._quota is not None:
+                self._quota.remaining = self._quota.limit
+                self._quota.started = time.monotonic()
+
+    def disable_ratelimit(self) -> None:
+        """No quota and no ``ratelimit-*`` headers, as for a paid account."""
+        with self._lock:
+            self._quota = None
+
+    @property
+    def remaining(self) -> int | None:
+        """Pulls left in the current window (None when not limited)."""
+        with self._lock:
+            if self._quota is None:
+                return None
+            self._quota.roll(time.monotonic())
+            return self._quota.remaining
+
+    def abuse(self, count: int, retry_after: float = 0.0) -> None:
+        """Answer the next *count* requests (any path) with a bare ``429`` and ``Retry-After``."""
+        with self._lock:
+            self._abuse_left = count
+            self._abuse_retry_after = retry_after
+
+    def set_faults(
+        self,
+        rate: float,
+        seed: int = 0,
+        kinds: Iterable[str] = FAULT_KINDS,
+        paths: Iterable[str] = ("blobs", "manifests"),
+    ) -> None:
+        """Fail a fraction *rate* of GETs that carry a body, deterministically for *seed*.
+
+        Whether the n-th GET of a given path fails, and how, depends only on (seed, path, n): the same
+        sequence of requests sees the same faults, even when paths are fetched concurrently, and a
+        retry (n+1) gets a fresh draw. *paths* selects ``blobs`` (served by the CDN), ``manifests``
+        and ``tags``. ``rate=0`` switches faults off.
+        """
+        ks = tuple(sorted(set(kinds)))
+        if unknown := set(ks) - FAULT_KINDS:
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; expected some of {sorted(FAULT_KINDS)}")
+        with self._lock:
+            self._faults = _Faults(rate, seed, ks, frozenset(paths)) if rate > 0 and ks else None
+
+    def fail_always(self, match: FaultMatcher | None, status: int = 500) -> None:
+        """Answer every matching Hub request with *status* until cleared with ``fail_always(None)``."""
+        with self._lock:
+            if match is None:
+                self._fail_always = None
+            elif isinstance(match, str):
+                rx = re.compile(match)
+                self._fail_always = lambda _method, path: bool(rx.search(path))
+            else:
+                self._fail_always = match
+            self._fail_status = status
+
+    def expire_tokens(self) -> None:
+        """Make every token issued so far expired (the next request with one gets a 401)."""
+        with self._lock:
+            for tok in self._tokens.values():
+                tok.expires_at = 0.0
+
+    # -- counters --------------------------------------------------------------------------------
+
+    @property
+    def records(self) -> list[RequestRecord]:
+        """Every Hub request so far, in arrival order (a copy)."""
+        with self._lock:
+            return list(self._records)
+
+    @property
+    def cdn_records(self) -> list[CdnRecord]:
+        with self._lock:
+            return list(self._cdn_records)
+
+    @property
+    def counts(self) -> Counter[tuple[str, str, str, int]]:
+        """Requests per (method, kind, repo, status)."""
+        with self._lock:
+            return Counter((r.method, r.kind, r.repo, r.status) for r in self._records)
+
+    def _count(self, method: str, kind: str, repo: str | None, ref: str | None = None) -> int:
+        with self._lock:
+            return sum(
+                1
+                for r in self._records
+                if r.method == method
+                and r.kind == kind
+                and (repo is None or r.repo == repo)
+                and (ref is None or r.ref == ref)
+                and r.status not in (401, 403)
+            )
+
+    def manifest_gets(self, repo: str | None = None) -> int:
+        """Manifest GETs that passed authentication (what a client spent or tried to spend)."""
+        return self._count("GET", "manifest", repo)
+
+    def manifest_heads(self, repo: str | None = None) -> int:
+        return self._count("HEAD", "manifest", repo)
+
+    def blob_gets(self, digest: str | None = None) -> int:
+        """Blob GETs on the Hub port (each answered by a redirect to the CDN, or an error)."""
+        return self._count("GET", "blob", None, digest)
+
+    def token_requests(self) -> int:
+        return self._count("GET", "token", None)
+
+    def cdn_gets(self, digest: str | None = None) -> int:
+        with self._lock:
+            return sum(1 for r in self._cdn_records if digest is None or r.digest == digest)
+
+    @property
+    def cdn_saw_authorization(self) -> bool:
+        """True if any request to the CDN port carried an ``Authorization`` header (a credential leak)."""
+        with self._lock:
+            return any(r.had_authorization for r in self._cdn_records)
+
+    def reset_counts(self) -> None:
+        with self._lock:
+            self._records.clear()
+            self._cdn_records.clear()
+
+    # -- the Hub port ----------------------------------------------------------------------------
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        kind, repo, ref = _classify(path)
+        user: str | None = None
+        resp: web.StreamResponse
+        try:
+            with self._lock:
+                abused = self._abuse_left > 0
+                if abused:
+                    self._abuse_left -= 1
+                retry_after = self._abuse_retry_after
+            if abused:
+                resp = web.Response(
+                    status=429, text="Too Many Requests\n", headers={"Retry-After": _fmt_seconds(retry_after)}
+                )
+            elif path == "/token":
+                kind = "token"
+                resp, user = self._token(request)
+            elif not path.startswith("/v2/"):
+                resp = web.Response(status=404, text="404 page not found\n")
+            else:
+                resp, user = await self._v2(request, kind, repo, ref)
+        except Exception as e:
+            resp = _error(500, "UNKNOWN", f"hub emulator: {type(e).__name__}: {e}")
+        with self._lock:
+            self._records.append(RequestRecord(request.method, kind, repo, ref, resp.status, user))
+        return resp
+
+    def _token(self, request: web.Request) -> tuple[web.StreamResponse, str | None]:
+        user: str | None = None
+        header = request.headers.get("Authorization", "")
+        if header.lower().startswith("basic "):
+            try:
+                name, _, password = base64.b64decode(header[6:].strip()).decode().partition(":")
+            except ValueError:
+                name, password = "", ""
+            expected = self._users.get(name)
+            if expected is None or not hmac.compare_digest(expected, password):
+                return web.json_response({"details": "incorrect username or password"}, status=401), None
+            user = name
+        access: dict[str, set[str]] = {}
+        for scope in request.query.getall("scope", []):
+            for name, actions in _parse_scope(scope):
+                granted = {"pull"} & actions
+                if "push" in actions and self.allow_push and user is not None:
+                    granted.add("push")
+                if granted:
+                    access.setdefault(name, set()).update(granted)
+        token = secrets.token_urlsafe(24)
+        with self._lock:
+            self._tokens[token] = _Token(user, access, time.monotonic() + self.expires_in)
+        body = {
+            "token": token,
+            "access_token": token,
+            "expires_in": self.expires_in,
+            "issued_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+        return web.json_response(body), user
+
+    def _challenge(self, repo: str, actions: str, error: str | None = None) -> web.Response:
+        value = f'Bearer realm="{self.token_url}",service="{SERVICE}"'
+        if repo:
+            value += f',scope="repository:{repo}:{actions}"'
+        if error:
+            value += f',error="{error}"'
+        resp = _error(401, "UNAUTHORIZED", "authentication required")
+        resp.headers["WWW-Authenticate"] = value
+        return resp
+
+    async def _v2(self, request: web.Request, kind: str, repo: str, ref: str) -> tuple[web.StreamResponse, str | None]:
+        method = request.method
+        needs_push = method in _PUSH_METHODS
+        header = request.headers.get("Authorization", "")
+        bearer = header[7:].strip() if header.lower().startswith("bearer ") else ""
+        with self._lock:
+            tok = self._tokens.get(bearer)
+            valid = tok is not None and tok.expires_at > time.monotonic()
+        actions = "pull,push" if needs_push else "pull"
+        if tok is None or not valid:
+            return self._challenge(repo, actions, "invalid_token" if bearer else None), None
+        user = tok.user
+        if repo:
+            have = tok.access.get(repo, set())
+            need = {"pull", "push"} if needs_push else {"pull"}
+            if not need <= have:
+                could = not needs_push or (self.allow_push and user is not None)
+                if could:
+                    return self._challenge(repo, actions, "insufficient_scope"), user
+                return _error(403, "DENIED", "requested access to the resource is denied"), user
+        with self._lock:
+            failing = self._fail_always is not None and self._fail_always(method, request.path)
+            fail_status = self._fail_status
+        if failing:
+            return _error(fail_status, "UNKNOWN", "injected persistent failure"), user
+        if kind == "manifest" and method in ("GET", "HEAD"):
+            return await self._manifest(request, ref), user
+        if kind == "blob" and method == "GET" and ref.startswith("sha"):
+            return await self._blob_redirect(request, repo, ref), user
+        status, headers, body = await self._forward(request)
+        fault_path = "tags" if kind == "tag-list" else ""
+        return self._respond(request, status, headers, body, fault_path), user
+
+    async def _manifest(self, request: web.Request, ref: str) -> web.StreamResponse:
+        is_get = request.method == "GET"
+        with self._lock:
+            quota = self._quota
+            if quota is not None:
+                quota.roll(time.monotonic())
+                if is_get and quota.remaining <= 0:
+                    resp = _error(429, "TOOMANYREQUESTS", PULL_LIMIT_MESSAGE)
+                    resp.headers.update(self._ratelimit_headers(quota))
+                    return resp
+        status, headers, body = await self._forward(request)
+        with self._lock:
+            quota = self._quota
+            if quota is not None:
+                if is_get and status == 200:
+                    quota.remaining = max(0, quota.remaining - 1)
+                headers.update(self._ratelimit_headers(quota))
+        return self._respond(request, status, headers, body, "manifests")
+
+    def _ratelimit_headers(self, quota: _Quota) -> dict[str, str]:
+        return {
+            "ratelimit-limit": f"{quota.limit};w={quota.window}",
+            "ratelimit-remaining": f"{quota.remaining};w={quota.window}",
+            "docker-ratelimit-source": self.source,
+        }
+
+    async def _blob_redirect(self, request: web.Request, repo: str, digest: str) -> web.StreamResponse:
+        assert self._session is not None
+        async with self._session.head(f"{self.upstream.url}/v2/{repo}/blobs/{digest}") as up:
+            status = up.status
+        if status == 404:
+            return _error(404, "BLOB_UNKNOWN", "blob unknown to registry")
+        if status != 200:
+            return _error(status, "UNKNOWN", f"upstream answered {status}")
+        expires = str(int(time.time()) + 600)
+        query = {"repo": repo, "expires": expires, "sig": self._sign(repo, digest, expires)}
+        location = f"{self.cdn_url}/blobs/{digest}?{urlencode(query)}"
+        return web.Response(status=307, headers={"Location": location})
+
+    def _sign(self, repo: str, digest: str, expires: str) -> str:
+        return hmac.new(self._sign_key, f"{repo}\n{digest}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+    async def _forward(self, request: web.Request) -> tuple[int, dict[str, str], bytes]:
+        """Send *request* to the upstream registry; its status, passed headers and body."""
+        assert self._session is not None
+        # Clients may send Accept as several header lines (skopeo does): pass every value on.
+        headers = {h: ", ".join(request.headers.getall(h)) for h in _FORWARD_REQUEST_HEADERS if h in request.headers}
+        data: Any = request.content if request.body_exists else None
+        async with self._session.request(
+            request.method,
+            f"{self.upstream.url}{request.rel_url}",
+            headers=headers,
+            data=data,
+            allow_redirects=False,
+        ) as up:
+            body = await up.read()
+            out = {h: up.headers[h] for h in _PASS_RESPONSE_HEADERS if h in up.headers}
+            if request.method == "HEAD" and "Content-Length" in up.headers:
+                out["Content-Length"] = up.headers["Content-Length"]
+            for h in ("Location", "Link"):
+                if h in out:
+                    out[h] = out[h].replace(self.upstream.url, self.url)
+            return up.status, out, body
+
+    def _respond(
+        self, request: web.Request, status: int, headers: dict[str, str], body: bytes, fault_path: str
+    ) -> web.StreamResponse:
+        if request.method == "HEAD":
+            length = headers.pop("Content-Length", None)
+            resp = web.Response(status=status, headers=headers)
+            if length is not None:
+                resp.headers["Content-Length"] = length
+            return resp
+        fault = self._draw_fault(request.method, request.path, fault_path) if status == 200 else None
+        if fault is None:
+            return web.Response(status=status, headers=headers, body=body)
+        return _FaultyResponse(fault, status, headers, body, self._fault_position(request.path, len(body)))
+
+    def _draw_fault(self, method: str, path: str, fault_path: str) -> str | None:
+        with self._lock:
+            faults = self._faults
+            if method != "GET" or faults is None or fault_path not in faults.paths:
+                return None
+            n = faults.attempts[path]
+            faults.attempts[path] += 1
+        h = hashlib.sha256(f"{faults.seed}\n{path}\n{n}".encode()).digest()
+        if int.from_bytes(h[:8], "big") / 2**64 >= faults.rate:
+            return None
+        return faults.kinds[int.from_bytes(h[8:12], "big") % len(faults.kinds)]
+
+    def _fault_position(self, path: str, size: int) -> int:
+        """Where a truncate/reset cuts or a flip changes a byte: inside the body, fixed per path."""
+        if size <= 1:
+            return 0
+        h = hashlib.sha256(f"pos\n{path}".encode()).digest()
+        return 1 + int.from_bytes(h[:8], "big") % (size - 1)
+
+    # -- the CDN port ----------------------------------------------------------------------------
+
+    async def _handle_cdn(self, request: web.Request) -> web.StreamResponse:
+        digest = request.match_info["digest"]
+        repo = request.query.get("repo", "")
+        expires = request.query.get("expires", "0")
+
+        def record(status: int) -> None:
+            # Recorded before any body byte is sent, so a client that has read the blob sees it counted.
+            with self._lock:
+                self._cdn_records.append(CdnRecord(repo, digest, status, "Authorization" in request.headers))
+
+        sig_ok = hmac.compare_digest(request.query.get("sig", ""), self._sign(repo, digest, expires))
+        if not sig_ok or not expires.isdigit() or int(expires) < time.time():
+            record(403)
+            return web.Response(status=403, text="<Error><Code>AccessDenied</Code></Error>")
+        return await self._cdn_stream(request, repo, digest, record)
+
+    async def _cdn_stream(
+        self, request: web.Request, repo: str, digest: str, record: Callable[[int], None]
+    ) -> web.StreamResponse:
+        assert self._session is not None
+        headers = {"Range": request.headers["Range"]} if "Range" in request.headers else {}
+        async with self._session.get(
+            f"{self.upstream.url}/v2/{repo}/blobs/{digest}", headers=headers, allow_redirects=False
+        ) as up:
+            if up.status not in (200, 206):
+                record(up.status)
+                return web.Response(status=up.status, body=await up.read())
+            out = {h: up.headers[h] for h in ("Content-Type", "Content-Range", "Accept-Ranges") if h in up.headers}
+            out["Content-Type"] = out.get("Content-Type", "application/octet-stream")
+            size = int(up.headers.get("Content-Length", "0"))
+            fault = self._draw_fault("GET", request.path, "blobs")
+            cut = self._fault_position(request.path, size) if fault else -1
+            if fault == "500":
+                record(500)
+                return _error(500, "UNKNOWN", "injected fault")
+            record(up.status)
+            resp = web.StreamResponse(status=up.status, headers=out)
+            resp.content_length = size
+            await resp.prepare(request)
+            sent = 0
+            async for chunk in up.content.iter_chunked(_CHUNK):
+                if fault in ("reset", "truncate") and sent + len(chunk) >= cut:
+                    await resp.write(chunk[: cut - sent])
+                    _drop(request, reset=fault == "reset")
+                    return resp
+                if fault == "flip" and sent <= cut < sent + len(chunk):
+                    i = cut - sent
+                    chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1 :]
+                await resp.write(chunk)
+                sent += len(chunk)
+            await resp.write_eof()
+            return resp
+
+
+class _FaultyResponse(web.StreamResponse):
+    """A 200 response that is corrupted on the way out: cut, reset, flipped, or turned into a 500."""
+
+    def __init__(self, fault: str, status: int, headers: dict[str, str], body: bytes, pos: int) -> None:
+        if fault == "500":
+            super().__init__(status=500, headers={"Content-Type": "application/json"})
+            body = json.dumps({"errors": [{"code": "UNKNOWN", "message": "injected fault"}]}).encode()
+        else:
+            super().__init__(status=status, headers=headers)
+        self._fault = fault
+        self._body_bytes = body
+        self._pos = pos
+        self.content_length = len(body)
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        writer = await super().prepare(request)
+        if self._fault in ("500", "flip"):
+            data = self._body_bytes
+            if self._fault == "flip" and data:
+                data = data[: self._pos] + bytes([data[self._pos] ^ 0xFF]) + data[self._pos + 1 :]
+            await super().write(data)
+            return writer
+        await super().write(self._body_bytes[: self._pos])
+        _drop(request, reset=self._fault == "reset")
+        return writer
+
+
+def _drop(request: web.BaseRequest, *, reset: bool) -> None:
+    """Close the connection under a response: with a TCP RST (*reset*) or a plain FIN (truncation)."""
+    transport = request.transport
+    if transport is None:
+        return
+    sock = transport.get_extra_info("socket")
+    if reset and sock is not None:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+    else:
+        transport.close()
+
+
+def _classify(path: str) -> tuple[str, str, str]:
+    """(kind, repo, ref) of a Hub request path."""
+    m = _REPO_ROUTE.match(path)
+    if not m:
+        return "other", "", ""
+    name, kind, rest = m.group("name"), m.group("kind"), m.group("rest")
+    if kind == "manifests":
+        return "manifest", name, rest
+    if kind == "tags":
+        return ("tag-list" if rest == "list" else "other"), name, ""
+    if rest.startswith("uploads"):
+        return "other", name, ""
+    return "blob", name, rest
+
+
+def _parse_scope(scope: str) -> list[tuple[str, set[str]]]:
+    """``repository:library/a:pull,push`` (space-separated lists too) → [(name, actions)]."""
+    out = []
+    for item in scope.split():
+        rtype, _, rest = item.partition(":")
+        name, _, actions = rest.rpartition(":")
+        if rtype == "repository" and name:
+            out.append((name, {a for a in actions.split(",") if a}))
+    return out
+
+
+def _error(status: int, code: str, message: str) -> web.Response:
+    return web.json_response({"errors": [{"code": code, "message": message}]}, status=status)
+
+
+def _fmt_seconds(seconds: float) -> str:
+    return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
+
+
+def _listen() -> tuple[socket.socket, int]:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock, int(sock.getsockname()[1])
+
+
+def _upstream_auth(reg: Registry) -> dict[str, str]:
+    if reg.username is not None and reg.password is not None:
+        return {"Authorization": aiohttp.encode_basic_auth(reg.username, reg.password)}
+    return {}
