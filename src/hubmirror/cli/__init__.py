@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from . import copy as _copy  # noqa: F401  (registers commands)
 from . import library as _library  # noqa: F401
+from . import login as _login  # noqa: F401
 from . import sync as _sync  # noqa: F401
 from ._app import app
 

@@ -1,0 +1,18 @@
+"""The OCI distribution API client: authentication, credentials, retries and Docker Hub's rate limit."""
+
+from .auth import Challenge, parse_www_authenticate, repository_scope
+from .client import RegistryClient
+from .credentials import Credentials, store_login
+from .ratelimit import RateLimit
+from .retry import RetryPolicy
+
+__all__ = [
+    "Challenge",
+    "Credentials",
+    "RateLimit",
+    "RegistryClient",
+    "RetryPolicy",
+    "parse_www_authenticate",
+    "repository_scope",
+    "store_login",
+]

@@ -1,0 +1,69 @@
+"""`hubmirror login`: verify credentials against a registry and store them like ``docker login``."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .._errors import HubmirrorError
+from ..reference import api_host, normalize_registry
+from ..registry.client import RegistryClient
+from ..registry.credentials import Credentials, store_login
+from ._app import app, console, out
+
+
+async def _verify(registry: str, credentials: Credentials, insecure: bool | None) -> None:
+    async with RegistryClient(registry, credentials=credentials, insecure=insecure) as client:
+        await client.check_login()
+
+
+@app.command()
+def login(
+    registry: Annotated[str, typer.Argument(help="Registry to log in to, e.g. docker.io or registry.example:5000.")],
+    username: Annotated[str | None, typer.Option("--username", "-u", help="User name (prompted if absent).")] = None,
+    password_stdin: Annotated[
+        bool, typer.Option("--password-stdin", help="Read the password (or access token) from stdin.")
+    ] = False,
+    authfile: Annotated[
+        Path | None,
+        typer.Option(help="Auth file to write (default $REGISTRY_AUTH_FILE, else ~/.docker/config.json)."),
+    ] = None,
+    insecure: Annotated[bool, typer.Option("--insecure", help="Allow plain HTTP / unverified TLS.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
+    """Check a user name and password against REGISTRY, then store them like `docker login`.
+
+    The password is never a flag: pipe it with --password-stdin, or type it at the prompt.
+    """
+    reg = normalize_registry(registry)
+    if username is None:
+        if password_stdin or not sys.stdin.isatty():
+            console.print("[red]error:[/] --username is required with --password-stdin")
+            raise typer.Exit(2)
+        username = typer.prompt("Username", err=True)
+    if password_stdin:
+        password = sys.stdin.read().rstrip("\r\n")
+    elif sys.stdin.isatty():
+        password = getpass.getpass("Password: ")
+    else:
+        console.print("[red]error:[/] no terminal to prompt for the password; use --password-stdin")
+        raise typer.Exit(2)
+    if not password:
+        console.print("[red]error:[/] empty password")
+        raise typer.Exit(2)
+    try:
+        asyncio.run(_verify(reg, Credentials(username, password), True if insecure else None))
+        path = store_login(reg, username, password, authfile)
+    except HubmirrorError as e:
+        console.print(f"[red]login to {reg} failed:[/] {e}")
+        raise typer.Exit(1) from None
+    if as_json:
+        out.print(json.dumps({"registry": reg, "host": api_host(reg), "username": username, "authfile": str(path)}))
+    else:
+        console.print(f"Login Succeeded: {username} at {reg}; credentials stored in {path}")

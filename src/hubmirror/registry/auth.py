@@ -1,0 +1,272 @@
+"""Registry authentication: parse ``WWW-Authenticate`` challenges, fetch and cache Bearer tokens, Basic.
+
+Tokens are cached per scope set, refreshed shortly before they expire and dropped on a 401 (§D.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import aiohttp
+
+from .._errors import AuthError, RegistryError
+from .credentials import Credentials
+
+log = logging.getLogger(__name__)
+
+#: ``expires_in`` when the token server omits it (token.md).
+DEFAULT_TOKEN_LIFETIME = 60
+_TCHAR = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """One challenge of a ``WWW-Authenticate`` header: a lower-cased scheme and its auth-params."""
+
+    scheme: str
+    params: dict[str, str] = field(default_factory=dict, hash=False)
+    token68: str | None = None
+
+    @property
+    def realm(self) -> str | None:
+        return self.params.get("realm")
+
+    @property
+    def service(self) -> str | None:
+        return self.params.get("service")
+
+    @property
+    def scopes(self) -> list[str]:
+        """The ``scope`` param split into scopes (space-separated per RFC 6749; commas stay inside)."""
+        return self.params.get("scope", "").split()
+
+
+def parse_www_authenticate(header: str) -> list[Challenge]:
+    """Parse a ``WWW-Authenticate`` value (RFC 7235): ``Bearer realm="…",scope="a:b:pull,push"``.
+
+    Handles quoted strings with escapes, commas inside quotes, several challenges in one header, and
+    token68 credentials. Parameter names are lower-cased.
+    """
+    challenges: list[Challenge] = []
+    i, n = 0, len(header)
+
+    def skip_ws(j: int) -> int:
+        while j < n and header[j] in " \t":
+            j += 1
+        return j
+
+    def read_token(j: int) -> tuple[str, int]:
+        start = j
+        while j < n and header[j] in _TCHAR:
+            j += 1
+        return header[start:j], j
+
+    while i < n:
+        i = skip_ws(i)
+        while i < n and header[i] in ", \t":
+            i += 1
+        if i >= n:
+            break
+        scheme, i = read_token(i)
+        if not scheme:
+            break  # garbage: stop rather than loop
+        params: dict[str, str] = {}
+        token68: str | None = None
+        i = skip_ws(i)
+        # Parameters follow until the next challenge (a token followed by space, not by '=').
+        while i < n:
+            j = skip_ws(i)
+            while j < n and header[j] in ", \t":
+                j += 1
+            name, k = read_token(j)
+            k2 = skip_ws(k)
+            if not name or k2 >= n or header[k2] != "=":
+                # Either a new challenge, or token68 right after the scheme.
+                if name and not params and token68 is None and (k2 >= n or header[k2] in ",=") and j == i:
+                    end = k
+                    while end < n and header[end] == "=":
+                        end += 1
+                    token68, i = header[j:end], end
+                    continue
+                break
+            if k2 + 1 < n and header[k2 + 1] == "=" and not params and token68 is None and j == i:
+                # token68 ending in '=' padding
+                end = k2
+                while end < n and header[end] == "=":
+                    end += 1
+                token68, i = header[j:end], end
+                continue
+            k = skip_ws(k2 + 1)
+            if k < n and header[k] == '"':
+                k += 1
+                buf: list[str] = []
+                while k < n and header[k] != '"':
+                    if header[k] == "\\" and k + 1 < n:
+                        k += 1
+                    buf.append(header[k])
+                    k += 1
+                value = "".join(buf)
+                k += 1  # closing quote
+            else:
+                start = k
+                while k < n and header[k] not in ", \t":
+                    k += 1
+                value = header[start:k]
+            params[name.lower()] = value
+            i = skip_ws(k)
+            if i < n and header[i] == ",":
+                i += 1
+        challenges.append(Challenge(scheme.lower(), params, token68))
+    return challenges
+
+
+def repository_scope(repository: str, actions: Iterable[str] = ("pull",)) -> str:
+    """``repository:<name>:<actions>``, e.g. ``repository:library/alpine:pull,push``."""
+    return f"repository:{repository}:{','.join(actions)}"
+
+
+def merge_scopes(scopes: Iterable[str]) -> frozenset[str]:
+    """Merge scopes naming the same resource: ``r:a:pull`` + ``r:a:push`` → ``r:a:pull,push``.
+
+    The resource name may contain ``host:port`` (scope.md), so type and actions are split off the ends.
+    """
+    merged: dict[tuple[str, str], set[str]] = {}
+    order: dict[tuple[str, str], list[str]] = {}
+    for scope in scopes:
+        rtype, _, rest = scope.partition(":")
+        name, _, actions = rest.rpartition(":")
+        key = (rtype, name)
+        acts = order.setdefault(key, [])
+        for a in actions.split(","):
+            if a and a not in merged.setdefault(key, set()):
+                merged[key].add(a)
+                acts.append(a)
+    return frozenset(f"{t}:{n}:{','.join(sorted(order[(t, n)]))}" for t, n in order)
+
+
+@dataclass
+class Token:
+    """A Bearer token and when it stops being usable. Never printed."""
+
+    value: str = field(repr=False)
+    expires_at: float
+    lifetime: float
+
+    def fresh(self, now: float | None = None) -> bool:
+        """True while more than a fifth of its lifetime (at most 30 s) remains."""
+        margin = min(30.0, self.lifetime / 5)
+        return (now if now is not None else time.monotonic()) < self.expires_at - margin
+
+
+class Authenticator:
+    """Turns the registry's challenge plus optional credentials into ``Authorization`` header values."""
+
+    def __init__(self, registry: str, credentials: Credentials | None) -> None:
+        self.registry = registry
+        self.credentials = credentials
+        self.challenge: Challenge | None = None
+        self._tokens: dict[tuple[str, str, frozenset[str]], Token] = {}
+        self._locks: dict[tuple[str, str, frozenset[str]], asyncio.Lock] = {}
+        self.token_fetches = 0
+
+    def __repr__(self) -> str:
+        user = self.credentials.username if self.credentials else None
+        return f"Authenticator(registry={self.registry!r}, user={user!r}, tokens={len(self._tokens)})"
+
+    def set_challenges(self, challenges: list[Challenge]) -> None:
+        """Adopt the best challenge offered: Bearer over Basic; others are ignored."""
+        by_scheme = {c.scheme: c for c in challenges}
+        self.challenge = by_scheme.get("bearer") or by_scheme.get("basic")
+
+    @property
+    def scheme(self) -> str | None:
+        return self.challenge.scheme if self.challenge else None
+
+    def invalidate(self, scopes: Iterable[str]) -> None:
+        """Forget the cached token for *scopes* (after a 401)."""
+        key = self._key(frozenset(scopes))
+        if key is not None:
+            self._tokens.pop(key, None)
+
+    def _key(self, scopes: frozenset[str]) -> tuple[str, str, frozenset[str]] | None:
+        if self.challenge is None or self.challenge.scheme != "bearer":
+            return None
+        return (self.challenge.realm or "", self.challenge.service or "", scopes)
+
+    async def header(self, session: aiohttp.ClientSession, scopes: Iterable[str]) -> str | None:
+        """The ``Authorization`` value for a request needing *scopes*; None if the registry wants none."""
+        if self.challenge is None:
+            return None
+        if self.challenge.scheme == "basic":
+            if self.credentials is None:
+                raise AuthError(
+                    f"registry {self.registry} requires a login (Basic auth) and no credentials were found",
+                    status=401,
+                    registry=self.registry,
+                )
+            raw = f"{self.credentials.username}:{self.credentials.password}".encode()
+            return "Basic " + base64.b64encode(raw).decode()
+        key = self._key(merge_scopes(scopes))
+        assert key is not None
+        token = self._tokens.get(key)
+        if token is not None and token.fresh():
+            return f"Bearer {token.value}"
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            token = self._tokens.get(key)
+            if token is None or not token.fresh():
+                token = await self._fetch(session, key[2])
+                self._tokens[key] = token
+        return f"Bearer {token.value}"
+
+    async def _fetch(self, session: aiohttp.ClientSession, scopes: frozenset[str]) -> Token:
+        """GET the realm with service and every scope, with Basic credentials if we have them."""
+        assert self.challenge is not None
+        realm = self.challenge.realm
+        if not realm:
+            raise AuthError(f"registry {self.registry} sent a Bearer challenge without a realm", registry=self.registry)
+        query: list[tuple[str, str]] = []
+        if self.challenge.service:
+            query.append(("service", self.challenge.service))
+        query.extend(("scope", s) for s in sorted(scopes))
+        auth = aiohttp.BasicAuth(self.credentials.username, self.credentials.password) if self.credentials else None
+        who = f"user {self.credentials.username!r}" if self.credentials else "anonymous access"
+        self.token_fetches += 1
+        log.debug("token for %s scopes %s (%s)", self.registry, sorted(scopes), who)
+        try:
+            async with session.get(realm, params=query, auth=auth, allow_redirects=True) as resp:
+                body = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as e:
+            raise RegistryError(
+                f"token server {realm} for {self.registry} unreachable: {type(e).__name__}", registry=self.registry
+            ) from None
+        if status in (401, 403):
+            raise AuthError(
+                f"token server {realm} refused {who} for {self.registry} (HTTP {status})",
+                status=status,
+                code="UNAUTHORIZED" if status == 401 else "DENIED",
+                registry=self.registry,
+            )
+        if status != 200:
+            raise RegistryError(
+                f"token server {realm} for {self.registry} answered HTTP {status}",
+                status=status,
+                registry=self.registry,
+            )
+        try:
+            obj = json.loads(body)
+            value = obj.get("token") or obj.get("access_token")
+            lifetime = float(obj.get("expires_in") or DEFAULT_TOKEN_LIFETIME)
+        except (ValueError, AttributeError, TypeError):
+            raise AuthError(f"token server {realm} sent an unreadable answer", registry=self.registry) from None
+        if not isinstance(value, str) or not value:
+            raise AuthError(f"token server {realm} sent no token", registry=self.registry)
+        lifetime = max(lifetime, 1.0)
+        return Token(value, time.monotonic() + lifetime, lifetime)

@@ -1,0 +1,724 @@
+"""`RegistryClient`: the OCI distribution API of one registry host over one shared aiohttp session.
+
+Manifests (HEAD/GET/PUT/DELETE, verified, 4 MiB cap), blobs (HEAD, streaming GET across redirects
+without leaking ``Authorization``, monolithic and chunked uploads, cross-repository mount), tag listing
+with ``Link`` pagination. Authentication, retries, rate-limit headers and transfer counters are handled
+here so callers only see results or `hubmirror` errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+import os
+import re
+import ssl
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from typing import Any
+from urllib.parse import quote, urljoin
+
+import aiohttp
+from yarl import URL
+
+from .._errors import DigestMismatch, ManifestTooLarge, RegistryError
+from ..digest import is_digest, verify_bytes
+from ..media import ACCEPT, MAX_MANIFEST_SIZE, Descriptor, Manifest, detect_media_type
+from ..reference import api_host, normalize_registry
+from ..store._base import TransferStats
+from .auth import Authenticator, merge_scopes, parse_www_authenticate, repository_scope
+from .credentials import Credentials, resolve
+from .ratelimit import RateLimit
+from .retry import RETRYABLE_STATUSES, RetryPolicy, error_for, is_retryable, parse_retry_after
+
+log = logging.getLogger(__name__)
+
+#: Chunk size for chunked uploads (each PATCH), unless the registry asks for more.
+DEFAULT_UPLOAD_CHUNK = 8 * 1024 * 1024
+#: Blob downloads are re-chunked into pieces of this size range.
+MIN_READ_CHUNK = 64 * 1024
+MAX_READ_CHUNK = 1024 * 1024
+_MAX_REDIRECTS = 10
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
+_LINK_RE = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]*)*)")
+_CONNECTION_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost``, 127.0.0.0/8 and ::1, with or without a port."""
+    h = host
+    if h.startswith("["):
+        h = h[1 : h.find("]")]
+    elif h.count(":") == 1:
+        h = h.split(":", 1)[0]
+    if h.lower() == "localhost" or h.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(h).is_loopback
+    except ValueError:
+        return False
+
+
+def next_link(values: Iterable[str]) -> str | None:
+    """The target of ``Link: <…>; rel="next"`` among *values*, or None."""
+    for value in values:
+        for m in _LINK_RE.finditer(value):
+            params = m.group(2)
+            for p in params.split(";"):
+                k, _, v = p.strip().partition("=")
+                if k.strip().lower() == "rel" and "next" in v.strip().strip('"').lower().split():
+                    return m.group(1)
+    return None
+
+
+def with_query(location: str, **params: str) -> str:
+    """Append query parameters to an upload *location* unchanged (keeps ``_state`` and friends)."""
+    extra = "&".join(f"{k}={quote(v, safe='')}" for k, v in params.items())
+    if not extra:
+        return location
+    base, hash_, frag = location.partition("#")
+    sep = "&" if "?" in base else "?"
+    if base.endswith(("?", "&")):
+        sep = ""
+    return base + sep + extra + hash_ + frag
+
+
+def _media_type(headers: Mapping[str, str]) -> str:
+    return (headers.get("Content-Type") or "").split(";", 1)[0].strip()
+
+
+class RegistryClient:
+    """The registry API of one host. Create one per registry and share it; call `close` when done.
+
+    *host* may be a registry name (``docker.io``) or an API host; Docker Hub is reached at
+    ``registry-1.docker.io``. Plain HTTP is used for loopback hosts; *insecure* True means "try HTTPS
+    without verification, then HTTP" (docker's insecure-registry rule), False forces verified HTTPS.
+    Credentials not given are looked up lazily (`hubmirror.registry.credentials.resolve`) unless
+    *anonymous* is set.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        *,
+        credentials: Credentials | None = None,
+        authfile: str | os.PathLike[str] | None = None,
+        anonymous: bool = False,
+        insecure: bool | None = None,
+        ca_file: str | os.PathLike[str] | None = None,
+        retry: RetryPolicy | None = None,
+        stats: TransferStats | None = None,
+        session: aiohttp.ClientSession | None = None,
+        upload_chunk_size: int = DEFAULT_UPLOAD_CHUNK,
+        timeout: aiohttp.ClientTimeout | None = None,
+        connections: int = 16,
+    ) -> None:
+        self.registry = normalize_registry(host)
+        self.host = api_host(host)
+        self.insecure = insecure
+        self.retry = retry or RetryPolicy()
+        self.stats = stats or TransferStats()
+        self.upload_chunk_size = upload_chunk_size
+        self._credentials = credentials
+        self._authfile = authfile
+        self._lookup_credentials = credentials is None and not anonymous
+        self._auth = Authenticator(self.registry, credentials)
+        self._session = session
+        self._own_session = session is None
+        self._timeout = timeout or aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30, sock_read=300)
+        self._connections = connections
+        self._ssl_verified: ssl.SSLContext | bool = True
+        if ca_file:
+            ctx = ssl.create_default_context()
+            try:
+                ctx.load_verify_locations(cafile=os.fspath(ca_file))
+            except (OSError, ssl.SSLError) as e:
+                raise RegistryError(f"{self.host}: cannot load CA file {os.fspath(ca_file)}: {e}") from None
+            self._ssl_verified = ctx
+        self._ssl: ssl.SSLContext | bool = self._ssl_verified
+        self._base: str | None = None
+        self._ready_lock = asyncio.Lock()
+        self._ratelimit: RateLimit | None = None
+
+    def __repr__(self) -> str:
+        return f"RegistryClient(host={self.host!r}, base={self._base!r}, auth={self._auth!r})"
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> RegistryClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the HTTP session (if this client created it)."""
+        if self._session is not None and self._own_session and not self._session.closed:
+            await self._session.close()
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=self._connections)
+            self._session = aiohttp.ClientSession(connector=connector, trust_env=True, timeout=self._timeout)
+            self._own_session = True
+        return self._session
+
+    @property
+    def ratelimit(self) -> RateLimit | None:
+        """The pull quota reported by the latest manifest response that carried ``ratelimit-*`` headers."""
+        return self._ratelimit
+
+    @property
+    def base_url(self) -> str | None:
+        """``http(s)://host`` once the first request has chosen the scheme."""
+        return self._base
+
+    @property
+    def auth_scheme(self) -> str | None:
+        """``bearer``, ``basic`` or None (no auth), from the registry's challenge."""
+        return self._auth.scheme
+
+    @property
+    def token_fetches(self) -> int:
+        """How many tokens this client fetched from the token server."""
+        return self._auth.token_fetches
+
+    # -- connection setup --------------------------------------------------------------------------
+
+    def _candidates(self) -> list[tuple[str, ssl.SSLContext | bool]]:
+        if self.insecure is True:
+            return [("https", False), ("http", False)]
+        if self.insecure is None and is_loopback(self.host):
+            return [("http", False)]
+        return [("https", self._ssl_verified)]
+
+    async def _ensure_ready(self) -> str:
+        """Pick the scheme and learn the auth challenge from ``GET /v2/`` (once)."""
+        if self._base is not None:
+            return self._base
+        async with self._ready_lock:
+            if self._base is not None:
+                return self._base
+            if self._lookup_credentials:
+                self._credentials = await asyncio.to_thread(resolve, self.registry, authfile=self._authfile)
+                self._auth.credentials = self._credentials
+                self._lookup_credentials = False
+            last: BaseException | None = None
+            for attempt in range(1, self.retry.attempts + 1):
+                for scheme, ssl_opt in self._candidates():
+                    url = f"{scheme}://{self.host}/v2/"
+                    try:
+                        async with self.session.get(url, ssl=ssl_opt, allow_redirects=False) as resp:
+                            await resp.read()
+                            status, headers = resp.status, resp.headers
+                    except (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError) as e:
+                        last = e
+                        if len(self._candidates()) == 1:
+                            raise RegistryError(
+                                f"{self.host}: TLS verification failed ({e.__class__.__name__}); pass a CA file or "
+                                "mark the registry insecure",
+                                registry=self.registry,
+                            ) from None
+                        continue
+                    except _CONNECTION_ERRORS as e:
+                        last = e
+                        continue
+                    if status in RETRYABLE_STATUSES and attempt < self.retry.attempts:
+                        last = RegistryError(f"{self.host}: GET /v2/: HTTP {status}", status=status)
+                        break
+                    if status == 401:
+                        self._auth.set_challenges(parse_www_authenticate(headers.get("WWW-Authenticate", "")))
+                    elif status != 200:
+                        raise RegistryError(
+                            f"{self.host}: GET /v2/ answered HTTP {status}; not an OCI distribution registry?",
+                            status=status,
+                            registry=self.registry,
+                        )
+                    self._ssl = ssl_opt
+                    self._base = f"{scheme}://{self.host}"
+                    return self._base
+                if attempt < self.retry.attempts:
+                    self.stats.retries += 1
+                    await asyncio.sleep(self.retry.delay(attempt))
+            detail = f"{type(last).__name__}: {last}" if last else "no answer"
+            raise RegistryError(f"{self.host}: registry unreachable ({detail})", registry=self.registry)
+
+    # -- the request loop --------------------------------------------------------------------------
+
+    def _same_origin(self, url: str) -> bool:
+        return self._base is not None and (url == self._base or url.startswith(self._base + "/"))
+
+    async def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        scopes: Iterable[str],
+        what: str,
+        repository: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        data: Any = None,
+        replayable: bool = True,
+    ) -> aiohttp.ClientResponse:
+        """Send one request with auth, re-challenging once on 401 and retrying transient failures.
+
+        Returns the response (caller releases it). Redirects are not followed here.
+        *replayable* False (streamed bodies) disables every resend.
+        """
+        await self._ensure_ready()
+        scope_set = merge_scopes(scopes)
+        attempt = 0
+        reauthed = False
+        while True:
+            attempt += 1
+            h = dict(headers or {})
+            same = self._same_origin(url)
+            if same:
+                authz = await self._auth.header(self.session, scope_set)
+                if authz:
+                    h["Authorization"] = authz
+            try:
+                resp = await self.session.request(
+                    method,
+                    URL(url, encoded=True),
+                    headers=h,
+                    data=data,
+                    allow_redirects=False,
+                    ssl=self._ssl if same else self._ssl_verified,
+                )
+            except _CONNECTION_ERRORS as e:
+                if not replayable or attempt >= self.retry.attempts:
+                    raise RegistryError(
+                        f"{self.host}: {what}: {type(e).__name__}: {e}", registry=self.registry, repository=repository
+                    ) from None
+                self.stats.retries += 1
+                delay = self.retry.delay(attempt)
+                log.info("%s %s: %s; retrying in %.2fs", method, url, type(e).__name__, delay)
+                await asyncio.sleep(delay)
+                continue
+            if resp.status == 401 and same and replayable and not reauthed:
+                reauthed = True
+                attempt -= 1
+                www = resp.headers.get("WWW-Authenticate")
+                resp.release()
+                if www:
+                    self._auth.set_challenges(parse_www_authenticate(www))
+                self._auth.invalidate(scope_set)
+                log.debug("%s %s: 401, re-authenticating", method, url)
+                continue
+            if resp.status in RETRYABLE_STATUSES and replayable and attempt < self.retry.attempts:
+                body = await resp.read()
+                if is_retryable(resp.status, body):
+                    delay = self.retry.delay(attempt, parse_retry_after(resp.headers.get("Retry-After")))
+                    resp.release()
+                    self.stats.retries += 1
+                    log.info("%s %s: HTTP %d; retrying in %.2fs", method, url, resp.status, delay)
+                    await asyncio.sleep(delay)
+                    continue
+            return resp
+
+    async def _fail(self, resp: aiohttp.ClientResponse, what: str, repository: str | None) -> RegistryError:
+        """The error for *resp* (read and released)."""
+        try:
+            body = await resp.read()
+        except _CONNECTION_ERRORS:
+            body = b""
+        resp.release()
+        return error_for(resp.status, body, resp.headers, what=what, registry=self.host, repository=repository)
+
+    def _url(self, repo: str, *parts: str) -> str:
+        assert self._base is not None
+        return f"{self._base}/v2/{repo}/" + "/".join(parts)
+
+    def _note_ratelimit(self, headers: Mapping[str, str]) -> None:
+        rl = RateLimit.from_headers(headers)
+        if rl is not None:
+            self._ratelimit = rl
+
+    @staticmethod
+    def _pull(repo: str) -> list[str]:
+        return [repository_scope(repo, ("pull",))]
+
+    @staticmethod
+    def _push(repo: str) -> list[str]:
+        return [repository_scope(repo, ("pull", "push"))]
+
+    # -- login -------------------------------------------------------------------------------------
+
+    async def check_login(self) -> None:
+        """Verify the credentials: fetch a scope-less token (Bearer) or call ``/v2/`` (Basic).
+
+        Raises `AuthError` if the registry refuses them.
+        """
+        await self._ensure_ready()
+        if self._auth.scheme is None:
+            return
+        if self._auth.scheme == "bearer":
+            await self._auth.header(self.session, [])
+            return
+        resp = await self._send("GET", f"{self._base}/v2/", scopes=[], what="login", replayable=False)
+        if resp.status != 200:
+            raise await self._fail(resp, f"login as {self._credentials.username if self._credentials else '?'}", None)
+        resp.release()
+
+    # -- manifests ---------------------------------------------------------------------------------
+
+    async def head_manifest(self, repo: str, ref: str) -> Descriptor | None:
+        """Digest, media type and size of *ref*; None if absent. Falls back to GET without a digest header."""
+        await self._ensure_ready()
+        what = f"HEAD manifest {repo}:{ref}"
+        resp = await self._send(
+            "HEAD",
+            self._url(repo, "manifests", ref),
+            scopes=self._pull(repo),
+            what=what,
+            repository=repo,
+            headers={"Accept": ACCEPT},
+        )
+        self._note_ratelimit(resp.headers)
+        if resp.status == 404:
+            resp.release()
+            return None
+        if resp.status != 200:
+            raise await self._fail(resp, what, repo)
+        resp.release()
+        self.stats.manifest_heads += 1
+        digest = resp.headers.get("Docker-Content-Digest")
+        if not digest or not is_digest(digest):
+            log.debug("%s: no Docker-Content-Digest, falling back to GET", what)
+            return (await self.get_manifest(repo, ref)).descriptor()
+        if is_digest(ref) and digest != ref:
+            raise DigestMismatch(f"{self.host}/{repo}@{ref}: registry reports digest {digest}")
+        mt = _media_type(resp.headers)
+        length = resp.headers.get("Content-Length")
+        size = int(length) if length and length.isdigit() else 0
+        return Descriptor(mt, digest, size)
+
+    async def get_manifest(self, repo: str, ref: str) -> Manifest:
+        """The exact bytes of *ref*, verified against the requested digest or ``Docker-Content-Digest``."""
+        await self._ensure_ready()
+        what = f"GET manifest {repo}:{ref}" if not is_digest(ref) else f"GET manifest {repo}@{ref}"
+        resp = await self._send(
+            "GET",
+            self._url(repo, "manifests", ref),
+            scopes=self._pull(repo),
+            what=what,
+            repository=repo,
+            headers={"Accept": ACCEPT},
+        )
+        self._note_ratelimit(resp.headers)
+        if resp.status != 200:
+            raise await self._fail(resp, what, repo)
+        try:
+            length = resp.headers.get("Content-Length")
+            if length and length.isdigit() and int(length) > MAX_MANIFEST_SIZE:
+                raise ManifestTooLarge(
+                    f"{self.host}/{repo}:{ref}: manifest of {int(length)} bytes exceeds the "
+                    f"{MAX_MANIFEST_SIZE} byte cap",
+                    registry=self.host,
+                    repository=repo,
+                )
+            buf = bytearray()
+            async for chunk in resp.content.iter_chunked(65536):
+                buf += chunk
+                if len(buf) > MAX_MANIFEST_SIZE:
+                    raise ManifestTooLarge(
+                        f"{self.host}/{repo}:{ref}: manifest exceeds the {MAX_MANIFEST_SIZE} byte cap",
+                        registry=self.host,
+                        repository=repo,
+                    )
+        except _CONNECTION_ERRORS as e:
+            raise RegistryError(f"{self.host}: {what}: {type(e).__name__}", registry=self.host) from None
+        finally:
+            resp.release()
+        self.stats.manifest_gets += 1
+        data = bytes(buf)
+        header_digest = resp.headers.get("Docker-Content-Digest")
+        if is_digest(ref):
+            verify_bytes(data, ref, f"{self.host}/{repo}@{ref}")
+        elif header_digest and is_digest(header_digest):
+            verify_bytes(data, header_digest, f"{self.host}/{repo}:{ref} (Docker-Content-Digest)")
+        return Manifest(data, detect_media_type(data, _media_type(resp.headers)))
+
+    async def put_manifest(self, repo: str, ref: str, manifest: Manifest) -> str:
+        """PUT *manifest*'s exact bytes under *ref* with Content-Type = its media type; returns the digest."""
+        await self._ensure_ready()
+        what = f"PUT manifest {repo}:{ref}"
+        resp = await self._send(
+            "PUT",
+            self._url(repo, "manifests", ref),
+            scopes=self._push(repo),
+            what=what,
+            repository=repo,
+            headers={"Content-Type": manifest.media_type},
+            data=manifest.data,
+        )
+        if resp.status not in (200, 201, 202):
+            raise await self._fail(resp, what, repo)
+        resp.release()
+        self.stats.manifest_puts += 1
+        digest = resp.headers.get("Docker-Content-Digest")
+        if digest and is_digest(digest) and digest.startswith("sha256:") and digest != manifest.digest:
+            raise DigestMismatch(f"{self.host}/{repo}:{ref}: registry stored {digest}, expected {manifest.digest}")
+        return manifest.digest
+
+    async def delete_manifest(self, repo: str, ref: str) -> None:
+        """DELETE a manifest by digest (or tag, where the registry allows it)."""
+        await self._ensure_ready()
+        what = f"DELETE manifest {repo}:{ref}"
+        resp = await self._send(
+            "DELETE",
+            self._url(repo, "manifests", ref),
+            scopes=[repository_scope(repo, ("delete",))],
+            what=what,
+            repository=repo,
+        )
+        if resp.status not in (200, 202, 204):
+            raise await self._fail(resp, what, repo)
+        resp.release()
+
+    # -- blobs -------------------------------------------------------------------------------------
+
+    async def _follow(self, method: str, url: str, repo: str, what: str) -> aiohttp.ClientResponse:
+        """Send *method* to *url*, following redirects; ``Authorization`` only goes to the registry itself."""
+        resp = await self._send(method, url, scopes=self._pull(repo), what=what, repository=repo)
+        hops = 0
+        while resp.status in _REDIRECTS:
+            location = resp.headers.get("Location")
+            resp.release()
+            hops += 1
+            if not location or hops > _MAX_REDIRECTS:
+                raise RegistryError(f"{self.host}: {what}: bad or endless redirect", registry=self.host)
+            url = urljoin(str(resp.url), location)
+            log.debug("%s: redirected to %s", what, URL(url, encoded=True).with_query(None))
+            resp = await self._send(method, url, scopes=self._pull(repo), what=what, repository=repo)
+        return resp
+
+    async def head_blob(self, repo: str, digest: str) -> int | None:
+        """The size of blob *digest* in *repo* (-1 if the registry does not say), or None if absent."""
+        await self._ensure_ready()
+        what = f"HEAD blob {repo}@{digest}"
+        resp = await self._follow("HEAD", self._url(repo, "blobs", digest), repo, what)
+        if resp.status == 404:
+            resp.release()
+            return None
+        if resp.status != 200:
+            raise await self._fail(resp, what, repo)
+        resp.release()
+        self.stats.blob_heads += 1
+        length = resp.headers.get("Content-Length")
+        return int(length) if length and length.isdigit() else -1
+
+    @contextlib.asynccontextmanager
+    async def open_blob(self, repo: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
+        """Stream blob *digest*, following redirects (no ``Authorization`` to other hosts).
+
+        Yields an async iterator of chunks of 64 KiB–1 MiB (the last may be smaller). Not verified here.
+        """
+        await self._ensure_ready()
+        what = f"GET blob {repo}@{digest}"
+        resp = await self._follow("GET", self._url(repo, "blobs", digest), repo, what)
+        if resp.status != 200:
+            raise await self._fail(resp, what, repo)
+        self.stats.blob_gets += 1
+        try:
+            yield self._rechunk(resp.content)
+        finally:
+            resp.release()
+
+    async def _rechunk(self, content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+        buf = bytearray()
+        try:
+            async for piece in content.iter_chunked(MAX_READ_CHUNK):
+                self.stats.blob_bytes_read += len(piece)
+                buf += piece
+                while len(buf) >= MIN_READ_CHUNK:
+                    n = min(len(buf), MAX_READ_CHUNK)
+                    yield bytes(buf[:n])
+                    del buf[:n]
+        except _CONNECTION_ERRORS as e:
+            raise RegistryError(f"{self.host}: blob download interrupted: {type(e).__name__}") from None
+        if buf:
+            yield bytes(buf)
+
+    def _location(self, resp: aiohttp.ClientResponse, what: str) -> str:
+        loc = resp.headers.get("Location")
+        if not loc:
+            raise RegistryError(f"{self.host}: {what}: HTTP {resp.status} without a Location header")
+        return urljoin(str(resp.url), loc)
+
+    async def _abort_upload(self, location: str, repo: str) -> None:
+        """Best-effort DELETE of an upload session."""
+        try:
+            resp = await self._send(
+                "DELETE", location, scopes=self._push(repo), what="cancel upload", repository=repo, replayable=False
+            )
+            resp.release()
+        except Exception as e:  # the original failure matters more
+            log.warning("%s: could not cancel upload session: %s", self.host, e)
+
+    async def _start_upload(
+        self, repo: str, what: str, query: str = "", extra_scopes: Iterable[str] = ()
+    ) -> tuple[int, str]:
+        url = self._url(repo, "blobs", "uploads") + "/" + query
+        resp = await self._send(
+            "POST",
+            url,
+            scopes=[*self._push(repo), *extra_scopes],
+            what=what,
+            repository=repo,
+            headers={"Content-Length": "0"},
+            data=b"",
+        )
+        if resp.status not in (201, 202):
+            raise await self._fail(resp, what, repo)
+        resp.release()
+        return resp.status, self._location(resp, what)
+
+    async def _counted(self, chunks: AsyncIterable[bytes]) -> AsyncIterator[bytes]:
+        async for chunk in chunks:
+            if chunk:
+                self.stats.blob_bytes_written += len(chunk)
+                yield chunk
+
+    async def push_blob(self, repo: str, digest: str, chunks: AsyncIterable[bytes], size: int | None = None) -> None:
+        """Upload a blob: monolithic when *size* is known, else chunked."""
+        if size is not None:
+            await self.push_blob_monolithic(repo, digest, size, chunks)
+        else:
+            await self.push_blob_chunked(repo, digest, chunks)
+
+    async def push_blob_monolithic(self, repo: str, digest: str, size: int, chunks: AsyncIterable[bytes]) -> None:
+        """POST an upload, then stream the whole blob in one ``PUT <Location>&digest=…``."""
+        await self._ensure_ready()
+        what = f"upload blob {repo}@{digest}"
+        _, location = await self._start_upload(repo, what)
+        try:
+            resp = await self._send(
+                "PUT",
+                with_query(location, digest=digest),
+                scopes=self._push(repo),
+                what=what,
+                repository=repo,
+                headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
+                data=self._counted(chunks) if size else b"",
+                replayable=False,
+            )
+            if resp.status not in (201, 204):
+                raise await self._fail(resp, what, repo)
+            resp.release()
+        except BaseException:
+            await self._abort_upload(location, repo)
+            raise
+        self.stats.blob_uploads += 1
+
+    async def push_blob_chunked(
+        self, repo: str, digest: str, chunks: AsyncIterable[bytes], chunk_size: int | None = None
+    ) -> None:
+        """POST an upload, PATCH it chunk by chunk (always at the latest Location), then PUT the digest."""
+        await self._ensure_ready()
+        what = f"chunked upload blob {repo}@{digest}"
+        url = self._url(repo, "blobs", "uploads") + "/"
+        resp = await self._send(
+            "POST", url, scopes=self._push(repo), what=what, repository=repo, headers={"Content-Length": "0"}, data=b""
+        )
+        if resp.status != 202:
+            raise await self._fail(resp, what, repo)
+        resp.release()
+        location = self._location(resp, what)
+        min_len = resp.headers.get("OCI-Chunk-Min-Length", "")
+        size = max(chunk_size or self.upload_chunk_size, int(min_len) if min_len.isdigit() else 0)
+        offset = 0
+        try:
+            buf = bytearray()
+
+            async def patch(piece: bytes) -> None:
+                nonlocal location, offset
+                r = await self._send(
+                    "PATCH",
+                    location,
+                    scopes=self._push(repo),
+                    what=what,
+                    repository=repo,
+                    headers={
+                        "Content-Type": "application/octet-stream",
+                        "Content-Range": f"{offset}-{offset + len(piece) - 1}",
+                        "Content-Length": str(len(piece)),
+                    },
+                    data=piece,
+                    replayable=False,
+                )
+                if r.status != 202:
+                    raise await self._fail(r, what, repo)
+                r.release()
+                location = self._location(r, what)
+                offset += len(piece)
+                self.stats.blob_bytes_written += len(piece)
+
+            async for chunk in chunks:
+                buf += chunk
+                while len(buf) >= size:
+                    await patch(bytes(buf[:size]))
+                    del buf[:size]
+            if buf:
+                await patch(bytes(buf))
+            r = await self._send(
+                "PUT",
+                with_query(location, digest=digest),
+                scopes=self._push(repo),
+                what=what,
+                repository=repo,
+                headers={"Content-Length": "0"},
+                data=b"",
+                replayable=False,
+            )
+            if r.status not in (201, 204):
+                raise await self._fail(r, what, repo)
+            r.release()
+        except BaseException:
+            await self._abort_upload(location, repo)
+            raise
+        self.stats.blob_uploads += 1
+
+    async def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
+        """Cross-repository mount; True if mounted (201). A 202 opens a session, which is DELETEd: False."""
+        await self._ensure_ready()
+        what = f"mount blob {digest} from {from_repo} into {repo}"
+        query = f"?mount={quote(digest, safe='')}&from={quote(from_repo, safe='/')}"
+        status, location = await self._start_upload(repo, what, query, self._pull(from_repo))
+        if status == 201:
+            self.stats.blob_mounts += 1
+            return True
+        await self._abort_upload(location, repo)
+        return False
+
+    # -- tags --------------------------------------------------------------------------------------
+
+    async def list_tags(self, repo: str) -> list[str]:
+        """Every tag of *repo*, following ``Link: rel="next"``; empty if the repository does not exist."""
+        await self._ensure_ready()
+        url: str | None = self._url(repo, "tags", "list")
+        tags: list[str] = []
+        seen: set[str] = set()
+        while url and url not in seen:
+            seen.add(url)
+            what = f"list tags of {repo}"
+            resp = await self._send("GET", url, scopes=self._pull(repo), what=what, repository=repo)
+            if resp.status == 404 and not tags:
+                resp.release()
+                return []
+            if resp.status != 200:
+                raise await self._fail(resp, what, repo)
+            try:
+                obj = await resp.json(content_type=None)
+            except (ValueError, *_CONNECTION_ERRORS):
+                raise RegistryError(f"{self.host}: {what}: unreadable answer", registry=self.host) from None
+            finally:
+                resp.release()
+            page = obj.get("tags") if isinstance(obj, dict) else None
+            tags.extend(str(t) for t in page or [])
+            link = next_link(resp.headers.getall("Link", []))
+            url = urljoin(str(resp.url), link) if link else None
+        return tags

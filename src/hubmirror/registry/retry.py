@@ -1,0 +1,127 @@
+"""Retry policy and error classification for registry responses (§C.6, §D.11).
+
+Connection errors, 5xx, 408 and a *bare* 429 (the abuse limit) are retried with exponential backoff and
+full jitter, honouring ``Retry-After``. A quota 429 (``TOOMANYREQUESTS`` / "pull rate limit") raises
+`QuotaExceeded` at once; 401/403 → `AuthError`; 404 → `NotFound`; anything else → `RegistryError`.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+from .._errors import AuthError, NotFound, QuotaExceeded, RegistryError
+
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry. ``attempts`` counts the first try."""
+
+    attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    #: Never wait longer than this for a ``Retry-After``; longer waits fail the request instead.
+    max_retry_after: float = 300.0
+    jitter: bool = True
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before retry number *attempt* (1-based); *retry_after* wins when given."""
+        if retry_after is not None:
+            return max(0.0, min(retry_after, self.max_retry_after))
+        cap = min(self.max_delay, self.base_delay * (2 ** (attempt - 1)))
+        return random.uniform(cap / 2, cap) if self.jitter else cap
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """``Retry-After`` as seconds: delta-seconds or an HTTP date; None if absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)  # delta-seconds (fractions tolerated)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if seconds == seconds else None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - (now if now is not None else time.time()))
+
+
+@dataclass(frozen=True)
+class ErrorDetail:
+    """One entry of a registry's ``{"errors": [...]}`` body."""
+
+    code: str
+    message: str
+
+
+def parse_errors(body: bytes) -> list[ErrorDetail]:
+    """The ``errors`` list of an OCI error body; empty if the body is not one."""
+    try:
+        obj = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return []
+    if not isinstance(obj, dict) or not isinstance(obj.get("errors"), list):
+        return []
+    out = []
+    for e in obj["errors"]:
+        if isinstance(e, dict):
+            out.append(ErrorDetail(str(e.get("code") or ""), str(e.get("message") or "")))
+    return out
+
+
+def is_quota_429(status: int, body: bytes) -> bool:
+    """True for Docker Hub's pull-quota 429 (code ``TOOMANYREQUESTS`` or the words "pull rate limit")."""
+    if status != 429:
+        return False
+    if any(e.code.upper() == "TOOMANYREQUESTS" for e in parse_errors(body)):
+        return True
+    return "pull rate limit" in body[:4096].decode("utf-8", "replace").lower()
+
+
+def is_retryable(status: int, body: bytes = b"") -> bool:
+    """True for statuses worth retrying: 408, 5xx gateway/server errors and a bare 429."""
+    return status in RETRYABLE_STATUSES and not is_quota_429(status, body)
+
+
+def error_for(
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str],
+    *,
+    what: str,
+    registry: str,
+    repository: str | None = None,
+) -> RegistryError:
+    """The exception for a failed response. *what* says what was asked (``manifest library/x:1``)."""
+    errors = parse_errors(body)
+    code = errors[0].code if errors else None
+    detail = "; ".join(f"{e.code}: {e.message}" if e.message else e.code for e in errors)
+    if not detail:
+        text = body[:200].decode("utf-8", "replace").strip()
+        detail = text.splitlines()[0] if text and not text.startswith("<") else ""
+    msg = f"{registry}: {what}: HTTP {status}" + (f" ({detail})" if detail else "")
+    kw: dict[str, object] = {"status": status, "code": code, "registry": registry, "repository": repository}
+    if status == 429 and is_quota_429(status, body):
+        return QuotaExceeded(msg, retry_after=parse_retry_after(_get(headers, "retry-after")), **kw)
+    if status in (401, 403):
+        return AuthError(msg, status=status, code=code, registry=registry, repository=repository)
+    if status == 404:
+        return NotFound(msg, status=status, code=code, registry=registry, repository=repository)
+    return RegistryError(msg, status=status, code=code, registry=registry, repository=repository)
+
+
+def _get(headers: Mapping[str, str], name: str) -> str | None:
+    for k, v in headers.items():
+        if k.lower() == name:
+            return v
+    return None
