@@ -368,7 +368,7 @@ def index(
         {"mediaType": img.media_type, "digest": img.digest, "size": img.size, "platform": _platform_json(img.platform)}
         for img in images
     ]
-    for img, att in zip(images, atts, strict=True):
+    for img, att in zip(images[: len(atts)], atts, strict=True):
         entries.append(
             {
                 "mediaType": att.media_type,
