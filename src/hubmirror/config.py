@@ -1,0 +1,571 @@
+"""The sync's configuration: a YAML file (``--config FILE``) validated by pydantic, overridden by CLI flags.
+
+Every ``hubmirror sync`` flag has a key here (see ``examples/hubmirror.yaml``). Errors are `ConfigError`s
+naming the file, the line and the key path (``hubmirror.yaml:12: ratelimit.reserve: must be ≥ 0``).
+Secrets never appear in the file: credentials are references (an auth file, a credential helper, or the
+names of environment variables), and a ``password`` key is rejected.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Annotated, Any, Final
+
+import yaml
+from croniter import croniter
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from ._errors import ConfigError, HubmirrorError
+from .platform import Platform
+
+DEFAULT_LIBRARY: Final = "https://github.com/docker-library/official-images.git"
+DEFAULT_SOURCE: Final = "docker.io"
+_HUB_ALIASES: Final = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
+
+#: Keys under ``credentials.<registry>`` that would hold a secret inline; always rejected.
+SECRET_KEYS: Final = ("password", "token", "identitytoken", "auth", "secret")
+
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST = re.compile(rf"^(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{1,5}})?$")
+_PATH_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
+
+# Top-level keys whose scalars are always text, even when YAML would read them as numbers or dates
+# (``commit: 0123456`` must not become an octal int; ``include_tags: [1.0]`` is the regex "1.0").
+_TEXT_KEYS: Final = frozenset(
+    {
+        "library",
+        "commit",
+        "images",
+        "source",
+        "dest",
+        "platforms",
+        "include_tags",
+        "exclude_tags",
+        "insecure",
+        "schedule",
+    }
+)
+
+
+def default_state_path() -> Path:
+    """``$XDG_STATE_HOME/hubmirror/state.db`` (``~/.local/state/hubmirror/state.db`` if unset)."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "hubmirror" / "state.db"
+
+
+def parse_duration(value: object) -> float | None:
+    """Seconds from a number or ``90s``, ``15m``, ``6h``, ``1h30m``, ``2d``; None stays None."""
+    if value is None or isinstance(value, bool):
+        if isinstance(value, bool):
+            raise ValueError("expected a duration like 90s, 15m, 6h or a number of seconds")
+        return None
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().lower().replace(" ", "")
+        m = _DURATION.match(text)
+        if text and m and any(m.groups()):
+            d, h, mi, s = (float(g) if g else 0.0 for g in m.groups())
+            return d * 86400 + h * 3600 + mi * 60 + s
+        try:
+            return float(text)
+        except ValueError:
+            pass
+    raise ValueError("expected a duration like 90s, 15m, 6h or a number of seconds")
+
+
+def _as_list(value: object) -> object:
+    """Let a single string stand for a one-item list (``platforms: linux/amd64``)."""
+    return [value] if isinstance(value, str) else value
+
+
+def _check_host(value: str) -> str:
+    if not _HOST.match(value):
+        raise ValueError(f"{value!r} is not a registry host (expected HOST or HOST:PORT, no scheme)")
+    return value
+
+
+def _check_registry_path(value: str, what: str) -> str:
+    """``HOST[/NAMESPACE...]``: the host validated, the rest as repository path components."""
+    if _URL_SCHEME.match(value):
+        raise ValueError(f"{value!r}: give {what} without a scheme (use `insecure:` for plain-HTTP registries)")
+    host, _, rest = value.strip("/").partition("/")
+    _check_host(host)
+    for part in rest.split("/") if rest else []:
+        if not _PATH_COMPONENT.match(part):
+            raise ValueError(f"{value!r}: {part!r} is not a valid repository path component (lowercase, digits, ._-)")
+    return value.strip("/")
+
+
+def _image_pattern(item: str) -> str:
+    if not re.fullmatch(r"[a-z0-9*?\[\]!][a-z0-9._*?\[\]!/-]*", item):
+        raise ValueError(f"{item!r} is not an image name or glob (e.g. python, node, *-alpine)")
+    return item
+
+
+def _platform(item: str) -> str:
+    try:
+        return str(Platform.parse(item))
+    except HubmirrorError as e:
+        raise ValueError(str(e)) from None
+
+
+def _regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"invalid regular expression {pattern!r}: {e}") from None
+    return pattern
+
+
+def _host(value: str) -> str:
+    return _check_host(value.strip())
+
+
+ImageList = Annotated[list[Annotated[str, AfterValidator(_image_pattern)]], BeforeValidator(_as_list)]
+PlatformList = Annotated[list[Annotated[str, AfterValidator(_platform)]], BeforeValidator(_as_list)]
+RegexList = Annotated[list[Annotated[str, AfterValidator(_regex)]], BeforeValidator(_as_list)]
+HostList = Annotated[list[Annotated[str, AfterValidator(_host)]], BeforeValidator(_as_list)]
+Host = Annotated[str, AfterValidator(_host)]
+Seconds = Annotated[float | None, BeforeValidator(parse_duration)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_default=True)
+
+
+def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
+    """Expand ``~`` and ``$VARS``; a relative path in a config file is relative to that file's directory."""
+    if value is None:
+        return None
+    p = Path(os.path.expandvars(os.path.expanduser(str(value))))
+    if not p.is_absolute():
+        base = (info.context or {}).get("base_dir")
+        p = (Path(base) if base else Path.cwd()) / p
+    return p
+
+
+class Credential(_Model):
+    """Where to find the credentials for one registry; never the secret itself.
+
+    Exactly one of: ``authfile`` (a docker ``config.json`` or containers ``auth.json``), ``helper``
+    (``docker-credential-<helper>``), or ``username_env`` + ``password_env`` (environment variable names).
+    """
+
+    authfile: Path | None = None
+    helper: str | None = None
+    username_env: str | None = None
+    password_env: str | None = None
+    # Declared only to reject them with a clear message (and the right line number).
+    password: Any = Field(default=None, exclude=True, repr=False)
+    token: Any = Field(default=None, exclude=True, repr=False)
+    identitytoken: Any = Field(default=None, exclude=True, repr=False)
+    auth: Any = Field(default=None, exclude=True, repr=False)
+    secret: Any = Field(default=None, exclude=True, repr=False)
+
+    @field_validator(*SECRET_KEYS, mode="before")
+    @classmethod
+    def _no_inline_secret(cls, value: object, info: ValidationInfo) -> None:
+        if value is not None:
+            raise ValueError(
+                f"inline secrets are not allowed in the config file; remove `{info.field_name}` and use "
+                "password_env: VAR (an environment variable name), authfile: PATH or helper: NAME"
+            )
+        return None
+
+    @field_validator("authfile")
+    @classmethod
+    def _authfile(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve_path(value, info)
+
+    @field_validator("helper")
+    @classmethod
+    def _helper_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", value):
+            raise ValueError(f"{value!r} is not a credential helper name (docker-credential-NAME is run)")
+        return value
+
+    @field_validator("username_env", "password_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError(f"{value!r} is not an environment variable name")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Credential:
+        kinds = [self.authfile is not None, self.helper is not None]
+        env = (self.username_env is not None, self.password_env is not None)
+        if env == (True, False) or env == (False, True):
+            raise ValueError("username_env and password_env go together")
+        kinds.append(all(env))
+        if sum(kinds) != 1:
+            raise ValueError("give exactly one of: authfile, helper, or username_env + password_env")
+        return self
+
+
+class RateLimitConfig(_Model):
+    """How to spend Docker Hub's pull quota (reference §C.7)."""
+
+    reserve: int = Field(default=5, ge=0)
+    min_remaining: int | None = Field(default=None, ge=0)
+    wait: bool = False
+    max_wait: Seconds = Field(default=21600.0, ge=0)
+
+
+class _Origin:
+    """Where a config came from: the file name and the line of each key path."""
+
+    def __init__(self, file: str | None, lines: dict[tuple[str | int, ...], int]) -> None:
+        self.file = file
+        self.lines = lines
+
+
+class SyncConfig(_Model):
+    """Everything ``hubmirror sync`` can be told; each field matches a CLI flag of the same name."""
+
+    library: str = DEFAULT_LIBRARY
+    commit: str | None = None
+    images: ImageList = Field(default_factory=list)
+    images_file: Path | None = None
+    list_file: Path | None = Field(default=None, alias="list")
+    source: str = DEFAULT_SOURCE
+    dest: str | None = None
+    platforms: PlatformList = Field(default_factory=list)
+    windows: bool = False
+    include_tags: RegexList = Field(default_factory=list)
+    exclude_tags: RegexList = Field(default_factory=list)
+    state: Path = Field(default_factory=default_state_path)
+    report: Path | None = None
+    dry_run: bool = False
+    max_pulls: int | None = Field(default=None, ge=0)
+    wait: bool | None = None
+    prune: bool = False
+    concurrency: int = Field(default=4, ge=1, le=64)
+    blob_concurrency: int = Field(default=4, ge=1, le=64)
+    insecure: HostList = Field(default_factory=list)
+    schedule: str | None = None
+    credentials: dict[Host, Credential] = Field(default_factory=dict)
+    ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+
+    _origin: _Origin | None = PrivateAttr(None)
+
+    # ------------------------------------------------------------------ validators
+
+    @field_validator("images_file", "list_file", "state", "report")
+    @classmethod
+    def _paths(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve_path(value, info)
+
+    @field_validator("library")
+    @classmethod
+    def _library(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be empty")
+        if _URL_SCHEME.match(value) or _SCP_LIKE.match(value):
+            return value
+        return str(_resolve_path(Path(value), info))
+
+    @field_validator("commit")
+    @classmethod
+    def _commit(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or any(c.isspace() for c in value)):
+            raise ValueError(f"{value!r} is not a commit (a hash or ref name without spaces)")
+        return value
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, value: str) -> str:
+        value = _check_registry_path(value.strip(), "the source registry")
+        return DEFAULT_SOURCE if value in _HUB_ALIASES else value
+
+    @field_validator("dest")
+    @classmethod
+    def _dest(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        if value.startswith("oci:"):
+            rest = value[4:]
+            if not rest:
+                raise ValueError("oci: needs a directory, e.g. oci:/srv/mirror")
+            return "oci:" + str(_resolve_path(Path(rest), info))
+        return _check_registry_path(value, "the destination (REGISTRY/NAMESPACE or oci:PATH)")
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, value: str | None) -> str | None:
+        if value is not None and not croniter.is_valid(value):
+            raise ValueError(f"{value!r} is not a valid cron expression (e.g. '17 */6 * * *')")
+        return value
+
+    @field_validator("credentials")
+    @classmethod
+    def _credential_hosts(cls, value: dict[str, Credential]) -> dict[str, Credential]:
+        return {(DEFAULT_SOURCE if h in _HUB_ALIASES else h): c for h, c in value.items()}
+
+    # ------------------------------------------------------------------ helpers for the sync
+
+    @property
+    def wait_for_quota(self) -> bool:
+        """Wait for the quota to recover instead of deferring: ``wait`` if given, else ``ratelimit.wait``."""
+        return self.ratelimit.wait if self.wait is None else self.wait
+
+    def platform_list(self) -> list[Platform]:
+        """The ``platforms`` as `Platform` objects (empty: every platform)."""
+        return [Platform.parse(p) for p in self.platforms]
+
+    def tag_selected(self, tag: str) -> bool:
+        """True if *tag* fully matches one ``include_tags`` regex (or there are none) and no ``exclude_tags``."""
+        if self.include_tags and not any(re.fullmatch(p, tag) for p in self.include_tags):
+            return False
+        return not any(re.fullmatch(p, tag) for p in self.exclude_tags)
+
+    def credential_for(self, registry: str) -> Credential | None:
+        """The credential reference for *registry* (Docker Hub's aliases all map to ``docker.io``)."""
+        return self.credentials.get(DEFAULT_SOURCE if registry in _HUB_ALIASES else registry)
+
+    # ------------------------------------------------------------------ loading and merging
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> SyncConfig:
+        """Read and validate a YAML config file; `ConfigError` names the file, line and key."""
+        return load_config(path)
+
+    def merge(self, cli: Mapping[str, Any]) -> SyncConfig:
+        """A new config with CLI values laid over this one. None means "flag not given" and is ignored, as
+        is an empty list (a repeatable flag given zero times). Keys may use dashes (``max-pulls``) and dots
+        for nesting (``ratelimit.reserve``). Relative paths from the command line are relative to the
+        current directory."""
+        overrides: dict[str, Any] = {}
+        cli_paths: set[tuple[str, ...]] = set()
+        for key, value in cli.items():
+            if value is None or (isinstance(value, list | tuple) and not value):
+                continue
+            parts = tuple(k.replace("-", "_") for k in key.split("."))
+            if parts[0] == "list_file":
+                parts = ("list", *parts[1:])
+            cli_paths.add(parts)
+            node = overrides
+            for part in parts[:-1]:
+                node = node.setdefault(part, {})
+            node[parts[-1]] = list(value) if isinstance(value, tuple) else value
+        base = self.model_dump(by_alias=True, exclude_unset=True)
+        merged = _deep_merge(base, overrides)
+        origin = self._origin or _Origin(None, {})
+        try:
+            new = type(self).model_validate(merged, context={"base_dir": None})
+        except ValidationError as e:
+            raise ConfigError(_format_errors(e, origin, cli_paths)) from None
+        new._origin = origin
+        return new
+
+
+def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def load_config(path: str | os.PathLike[str]) -> SyncConfig:
+    """Read *path* (YAML), validate it, and return the config; raise `ConfigError` naming file and line."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{p}: cannot read config file: {reason}") from None
+    return parse_config(text, name=str(p), base_dir=p.resolve().parent)
+
+
+def parse_config(text: str, *, name: str = "<config>", base_dir: Path | None = None) -> SyncConfig:
+    """Validate config *text*; *name* is used in messages, *base_dir* anchors relative paths."""
+    data, lines = _parse_yaml(text, name)
+    origin = _Origin(name, lines)
+    try:
+        cfg = SyncConfig.model_validate(data, context={"base_dir": base_dir})
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e, origin, set())) from None
+    cfg._origin = origin
+    return cfg
+
+
+# ---------------------------------------------------------------------------------------------- YAML
+
+
+def _parse_yaml(text: str, name: str) -> tuple[dict[str, Any], dict[tuple[str | int, ...], int]]:
+    """YAML → (data, line of every key path). Duplicate keys are errors, not silently last-wins."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return {}, {}
+        if not isinstance(node, yaml.MappingNode):
+            kind = "a list" if isinstance(node, yaml.SequenceNode) else "a single value"
+            raise ConfigError(f"{name}:{node.start_mark.line + 1}: the config must be a mapping of keys, not {kind}")
+        lines: dict[tuple[str | int, ...], int] = {(): node.start_mark.line + 1}
+        data = _construct(loader, node, (), lines, name)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{name}:{mark.line + 1}" if mark else name
+        raise ConfigError(f"{where}: invalid YAML: {e.problem or e.context}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{name}: invalid YAML: {e}") from None
+    finally:
+        loader.dispose()
+    assert isinstance(data, dict)
+    return data, lines
+
+
+def _construct(
+    loader: yaml.SafeLoader,
+    node: yaml.Node,
+    path: tuple[str | int, ...],
+    lines: dict[tuple[str | int, ...], int],
+    name: str,
+) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                key = str(key)
+            sub = (*path, key)
+            line = key_node.start_mark.line + 1
+            if key in out:
+                raise ConfigError(f"{name}:{line}: {_dotted(sub)}: duplicate key (first at line {lines[sub]})")
+            lines[sub] = line
+            out[key] = _construct(loader, value_node, sub, lines, name)
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        items = []
+        for i, item in enumerate(node.value):
+            lines[(*path, i)] = item.start_mark.line + 1
+            items.append(_construct(loader, item, (*path, i), lines, name))
+        return items
+    value = loader.construct_object(node, deep=True)
+    if (
+        path
+        and path[0] in _TEXT_KEYS
+        and isinstance(node, yaml.ScalarNode)
+        and value is not None
+        and not isinstance(value, str)
+        and node.tag.startswith("tag:yaml.org,2002:")
+        and node.style is None
+    ):
+        return node.value
+    return value
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+
+def _dotted(path: Iterable[str | int]) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + part
+    return out
+
+
+def _message(err: Mapping[str, Any]) -> str:
+    kind, ctx = err["type"], err.get("ctx") or {}
+    if kind == "greater_than_equal":
+        return f"must be ≥ {ctx['ge']}"
+    if kind == "greater_than":
+        return f"must be > {ctx['gt']}"
+    if kind == "less_than_equal":
+        return f"must be ≤ {ctx['le']}"
+    if kind == "less_than":
+        return f"must be < {ctx['lt']}"
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    msg = str(err["msg"])
+    return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+
+
+def _format_errors(exc: ValidationError, origin: _Origin, cli_paths: set[tuple[str, ...]]) -> str:
+    """One line per error: ``FILE:LINE: key.path: message`` (or ``option --flag: message``)."""
+    out: list[tuple[int, str]] = []  # (line or 0 for flags, message): sorted so the file reads top-down
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = tuple(p for p in err["loc"] if isinstance(p, int | str) and p != "[key]")
+        key = _dotted(loc) or "(top level)"
+        msg = _message(err)
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown key{_suggest(loc)}"
+        from_cli = any(loc[: len(p)] == p for p in cli_paths)
+        if from_cli:
+            flag = key
+            if (loc[0],) in cli_paths:
+                flag = "--" + str(loc[0]).replace("_", "-")
+                if len(loc) > 1 and isinstance(loc[1], int):
+                    flag += f" (value {loc[1] + 1})"
+            out.append((0, f"option {flag}: {msg}"))
+            continue
+        line = None
+        for n in range(len(loc), -1, -1):
+            if loc[:n] in origin.lines:
+                line = origin.lines[loc[:n]]
+                break
+        where = origin.file or "<config>"
+        out.append((line or 0, f"{where}:{line}: {key}: {msg}" if line is not None else f"{where}: {key}: {msg}"))
+    return "\n".join(text for _, text in sorted(out, key=lambda x: x[0]))
+
+
+def _suggest(loc: tuple[str | int, ...]) -> str:
+    """`` (allowed: …)`` listing the keys valid where an unknown key was found."""
+    model: type[BaseModel] | None = SyncConfig
+    for part in loc[:-1]:
+        if model is SyncConfig and part == "ratelimit":
+            model = RateLimitConfig
+        elif model is SyncConfig and part == "credentials":
+            model = None
+        elif model is None:
+            model = Credential
+        else:
+            return ""
+    if model is None:
+        return ""
+    hidden = set(SECRET_KEYS) if model is Credential else set()
+    names = sorted((f.alias or n) for n, f in model.model_fields.items() if n not in hidden)
+    return f" (allowed: {', '.join(names)})"
+
+
+__all__ = [
+    "DEFAULT_LIBRARY",
+    "DEFAULT_SOURCE",
+    "SECRET_KEYS",
+    "Credential",
+    "RateLimitConfig",
+    "SyncConfig",
+    "default_state_path",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+]
