@@ -1,0 +1,342 @@
+"""The report of one sync run: what happened to each image/tag group, totals, and the exit code.
+
+Exit codes (`SyncReport.exit_code`, returned by ``hubmirror sync``):
+
+* ``0`` — everything selected is done (copied, retagged, up to date, pruned or kept).
+* ``1`` — at least one item failed (see its reason).
+* ``2`` — nothing failed, but work was deferred because the pull budget ran out (``--max-pulls``, the
+  Hub quota minus the reserve, or a quota 429 that came anyway); run again after the quota window.
+
+JSON (`SyncReport.to_json`), schema ``version`` 1::
+
+    {"version": 1, "exit_code": 0|1|2, "started": ISO, "finished": ISO, "run_id": int|null,
+     "commit": str|null, "library": str|null, "dest": str|null, "dry_run": bool,
+     "successful": ["docker.io/library/python:3.12", ...],   # source tags now right at the destination
+     "failed": ["docker.io/library/foo:1", ...],              # source tags that failed
+     "deferred": [...],                                       # source tags left for the next run
+     "counts": {"copied": n, "retagged": n, ...},
+     "totals": {...Totals fields...},
+     "items": [{"outcome": ..., "source": ..., "dest": ..., "tags": [...], "digest": ..., ...}]}
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, Final
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from .store._base import TransferStats
+
+REPORT_VERSION: Final = 1
+
+
+class Outcome(StrEnum):
+    """What happened to one image/tag group."""
+
+    COPIED = "copied"  # content copied, tags pushed
+    RETAGGED = "retagged"  # content was already at the destination; only tags pushed
+    UP_TO_DATE = "up_to_date"  # destination already right; nothing done
+    DEFERRED = "deferred"  # pull budget spent; left for the next run
+    FAILED = "failed"  # an error; see reason
+    PRUNED = "pruned"  # tag hubmirror created that left the selection, deleted
+    KEPT = "kept"  # tag that left the selection, kept (no --prune, or not created by hubmirror)
+
+
+_DONE: Final = frozenset({Outcome.COPIED, Outcome.RETAGGED, Outcome.UP_TO_DATE})
+_STYLE: Final = {
+    Outcome.COPIED: "green",
+    Outcome.RETAGGED: "cyan",
+    Outcome.UP_TO_DATE: "dim",
+    Outcome.DEFERRED: "yellow",
+    Outcome.FAILED: "bold red",
+    Outcome.PRUNED: "magenta",
+    Outcome.KEPT: "dim",
+}
+
+
+@dataclass
+class ReportItem:
+    """One image/tag group: the tags of *dest* that share the content of *source*."""
+
+    outcome: Outcome
+    source: str  # full source reference, e.g. docker.io/library/python:3.12
+    dest: str  # destination repository, e.g. registry:5000/mirror/python
+    tags: list[str] = field(default_factory=list)
+    digest: str | None = None  # the source digest the tags now point at (or would)
+    previous_digest: str | None = None  # what the destination tag held before, if anything
+    reason: str | None = None  # why deferred / failed / kept
+    bytes: int = 0  # blob bytes written for this item
+    pulls: int = 0  # source manifest GETs spent on this item
+
+    def source_tags(self) -> list[str]:
+        """``repo:tag`` on the source side for each tag (the source reference itself if no tags)."""
+        if not self.tags:
+            return [self.source]
+        repo = _repository(self.source)
+        return [f"{repo}:{t}" for t in self.tags]
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["outcome"] = self.outcome.value
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ReportItem:
+        known = {f.name for f in fields(cls)}
+        args = {k: v for k, v in d.items() if k in known}
+        args["outcome"] = Outcome(args["outcome"])
+        args["tags"] = list(args.get("tags") or [])
+        return cls(**args)
+
+
+@dataclass
+class Totals:
+    """Counters for the whole run."""
+
+    manifest_gets: int = 0  # source manifest GETs: what Docker Hub counts as pulls
+    manifest_heads: int = 0  # source manifest HEADs (free)
+    blobs_copied: int = 0
+    blobs_skipped: int = 0  # already at the destination
+    blobs_mounted: int = 0  # cross-repository mounts
+    bytes: int = 0  # blob bytes written
+    duration: float = 0.0  # seconds
+    ratelimit_remaining: int | None = None  # the source's quota left at the end (None: not limited)
+    ratelimit_limit: int | None = None
+
+    def add_stats(self, source: TransferStats, dest: TransferStats) -> None:
+        """Add what the source and destination stores counted (blobs_skipped is the sync's to set)."""
+        self.manifest_gets += source.manifest_gets
+        self.manifest_heads += source.manifest_heads
+        self.blobs_copied += dest.blob_uploads
+        self.blobs_mounted += dest.blob_mounts
+        self.bytes += dest.blob_bytes_written
+
+
+@dataclass
+class SyncReport:
+    """Everything a sync run did. Add items as they finish; `exit_code`, `to_json` and `render` summarise."""
+
+    items: list[ReportItem] = field(default_factory=list)
+    totals: Totals = field(default_factory=Totals)
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    finished: datetime | None = None
+    run_id: int | None = None
+    commit: str | None = None
+    library: str | None = None
+    dest: str | None = None
+    dry_run: bool = False
+
+    def add(
+        self,
+        outcome: Outcome | str,
+        source: str,
+        dest: str,
+        tags: list[str] | tuple[str, ...] = (),
+        *,
+        digest: str | None = None,
+        previous_digest: str | None = None,
+        reason: str | None = None,
+        bytes: int = 0,
+        pulls: int = 0,
+    ) -> ReportItem:
+        """Record one item and return it."""
+        item = ReportItem(Outcome(outcome), source, dest, list(tags), digest, previous_digest, reason, bytes, pulls)
+        self.items.append(item)
+        return item
+
+    def finish(self) -> None:
+        """Stamp the end time and the duration."""
+        self.finished = datetime.now(UTC)
+        self.totals.duration = (self.finished - self.started).total_seconds()
+
+    # ------------------------------------------------------------------ summaries
+
+    def by_outcome(self, outcome: Outcome) -> list[ReportItem]:
+        return [i for i in self.items if i.outcome is outcome]
+
+    def counts(self) -> dict[str, int]:
+        """Items per outcome, every outcome present (zero if none)."""
+        out = {o.value: 0 for o in Outcome}
+        for item in self.items:
+            out[item.outcome.value] += 1
+        return out
+
+    @property
+    def exit_code(self) -> int:
+        """0: all done; 1: any failure; 2: deferred by budget only (see the module docstring)."""
+        outcomes = {i.outcome for i in self.items}
+        if Outcome.FAILED in outcomes:
+            return 1
+        if Outcome.DEFERRED in outcomes:
+            return 2
+        return 0
+
+    def _refs(self, outcomes: frozenset[Outcome]) -> list[str]:
+        return [ref for i in self.items if i.outcome in outcomes for ref in i.source_tags()]
+
+    def successful(self) -> list[str]:
+        """Source tags that are now right at the destination (copied, retagged or up to date)."""
+        return self._refs(_DONE)
+
+    def failed(self) -> list[str]:
+        return self._refs(frozenset({Outcome.FAILED}))
+
+    def deferred(self) -> list[str]:
+        return self._refs(frozenset({Outcome.DEFERRED}))
+
+    # ------------------------------------------------------------------ JSON
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "version": REPORT_VERSION,
+            "exit_code": self.exit_code,
+            "started": self.started.isoformat(),
+            "finished": self.finished.isoformat() if self.finished else None,
+            "run_id": self.run_id,
+            "commit": self.commit,
+            "library": self.library,
+            "dest": self.dest,
+            "dry_run": self.dry_run,
+            "successful": self.successful(),
+            "failed": self.failed(),
+            "deferred": self.deferred(),
+            "counts": self.counts(),
+            "totals": asdict(self.totals),
+            "items": [i.to_dict() for i in self.items],
+        }
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent, sort_keys=False)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SyncReport:
+        version = d.get("version")
+        if version != REPORT_VERSION:
+            raise ValueError(f"unsupported report version {version!r} (expected {REPORT_VERSION})")
+        totals_known = {f.name for f in fields(Totals)}
+        return cls(
+            items=[ReportItem.from_dict(i) for i in d.get("items", [])],
+            totals=Totals(**{k: v for k, v in (d.get("totals") or {}).items() if k in totals_known}),
+            started=datetime.fromisoformat(d["started"]),
+            finished=datetime.fromisoformat(d["finished"]) if d.get("finished") else None,
+            run_id=d.get("run_id"),
+            commit=d.get("commit"),
+            library=d.get("library"),
+            dest=d.get("dest"),
+            dry_run=bool(d.get("dry_run", False)),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> SyncReport:
+        return cls.from_dict(json.loads(text))
+
+    # ------------------------------------------------------------------ human output
+
+    def summary_line(self) -> str:
+        """One line: counts, pulls, bytes, quota left, duration, exit code."""
+        c = self.counts()
+        parts = [
+            f"copied {c['copied']}",
+            f"retagged {c['retagged']}",
+            f"up to date {c['up_to_date']}",
+            f"deferred {c['deferred']}",
+            f"failed {c['failed']}",
+        ]
+        if c["pruned"] or c["kept"]:
+            parts += [f"pruned {c['pruned']}", f"kept {c['kept']}"]
+        t = self.totals
+        tail = [f"{t.manifest_gets} pulls", f"{t.manifest_heads} HEADs", _size(t.bytes)]
+        if t.ratelimit_remaining is not None:
+            quota = f"/{t.ratelimit_limit}" if t.ratelimit_limit is not None else ""
+            tail.append(f"quota left {t.ratelimit_remaining}{quota}")
+        tail.append(_duration(t.duration))
+        prefix = "dry run: " if self.dry_run else ""
+        return f"{prefix}{', '.join(parts)} · {' · '.join(tail)} · exit {self.exit_code}"
+
+    def table(self, *, verbose: bool = False) -> Table:
+        """A rich table: one row per item; up-to-date and kept items folded into a count unless *verbose*."""
+        table = Table(title="hubmirror sync" + (" (dry run)" if self.dry_run else ""), show_lines=False)
+        table.add_column("outcome", no_wrap=True)
+        table.add_column("source")
+        table.add_column("tags")
+        table.add_column("digest", no_wrap=True)
+        table.add_column("pulls", justify="right")
+        table.add_column("size", justify="right")
+        table.add_column("reason")
+        order = list(Outcome)
+        folded: dict[Outcome, int] = {}
+        for item in sorted(self.items, key=lambda i: order.index(i.outcome)):
+            if not verbose and item.outcome in (Outcome.UP_TO_DATE, Outcome.KEPT) and not item.reason:
+                folded[item.outcome] = folded.get(item.outcome, 0) + 1
+                continue
+            table.add_row(
+                Text(item.outcome.value.replace("_", " "), style=_STYLE[item.outcome]),
+                item.source,
+                ", ".join(item.tags),
+                _short(item.digest or item.previous_digest),
+                str(item.pulls) if item.pulls else "",
+                _size(item.bytes) if item.bytes else "",
+                Text(item.reason or "", style="red" if item.outcome is Outcome.FAILED else ""),
+            )
+        for outcome, n in folded.items():
+            table.add_row(
+                Text(outcome.value.replace("_", " "), style=_STYLE[outcome]),
+                f"{n} image/tag groups",
+                "",
+                "",
+                "",
+                "",
+                "",
+            )
+        return table
+
+    def render(self, console: Console, *, verbose: bool = False) -> None:
+        """Print the table and the summary line to *console* (the CLI passes its stderr console)."""
+        if self.items:
+            console.print(self.table(verbose=verbose))
+        style = {0: "green", 1: "bold red", 2: "yellow"}[self.exit_code]
+        console.print(Text(self.summary_line(), style=style))
+
+
+def _repository(ref: str) -> str:
+    """``docker.io/library/python:3.12`` → ``docker.io/library/python`` (digest and tag stripped)."""
+    ref = ref.split("@", 1)[0]
+    slash = ref.rfind("/")
+    colon = ref.rfind(":")
+    return ref[:colon] if colon > slash else ref
+
+
+def _short(digest: str | None) -> str:
+    if not digest:
+        return ""
+    algo, _, hexpart = digest.partition(":")
+    return f"{algo}:{hexpart[:12]}" if hexpart else digest
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"  # pragma: no cover
+
+
+def _duration(seconds: float) -> str:
+    s = round(seconds)
+    h, rest = divmod(s, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h}h{m:02d}m{s:02d}s"
+    if m:
+        return f"{m}m{s:02d}s"
+    return f"{seconds:.1f}s"
+
+
+__all__ = ["REPORT_VERSION", "Outcome", "ReportItem", "SyncReport", "Totals"]
