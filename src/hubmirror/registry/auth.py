@@ -210,8 +210,7 @@ class Authenticator:
                     status=401,
                     registry=self.registry,
                 )
-            raw = f"{self.credentials.username}:{self.credentials.password}".encode()
-            return "Basic " + base64.b64encode(raw).decode()
+            return self._basic()
         key = self._key(merge_scopes(scopes))
         assert key is not None
         token = self._tokens.get(key)
@@ -225,6 +224,11 @@ class Authenticator:
                 self._tokens[key] = token
         return f"Bearer {token.value}"
 
+    def _basic(self) -> str:
+        assert self.credentials is not None
+        raw = f"{self.credentials.username}:{self.credentials.password}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
     async def _fetch(self, session: aiohttp.ClientSession, scopes: frozenset[str]) -> Token:
         """GET the realm with service and every scope, with Basic credentials if we have them."""
         assert self.challenge is not None
@@ -235,12 +239,12 @@ class Authenticator:
         if self.challenge.service:
             query.append(("service", self.challenge.service))
         query.extend(("scope", s) for s in sorted(scopes))
-        auth = aiohttp.BasicAuth(self.credentials.username, self.credentials.password) if self.credentials else None
+        headers = {"Authorization": self._basic()} if self.credentials else {}
         who = f"user {self.credentials.username!r}" if self.credentials else "anonymous access"
         self.token_fetches += 1
         log.debug("token for %s scopes %s (%s)", self.registry, sorted(scopes), who)
         try:
-            async with session.get(realm, params=query, auth=auth, allow_redirects=True) as resp:
+            async with session.get(realm, params=query, headers=headers, allow_redirects=True) as resp:
                 body = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as e:
