@@ -29,12 +29,13 @@ from pydantic import (
     model_validator,
 )
 
-from ._errors import ConfigError, HubmirrorError
+from ._errors import ConfigError, CredentialsError, HubmirrorError
 from .platform import Platform
+from .reference import normalize_registry
+from .registry import credentials as _creds
 
 DEFAULT_LIBRARY: Final = "https://github.com/docker-library/official-images.git"
 DEFAULT_SOURCE: Final = "docker.io"
-_HUB_ALIASES: Final = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})
 
 #: Keys under ``credentials.<registry>`` that would hold a secret inline; always rejected.
 SECRET_KEYS: Final = ("password", "token", "identitytoken", "auth", "secret")
@@ -209,6 +210,23 @@ class Credential(_Model):
             raise ValueError(f"{value!r} is not an environment variable name")
         return value
 
+    def resolve(self, registry: str, environ: Mapping[str, str] | None = None) -> _creds.Credentials | None:
+        """Read the credentials this entry points at; None if the auth file or helper has none for *registry*.
+
+        Raises `CredentialsError` naming the missing environment variable (never its value)."""
+        if self.authfile is not None:
+            return _creds.from_authfile(registry, self.authfile)
+        if self.helper is not None:
+            return _creds.from_helper(self.helper, registry)
+        env = os.environ if environ is None else environ
+        assert self.username_env is not None and self.password_env is not None
+        missing = [v for v in (self.username_env, self.password_env) if not env.get(v)]
+        if missing:
+            raise CredentialsError(
+                f"credentials for {registry}: environment variable {' and '.join(missing)} is not set or empty"
+            )
+        return _creds.Credentials(env[self.username_env], env[self.password_env], f"environment {self.username_env}")
+
     @model_validator(mode="after")
     def _one_kind(self) -> Credential:
         kinds = [self.authfile is not None, self.helper is not None]
@@ -295,7 +313,7 @@ class SyncConfig(_Model):
     @classmethod
     def _source(cls, value: str) -> str:
         value = _check_registry_path(value.strip(), "the source registry")
-        return DEFAULT_SOURCE if value in _HUB_ALIASES else value
+        return normalize_registry(value)
 
     @field_validator("dest")
     @classmethod
@@ -320,7 +338,7 @@ class SyncConfig(_Model):
     @field_validator("credentials")
     @classmethod
     def _credential_hosts(cls, value: dict[str, Credential]) -> dict[str, Credential]:
-        return {(DEFAULT_SOURCE if h in _HUB_ALIASES else h): c for h, c in value.items()}
+        return {normalize_registry(h): c for h, c in value.items()}
 
     # ------------------------------------------------------------------ helpers for the sync
 
@@ -341,7 +359,15 @@ class SyncConfig(_Model):
 
     def credential_for(self, registry: str) -> Credential | None:
         """The credential reference for *registry* (Docker Hub's aliases all map to ``docker.io``)."""
-        return self.credentials.get(DEFAULT_SOURCE if registry in _HUB_ALIASES else registry)
+        return self.credentials.get(normalize_registry(registry))
+
+    def resolve_credentials(self, registry: str, environ: Mapping[str, str] | None = None) -> _creds.Credentials | None:
+        """Credentials for *registry*: its ``credentials:`` entry if the config has one, else the default
+        lookup of `hubmirror.registry.credentials.resolve` (environment, then the docker auth file)."""
+        ref = self.credential_for(registry)
+        if ref is not None:
+            return ref.resolve(registry, environ)
+        return _creds.resolve(registry, environ=environ)
 
     # ------------------------------------------------------------------ loading and merging
 

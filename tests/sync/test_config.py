@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from pathlib import Path
 
 import pytest
 
-from hubmirror import ConfigError
+from hubmirror import ConfigError, CredentialsError
 from hubmirror.config import (
     DEFAULT_LIBRARY,
     SyncConfig,
@@ -204,3 +206,36 @@ def test_cli_errors_name_the_flag_and_file_errors_keep_their_line(tmp_path: Path
 def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read config file"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_credential_references_resolve_to_real_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    authfile = tmp_path / "auth.json"
+    authfile.write_text(json.dumps({"auths": {"registry.example.com:5000": {"auth": "bWlycm9yOnMzY3JldA=="}}}))
+    helper = tmp_path / "bin" / "docker-credential-fake"
+    helper.parent.mkdir()
+    helper.write_text('#!/bin/sh\nread key\necho "{\\"Username\\": \\"bot\\", \\"Secret\\": \\"tok-$key\\"}"\n')
+    helper.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{helper.parent}{os.pathsep}{os.environ['PATH']}")
+    cfg = load_config(
+        write(
+            tmp_path,
+            "credentials:\n"
+            "  docker.io: {username_env: HUB_USER, password_env: HUB_TOKEN}\n"
+            "  registry.example.com:5000: {authfile: auth.json}\n"
+            "  ghcr.io: {helper: fake}\n",
+        )
+    )
+    env = {"HUB_USER": "alice", "HUB_TOKEN": "dckr_pat_secret"}
+    hub = cfg.resolve_credentials("index.docker.io", env)
+    assert hub is not None and (hub.username, hub.password) == ("alice", "dckr_pat_secret")
+    assert "dckr_pat_secret" not in repr(hub)
+    reg = cfg.resolve_credentials("registry.example.com:5000", env)
+    assert reg is not None and (reg.username, reg.password) == ("mirror", "s3cret")
+    gh = cfg.resolve_credentials("ghcr.io", env)
+    assert gh is not None and (gh.username, gh.password) == ("bot", "tok-ghcr.io")
+    # A registry without an entry falls back to the default lookup (HUBMIRROR_<HOST>_* variables).
+    quay = cfg.resolve_credentials("quay.io", {"HUBMIRROR_QUAY_IO_USERNAME": "q", "HUBMIRROR_QUAY_IO_PASSWORD": "p"})
+    assert quay is not None and quay.username == "q"
+    with pytest.raises(CredentialsError, match="environment variable HUB_TOKEN is not set") as exc:
+        cfg.resolve_credentials("docker.io", {"HUB_USER": "alice"})
+    assert "alice" not in str(exc.value)
