@@ -370,3 +370,12 @@ def test_unreachable_registry_is_a_registry_error() -> None:
 
     with pytest.raises(RegistryError, match="unreachable"):
         asyncio.run(go())
+
+
+async def test_insecure_registry_falls_back_to_http(registry: Registry, repo_name: str) -> None:
+    async with RegistryClient(registry.host, anonymous=True, insecure=True, retry=FAST) as c:
+        assert await c.list_tags(repo_name) == []
+        assert c.base_url == f"http://{registry.host}"
+    async with RegistryClient(registry.host, anonymous=True, insecure=False, retry=FAST) as strict:
+        with pytest.raises(RegistryError, match="TLS handshake failed"):
+            await strict.list_tags(repo_name)

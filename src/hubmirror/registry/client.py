@@ -217,8 +217,8 @@ class RegistryClient:
                         last = e
                         if len(self._candidates()) == 1:
                             raise RegistryError(
-                                f"{self.host}: TLS verification failed ({e.__class__.__name__}); pass a CA file or "
-                                "mark the registry insecure",
+                                f"{self.host}: TLS handshake failed ({type(e).__name__}: {e}); pass a CA file "
+                                "or mark the registry insecure",
                                 registry=self.registry,
                             ) from None
                         continue
