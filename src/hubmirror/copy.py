@@ -22,6 +22,7 @@ from ._errors import (
     BudgetExhausted,
     DigestMismatch,
     HubmirrorError,
+    InvalidReference,
     ManifestTooLarge,
     NotFound,
     QuotaExceeded,
@@ -162,7 +163,7 @@ class Copier:
             res.source_manifest_heads += 1
             head = await self.src.head_manifest(src_repo, src_ref)
             if head is None:
-                raise NotFound(f"{self.src.name}: {src_repo}:{src_ref} not found", repository=src_repo)
+                raise NotFound(f"{_loc(self.src, src_repo, src_ref)} not found", repository=src_repo)
             src_digest, src_type = head.digest, head.media_type
         res.source_digest = src_digest
         res.media_type = src_type
@@ -347,9 +348,7 @@ class Copier:
                     raise
                 continue
             if is_digest(ref) and m.digest != ref:
-                raise DigestMismatch(
-                    f"{self.src.name}: {ctx.src_repo}@{ref} returned a manifest with digest {m.digest}"
-                )
+                raise DigestMismatch(f"{_loc(self.src, ctx.src_repo, ref)} returned a manifest with digest {m.digest}")
             m.check_supported()
             return m
         raise AssertionError("unreachable")
@@ -468,12 +467,59 @@ class Copier:
             yield chunk
 
 
+async def copy_location(
+    src: str,
+    dst: str,
+    *,
+    platforms: Sequence[Platform] | None = None,
+    extra_tags: Sequence[str] = (),
+    authfile: str | None = None,
+    insecure: Sequence[str] = (),
+    concurrency: int = 8,
+    events: CopyEvents | None = None,
+) -> CopyResult:
+    """Copy the image at location *src* to location *dst* (what ``hubmirror copy`` does).
+
+    Locations are image references or ``oci:PATH[:TAG]``. The destination tags are *dst*'s tag (or,
+    when it names none, the source's tag) plus *extra_tags*.
+    """
+    from .store._open import open_location
+
+    src_store, src_repo, src_ref = open_location(src, authfile=authfile, insecure=insecure)
+    try:
+        dst_store, dst_repo, dst_ref = open_location(dst, authfile=authfile, insecure=insecure, default_tag=None)
+    except BaseException:
+        await src_store.close()
+        raise
+    try:
+        if src_ref is None:
+            raise InvalidReference(f"source {src!r} names no tag or digest (use oci:PATH:TAG)")
+        if dst_ref is not None and is_digest(dst_ref):
+            raise InvalidReference(f"destination {dst!r} names a digest; give a tag or none")
+        tags = [dst_ref] if dst_ref is not None else ([] if is_digest(src_ref) else [src_ref])
+        tags += [t for t in extra_tags if t not in tags]
+        if not tags and dst.startswith("oci:"):
+            raise InvalidReference(f"destination {dst!r} needs a tag when the source is a digest (use --tag)")
+        copier = Copier(src_store, dst_store, concurrency=concurrency, platforms=platforms, events=events)
+        return await copier.copy(src_repo, src_ref, dst_repo, tags)
+    finally:
+        await src_store.close()
+        await dst_store.close()
+
+
+def _loc(store: Store, repo: str, ref: str) -> str:
+    """``oci:/path:tag``, ``registry/repo:tag`` or ``registry/repo@sha256:…`` for messages."""
+    where = f"{store.name}/{repo}" if repo else store.name
+    return f"{where}{'@' if is_digest(ref) else ':'}{ref}"
+
+
 def _transient(e: BaseException) -> bool:
-    """Errors worth another attempt: server errors, broken connections, corrupted transfers."""
+    """Errors worth another attempt with a fresh stream: broken connections, corrupted transfers."""
     if isinstance(e, QuotaExceeded | BudgetExhausted | AuthError | NotFound | UnsupportedManifest | ManifestTooLarge):
         return False
     if isinstance(e, RegistryError):
-        return e.status is None or e.status >= 500 or e.status == 408
+        # An HTTP answer was already retried by the store's client; a broken stream (no status) was not.
+        return e.status is None
     return isinstance(e, DigestMismatch | aiohttp.ClientError | asyncio.TimeoutError | OSError)
 
 
@@ -502,4 +548,4 @@ def _first(eg: BaseExceptionGroup[BaseException]) -> BaseException:
     return eg.exceptions[0]
 
 
-__all__ = ["BlobHow", "Copier", "CopyEvents", "CopyResult", "ManifestHow", "PullBudget"]
+__all__ = ["BlobHow", "Copier", "CopyEvents", "CopyResult", "ManifestHow", "PullBudget", "copy_location"]

@@ -1,1 +1,164 @@
-"""`hubmirror copy`: not built yet."""
+"""`hubmirror copy SRC DST`: copy one image (all platforms, or the selected ones) between registries and
+OCI layouts, with progress on stderr and an optional JSON summary on stdout."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Annotated
+
+import aiohttp
+import typer
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
+
+from .._errors import HubmirrorError
+from ..copy import BlobHow, CopyEvents, CopyResult, copy_location
+from ..media import Descriptor
+from ..platform import Platform
+from ._app import app, console, out
+
+
+class _ProgressEvents(CopyEvents):
+    """One progress bar per blob in flight, removed when the blob is done."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, TaskID] = {}
+
+    def blob_start(self, desc: Descriptor) -> None:
+        task = self.tasks.get(desc.digest)
+        if task is None:
+            name = desc.digest.split(":", 1)[-1][:12]
+            self.tasks[desc.digest] = self.progress.add_task(name, total=desc.size)
+        else:
+            self.progress.reset(task, total=desc.size)
+
+    def blob_progress(self, desc: Descriptor, nbytes: int) -> None:
+        task = self.tasks.get(desc.digest)
+        if task is not None:
+            self.progress.advance(task, nbytes)
+
+    def blob_done(self, desc: Descriptor, how: BlobHow) -> None:
+        task = self.tasks.pop(desc.digest, None)
+        if task is not None:
+            self.progress.remove_task(task)
+
+
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{n} B"
+
+
+def _summary(res: CopyResult, src: str, dst: str) -> None:
+    if res.skipped is not None:
+        console.print(f"nothing copied: {res.skipped}", markup=False, highlight=False, soft_wrap=True)
+        return
+    state = "already up to date" if res.up_to_date else "copied"
+    console.print(f"{src} → {dst}: {state}, {res.digest}", markup=False, highlight=False, soft_wrap=True)
+    if res.tags:
+        console.print(f"  tags: {', '.join(res.tags)} ({len(res.tags_written)} written)", markup=False)
+    console.print(
+        f"  blobs: {res.blobs_copied} copied, {res.blobs_skipped} skipped, {res.blobs_mounted} mounted, "
+        f"{_size(res.bytes_copied)}; manifests: {res.manifests_copied} copied, {res.manifests_skipped} skipped; "
+        f"source: {res.source_manifest_gets} manifest GETs, {res.source_manifest_heads} HEADs",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    if res.filtered:
+        console.print(
+            f"  note: --platform filtering changed the digest: upstream {res.source_digest}, "
+            f"mirror {res.digest} (@sha256 pins of the upstream image will not resolve here)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
+    if res.foreign_layers:
+        console.print(
+            f"  {len(res.foreign_layers)} foreign layer(s) not copied (clients fetch them from their URLs):",
+            markup=False,
+            soft_wrap=True,
+        )
+        for digest in res.foreign_layers:
+            console.print(f"    {digest}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command("copy")
+def copy_command(
+    src: Annotated[
+        str, typer.Argument(help="Source: an image reference (python:3.12, host/repo:tag) or oci:PATH:TAG.")
+    ],
+    dst: Annotated[
+        str, typer.Argument(help="Destination: an image reference or oci:PATH[:TAG] (no tag: the source's).")
+    ],
+    platform: Annotated[
+        list[str] | None,
+        typer.Option("--platform", help="Copy only this platform (OS/ARCH[/VARIANT]); repeatable. Changes the digest."),
+    ] = None,
+    tag: Annotated[
+        list[str] | None, typer.Option("--tag", help="Also point this destination tag at the image.")
+    ] = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print the result as one JSON document on stdout.")
+    ] = False,
+    authfile: Annotated[
+        str | None, typer.Option("--authfile", help="Docker config.json with registry credentials.")
+    ] = None,
+    insecure: Annotated[
+        list[str] | None, typer.Option("--insecure", help="Registry host to reach over plain HTTP; repeatable.")
+    ] = None,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Parallel blob transfers.")] = 8,
+) -> None:
+    """Copy one image from SRC to DST: indexes byte for byte, blobs verified, tags written last."""
+    try:
+        platforms = [Platform.parse(p) for p in platform or []] or None
+    except HubmirrorError as e:
+        console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+        transient=True,
+        disable=not console.is_terminal,
+    )
+    try:
+        with progress:
+            res = asyncio.run(
+                copy_location(
+                    src,
+                    dst,
+                    platforms=platforms,
+                    extra_tags=tag or [],
+                    authfile=authfile,
+                    insecure=insecure or [],
+                    concurrency=concurrency,
+                    events=_ProgressEvents(progress),
+                )
+            )
+    except HubmirrorError as e:
+        console.print(f"error: copy {src} → {dst} failed: {e}", markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            "no destination tag was changed by the failed copy", markup=False, highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(1) from None
+    except (TimeoutError, aiohttp.ClientError, OSError) as e:
+        console.print(
+            f"error: copy {src} → {dst} failed: {type(e).__name__}: {e}", markup=False, highlight=False, soft_wrap=True
+        )
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        console.print("interrupted: no destination tag was changed", markup=False)
+        raise typer.Exit(130) from None
+    if json_output:
+        doc = {"source": src, "destination": dst, **res.as_dict()}
+        out.print(json.dumps(doc, indent=2), markup=False, highlight=False, soft_wrap=True)
+    _summary(res, src, dst)
+    if res.skipped is not None:
+        raise typer.Exit(1)

@@ -1,0 +1,236 @@
+"""The copier against real registries: the Docker Hub emulator (token auth, CDN redirects, faults) as
+source, an htpasswd registry and OCI layouts as destinations, checked with skopeo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from copy_images import build_index, put_image
+
+from conftest import PASSWORD, USER
+from hubmirror._errors import HubmirrorError, QuotaExceeded
+from hubmirror.copy import Copier
+from hubmirror.media import Manifest
+from hubmirror.platform import Platform
+from hubmirror.registry.credentials import Credentials
+from hubmirror.registry.retry import RetryPolicy
+from hubmirror.store import OCILayoutStore
+from hubmirror.store.registry import RegistryStore
+from hubmirror.testing.hub import HubEmulator
+from hubmirror.testing.images import base_layer, index, manifest_list, push
+from hubmirror.testing.registry import Registry
+
+FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
+OCI_PLATFORMS = ("linux/amd64", "linux/arm64/v8", "linux/ppc64le", "linux/s390x", "windows/amd64")
+
+
+def skopeo(*args: str) -> bytes:
+    return subprocess.run(["skopeo", "--insecure-policy", *args], check=True, capture_output=True, timeout=180).stdout
+
+
+def creds(reg: Registry) -> list[str]:
+    return ["--tls-verify=false", f"--creds={USER}:{PASSWORD}"]
+
+
+def _temp_files(root: Path) -> list[Path]:
+    return list(root.rglob(".tmp-*"))
+
+
+@pytest.fixture
+async def hub_store(hub: HubEmulator) -> AsyncIterator[RegistryStore]:
+    store = RegistryStore(hub.host, anonymous=True, retry=FAST_RETRY)
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+async def auth_store(auth_registry: Registry) -> AsyncIterator[RegistryStore]:
+    store = RegistryStore(auth_registry.host, credentials=Credentials(USER, PASSWORD))
+    yield store
+    await store.close()
+
+
+async def _seed(hub: HubEmulator, kind: str) -> tuple[Manifest, dict[str, Manifest], list[str]]:
+    """Push an OCI index (5 platforms incl. Windows, plus attestations) or a Docker manifest list
+    (4 platforms) to the emulator as library/app:1.0; (top, children by digest, blob digests)."""
+    if kind == "oci":
+        img = await push(hub.upstream, "library/app", index("py", OCI_PLATFORMS), ["1.0"])
+        return img.manifest, {c.digest: c.manifest for c in img.children}, img.blob_digests
+    built = build_index("node", ("linux/amd64", "linux/arm/v7", "linux/arm64/v8", "linux/386"), docker=True)
+    upstream = RegistryStore(hub.upstream.host)
+    try:
+        await put_image(upstream, "library/app", "1.0", built)
+    finally:
+        await upstream.close()
+    return built.top, built.manifests, list(built.blobs)
+
+
+@pytest.mark.parametrize("kind", ["oci", "docker"])
+async def test_multiarch_from_hub_to_auth_registry_and_oci(
+    kind: str,
+    hub: HubEmulator,
+    hub_store: RegistryStore,
+    auth_store: RegistryStore,
+    auth_registry: Registry,
+    repo_name: str,
+    tmp_path: Path,
+) -> None:
+    top, children, blobs = await _seed(hub, kind)
+    hub.reset_counts()
+
+    res = await Copier(hub_store, auth_store).copy("library/app", "1.0", repo_name, ["1.0", "1"])
+    assert res.digest == res.source_digest == top.digest and res.tags_written == ["1.0", "1"]
+    assert res.source_manifest_gets == hub.manifest_gets() == 1 + len(children)
+    assert res.blobs_copied == len(blobs)
+    assert not hub.cdn_saw_authorization
+
+    ref = f"docker://{auth_registry.host}/{repo_name}:1"
+    assert skopeo("inspect", "--raw", *creds(auth_registry), ref) == top.data
+    back = tmp_path / "back"
+    skopeo("copy", "-q", "--all", "--preserve-digests", "--src-tls-verify=false",
+           f"--src-creds={USER}:{PASSWORD}", ref, f"dir:{back}")  # fmt: skip
+    assert (back / "manifest.json").read_bytes() == top.data
+    for digest, child in children.items():
+        assert (back / f"{digest.split(':')[1]}.manifest.json").read_bytes() == child.data
+    for blob in blobs:
+        assert (back / blob.split(":")[1]).exists()
+
+    # Straight from the Hub into an OCI layout.
+    layout = tmp_path / "layout"
+    res2 = await Copier(hub_store, OCILayoutStore(layout)).copy("library/app", "1.0", "", ["1.0"])
+    assert res2.digest == top.digest
+    assert skopeo("inspect", "--raw", f"oci:{layout}:1.0") == top.data
+
+
+async def test_unchanged_image_costs_no_get_and_no_upload(
+    hub: HubEmulator, hub_store: RegistryStore, auth_store: RegistryStore, repo_name: str
+) -> None:
+    img = await push(hub.upstream, "library/redis", index("redis", OCI_PLATFORMS[:3]), ["7"])
+    await Copier(hub_store, auth_store).copy("library/redis", "7", repo_name, ["7"])
+    hub.reset_counts()
+    uploads = auth_store.stats.blob_uploads
+
+    res = await Copier(hub_store, auth_store).copy("library/redis", "7", repo_name, ["7"])
+
+    assert res.up_to_date and res.digest == img.digest and res.tags_written == []
+    assert hub.manifest_gets() == 0 and hub.manifest_heads() == 1 and hub.blob_gets() == 0
+    assert auth_store.stats.blob_uploads == uploads
+
+
+async def test_shared_base_layers_read_once(
+    hub: HubEmulator, hub_store: RegistryStore, auth_store: RegistryStore, repo_name: str
+) -> None:
+    base = [base_layer("debian-bookworm", 50_000), base_layer("debian-extra", 30_000)]
+    plats = ("linux/amd64", "linux/arm64/v8", "linux/s390x")
+    a = await push(hub.upstream, "library/a", index("a", plats, base=base), ["1"])
+    b = await push(hub.upstream, "library/b", index("b", plats, base=base), ["1"])
+    shared = set(a.blob_digests) & set(b.blob_digests)
+    assert {x.digest for x in base} <= shared
+    hub.reset_counts()
+
+    copier = Copier(hub_store, auth_store, concurrency=4)
+    ra, rb = await asyncio.gather(
+        copier.copy("library/a", "1", f"{repo_name}/a", ["1"]), copier.copy("library/b", "1", f"{repo_name}/b", ["1"])
+    )
+
+    for d in set(a.blob_digests) | set(b.blob_digests):
+        assert hub.cdn_gets(d) == 1, d
+    assert ra.blobs_mounted + rb.blobs_mounted == len(shared)
+    assert (await auth_store.head_manifest(f"{repo_name}/b", "1")) is not None
+
+
+async def test_faults_on_source_are_survived_and_content_verified(
+    hub: HubEmulator, hub_store: RegistryStore, auth_store: RegistryStore, auth_registry: Registry, repo_name: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    img = await push(hub.upstream, "library/flaky", index("flaky", OCI_PLATFORMS[:4], layers=(9000,) * 6), ["x"])
+    hub.reset_counts()
+    hub.set_faults(0.10, seed=7)  # resets, truncations, flipped bytes and 500s on manifests and blobs
+
+    res = await Copier(hub_store, auth_store).copy("library/flaky", "x", repo_name, ["x"])
+    hub.set_faults(0)
+
+    assert res.digest == img.digest
+    extra_gets = (hub.cdn_gets() - len(img.blob_digests)) + (hub.manifest_gets() - 1 - len(img.children))
+    assert extra_gets >= 3  # faults really happened and were retried
+    ref = f"docker://{auth_registry.host}/{repo_name}:x"
+    back = tmp_path / "back"  # skopeo verifies every digest it copies
+    skopeo("copy", "-q", "--all", "--preserve-digests", "--src-tls-verify=false",
+           f"--src-creds={USER}:{PASSWORD}", ref, f"dir:{back}")  # fmt: skip
+    assert (back / "manifest.json").read_bytes() == img.manifest.data
+    assert {p.name for p in back.iterdir()} >= {d.split(":")[1] for d in img.blob_digests}
+
+
+async def test_persistent_fault_fails_without_tag(
+    hub: HubEmulator, hub_store: RegistryStore, auth_store: RegistryStore, repo_name: str, tmp_path: Path
+) -> None:
+    img = await push(hub.upstream, "library/broken", index("broken", OCI_PLATFORMS[:3]), ["x"])
+    bad = img.images[1].layers[-1].digest
+    hub.fail_always(f"/blobs/{bad}")
+
+    with pytest.raises(HubmirrorError) as err:
+        await Copier(hub_store, auth_store).copy("library/broken", "x", repo_name, ["x"])
+    assert bad in str(err.value)
+    assert await auth_store.head_manifest(repo_name, "x") is None
+    assert await auth_store.list_tags(repo_name) == []
+
+    oci = OCILayoutStore(tmp_path)
+    with pytest.raises(HubmirrorError):
+        await Copier(hub_store, oci).copy("library/broken", "x", "", ["x"])
+    assert await oci.list_tags("") == []
+    assert _temp_files(tmp_path) == []  # interrupted uploads left nothing behind
+
+
+async def test_quota_exceeded_aborts_without_tags(
+    hub: HubEmulator, hub_store: RegistryStore, auth_store: RegistryStore, repo_name: str
+) -> None:
+    await push(hub.upstream, "library/q", index("q", OCI_PLATFORMS[:3]), ["x"])
+    hub.set_limit(100, remaining=3)
+    with pytest.raises(QuotaExceeded):
+        await Copier(hub_store, auth_store).copy("library/q", "x", repo_name, ["x"])
+    assert await auth_store.list_tags(repo_name) == []
+
+
+async def test_platform_filter_on_registry(
+    hub: HubEmulator, hub_store: RegistryStore, auth_store: RegistryStore, auth_registry: Registry, repo_name: str,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    img = await push(hub.upstream, "library/f", index("f", OCI_PLATFORMS), ["1"])
+    wanted = [Platform.parse("linux/arm64"), Platform.parse("windows/amd64")]
+    res = await Copier(hub_store, auth_store, platforms=wanted).copy("library/f", "1", repo_name, ["1"])
+
+    assert res.filtered and res.source_digest == img.digest
+    raw = skopeo("inspect", "--raw", *creds(auth_registry), f"docker://{auth_registry.host}/{repo_name}:1")
+    got = json.loads(raw)
+    keep = {img.image("linux/arm64").digest, img.image("windows/amd64").digest}
+    assert [m["digest"] for m in got["manifests"][:2]] == [c.digest for c in img.images if c.digest in keep]
+    assert {m["annotations"]["vnd.docker.reference.digest"] for m in got["manifests"][2:]} == keep
+    assert len(got["manifests"]) == 4
+    skopeo("copy", "-q", "--all", "--preserve-digests", "--src-tls-verify=false", f"--src-creds={USER}:{PASSWORD}",
+           f"docker://{auth_registry.host}/{repo_name}:1", f"dir:{tmp_path / 'back'}")  # fmt: skip
+    assert (tmp_path / "back" / "manifest.json").read_bytes() == raw
+    hub.reset_counts()
+    again = await Copier(hub_store, auth_store, platforms=wanted).copy("library/f", "1", repo_name, ["1"])
+    assert again.up_to_date and hub.manifest_gets() == 0
+
+
+async def test_foreign_layers_not_downloaded(
+    hub: HubEmulator, hub_store: RegistryStore, auth_store: RegistryStore, repo_name: str
+) -> None:
+    img = await push(
+        hub.upstream,
+        "library/win",
+        manifest_list("win", ("windows/amd64", "linux/amd64"), foreign_windows=True),
+        ["ltsc"],
+    )
+    foreign = [layer.digest for c in img.images for layer in c.layers if layer.is_foreign]
+    assert foreign
+    hub.reset_counts()
+    res = await Copier(hub_store, auth_store).copy("library/win", "ltsc", repo_name, ["ltsc"])
+    assert res.foreign_layers == foreign and res.digest == img.digest
+    assert all(hub.blob_gets(d) == 0 for d in foreign)
