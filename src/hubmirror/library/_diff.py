@@ -31,8 +31,10 @@ class GroupChange:
 
     @property
     def rebuild(self) -> bool:
-        """The build inputs changed (GitCommit, Directory, …): a new build, hence a new digest, is coming."""
-        return self.old.build_key != self.new.build_key
+        """The build inputs (GitCommit, Directory, …) of an architecture present before and after changed:
+        a new build, hence a new digest, is coming. Added or dropped architectures are `platforms_changed`."""
+        old, new = _inputs_by_arch(self.old), _inputs_by_arch(self.new)
+        return any(old[a] != new[a] for a in old.keys() & new.keys())
 
     @property
     def tags_added(self) -> tuple[str, ...]:
@@ -102,6 +104,13 @@ class LibraryDiff:
             "tags_changed": [f"{r}:{t}" for r, t in self.tags_changed],
             "errors": [str(e) for e in self.errors],
         }
+
+
+def _inputs_by_arch(group: TagGroup) -> dict[str, list[tuple[str, ...]]]:
+    by_arch: dict[str, list[tuple[str, ...]]] = {}
+    for arch, *inputs in group.build_key:
+        by_arch.setdefault(arch, []).append(tuple(inputs))
+    return {a: sorted(v) for a, v in by_arch.items()}
 
 
 def _same(a: TagGroup, b: TagGroup) -> bool:
