@@ -197,3 +197,18 @@ async def test_retag_puts_same_bytes_without_source(tmp_path: Path) -> None:
     assert await copier.retag("", img.top, ["8.3", "latest"]) == ["8.3", "latest"]
     assert (src.stats.manifest_gets, src.stats.manifest_heads) == (gets, heads)
     assert await dst.list_tags("") == ["8", "8.3", "latest"]
+
+
+async def test_children_already_in_destination_are_not_fetched(tmp_path: Path) -> None:
+    src, dst = OCILayoutStore(tmp_path / "src"), OCILayoutStore(tmp_path / "dst")
+    img = build_index("ruby")
+    await put_image(src, "", "3", img)
+    await Copier(src, dst, platforms=[Platform.parse("linux/amd64")]).copy("", "3", "", ["3-amd64"])
+    gets = src.stats.manifest_gets
+
+    res = await Copier(src, dst).copy("", "3", "", ["3"])
+
+    # the amd64 image and its attestation were already there: only the index and 6 others are fetched
+    assert res.manifests_skipped == 2 and res.source_manifest_gets == 1 + len(img.manifests) - 2
+    assert src.stats.manifest_gets - gets == res.source_manifest_gets
+    assert skopeo("inspect", "--raw", f"oci:{tmp_path / 'dst'}:3") == img.top.data
