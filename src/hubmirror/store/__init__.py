@@ -1,7 +1,7 @@
 """Stores: places images live. The copier talks only to the `Store` protocol.
 
 Two implementations: `RegistryStore` (an OCI distribution registry) and `OCILayoutStore`
-(an OCI image-layout directory). `open_store` turns a location string into one.
+(an OCI image-layout directory). `open_location` turns a location string into one.
 """
 
 from ._base import BlobStream, Store, TransferStats
