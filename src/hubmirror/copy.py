@@ -102,9 +102,10 @@ class CopyResult:
 class _Ctx:
     """Counters of one copy call."""
 
-    def __init__(self, src_repo: str, dst_repo: str) -> None:
+    def __init__(self, src_repo: str, dst_repo: str, platforms: list[Platform] | None) -> None:
         self.src_repo = src_repo
         self.dst_repo = dst_repo
+        self.platforms = platforms
         self.result = CopyResult("", "", "")
         self.foreign: set[str] = set()
 
@@ -132,6 +133,7 @@ class Copier:
         self._blob_sem = asyncio.Semaphore(concurrency)
         self._manifest_sem = asyncio.Semaphore(concurrency)
         self._inflight: dict[str, asyncio.Future[None]] = {}
+        self._children_inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._known: dict[str, set[str]] = {}  # digest → destination repos known to hold it
 
     # -- public ------------------------------------------------------------------------------------
@@ -144,14 +146,17 @@ class Copier:
         tags: Sequence[str],
         *,
         manifest: Manifest | None = None,
+        platforms: Sequence[Platform] | Literal["default"] | None = "default",
     ) -> CopyResult:
         """Copy *src_ref* of *src_repo* into *dst_repo* and point *tags* at it.
 
         *manifest* is the top manifest when the caller already fetched it (saves a source GET).
+        *platforms* overrides the Copier's platform selection for this copy (None: copy verbatim).
         Raises `BudgetExhausted` or `QuotaExceeded` (no tag is written), `UnsupportedManifest`,
         `NotFound`, `RegistryError`, `DigestMismatch`, `StoreError`.
         """
-        ctx = _Ctx(src_repo, dst_repo)
+        selected = self.platforms if platforms == "default" else (list(platforms) if platforms else None)
+        ctx = _Ctx(src_repo, dst_repo, selected)
         res = ctx.result
         tags = list(dict.fromkeys(tags))
 
@@ -234,7 +239,7 @@ class Copier:
     async def _already_there(self, ctx: _Ctx, src_digest: str, existing: dict[str, str]) -> Manifest | None:
         """The destination manifest that already stands for *src_digest*, if any (no source access)."""
         dst, repo = self.dst, ctx.dst_repo
-        if self.platforms is None:
+        if ctx.platforms is None:
             if src_digest in existing.values() or await dst.head_manifest(repo, src_digest) is not None:
                 return await dst.get_manifest(repo, src_digest)
             return None
@@ -250,7 +255,7 @@ class Copier:
             if (
                 isinstance(ann, dict)
                 and ann.get(SOURCE_DIGEST_ANNOTATION) == src_digest
-                and ann.get(PLATFORMS_ANNOTATION) == self._platform_text()
+                and ann.get(PLATFORMS_ANNOTATION) == self._platform_text(ctx)
             ):
                 return m
         if not existing and await dst.head_manifest(repo, src_digest) is not None:
@@ -265,13 +270,13 @@ class Copier:
                 res.tags_written.append(tag)
             res.tags.append(tag)
 
-    def _platform_text(self) -> str:
-        return ",".join(str(p) for p in self.platforms or ())
+    def _platform_text(self, ctx: _Ctx) -> str:
+        return ",".join(str(p) for p in ctx.platforms or ())
 
-    def _selected(self, platform: Platform | None) -> bool:
-        if self.platforms is None:
+    def _selected(self, ctx: _Ctx, platform: Platform | None) -> bool:
+        if ctx.platforms is None:
             return True
-        return platform is not None and any(platform.matches(p) for p in self.platforms)
+        return platform is not None and any(platform.matches(p) for p in ctx.platforms)
 
     # -- indexes -----------------------------------------------------------------------------------
 
@@ -287,11 +292,11 @@ class Copier:
 
     def _filter(self, ctx: _Ctx, index: Manifest) -> Manifest:
         """*index* itself when every child is selected, else a new index with the selected ones."""
-        if self.platforms is None:
+        if ctx.platforms is None:
             return index
         raw = index.json.get("manifests") or []
         children = index.children
-        kept_images = {c.digest for c in children if not c.is_attestation and self._selected(c.platform)}
+        kept_images = {c.digest for c in children if not c.is_attestation and self._selected(ctx, c.platform)}
         keep = [
             i
             for i, c in enumerate(children)
@@ -303,7 +308,7 @@ class Copier:
         if not kept_images:
             available = sorted({str(c.platform) for c in children if c.platform and not c.is_attestation})
             ctx.result.skipped = (
-                f"no platform of {index.digest} matches {self._platform_text()} "
+                f"no platform of {index.digest} matches {self._platform_text(ctx)} "
                 f"(available: {', '.join(available) or 'none'})"
             )
             return index
@@ -311,13 +316,26 @@ class Copier:
         obj["manifests"] = [raw[i] for i in keep]
         annotations = dict(obj.get("annotations") or {})
         annotations[SOURCE_DIGEST_ANNOTATION] = index.digest
-        annotations[PLATFORMS_ANNOTATION] = self._platform_text()
+        annotations[PLATFORMS_ANNOTATION] = self._platform_text(ctx)
         obj["annotations"] = annotations
         data = json.dumps(obj, indent=3).encode()
         return Manifest(data, index.media_type)
 
     async def _copy_child(self, ctx: _Ctx, desc: Descriptor) -> None:
         """A child manifest by digest: skipped when the destination has it, else fetched and copied."""
+        # A child shared by indexes in flight (a SharedTag index and its entries' index) is fetched once.
+        key = (ctx.dst_repo, desc.digest)
+        while (other := self._children_inflight.get(key)) is not None:
+            await asyncio.shield(other)
+        fut = asyncio.get_running_loop().create_future()
+        self._children_inflight[key] = fut
+        try:
+            await self._copy_child_once(ctx, desc)
+        finally:
+            del self._children_inflight[key]
+            fut.set_result(None)
+
+    async def _copy_child_once(self, ctx: _Ctx, desc: Descriptor) -> None:
         res = ctx.result
         async with self._manifest_sem:
             there = await self.dst.head_manifest(ctx.dst_repo, desc.digest)
@@ -360,14 +378,14 @@ class Copier:
         cfg = image.config
         if cfg is None:
             return None
-        if self.platforms is None:
+        if ctx.platforms is None:
             return None
         platform = await self._config_platform(ctx, cfg)
         if platform is not None:
             ctx.result.platforms = [str(platform)]
-        if self._selected(platform):
+        if self._selected(ctx, platform):
             return None
-        return f"image {image.digest} is for {platform or 'an unknown platform'}, not {self._platform_text()}"
+        return f"image {image.digest} is for {platform or 'an unknown platform'}, not {self._platform_text(ctx)}"
 
     async def _config_platform(self, ctx: _Ctx, cfg: Descriptor) -> Platform | None:
         """The platform named by an image config (a blob GET on the source, not a pull)."""

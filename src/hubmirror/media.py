@@ -152,9 +152,7 @@ class Manifest:
         if self.media_type in SCHEMA1_TYPES:
             raise UnsupportedManifest(f"manifest {self.digest} is Docker schema 1, which is not copied")
         if self.media_type not in MANIFEST_TYPES:
-            raise UnsupportedManifest(
-                f"manifest {self.digest} has unsupported media type {self.media_type!r}"
-            )
+            raise UnsupportedManifest(f"manifest {self.digest} has unsupported media type {self.media_type!r}")
 
 
 def detect_media_type(data: bytes, declared: str | None = None) -> str:

@@ -277,8 +277,8 @@ class SyncReport:
                 continue
             table.add_row(
                 Text(item.outcome.value.replace("_", " "), style=_STYLE[item.outcome]),
-                item.source,
-                ", ".join(item.tags),
+                _display(item.source),
+                _tags_text(item.tags),
                 _short(item.digest or item.previous_digest),
                 str(item.pulls) if item.pulls else "",
                 _size(item.bytes) if item.bytes else "",
@@ -302,6 +302,20 @@ class SyncReport:
             console.print(self.table(verbose=verbose))
         style = {0: "green", 1: "bold red", 2: "yellow"}[self.exit_code]
         console.print(Text(self.summary_line(), style=style))
+
+
+def _display(ref: str) -> str:
+    """A source reference as people write it: ``docker.io/library/python:3.12`` → ``python:3.12``."""
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if ref.startswith(prefix):
+            return ref[len(prefix) :]
+    return ref
+
+
+def _tags_text(tags: list[str], most: int = 2) -> str:
+    """The first *most* tags, and how many more."""
+    shown = ", ".join(tags[:most])
+    return f"{shown} (+{len(tags) - most})" if len(tags) > most else shown
 
 
 def _repository(ref: str) -> str:

@@ -1,1 +1,203 @@
-"""`hubmirror sync`: not built yet."""
+"""``hubmirror sync``: flags and config file → `hubmirror.sync.run_sync`, with rich progress and a summary."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+
+from .._errors import HubmirrorError
+from ..config import SyncConfig, load_config
+from ..plan import Plan, WorkItem
+from ..report import Outcome, SyncReport
+from ..sync import SyncEvents, run_sync
+from ._app import app, console, out
+
+
+class RichEvents(SyncEvents):
+    """Progress on stderr: one bar for the whole run, one line per image being copied."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.overall: TaskID | None = None
+        self.tasks: dict[int, TaskID] = {}
+
+    def phase(self, text: str) -> None:
+        console.print(f"[dim]{text}[/]")
+
+    def plan_ready(self, plan: Plan) -> None:
+        console.print(
+            f"plan: {len(plan.copies)} to copy, {len(plan.retags)} to retag, {len(plan.up_to_date)} tags up to date,"
+            f" ~{plan.pulls_needed} pulls"
+        )
+        if plan.items:
+            self.overall = self.progress.add_task("images", total=len(plan.items))
+
+    def item_started(self, item: WorkItem) -> None:
+        self.tasks[id(item)] = self.progress.add_task(f"  {item.canonical}", total=None)
+
+    def item_done(self, item: WorkItem, outcome: Outcome) -> None:
+        task = self.tasks.pop(id(item), None)
+        if task is not None:
+            self.progress.remove_task(task)
+        if self.overall is not None:
+            self.progress.advance(self.overall)
+        if outcome in (Outcome.FAILED, Outcome.DEFERRED):
+            console.print(f"[yellow]{outcome.value}[/]: {item.canonical}")
+
+
+def render_plan(plan: Plan, report: SyncReport) -> None:
+    """The dry run's output: what would happen, what it costs, what the budget allows now."""
+    from rich.table import Table
+
+    table = Table(title="hubmirror sync --dry-run", title_justify="left")
+    for col in ("action", "source", "tags", "pulls", "why"):
+        table.add_column(col)
+    for item in plan.items:
+        table.add_row(item.kind, item.canonical, ", ".join(item.tags), str(item.estimated_pulls), item.reason)
+    console.print(table)
+    if plan.diff is not None:
+        d = plan.diff
+        console.print(
+            f"library {d.old_commit[:12]}..{d.new_commit[:12]}: {len(d.added)} groups added, "
+            f"{len(d.removed)} removed, {len(d.changed)} changed"
+        )
+    elif plan.full_reconcile:
+        console.print("library: no earlier synced commit (or not an ancestor): full reconciliation")
+    console.print(
+        f"{len(plan.copies)} to copy, {len(plan.retags)} to retag, {len(plan.up_to_date)} tags up to date, "
+        f"{len(plan.failed)} failed, {len(plan.leaving)} left the selection; "
+        f"pulls needed ≈ {plan.pulls_needed}; {budget_text(report)}"
+    )
+
+
+def budget_text(report: SyncReport) -> str:
+    t = report.totals
+    if t.ratelimit_remaining is None:
+        return "the source reports no pull limit"
+    return f"the source allows {t.ratelimit_remaining} of {t.ratelimit_limit} pulls now"
+
+
+def _split(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+
+@app.command()
+def sync(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file.")] = None,
+    library: Annotated[str | None, typer.Option(help="official-images: URL, local clone or bundle.")] = None,
+    commit: Annotated[str | None, typer.Option(help="Library commit (default: the newest).")] = None,
+    images: Annotated[list[str] | None, typer.Option("--images", help="Images to mirror: NAME,… (globs).")] = None,
+    images_file: Annotated[Path | None, typer.Option(help="File of image names, one per line.")] = None,
+    list_file: Annotated[Path | None, typer.Option("--list", help="File of image references, one per line.")] = None,
+    source: Annotated[str | None, typer.Option(help="Registry to read docker.io content from.")] = None,
+    dest: Annotated[str | None, typer.Option(help="REGISTRY/NAMESPACE or oci:PATH.")] = None,
+    platform: Annotated[list[str] | None, typer.Option(help="Platform to keep (repeatable).")] = None,
+    windows: Annotated[bool | None, typer.Option("--windows/--no-windows", help="Include Windows images.")] = None,
+    include: Annotated[list[str] | None, typer.Option(help="Tag regex to include (repeatable).")] = None,
+    exclude: Annotated[list[str] | None, typer.Option(help="Tag regex to exclude (repeatable).")] = None,
+    state: Annotated[Path | None, typer.Option(help="SQLite state file.")] = None,
+    report: Annotated[Path | None, typer.Option(help="Write the report as JSON to FILE.")] = None,
+    dry_run: Annotated[bool | None, typer.Option("--dry-run", help="Plan only: no pulls, no writes.")] = None,
+    max_pulls: Annotated[int | None, typer.Option(help="Spend at most N source manifest GETs.")] = None,
+    reserve: Annotated[int | None, typer.Option(help="Pulls to leave unspent (default 5).")] = None,
+    wait: Annotated[bool | None, typer.Option("--wait", help="Wait for the quota window instead of deferring.")] = None,
+    prune: Annotated[bool | None, typer.Option("--prune", help="Delete tags hubmirror created that left.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Images copied in parallel.")] = None,
+    insecure: Annotated[list[str] | None, typer.Option(help="Registry to reach over plain HTTP.")] = None,
+    cache_dir: Annotated[Path | None, typer.Option(help="Where library clones are cached.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
+    daemon: Annotated[bool, typer.Option("--daemon", help="Run on the config's schedule, forever.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List up-to-date tags too.")] = False,
+) -> None:
+    """Mirror the selected official images (or an image list) into DEST, spending pulls only on changes.
+
+    Exit codes: 0 all done; 1 failures; 2 work deferred by the pull budget (run again later).
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    cli: dict[str, Any] = {
+        "library": library,
+        "commit": commit,
+        "images": _split(images),
+        "images_file": images_file,
+        "list": list_file,
+        "source": source,
+        "dest": dest,
+        "platforms": _split(platform),
+        "windows": windows,
+        "include_tags": include,
+        "exclude_tags": exclude,
+        "state": state,
+        "report": report,
+        "dry_run": dry_run,
+        "max_pulls": max_pulls,
+        "ratelimit.reserve": reserve,
+        "wait": wait,
+        "prune": prune,
+        "concurrency": concurrency,
+        "insecure": insecure,
+    }
+    try:
+        base = load_config(config) if config is not None else SyncConfig()
+        cfg = base.merge(cli)
+    except HubmirrorError as e:
+        console.print(f"[red]error:[/] {e}")
+        raise typer.Exit(1) from None
+    if daemon:
+        raise typer.Exit(run_daemon(cfg, cache_dir=cache_dir, json_out=json_out, verbose=verbose))
+    raise typer.Exit(run_once(cfg, cache_dir=cache_dir, json_out=json_out, verbose=verbose))
+
+
+def run_once(cfg: SyncConfig, *, cache_dir: Path | None, json_out: bool, verbose: bool) -> int:
+    """One sync with progress and a summary; returns the exit code."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as progress:
+        try:
+            plan, rep = asyncio.run(run_sync(cfg, events=RichEvents(progress), cache_dir=cache_dir))
+        except HubmirrorError as e:
+            progress.stop()
+            console.print(f"[red]error:[/] {e}")
+            return 1
+    if cfg.dry_run:
+        render_plan(plan, rep)
+    else:
+        rep.render(console, verbose=verbose)
+    if cfg.report is not None:
+        cfg.report.parent.mkdir(parents=True, exist_ok=True)
+        cfg.report.write_text(rep.to_json())
+    if json_out:
+        out.print(rep.to_json(), markup=False)
+    return 0 if cfg.dry_run and rep.exit_code != 1 else rep.exit_code
+
+
+def run_daemon(cfg: SyncConfig, *, cache_dir: Path | None, json_out: bool, verbose: bool) -> int:
+    """Run `run_once` at every time of ``schedule`` (cron), until interrupted."""
+    import time
+
+    from croniter import croniter
+
+    if not cfg.schedule:
+        console.print("[red]error:[/] --daemon needs a schedule: in the config file (e.g. schedule: '17 */6 * * *')")
+        return 1
+    it = croniter(cfg.schedule, datetime.now())
+    try:
+        while True:
+            code = run_once(cfg, cache_dir=cache_dir, json_out=json_out, verbose=verbose)
+            nxt: datetime = it.get_next(datetime)
+            console.log(f"exit code {code}; next run at {nxt:%Y-%m-%d %H:%M}")
+            time.sleep(max(0.0, (nxt - datetime.now()).total_seconds()))
+    except KeyboardInterrupt:
+        return 0

@@ -14,9 +14,7 @@ from pathlib import Path
 
 import yaml
 
-REGISTRY_BIN = (
-    os.environ.get("HUBMIRROR_REGISTRY_BIN") or shutil.which("docker-registry") or "docker-registry"
-)
+REGISTRY_BIN = os.environ.get("HUBMIRROR_REGISTRY_BIN") or shutil.which("docker-registry") or "docker-registry"
 
 
 def free_port() -> int:

@@ -1,0 +1,117 @@
+"""The pull budget: how many source manifest GETs (Docker Hub "pulls") a run may spend.
+
+The allowance is read from the source's ``ratelimit-remaining`` header (reported on free HEADs) minus a
+reserve, and capped by ``--max-pulls``. When it is spent the run defers the rest, or with ``wait`` sleeps
+until the quota window refills. A quota 429 that comes anyway stops every further GET at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+
+from ._errors import BudgetExhausted
+from .registry.ratelimit import RateLimit
+
+
+class PullBudget:
+    """Grants source manifest GETs until the budget is spent. Implements `hubmirror.copy.PullBudget`.
+
+    *ratelimit* returns the quota as last reported by the source (None: not limited). *probe* re-reads it
+    with a free HEAD; it is used while waiting for the window to refill.
+    """
+
+    def __init__(
+        self,
+        ratelimit: Callable[[], RateLimit | None],
+        *,
+        max_pulls: int | None = None,
+        reserve: int = 5,
+        wait: bool = False,
+        max_wait: float = 21600.0,
+        probe: Callable[[], Awaitable[None]] | None = None,
+        poll_interval: float = 300.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._ratelimit = ratelimit
+        self.max_pulls = max_pulls
+        self.reserve = reserve
+        self.wait = wait
+        self.max_wait = max_wait
+        self._probe = probe
+        self._poll = poll_interval
+        self._sleep = sleep
+        self._lock = asyncio.Lock()
+        self.granted = 0  # GETs granted in this run
+        self._base: int | None = None  # quota-derived allowance, counted from `_base_granted`
+        self._base_granted = 0
+        self.stopped: str | None = None  # why no more GETs are granted
+        self.waited = 0.0
+
+    # -- queries ----------------------------------------------------------------------------------
+
+    def available(self) -> int | None:
+        """GETs this run may still spend now (None: unlimited)."""
+        limits: list[int] = []
+        if self.max_pulls is not None:
+            limits.append(self.max_pulls - self.granted)
+        quota = self._quota_left()
+        if quota is not None:
+            limits.append(quota)
+        if self.stopped:
+            return 0
+        return max(0, min(limits)) if limits else None
+
+    def _quota_left(self) -> int | None:
+        rl = self._ratelimit()
+        if rl is None:
+            return None
+        if self._base is None:
+            self._base = rl.remaining - self.reserve
+            self._base_granted = self.granted
+        # Our own GETs are counted exactly; the latest header also catches anyone else sharing the quota.
+        own = self._base - (self.granted - self._base_granted)
+        return min(own, rl.remaining - self.reserve)
+
+    # -- the PullBudget protocol --------------------------------------------------------------------
+
+    async def acquire(self, n: int = 1) -> None:
+        """Take *n* pulls, waiting for the window to refill if allowed; else raise `BudgetExhausted`."""
+        async with self._lock:
+            while True:
+                if self.stopped:
+                    raise BudgetExhausted(self.stopped)
+                if self.max_pulls is not None and self.granted + n > self.max_pulls:
+                    self.stopped = f"--max-pulls {self.max_pulls} reached"
+                    raise BudgetExhausted(self.stopped)
+                quota = self._quota_left()
+                if quota is None or quota >= n:
+                    self.granted += n
+                    return
+                if not (self.wait and self._probe is not None) or not await self._wait_refill(n):
+                    rl = self._ratelimit()
+                    left = rl.remaining if rl else 0
+                    self.stopped = f"pull quota: {left} left, keeping a reserve of {self.reserve}"
+                    raise BudgetExhausted(self.stopped)
+
+    def stop(self, reason: str) -> None:
+        """Grant nothing more (a quota 429 came anyway)."""
+        self.stopped = self.stopped or reason
+
+    async def _wait_refill(self, n: int) -> bool:
+        """Poll the quota with free HEADs until *n* pulls are available; False after `max_wait`."""
+        assert self._probe is not None
+        deadline = time.monotonic() + self.max_wait
+        while time.monotonic() < deadline:
+            delay = min(self._poll, max(0.0, deadline - time.monotonic()))
+            await self._sleep(delay)
+            self.waited += delay
+            await self._probe()
+            rl = self._ratelimit()
+            if rl is None or rl.remaining - self.reserve >= n:
+                # A new window: recount the allowance from this observation.
+                self._base = None if rl is None else rl.remaining - self.reserve
+                self._base_granted = self.granted
+                return True
+        return False

@@ -1,0 +1,305 @@
+"""Plan a sync without spending pulls: which destination tags exist, which are stale, what it costs.
+
+1. *Targets*: every destination tag the run should hold, from the official-images library (its tag
+   groups, filtered) and/or an explicit image list.
+2. *Check*: a manifest HEAD per source tag (free on Docker Hub) and per destination tag, compared with
+   what the state recorded — so an image rebuilt on the source with no change in git is caught.
+3. *Items*: one work item per distinct source digest and destination repository; tags sharing that
+   digest are written by the same item (content fetched once, the other tags retagged).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from ._errors import HubmirrorError, InvalidReference, NotFound
+from .library import LibraryDiff, TagGroup
+from .media import INDEX_TYPES
+from .platform import Platform
+from .reference import DOCKER_HUB, Reference
+from .state import State, TagRecord
+from .store import Store
+
+T = TypeVar("T")
+
+#: Manifest HEADs in flight at once during the check (HEADs are free on Docker Hub).
+CHECK_CONCURRENCY = 32
+
+
+@dataclass(frozen=True)
+class Target:
+    """One destination tag, and the source tag whose content it should hold."""
+
+    canonical: str  # the source as users name it: docker.io/library/python:3.13
+    source_registry: str  # where it is read from (docker.io replaced by --source)
+    source_repo: str  # library/python
+    source_ref: str  # tag or digest on the source
+    dest_repo: str  # repository inside the destination store: mirror/python
+    tag: str | None  # destination tag (None: a digest-only list entry, stored by digest)
+    platforms: tuple[Platform, ...] | None = None  # None: copy verbatim; else write a filtered index
+    n_platforms: int = 0  # platforms upstream (for the pull estimate), 0 if unknown
+    priority: tuple[int, ...] = ()
+
+
+@dataclass
+class WorkItem:
+    """Content to bring to one destination repository, and the tags to point at it."""
+
+    source_registry: str
+    source_repo: str
+    upstream_digest: str
+    media_type: str
+    dest_repo: str
+    targets: list[Target]
+    platforms: tuple[Platform, ...] | None
+    kind: Literal["copy", "retag"] = "copy"
+    reason: str = "new"  # new | changed | rebuilt | deferred | missing
+    previous_digest: str | None = None
+    estimated_pulls: int = 1
+
+    @property
+    def tags(self) -> list[str]:
+        return [t.tag for t in self.targets if t.tag is not None]
+
+    @property
+    def canonical(self) -> str:
+        return self.targets[0].canonical
+
+    @property
+    def priority(self) -> tuple[int, ...]:
+        return min(t.priority for t in self.targets)
+
+
+@dataclass
+class UpToDate:
+    """Destination tags that already hold the source's current content."""
+
+    target: Target
+    upstream_digest: str
+    dest_digest: str
+    recorded: bool  # state already knew; False: found right at the destination, recorded now
+
+
+@dataclass
+class Plan:
+    """What a run will do. Built with HEADs only: no pulls spent."""
+
+    commit: str | None = None
+    previous_commit: str | None = None
+    diff: LibraryDiff | None = None
+    full_reconcile: bool = False  # the previous commit is unknown or not an ancestor
+    targets: list[Target] = field(default_factory=list)
+    up_to_date: list[UpToDate] = field(default_factory=list)
+    items: list[WorkItem] = field(default_factory=list)
+    failed: list[tuple[Target, str]] = field(default_factory=list)
+    leaving: list[TagRecord] = field(default_factory=list)  # recorded tags that left the selection
+
+    @property
+    def pulls_needed(self) -> int:
+        return sum(i.estimated_pulls for i in self.items)
+
+    @property
+    def copies(self) -> list[WorkItem]:
+        return [i for i in self.items if i.kind == "copy"]
+
+    @property
+    def retags(self) -> list[WorkItem]:
+        return [i for i in self.items if i.kind == "retag"]
+
+
+# ---------------------------------------------------------------------------------------- targets
+
+
+def dest_repository(ref: Reference, namespace: str) -> str:
+    """Where *ref* lands under *namespace*: ``docker.io/library/python`` → ``NS/python``,
+    ``ghcr.io/a/b`` → ``NS/a/b`` (the repository path without its registry host)."""
+    path = ref.repository
+    if ref.registry == DOCKER_HUB and path.startswith("library/"):
+        path = path[len("library/") :]
+    return f"{namespace}/{path}" if namespace else path
+
+
+def library_targets(
+    groups: Iterable[TagGroup],
+    *,
+    source: str,
+    namespace: str,
+    images_order: Sequence[str] = (),
+    changed: frozenset[tuple[str, str]] = frozenset(),
+) -> list[Target]:
+    """A target per tag of each selected library tag group (official images live at docker.io/library)."""
+    order = {name: i for i, name in enumerate(images_order)}
+    targets: list[Target] = []
+    position: dict[str, int] = {}
+    for group in groups:
+        repo = f"library/{group.repo}"
+        plats = group.platforms if group.platforms_filtered else None
+        gpos = position.setdefault(group.repo, 0)
+        position[group.repo] = gpos + 1
+        for i, tag in enumerate(group.tags):
+            hot = 0 if (group.repo, tag) in changed else 1
+            targets.append(
+                Target(
+                    canonical=f"{DOCKER_HUB}/{repo}:{tag}",
+                    source_registry=source,
+                    source_repo=repo,
+                    source_ref=tag,
+                    dest_repo=f"{namespace}/{group.repo}" if namespace else group.repo,
+                    tag=tag,
+                    platforms=plats,
+                    n_platforms=len(group.upstream_platforms),
+                    # config order, then what git says changed, then newest (file order) first
+                    priority=(1, order.get(group.repo, len(order)), hot, gpos, i),
+                )
+            )
+    return targets
+
+
+def read_image_list(path: Path) -> list[tuple[int, Reference]]:
+    """The references of an image-list file: one per line, ``#`` comments; errors name file and line."""
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise HubmirrorError(f"cannot read image list {path}: {e.strerror or e}") from None
+    refs: list[tuple[int, Reference]] = []
+    for n, raw in enumerate(text.splitlines(), 1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        try:
+            refs.append((n, Reference.parse(line)))
+        except InvalidReference as e:
+            raise InvalidReference(f"{path}:{n}: {e}") from None
+    return refs
+
+
+def list_targets(
+    refs: Iterable[tuple[int, Reference]],
+    *,
+    source: str,
+    namespace: str,
+    platforms: Sequence[Platform] = (),
+) -> list[Target]:
+    """A target per explicit reference; ``docker.io`` entries are read from *source*."""
+    targets = []
+    for n, ref in refs:
+        registry = source if ref.registry == DOCKER_HUB else ref.registry
+        targets.append(
+            Target(
+                canonical=str(ref),
+                source_registry=registry,
+                source_repo=ref.repository,
+                source_ref=ref.ref,
+                dest_repo=dest_repository(ref, namespace),
+                tag=ref.tag,
+                platforms=tuple(platforms) or None,
+                priority=(1, 0, 1, n, 0),
+            )
+        )
+    return targets
+
+
+# ---------------------------------------------------------------------------------------- check
+
+
+async def check(
+    plan: Plan,
+    *,
+    sources: Callable[[str], Store],
+    dest: Store,
+    state: State,
+    dest_key: Callable[[str], str],
+) -> None:
+    """HEAD every source and destination tag; fill *plan* with up-to-date targets and work items."""
+    sem = asyncio.Semaphore(CHECK_CONCURRENCY)
+
+    async def head(store: Store, repo: str, ref: str) -> tuple[str, str] | None:
+        async with sem:
+            d = await store.head_manifest(repo, ref)
+        return (d.digest, d.media_type) if d else None
+
+    async def one(t: Target) -> tuple[Target, tuple[str, str] | None, tuple[str, str] | None, str | None]:
+        try:
+            src = await head(sources(t.source_registry), t.source_repo, t.source_ref)
+            dst = await head(dest, t.dest_repo, t.tag or t.source_ref)
+        except NotFound:
+            src = dst = None
+        except HubmirrorError as e:
+            return t, None, None, str(e)
+        return t, src, dst, None
+
+    results = await _gather(one(t) for t in plan.targets)
+    pending: dict[tuple[str, str, str, tuple[Platform, ...] | None], WorkItem] = {}
+    for t, src, dst, error in results:
+        if error is not None:
+            plan.failed.append((t, error))
+            continue
+        if src is None:
+            plan.failed.append((t, f"{t.canonical} not found on {t.source_registry}"))
+            continue
+        upstream, media_type = src
+        record = state.tag(dest_key(t.dest_repo), t.tag) if t.tag else None
+        dest_digest = dst[0] if dst else None
+        if dest_digest is not None:
+            if record is not None and record.upstream_digest == upstream and record.dest_digest == dest_digest:
+                plan.up_to_date.append(UpToDate(t, upstream, dest_digest, True))
+                continue
+            if dest_digest == upstream and t.platforms is None:
+                plan.up_to_date.append(UpToDate(t, upstream, dest_digest, record is not None))
+                continue
+        key = (t.source_registry, t.dest_repo, upstream, t.platforms)
+        item = pending.get(key)
+        if item is None:
+            item = pending[key] = WorkItem(
+                source_registry=t.source_registry,
+                source_repo=t.source_repo,
+                upstream_digest=upstream,
+                media_type=media_type,
+                dest_repo=t.dest_repo,
+                targets=[],
+                platforms=t.platforms,
+                previous_digest=record.upstream_digest if record else dest_digest,
+            )
+        item.targets.append(t)
+        if record is not None and record.upstream_digest != upstream:
+            item.reason = "rebuilt"
+        elif record is not None or dest_digest is not None:
+            item.reason = "changed" if item.reason == "new" else item.reason
+        if t.priority and t.priority[0] == 0:
+            item.reason = "deferred"
+    items = sorted(pending.values(), key=lambda i: i.priority)
+    await _classify(items, dest=dest, state=state, dest_key=dest_key)
+    plan.items = items
+
+
+async def _classify(items: list[WorkItem], *, dest: Store, state: State, dest_key: Callable[[str], str]) -> None:
+    """Mark items whose content the destination already holds as retags (0 pulls); estimate the rest."""
+
+    async def one(item: WorkItem) -> None:
+        have: str | None = None
+        if item.platforms is None:
+            have = item.upstream_digest
+        else:
+            for rec in state.tags(dest_key(item.dest_repo)):
+                if rec.upstream_digest == item.upstream_digest and rec.dest_digest != rec.upstream_digest:
+                    have = rec.dest_digest
+                    break
+        if have is not None and await dest.head_manifest(item.dest_repo, have) is not None:
+            item.kind = "retag"
+            item.estimated_pulls = 0
+            return
+        n = max(t.n_platforms for t in item.targets)
+        if item.platforms is not None:
+            n = len(item.platforms)
+        # an index: itself, plus each platform's image and (usually) its attestation manifest
+        item.estimated_pulls = 1 + 2 * max(n, 1) if item.media_type in INDEX_TYPES else 1
+
+    await _gather(one(i) for i in items)
+
+
+async def _gather(aws: Iterable[Awaitable[T]]) -> list[T]:
+    return list(await asyncio.gather(*aws))

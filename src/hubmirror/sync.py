@@ -1,0 +1,531 @@
+"""The sync job: plan (HEADs only) → copy (within the pull budget) → state → prune → report.
+
+`run_sync` is what ``hubmirror sync`` calls. It mirrors the selected official images (and/or an image
+list) into a registry namespace or an OCI layout, spends Docker Hub pulls only on content that changed,
+records every tag in the state database as soon as it is pushed, defers what the budget does not allow,
+and returns a `SyncReport` whose `exit_code` the CLI exits with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+
+from ._errors import BudgetExhausted, ConfigError, HubmirrorError, NotFound, QuotaExceeded, RegistryError
+from .budget import PullBudget
+from .config import SyncConfig
+from .copy import Copier, CopyEvents, CopyResult
+from .library import LibraryFilter, LibrarySource, diff_library, load_library
+from .plan import (
+    Plan,
+    Target,
+    WorkItem,
+    check,
+    library_targets,
+    list_targets,
+    read_image_list,
+)
+from .reference import normalize_registry
+from .registry.ratelimit import RateLimit
+from .report import Outcome, SyncReport
+from .state import State, TagRecord
+from .store import Store, TransferStats
+from .store.ocidir import OCILayoutStore
+from .store.registry import RegistryStore
+
+log = logging.getLogger(__name__)
+
+
+class SyncEvents(CopyEvents):
+    """Progress callbacks of a sync (all no-ops here); the CLI draws them with rich."""
+
+    def phase(self, text: str) -> None:
+        """A new phase begins (reading the library, checking tags, copying, pruning)."""
+
+    def plan_ready(self, plan: Plan) -> None:
+        """The plan is known; copying starts next."""
+
+    def item_started(self, item: WorkItem) -> None:
+        """A work item begins."""
+
+    def item_done(self, item: WorkItem, outcome: Outcome) -> None:
+        """A work item ended with *outcome*."""
+
+
+@dataclass
+class Destination:
+    """Where the mirror lives: a registry namespace or an OCI layout directory."""
+
+    store: Store
+    namespace: str  # repository prefix inside the store ("" for an OCI layout)
+    name: str  # as the user wrote it: 127.0.0.1:5000/mirror or oci:/srv/mirror
+
+    def key(self, repo: str) -> str:
+        """The state's name for a destination repository: ``REGISTRY/NS/python`` or ``oci:PATH/python``."""
+        if isinstance(self.store, OCILayoutStore):
+            return f"{self.name}/{repo}"
+        return f"{self.name.split('/', 1)[0]}/{repo}"
+
+
+def open_destination(cfg: SyncConfig) -> Destination:
+    """The destination store of *cfg* (``REGISTRY/NAMESPACE`` or ``oci:PATH``)."""
+    if not cfg.dest:
+        raise ConfigError("no destination: give --dest REGISTRY/NAMESPACE or --dest oci:PATH (or dest: in the config)")
+    if cfg.dest.startswith("oci:"):
+        path = Path(cfg.dest[4:])
+        return Destination(OCILayoutStore(path), "", cfg.dest)
+    host, _, namespace = cfg.dest.partition("/")
+    return Destination(_registry_store(cfg, host), namespace.strip("/"), cfg.dest.rstrip("/"))
+
+
+def _registry_store(cfg: SyncConfig, host: str) -> RegistryStore:
+    host = normalize_registry(host)
+    insecure = {normalize_registry(h) for h in cfg.insecure}
+    return RegistryStore(
+        host,
+        credentials=cfg.resolve_credentials(host),
+        insecure=True if host in insecure else None,
+    )
+
+
+class _Sources:
+    """One store per source registry, opened on first use."""
+
+    def __init__(self, cfg: SyncConfig) -> None:
+        self.cfg = cfg
+        self.stores: dict[str, Store] = {}
+
+    def __getitem__(self, registry: str) -> Store:
+        if registry not in self.stores:
+            self.stores[registry] = _registry_store(self.cfg, registry)
+        return self.stores[registry]
+
+    async def close(self) -> None:
+        for s in self.stores.values():
+            await s.close()
+
+
+async def build_plan(
+    cfg: SyncConfig,
+    *,
+    state: State,
+    dest: Destination,
+    sources: _Sources,
+    cache_dir: Path | None = None,
+    events: SyncEvents | None = None,
+) -> Plan:
+    """Decide what the run will do, spending no pulls (library from git, HEADs on source and destination)."""
+    events = events or SyncEvents()
+    plan = Plan()
+    source = cfg.source
+    targets: list[Target] = []
+    use_library = bool(cfg.images or cfg.images_file or cfg.list_file is None)
+    if use_library:
+        events.phase(f"reading the library at {cfg.library}")
+        lib_source = await LibrarySource.open(cfg.library, cache_dir)
+        library = await load_library(lib_source, cfg.commit)
+        plan.commit = library.commit
+        for err in library.errors:
+            log.warning("library: %s", err)
+        previous = state.library_commit(cfg.library)
+        plan.previous_commit = previous
+        changed: frozenset[tuple[str, str]] = frozenset()
+        if previous and previous != library.commit:
+            try:
+                ancestor = await lib_source.is_ancestor(previous, library.commit)
+            except HubmirrorError:
+                ancestor = False
+            if ancestor:
+                plan.diff = await diff_library(lib_source, previous, library.commit)
+                changed = frozenset(plan.diff.tags_added) | frozenset(plan.diff.tags_changed)
+            else:
+                plan.full_reconcile = True
+        elif previous is None:
+            plan.full_reconcile = True
+        selection = LibraryFilter.build(
+            images=cfg.images,
+            images_file=cfg.images_file,
+            include=cfg.include_tags,
+            exclude=cfg.exclude_tags,
+            platforms=cfg.platforms,
+            windows=cfg.windows,
+        )
+        groups = selection.apply(library.tag_groups())
+        targets += library_targets(
+            groups,
+            source=source,
+            namespace=dest.namespace,
+            images_order=[g for g in cfg.images if "*" not in g],
+            changed=changed,
+        )
+    if cfg.list_file is not None:
+        refs = [(n, r) for n, r in read_image_list(cfg.list_file) if r.tag is None or cfg.tag_selected(r.tag)]
+        targets += list_targets(refs, source=source, namespace=dest.namespace, platforms=cfg.platform_list())
+
+    # Deferred work from earlier runs goes first.
+    deferred = {(d.dest_repo, tag) for d in state.deferred() for tag in d.tags}
+    targets = [
+        replace(t, priority=(0, *t.priority[1:])) if (dest.key(t.dest_repo), t.tag) in deferred else t for t in targets
+    ]
+    plan.targets = _unique(targets)
+    events.phase(f"checking {len(plan.targets)} tags (manifest HEADs, free)")
+    await check(plan, sources=sources.__getitem__, dest=dest.store, state=state, dest_key=dest.key)
+
+    selected = {(dest.key(t.dest_repo), t.tag) for t in plan.targets}
+    prefix = dest.key("")
+    plan.leaving = [
+        r
+        for r in state.tags()
+        if r.created_by_hubmirror and r.dest_repo.startswith(prefix) and (r.dest_repo, r.tag) not in selected
+    ]
+    return plan
+
+
+def _unique(targets: list[Target]) -> list[Target]:
+    """Drop later duplicates of one destination tag (a list entry repeating a library tag)."""
+    seen: set[tuple[str, str | None, str]] = set()
+    out = []
+    for t in sorted(targets, key=lambda t: t.priority):
+        key = (t.dest_repo, t.tag, t.source_ref if t.tag is None else "")
+        if key not in seen:
+            seen.add(key)
+            out.append(t)
+    return out
+
+
+class _Runner:
+    """Executes a plan's work items with one `Copier` per source registry."""
+
+    def __init__(
+        self,
+        cfg: SyncConfig,
+        plan: Plan,
+        *,
+        state: State,
+        dest: Destination,
+        sources: _Sources,
+        report: SyncReport,
+        run_id: int,
+        events: SyncEvents,
+    ) -> None:
+        self.cfg, self.plan, self.state, self.dest = cfg, plan, state, dest
+        self.sources, self.report, self.run_id, self.events = sources, report, run_id, events
+        self.hub = sources[cfg.source]
+        self.budget = PullBudget(
+            self._ratelimit,
+            max_pulls=cfg.max_pulls,
+            reserve=cfg.ratelimit.reserve,
+            wait=cfg.wait_for_quota,
+            max_wait=cfg.ratelimit.max_wait if cfg.ratelimit.max_wait is not None else float("inf"),
+            probe=self._probe,
+        )
+        self._copiers: dict[str, Copier] = {}
+
+    def _ratelimit(self) -> RateLimit | None:
+        return self.hub.ratelimit
+
+    async def _probe(self) -> None:
+        """A free HEAD on the source, to re-read the quota while waiting."""
+        t = next((t for t in self.plan.targets if t.source_registry == self.cfg.source), None)
+        if t is not None:
+            with contextlib.suppress(HubmirrorError):
+                await self.hub.head_manifest(t.source_repo, t.source_ref)
+
+    def copier(self, registry: str) -> Copier:
+        if registry not in self._copiers:
+            self._copiers[registry] = Copier(
+                self.sources[registry],
+                self.dest.store,
+                concurrency=self.cfg.blob_concurrency,
+                budget=self.budget,
+                events=self.events,
+            )
+        return self._copiers[registry]
+
+    async def run(self) -> None:
+        sem = asyncio.Semaphore(self.cfg.concurrency)
+
+        async def one(item: WorkItem) -> None:
+            async with sem:
+                await self.item(item)
+
+        await asyncio.gather(*(one(i) for i in self.plan.items))
+
+    async def item(self, item: WorkItem) -> None:
+        dest_repo = self.dest.key(item.dest_repo)
+        if item.kind == "copy" and self.budget.stopped:
+            self._defer(item, self.budget.stopped)
+            return
+        self.events.item_started(item)
+        try:
+            result = await self.copier(item.source_registry).copy(
+                item.source_repo,
+                item.upstream_digest,
+                item.dest_repo,
+                item.tags,
+                platforms=item.platforms,
+            )
+        except BudgetExhausted as e:
+            self._defer(item, str(e))
+            return
+        except QuotaExceeded as e:
+            self.budget.stop(f"quota 429 from {item.source_registry}: {e}")
+            self._defer(item, f"quota 429 (toomanyrequests) from {item.source_registry}")
+            return
+        except (TimeoutError, HubmirrorError, aiohttp.ClientError, OSError) as e:
+            reason = str(e) or type(e).__name__
+            log.warning("%s: %s", item.canonical, reason)
+            self.report.add(
+                Outcome.FAILED, item.canonical, dest_repo, item.tags, digest=item.upstream_digest, reason=reason
+            )
+            self.events.item_done(item, Outcome.FAILED)
+            return
+        if result.skipped:
+            self.report.add(
+                Outcome.FAILED, item.canonical, dest_repo, item.tags, digest=item.upstream_digest, reason=result.skipped
+            )
+            self.events.item_done(item, Outcome.FAILED)
+            return
+        self._record(item, result)
+        outcome = Outcome.RETAGGED if result.up_to_date else Outcome.COPIED
+        self.report.add(
+            outcome,
+            item.canonical,
+            dest_repo,
+            item.tags,
+            digest=result.source_digest,
+            previous_digest=item.previous_digest,
+            reason=item.reason if outcome is Outcome.COPIED else None,
+            bytes=result.bytes_copied,
+            pulls=result.source_manifest_gets,
+        )
+        self.report.totals.blobs_skipped += result.blobs_skipped
+        self.events.item_done(item, outcome)
+
+    def _record(self, item: WorkItem, result: CopyResult) -> None:
+        key = self.dest.key(item.dest_repo)
+        records = [
+            TagRecord(
+                dest_repo=key,
+                tag=t.tag,
+                source_ref=t.canonical,
+                upstream_digest=result.source_digest,
+                dest_digest=result.digest,
+                synced_at=datetime.now(UTC),
+                run_id=self.run_id,
+                created_by_hubmirror=True,
+            )
+            for t in item.targets
+            if t.tag is not None
+        ]
+        self.state.record_tags(records)
+        for t in item.targets:
+            self.state.clear_deferred(t.canonical, key)
+
+    def _defer(self, item: WorkItem, reason: str) -> None:
+        key = self.dest.key(item.dest_repo)
+        self.state.defer(item.canonical, key, item.tags, reason)
+        self.report.add(
+            Outcome.DEFERRED,
+            item.canonical,
+            key,
+            item.tags,
+            digest=item.upstream_digest,
+            previous_digest=item.previous_digest,
+            reason=reason,
+        )
+        self.events.item_done(item, Outcome.DEFERRED)
+
+
+async def prune(
+    plan: Plan, *, state: State, dest: Destination, report: SyncReport, enabled: bool, events: SyncEvents
+) -> None:
+    """Tags hubmirror created that left the selection: delete them with *enabled*, else report them kept.
+
+    Distribution 2.8 deletes only by digest, and that removes every tag on the digest: such a delete is
+    done only when no tag that stays shares the digest; otherwise the tag is kept and the report says why.
+    """
+    if not plan.leaving:
+        return
+    if not enabled:
+        for rec in plan.leaving:
+            report.add(
+                Outcome.KEPT,
+                rec.source_ref,
+                rec.dest_repo,
+                [rec.tag],
+                digest=rec.upstream_digest,
+                reason="left the selection; run with --prune to delete",
+            )
+        return
+    events.phase(f"pruning {len(plan.leaving)} tags that left the selection")
+    prefix = dest.key("")
+    by_repo: dict[str, list[TagRecord]] = {}
+    for rec in plan.leaving:
+        by_repo.setdefault(rec.dest_repo, []).append(rec)
+    for key, records in by_repo.items():
+        repo = key[len(prefix) :]
+        leaving = {r.tag for r in records}
+        for rec in records:
+            outcome, reason = await _prune_tag(dest.store, repo, rec, leaving)
+            if outcome is Outcome.PRUNED:
+                state.forget_tag(rec.dest_repo, rec.tag)
+            report.add(outcome, rec.source_ref, rec.dest_repo, [rec.tag], digest=rec.upstream_digest, reason=reason)
+
+
+async def _prune_tag(store: Store, repo: str, rec: TagRecord, leaving: set[str]) -> tuple[Outcome, str | None]:
+    head = await store.head_manifest(repo, rec.tag)
+    if head is None:
+        return Outcome.PRUNED, "already gone from the destination"
+    if head.digest != rec.dest_digest:
+        return Outcome.KEPT, f"the tag now points at {head.digest[:19]}, not what hubmirror wrote"
+    try:
+        await store.delete_manifest(repo, rec.tag)
+        return Outcome.PRUNED, None
+    except NotFound:
+        return Outcome.PRUNED, "already gone from the destination"
+    except RegistryError as e:
+        if e.status not in (400, 404, 405) and e.code not in ("UNSUPPORTED", "DIGEST_INVALID", "MANIFEST_UNKNOWN"):
+            return Outcome.KEPT, f"delete refused: {e}"
+    # The registry deletes by digest only: allowed when every tag on that digest is leaving too.
+    sharing = []
+    for tag in await store.list_tags(repo):
+        if tag in leaving:
+            continue
+        other = await store.head_manifest(repo, tag)
+        if other is not None and other.digest == head.digest:
+            sharing.append(tag)
+    if sharing:
+        return (
+            Outcome.KEPT,
+            f"the registry deletes by digest only, and kept tag(s) {', '.join(sorted(sharing))} share it",
+        )
+    try:
+        await store.delete_manifest(repo, head.digest)
+    except NotFound:
+        pass
+    except RegistryError as e:
+        return Outcome.KEPT, f"delete refused: {e}"
+    return Outcome.PRUNED, "deleted by digest (the registry cannot delete a tag alone)"
+
+
+def _record_up_to_date(plan: Plan, *, state: State, dest: Destination, report: SyncReport, run_id: int) -> None:
+    """Remember destination tags found already right (created=False when hubmirror did not write them)."""
+    records = [
+        TagRecord(
+            dest_repo=dest.key(u.target.dest_repo),
+            tag=u.target.tag,
+            source_ref=u.target.canonical,
+            upstream_digest=u.upstream_digest,
+            dest_digest=u.dest_digest,
+            synced_at=datetime.now(UTC),
+            run_id=run_id,
+            created_by_hubmirror=u.recorded,
+        )
+        for u in plan.up_to_date
+        if u.target.tag is not None and not u.recorded
+    ]
+    state.record_tags(records)
+    groups: dict[tuple[str, str], list[str]] = {}
+    first: dict[tuple[str, str], str] = {}
+    for u in plan.up_to_date:
+        k = (dest.key(u.target.dest_repo), u.upstream_digest)
+        groups.setdefault(k, []).append(u.target.tag or u.target.source_ref)
+        first.setdefault(k, u.target.canonical)
+    for (key, digest), tags in groups.items():
+        report.add(Outcome.UP_TO_DATE, first[(key, digest)], key, tags, digest=digest)
+
+
+async def run_sync(
+    cfg: SyncConfig, *, events: SyncEvents | None = None, cache_dir: Path | None = None
+) -> tuple[Plan, SyncReport]:
+    """Run one sync as *cfg* says; returns the plan and the report (``report.exit_code`` for the shell).
+
+    With ``cfg.dry_run`` only the plan is made: no pulls, no writes to the destination or the state.
+    """
+    events = events or SyncEvents()
+    dest = open_destination(cfg)
+    sources = _Sources(cfg)
+    report = SyncReport(library=cfg.library if cfg.list_file is None or cfg.images else None, dest=cfg.dest)
+    report.dry_run = cfg.dry_run
+    cfg.state.parent.mkdir(parents=True, exist_ok=True)
+    state = State.open(cfg.state)
+    try:
+        with contextlib.ExitStack() as stack:
+            if not cfg.dry_run:
+                stack.enter_context(state.lock())
+            plan = await build_plan(cfg, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events)
+            report.commit = plan.commit
+            if cfg.dry_run:
+                _plan_report(plan, report, dest)
+                _finish(report, sources, dest, cfg)
+                return plan, report
+            run_id = state.begin_run(plan.commit)
+            report.run_id = run_id
+            for target, reason in plan.failed:
+                report.add(
+                    Outcome.FAILED, target.canonical, dest.key(target.dest_repo), [target.tag or ""], reason=reason
+                )
+            _record_up_to_date(plan, state=state, dest=dest, report=report, run_id=run_id)
+            events.plan_ready(plan)
+            runner = _Runner(
+                cfg, plan, state=state, dest=dest, sources=sources, report=report, run_id=run_id, events=events
+            )
+            await runner.run()
+            await prune(plan, state=state, dest=dest, report=report, enabled=cfg.prune, events=events)
+            _finish(report, sources, dest, cfg)
+            status = {0: "completed", 1: "failed", 2: "deferred"}[report.exit_code]
+            if report.exit_code == 0 and plan.commit is not None:
+                state.set_library_commit(cfg.library, plan.commit)
+            state.finish_run(run_id, status, report.to_dict()["totals"], commit=plan.commit)
+            return plan, report
+    finally:
+        state.close()
+        await sources.close()
+        await dest.store.close()
+
+
+def _finish(report: SyncReport, sources: _Sources, dest: Destination, cfg: SyncConfig) -> None:
+    report.finish()
+    for store in sources.stores.values():
+        report.totals.add_stats(store.stats, TransferStats())
+    report.totals.add_stats(TransferStats(), dest.store.stats)
+    hub = sources.stores.get(cfg.source)
+    rl = hub.ratelimit if hub is not None else None
+    if rl is not None:
+        report.totals.ratelimit_remaining = rl.remaining
+        report.totals.ratelimit_limit = rl.limit
+
+
+def _add_failed(plan: Plan, report: SyncReport, dest: Destination) -> None:
+    for target, reason in plan.failed:
+        tags = [target.tag] if target.tag else []
+        report.add(Outcome.FAILED, target.canonical, dest.key(target.dest_repo), tags, reason=reason)
+
+
+def _plan_report(plan: Plan, report: SyncReport, dest: Destination) -> None:
+    """A dry run's report: what would be copied, retagged or deferred (nothing was done)."""
+    _add_failed(plan, report, dest)
+    for u in plan.up_to_date:
+        report.add(Outcome.UP_TO_DATE, u.target.canonical, dest.key(u.target.dest_repo), [u.target.tag or ""])
+    for item in plan.items:
+        outcome = Outcome.RETAGGED if item.kind == "retag" else Outcome.COPIED
+        report.add(
+            outcome,
+            item.canonical,
+            dest.key(item.dest_repo),
+            item.tags,
+            digest=item.upstream_digest,
+            previous_digest=item.previous_digest,
+            reason=f"would {item.kind} ({item.reason})",
+            pulls=item.estimated_pulls,
+        )
+
+
+__all__ = ["Destination", "SyncEvents", "build_plan", "open_destination", "prune", "run_sync"]
