@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from _auth import PASSWORD, USER
 from hubmirror.testing.hub import HubEmulator
 from hubmirror.testing.registry import Registry, start_registry
 
-USER, PASSWORD = "mirror", "s3cret-Pa55word-not-for-logs"
+__all__ = ["PASSWORD", "USER"]
 
 
 @pytest.fixture(scope="session")

@@ -277,7 +277,7 @@ class SyncReport:
                 continue
             table.add_row(
                 Text(item.outcome.value.replace("_", " "), style=_STYLE[item.outcome]),
-                _display(item.source),
+                item.source if verbose else _display(item.source),
                 _tags_text(item.tags),
                 _short(item.digest or item.previous_digest),
                 str(item.pulls) if item.pulls else "",

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import PASSWORD, USER
+from _auth import PASSWORD, USER
 from hubmirror.testing.hub import HubEmulator
 from hubmirror.testing.images import index, manifest_list, push_sync
 from hubmirror.testing.registry import Registry

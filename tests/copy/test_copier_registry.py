@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from copy_images import build_index, put_image
 
-from conftest import PASSWORD, USER
+from _auth import PASSWORD, USER
 from hubmirror._errors import HubmirrorError, QuotaExceeded
 from hubmirror.copy import Copier
 from hubmirror.media import Manifest

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PASSWORD, USER
+from _auth import PASSWORD, USER
 from hubmirror import AuthError, DigestMismatch, ManifestTooLarge, NotFound, RegistryError
 from hubmirror.media import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest
 from hubmirror.registry import Credentials, RegistryClient, RetryPolicy

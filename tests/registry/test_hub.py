@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from conftest import PASSWORD, USER
+from _auth import PASSWORD, USER
 from hubmirror import AuthError, DigestMismatch, QuotaExceeded, RegistryError
 from hubmirror.registry import Credentials, RegistryClient, RetryPolicy
 from hubmirror.registry.auth import Token

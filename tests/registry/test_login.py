@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from conftest import PASSWORD, USER
+from _auth import PASSWORD, USER
 from hubmirror.cli import app
 from hubmirror.registry.credentials import from_authfile
 from hubmirror.testing.hub import HubEmulator

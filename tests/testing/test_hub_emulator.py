@@ -14,7 +14,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from conftest import PASSWORD, USER
+from _auth import PASSWORD, USER
 from hubmirror.media import ACCEPT
 from hubmirror.testing.hub import HubEmulator
 from hubmirror.testing.images import Index, image, index, push_sync
