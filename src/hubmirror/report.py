@@ -28,6 +28,7 @@ from enum import StrEnum
 from typing import Any, Final
 
 from rich.console import Console
+from rich.filesize import decimal
 from rich.table import Table
 from rich.text import Text
 
@@ -251,7 +252,7 @@ class SyncReport:
         if c["pruned"] or c["kept"]:
             parts += [f"pruned {c['pruned']}", f"kept {c['kept']}"]
         t = self.totals
-        tail = [f"{t.manifest_gets} pulls", f"{t.manifest_heads} HEADs", _size(t.bytes)]
+        tail = [f"{t.manifest_gets} pulls", f"{t.manifest_heads} HEADs", decimal(t.bytes)]
         if t.ratelimit_remaining is not None:
             quota = f"/{t.ratelimit_limit}" if t.ratelimit_limit is not None else ""
             tail.append(f"quota left {t.ratelimit_remaining}{quota}")
@@ -281,7 +282,7 @@ class SyncReport:
                 _tags_text(item.tags),
                 _short(item.digest or item.previous_digest),
                 str(item.pulls) if item.pulls else "",
-                _size(item.bytes) if item.bytes else "",
+                decimal(item.bytes) if item.bytes else "",
                 Text(item.reason or "", style="red" if item.outcome is Outcome.FAILED else ""),
             )
         for outcome, n in folded.items():
@@ -331,15 +332,6 @@ def _short(digest: str | None) -> str:
         return ""
     algo, _, hexpart = digest.partition(":")
     return f"{algo}:{hexpart[:12]}" if hexpart else digest
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"  # pragma: no cover
 
 
 def _duration(seconds: float) -> str:

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import aiohttp
 import typer
+from rich.filesize import decimal
 from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 
 from .._errors import HubmirrorError
@@ -44,15 +45,6 @@ class _ProgressEvents(CopyEvents):
             self.progress.remove_task(task)
 
 
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
-
-
 def _summary(res: CopyResult, src: str, dst: str) -> None:
     if res.skipped is not None:
         console.print(f"nothing copied: {res.skipped}", markup=False, highlight=False, soft_wrap=True)
@@ -63,7 +55,7 @@ def _summary(res: CopyResult, src: str, dst: str) -> None:
         console.print(f"  tags: {', '.join(res.tags)} ({len(res.tags_written)} written)", markup=False)
     console.print(
         f"  blobs: {res.blobs_copied} copied, {res.blobs_skipped} skipped, {res.blobs_mounted} mounted, "
-        f"{_size(res.bytes_copied)}; manifests: {res.manifests_copied} copied, {res.manifests_skipped} skipped; "
+        f"{decimal(res.bytes_copied)}; manifests: {res.manifests_copied} copied, {res.manifests_skipped} skipped; "
         f"source: {res.source_manifest_gets} manifest GETs, {res.source_manifest_heads} HEADs",
         markup=False,
         highlight=False,
