@@ -3,16 +3,31 @@
 The allowance is read from the source's ``ratelimit-remaining`` header (reported on free HEADs) minus a
 reserve, and capped by ``--max-pulls``. When it is spent the run defers the rest, or with ``wait`` sleeps
 until the quota window refills. A quota 429 that comes anyway stops every further GET at once.
+
+A work item sets aside its estimated pulls before it starts (`PullBudget.for_item`), so the budget never
+runs out half-way through an image: what one run fetched is never fetched again by the next.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 from ._errors import BudgetExhausted
 from .registry.ratelimit import RateLimit
+
+
+@dataclass
+class _Prepaid:
+    left: int
+
+
+#: The pulls set aside for the work item running in this task (and the tasks it starts).
+_prepaid: ContextVar[_Prepaid | None] = ContextVar("hubmirror_prepaid_pulls", default=None)
 
 
 class PullBudget:
@@ -47,6 +62,7 @@ class PullBudget:
         self._base: int | None = None  # quota-derived allowance, counted from `_base_granted`
         self._base_granted = 0
         self.stopped: str | None = None  # why no more GETs are granted
+        self._halted = False  # a quota 429 came: not even pulls set aside may be spent
         self.waited = 0.0
 
     # -- queries ----------------------------------------------------------------------------------
@@ -78,6 +94,12 @@ class PullBudget:
 
     async def acquire(self, n: int = 1) -> None:
         """Take *n* pulls, waiting for the window to refill if allowed; else raise `BudgetExhausted`."""
+        prepaid = _prepaid.get()
+        if prepaid is not None and prepaid.left >= n:
+            if self._halted and self.stopped:
+                raise BudgetExhausted(self.stopped)
+            prepaid.left -= n
+            return
         async with self._lock:
             while True:
                 if self.stopped:
@@ -95,9 +117,32 @@ class PullBudget:
                     self.stopped = f"pull quota: {left} left, keeping a reserve of {self.reserve}"
                     raise BudgetExhausted(self.stopped)
 
+    @contextlib.asynccontextmanager
+    async def for_item(self, n: int) -> AsyncIterator[None]:
+        """Set aside *n* pulls (a work item's estimate) before the item starts; raise `BudgetExhausted` if
+        they are not available (after waiting, with ``wait``). GETs inside the block draw on them first;
+        what is left unused is given back at the end. An estimate larger than a whole quota window can
+        hold is not set aside (the item then takes its pulls one by one)."""
+        rl = self._ratelimit()
+        if rl is not None and n > rl.limit - self.reserve:
+            n = 0
+        if n <= 0:
+            yield
+            return
+        await self.acquire(n)
+        prepaid = _Prepaid(n)
+        token = _prepaid.set(prepaid)
+        try:
+            yield
+        finally:
+            _prepaid.reset(token)
+            async with self._lock:
+                self.granted -= prepaid.left
+
     def stop(self, reason: str) -> None:
-        """Grant nothing more (a quota 429 came anyway)."""
+        """Grant nothing more, not even pulls set aside for items in flight (a quota 429 came anyway)."""
         self.stopped = self.stopped or reason
+        self._halted = True
 
     async def _wait_refill(self, n: int) -> bool:
         """Poll the quota with free HEADs until *n* pulls are available; False after `max_wait`."""

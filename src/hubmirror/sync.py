@@ -264,13 +264,15 @@ class _Runner:
             return
         self.events.item_started(item)
         try:
-            result = await self.copier(item.source_registry).copy(
-                item.source_repo,
-                item.upstream_digest,
-                item.dest_repo,
-                item.tags,
-                platforms=item.platforms,
-            )
+            # The item's pulls are set aside first: it never stops half-fetched for want of budget.
+            async with self.budget.for_item(item.estimated_pulls if item.kind == "copy" else 0):
+                result = await self.copier(item.source_registry).copy(
+                    item.source_repo,
+                    item.upstream_digest,
+                    item.dest_repo,
+                    item.tags,
+                    platforms=item.platforms,
+                )
         except BudgetExhausted as e:
             self._defer(item, str(e))
             return

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import json
 
-from test_sync_support import (  # noqa: F401  (env is a fixture)
+from test_sync_support import (  # noqa: F401  (env_fixture is a fixture)
     Env,
     blob_files,
-    env,
+    env_fixture,
     manifests_of,
     skopeo,
     skopeo_raw,
@@ -36,7 +36,7 @@ def expected_gets(env: Env) -> set[str]:
 
 async def test_full_sync_copies_every_selected_tag_with_the_source_digest(env: Env) -> None:
     seeded = env.seed()
-    plan, report = await env.sync()
+    _, report = await env.sync()
 
     assert report.exit_code == 0, report.to_json()
     for repo, tags in LINUX_TAGS.items():
@@ -51,12 +51,10 @@ async def test_full_sync_copies_every_selected_tag_with_the_source_digest(env: E
     gets = [r.ref for r in env.hub.records if r.method == "GET" and r.kind == "manifest"]
     assert len(gets) == len(set(gets)), sorted(gets)
     assert env.hub.manifest_gets() == len(expected_gets(env))
-    assert set(gets) == expected_gets(env) - {seeded["pyish:3.14"]} | {seeded["pyish:3.14"]}
+    assert set(gets) == expected_gets(env)
     assert report.totals.manifest_gets == env.hub.manifest_gets()
     copied = report.by_outcome(Outcome.COPIED)
-    assert sorted(tag for i in copied for tag in i.tags) == sorted(
-        f for tags in LINUX_TAGS.values() for f in tags
-    )
+    assert sorted(tag for i in copied for tag in i.tags) == sorted(f for tags in LINUX_TAGS.values() for f in tags)
 
 
 @skopeo

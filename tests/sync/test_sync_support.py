@@ -2,7 +2,7 @@
 an `Env` bundling a Hub emulator, a destination registry, a library git repo and a state file, and
 helpers that look at the destination through plain HTTP and through skopeo.
 
-Other test modules import the `env` fixture from here (``from test_sync_support import env``).
+Other test modules import the `env` fixture from here (``from test_sync_support import env_fixture``).
 """
 
 from __future__ import annotations
@@ -177,7 +177,9 @@ class Env:
     async def sync(self, events: SyncEvents | None = None, **over: Any) -> tuple[Plan, SyncReport]:
         return await run_sync(self.config(**over), events=events, cache_dir=self.cache)
 
-    def cli(self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    def cli(
+        self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         """``hubmirror sync --library … --source HUB --dest DEST/mirror --state …`` plus *args*, in a subprocess."""
         return subprocess.run(
             self.cli_args(*args),
@@ -301,8 +303,8 @@ def skopeo_raw(ref: str) -> bytes:
     return p.stdout
 
 
-@pytest.fixture
-def env(hub: HubEmulator, make_registry: Callable[..., Registry], tmp_path: Path) -> Iterator[Env]:
+@pytest.fixture(name="env")
+def env_fixture(hub: HubEmulator, make_registry: Callable[..., Registry], tmp_path: Path) -> Iterator[Env]:
     """A fresh `Env` with LIB_V1 committed (not yet seeded) and a generous pull quota."""
     hub.set_limit(10_000)
     e = Env(hub, make_registry(), tmp_path, tmp_path / "official-images", make_registry)

@@ -51,7 +51,7 @@ class RichEvents(SyncEvents):
             console.print(f"[yellow]{outcome.value}[/]: {item.canonical}")
 
 
-def render_plan(plan: Plan, report: SyncReport) -> None:
+def render_plan(plan: Plan, report: SyncReport, cfg: SyncConfig | None = None) -> None:
     """The dry run's output: what would happen, what it costs, what the budget allows now."""
     from rich.table import Table
 
@@ -74,6 +74,8 @@ def render_plan(plan: Plan, report: SyncReport) -> None:
         f"{len(plan.failed)} failed, {len(plan.leaving)} left the selection; "
         f"pulls needed ≈ {plan.pulls_needed}; {budget_text(report)}"
     )
+    if cfg is not None:
+        console.print(allowance_text(plan, report, cfg))
 
 
 def budget_text(report: SyncReport) -> str:
@@ -81,6 +83,37 @@ def budget_text(report: SyncReport) -> str:
     if t.ratelimit_remaining is None:
         return "the source reports no pull limit"
     return f"the source allows {t.ratelimit_remaining} of {t.ratelimit_limit} pulls now"
+
+
+def allowance_text(plan: Plan, report: SyncReport, cfg: SyncConfig) -> str:
+    """What a run now could do: its pull allowance (quota minus reserve, --max-pulls) and the items in it.
+
+    Mirrors the run: items are taken in priority order, each needing its estimate, until one does not fit.
+    """
+    limits: list[int] = []
+    why: list[str] = []
+    remaining = report.totals.ratelimit_remaining
+    if remaining is not None:
+        limits.append(remaining - cfg.ratelimit.reserve)
+        why.append(f"quota {remaining} left, keeping {cfg.ratelimit.reserve}")
+    if cfg.max_pulls is not None:
+        limits.append(cfg.max_pulls)
+        why.append(f"--max-pulls {cfg.max_pulls}")
+    copies = plan.copies
+    if not limits:
+        return f"budget: unlimited; all {len(copies)} copies would run now"
+    allowance = max(0, min(limits))
+    fit, spent = 0, 0
+    for item in copies:
+        if spent + item.estimated_pulls > allowance:
+            break
+        fit += 1
+        spent += item.estimated_pulls
+    deferred = len(copies) - fit
+    text = f"budget now: {allowance} pulls ({'; '.join(why)}): {fit} of {len(copies)} copies (≈ {spent} pulls)"
+    if deferred:
+        text += f", {deferred} would be deferred"
+    return text + (" (--wait would wait for the window instead)" if deferred and cfg.wait_for_quota else "")
 
 
 def _split(values: list[str] | None) -> list[str] | None:
@@ -172,7 +205,7 @@ def run_once(cfg: SyncConfig, *, cache_dir: Path | None, json_out: bool, verbose
             console.print(f"[red]error:[/] {e}")
             return 1
     if cfg.dry_run:
-        render_plan(plan, rep)
+        render_plan(plan, rep, cfg)
     else:
         rep.render(console, verbose=verbose)
     if cfg.report is not None:

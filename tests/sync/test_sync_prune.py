@@ -1,0 +1,101 @@
+"""A new library commit that adds and removes tags: only what changed is fetched; ``--prune`` deletes the
+tags hubmirror created that left (Distribution 2.8 deletes by digest only: a tag sharing its digest with
+a tag that stays is kept, with the reason), and tags hubmirror did not create are never touched."""
+
+from __future__ import annotations
+
+import json
+
+from test_sync_support import LIB_V2, NAMESPACE, Env, env_fixture, manifests_of  # noqa: F401  (env_fixture: the `env` fixture)
+
+from hubmirror.report import Outcome
+from hubmirror.state import State
+from hubmirror.testing import images as img
+
+SLIM = ["3-slim", "3.14-slim", "slim"]
+
+
+async def first_sync(env: Env) -> dict[str, str]:
+    seeded = env.seed()
+    _, report = await env.sync()
+    assert report.exit_code == 0, report.to_json()
+    return seeded
+
+
+async def test_new_commit_fetches_only_added_groups_and_keeps_removed_tags_without_prune(env: Env) -> None:
+    await first_sync(env)
+    env.commit(LIB_V2)
+    seeded = env.seed(repos=["tiny"])
+    env.hub.reset_counts()
+
+    plan, report = await env.sync()
+
+    assert plan.diff is not None
+    assert report.exit_code == 0, report.to_json()
+    # Only the new 2.0 group is fetched: its index, 2 images, 2 attestations.
+    new = env.indexes("tiny")["2.0"]
+    gets = sorted(r.ref for r in env.hub.records if r.method == "GET" and r.kind == "manifest")
+    assert gets == sorted(manifests_of(new))
+    assert env.dest_digest("tiny", "2") == env.dest_digest("tiny", "2.0") == seeded["tiny:2.0"]
+    # Without --prune the tags that left stay, and the report says so.
+    for tag in SLIM:
+        assert env.dest_digest("pyish", tag) is not None
+    assert env.dest_digest("tiny", "old") is not None
+    kept = {t for i in report.by_outcome(Outcome.KEPT) for t in i.tags}
+    assert kept == {*SLIM, "old"}
+    assert all("--prune" in (i.reason or "") for i in report.by_outcome(Outcome.KEPT))
+    assert report.by_outcome(Outcome.PRUNED) == []
+
+
+def test_prune_deletes_removed_tags_and_keeps_a_tag_sharing_a_digest_with_a_kept_tag(env: Env) -> None:
+    env.seed()
+    assert env.cli().returncode == 0
+    env.commit(LIB_V2)
+    env.seed(repos=["tiny"])
+
+    p = env.cli("--prune", "--json")
+
+    assert p.returncode == 0, p.stderr
+    # The slim group left entirely: deleted (by digest on Distribution 2.8).
+    assert set(env.dest_tags("pyish")) & set(SLIM) == set()
+    assert env.dest_digest("pyish", "3.14-trixie") is not None
+    # `old` left, but 1.0/1/latest stay on the same digest: deleting the digest would take them too.
+    assert "old" in env.dest_tags("tiny")
+    assert {"1.0", "1", "latest", "2.0", "2"} <= set(env.dest_tags("tiny"))
+    rep = json.loads(p.stdout)
+    kept = [i for i in rep["items"] if i["outcome"] == "kept"]
+    assert [i["tags"] for i in kept] == [["old"]]
+    assert "digest" in kept[0]["reason"] and "1.0" in kept[0]["reason"]
+    pruned = sorted(t for i in rep["items"] if i["outcome"] == "pruned" for t in i["tags"])
+    assert pruned == sorted(SLIM)
+    with State.open(env.state_path) as state:
+        assert all(state.tag(env.key("pyish"), t) is None for t in SLIM)
+
+
+async def test_prune_never_deletes_tags_hubmirror_did_not_create(env: Env) -> None:
+    seeded = env.seed()
+    # Before the first sync someone put the right content under 3-slim themselves, plus a tag of their own.
+    slim = env.indexes("pyish")["3-slim"]
+    own = img.index("someone-else", ["linux/amd64"])
+    await img.push(env.dest, f"{NAMESPACE}/pyish", slim, ["3-slim"])
+    await img.push(env.dest, f"{NAMESPACE}/pyish", own, ["custom"])
+    _, first = await env.sync()
+    assert first.exit_code == 0
+    with State.open(env.state_path) as state:
+        rec = state.tag(env.key("pyish"), "3-slim")
+        assert rec is not None and not rec.created_by_hubmirror
+        assert state.tag(env.key("pyish"), "custom") is None
+
+    env.commit(LIB_V2)
+    env.seed(repos=["tiny"])
+    _, report = await env.sync(prune=True)
+
+    assert report.exit_code == 0, report.to_json()
+    # 3-slim was not created by hubmirror: it stays, and so do 3.14-slim and slim (same digest, which a
+    # delete-by-digest registry cannot remove without removing 3-slim too).
+    assert env.dest_digest("pyish", "3-slim") == seeded["pyish:3-slim"]
+    assert env.dest_digest("pyish", "custom") == own.digest
+    kept = {t: i.reason for i in report.by_outcome(Outcome.KEPT) for t in i.tags}
+    assert set(kept) >= {"3.14-slim", "slim"}
+    assert all("3-slim" in (kept[t] or "") for t in ("3.14-slim", "slim"))
+    assert "3-slim" not in {t for i in report.by_outcome(Outcome.PRUNED) for t in i.tags}
