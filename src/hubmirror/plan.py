@@ -43,6 +43,9 @@ class Target:
     platforms: tuple[Platform, ...] | None = None  # None: copy verbatim; else write a filtered index
     n_platforms: int = 0  # platforms upstream (for the pull estimate), 0 if unknown
     priority: tuple[int, ...] = ()
+    #: For a SharedTag: selected platforms no selected entry group brings along. The SharedTag index's
+    #: other children are copied by those entries' items, so they cost no pull of its own.
+    shared_missing: int | None = None
 
 
 @dataclass
@@ -133,9 +136,15 @@ def library_targets(
 ) -> list[Target]:
     """A target per tag of each selected library tag group (official images live at docker.io/library)."""
     order = {name: i for i, name in enumerate(images_order)}
+    groups = list(groups)
+    entry_platforms = {(g.repo, g.entries[0]): set(g.platforms) for g in groups if not g.shared and g.entries}
     targets: list[Target] = []
     position: dict[str, int] = {}
     for group in groups:
+        missing: int | None = None
+        if group.shared:
+            covered = set().union(*(entry_platforms.get((group.repo, e), set()) for e in group.entries))
+            missing = len([p for p in group.platforms if p not in covered])
         repo = f"library/{group.repo}"
         plats = group.platforms if group.platforms_filtered else None
         gpos = position.setdefault(group.repo, 0)
@@ -154,6 +163,7 @@ def library_targets(
                     n_platforms=len(group.upstream_platforms),
                     # config order, then what git says changed, then newest (file order) first
                     priority=(1, order.get(group.repo, len(order)), hot, gpos, i),
+                    shared_missing=missing,
                 )
             )
     return targets
@@ -292,11 +302,14 @@ async def _classify(items: list[WorkItem], *, dest: Store, state: State, dest_ke
             item.kind = "retag"
             item.estimated_pulls = 0
             return
-        n = max(t.n_platforms for t in item.targets)
+        n = max(max(t.n_platforms for t in item.targets), 1)  # unknown: at least one platform
         if item.platforms is not None:
             n = len(item.platforms)
+        hints = [t.shared_missing for t in item.targets]
+        if all(h is not None for h in hints):
+            n = min(h for h in hints if h is not None)
         # an index: itself, plus each platform's image and (usually) its attestation manifest
-        item.estimated_pulls = 1 + 2 * max(n, 1) if item.media_type in INDEX_TYPES else 1
+        item.estimated_pulls = 1 + 2 * n if item.media_type in INDEX_TYPES else 1
 
     await _gather(one(i) for i in items)
 

@@ -18,13 +18,12 @@ from test_sync_support import (  # noqa: F401  (env_fixture is a fixture)
     skopeo_raw,
 )
 
+from _auth import PASSWORD, USER
 from hubmirror.digest import sha256
 from hubmirror.plan import Plan
 from hubmirror.sync import SyncEvents
 from hubmirror.testing import images as img
 from hubmirror.testing.hub import HubEmulator
-
-USER, PASSWORD = "mirror", "s3cret-Pa55word-not-for-logs"  # the `hub` fixture's account (tests/conftest.py)
 
 
 def test_dry_run_prints_the_plan_and_what_the_budget_allows_and_spends_nothing(env: Env) -> None:
@@ -38,10 +37,10 @@ def test_dry_run_prints_the_plan_and_what_the_budget_allows_and_spends_nothing(e
     assert "hubmirror sync --dry-run" in out
     for source, tags in [("pyish:3.14-slim", "3.14-slim, 3-slim, slim"), ("tiny:1.0", "1.0, 1, latest, old")]:
         assert f"copy │ docker.io/library/{source} │ {tags}" in out
-    # an estimate: index + 2 per platform (the SharedTag index's children are counted although shared)
-    assert "4 to copy, 0 to retag" in out and "pulls needed ≈ 18" in out
+    # index + 2 per platform; a SharedTag index whose children its entries bring costs 1: exactly the real cost
+    assert "4 to copy, 0 to retag" in out and "pulls needed ≈ 14" in out
     assert "the source allows 20 of 100 pulls now" in out
-    assert "budget now: 15 pulls (quota 20 left, keeping 5): 3 of 4 copies (≈ 13 pulls), 1 would be deferred" in out
+    assert "budget now: 15 pulls (quota 20 left, keeping 5): 4 of 4 copies (≈ 14 pulls)" in out
     assert env.hub.manifest_gets() == 0
     assert env.hub.manifest_heads() > 0
     assert catalog(env.dest) == [] and blob_files(env.dest) == 0
