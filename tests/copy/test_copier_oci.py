@@ -9,13 +9,15 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from copy_images import build_index, build_single, build_windows_index, put_image
 
 from hubmirror._errors import BudgetExhausted, UnsupportedManifest
 from hubmirror.copy import Copier, CopyEvents
 from hubmirror.media import DOCKER_SCHEMA1, Descriptor, Manifest
 from hubmirror.platform import Platform
 from hubmirror.store import OCILayoutStore
+from hubmirror.testing.images import Blob, Format, Index, base_layer, image, index, manifest_list, put
+
+PLATFORMS = ("linux/amd64", "linux/arm64/v8", "linux/arm/v7", "linux/s390x")
 
 
 def skopeo(*args: str) -> bytes:
@@ -34,23 +36,34 @@ class Recorder(CopyEvents):
         self.blobs.append((desc.digest, how))
 
 
+def build(name: str, *, docker: bool = False) -> Index:
+    """An index (or Docker list) over `PLATFORMS`, with attestations if OCI, on a debian base: two
+    layers that depend only on the platform, so images built with different *name* share them."""
+    fmt: Format = "docker" if docker else "oci"
+
+    def debian(platform: Platform) -> list[Blob]:
+        return [base_layer(f"debian-{i}/{platform}", 20_000, fmt=fmt) for i in range(2)]
+
+    return index(name, PLATFORMS, fmt=fmt, base=debian, layers=(20_000,))
+
+
 @pytest.mark.parametrize("docker", [False, True], ids=["oci-index", "docker-list"])
 async def test_multiarch_copied_byte_for_byte(tmp_path: Path, docker: bool) -> None:
     src, dst = OCILayoutStore(tmp_path / "src"), OCILayoutStore(tmp_path / "dst")
-    img = build_index("py", docker=docker)
-    await put_image(src, "", "3.12", img)
+    img = await put(src, "", build("py", docker=docker), ["3.12"])
     events = Recorder()
 
     res = await Copier(src, dst, events=events).copy("", "3.12", "", ["3.12", "3"])
 
     assert res.digest == res.source_digest == img.digest and not res.filtered
     assert res.tags == ["3.12", "3"] and res.tags_written == ["3.12", "3"]
-    assert res.manifests_copied == len(img.manifests) + 1
-    assert res.blobs_copied == len(img.blobs) and res.bytes_copied == sum(map(len, img.blobs.values()))
+    assert res.manifests_copied == len(img.children) + 1
+    assert res.blobs_copied == len(img.blob_digests)
+    assert res.bytes_copied == sum(b.size for b in img.blobs if not b.is_foreign)
     assert events.progress == res.bytes_copied
-    assert res.source_manifest_gets == 1 + len(img.manifests)
+    assert res.source_manifest_gets == 1 + len(img.children)
     for tag in ("3.12", "3"):
-        assert skopeo("inspect", "--raw", f"oci:{tmp_path / 'dst'}:{tag}") == img.top.data
+        assert skopeo("inspect", "--raw", f"oci:{tmp_path / 'dst'}:{tag}") == img.manifest.data
     # skopeo reads the whole thing back: every child (byte for byte) and every blob (digest-checked).
     # (containers/image treats a list in an OCI layout as an OCI index, so the Docker list itself
     # would be converted on the way out; its children are not.)
@@ -59,15 +72,14 @@ async def test_multiarch_copied_byte_for_byte(tmp_path: Path, docker: bool) -> N
         "copy", "-q", "--all", *([] if docker else ["--preserve-digests"]), f"oci:{tmp_path / 'dst'}:3", f"dir:{back}"
     )
     if not docker:
-        assert (back / "manifest.json").read_bytes() == img.top.data
-    for digest, child in img.manifests.items():
-        assert (back / f"{digest.split(':')[1]}.manifest.json").read_bytes() == child.data
+        assert (back / "manifest.json").read_bytes() == img.manifest.data
+    for child in img.children:
+        assert (back / f"{child.digest.split(':')[1]}.manifest.json").read_bytes() == child.manifest.data
 
 
 async def test_unchanged_image_costs_no_get_and_no_upload(tmp_path: Path) -> None:
     src, dst = OCILayoutStore(tmp_path / "src"), OCILayoutStore(tmp_path / "dst")
-    img = build_index("node")
-    await put_image(src, "", "20", img)
+    img = await put(src, "", build("node"), ["20"])
     await Copier(src, dst).copy("", "20", "", ["20"])
     gets, uploads = src.stats.manifest_gets, dst.stats.blob_uploads
 
@@ -76,16 +88,15 @@ async def test_unchanged_image_costs_no_get_and_no_upload(tmp_path: Path) -> Non
     assert res.up_to_date and res.source_manifest_gets == 0 and res.source_manifest_heads == 1
     assert src.stats.manifest_gets == gets and dst.stats.blob_uploads == uploads
     assert res.tags_written == ["lts"]  # the missing tag is still written
-    assert skopeo("inspect", "--raw", f"oci:{tmp_path / 'dst'}:lts") == img.top.data
+    assert skopeo("inspect", "--raw", f"oci:{tmp_path / 'dst'}:lts") == img.manifest.data
 
 
 async def test_shared_blobs_read_once_across_concurrent_copies(tmp_path: Path) -> None:
     src, dst = OCILayoutStore(tmp_path / "src"), OCILayoutStore(tmp_path / "dst")
-    a, b = build_index("app-a"), build_index("app-b")
-    await put_image(src, "library/a", "1", a)
-    await put_image(src, "library/b", "1", b)
-    unique = set(a.blobs) | set(b.blobs)
-    shared = set(a.blobs) & set(b.blobs)
+    a = await put(src, "library/a", build("app-a"), ["1"])
+    b = await put(src, "library/b", build("app-b"), ["1"])
+    unique = set(a.blob_digests) | set(b.blob_digests)
+    shared = set(a.blob_digests) & set(b.blob_digests)
     assert len(shared) >= 8  # the per-platform base layers
 
     copier = Copier(src, dst, concurrency=4)
@@ -97,13 +108,12 @@ async def test_shared_blobs_read_once_across_concurrent_copies(tmp_path: Path) -
     assert ra.blobs_copied + rb.blobs_copied == len(unique)
     assert ra.blobs_mounted + rb.blobs_mounted == len(shared)
     for repo, img in (("library/a", a), ("library/b", b)):
-        assert skopeo("inspect", "--raw", f"oci:{tmp_path / 'dst' / repo}:1") == img.top.data
+        assert skopeo("inspect", "--raw", f"oci:{tmp_path / 'dst' / repo}:1") == img.manifest.data
 
 
 async def test_platform_filter_writes_valid_index_and_drops_attestations(tmp_path: Path) -> None:
     src, dst = OCILayoutStore(tmp_path / "src"), OCILayoutStore(tmp_path / "dst")
-    img = build_index("redis")
-    await put_image(src, "", "7", img)
+    img = await put(src, "", build("redis"), ["7"])
     wanted = [Platform.parse("linux/amd64"), Platform.parse("linux/arm64")]
     copier = Copier(src, dst, platforms=wanted)
 
@@ -111,19 +121,19 @@ async def test_platform_filter_writes_valid_index_and_drops_attestations(tmp_pat
 
     assert res.filtered and res.source_digest == img.digest and res.digest != img.digest
     raw = skopeo("inspect", "--raw", f"oci:{tmp_path / 'dst'}:7")
-    index = json.loads(raw)
-    assert index["mediaType"] == img.top.media_type
-    kept = [m["digest"] for m in index["manifests"]]
-    amd64, arm64 = img.child_for("linux/amd64").digest, img.child_for("linux/arm64/v8").digest
-    attests = {m["annotations"]["vnd.docker.reference.digest"] for m in index["manifests"] if "annotations" in m}
+    got = json.loads(raw)
+    assert got["mediaType"] == img.media_type
+    kept = [m["digest"] for m in got["manifests"]]
+    amd64, arm64 = img.image("linux/amd64").digest, img.image("linux/arm64/v8").digest
+    attests = {m["annotations"]["vnd.docker.reference.digest"] for m in got["manifests"] if "annotations" in m}
     assert kept[:2] == [amd64, arm64] and len(kept) == 4 and attests == {amd64, arm64}
-    original = {m["digest"]: m for m in json.loads(img.top.data)["manifests"]}
-    assert all(m == original[m["digest"]] for m in index["manifests"])  # descriptors re-emitted verbatim
+    original = {m["digest"]: m for m in json.loads(img.manifest.data)["manifests"]}
+    assert all(m == original[m["digest"]] for m in got["manifests"])  # descriptors re-emitted verbatim
     assert res.platforms == ["linux/amd64", "linux/arm64/v8"]
     skopeo("copy", "--all", f"oci:{tmp_path / 'dst'}:7", f"oci:{tmp_path / 'back'}:7")
     # s390x and arm/v7 content was never read.
     for p in ("linux/s390x", "linux/arm/v7"):
-        assert not await dst.has_blob("", img.child_for(p).layers[-1])
+        assert not await dst.has_blob("", img.image(p).manifest.layers[-1])
 
     again = await Copier(src, dst, platforms=wanted).copy("", "7", "", ["7"])
     assert again.up_to_date and again.source_manifest_gets == 0 and again.digest == res.digest
@@ -136,7 +146,7 @@ async def test_platform_filter_writes_valid_index_and_drops_attestations(tmp_pat
 
 async def test_single_image_of_unselected_platform_is_skipped(tmp_path: Path) -> None:
     src, dst = OCILayoutStore(tmp_path / "src"), OCILayoutStore(tmp_path / "dst")
-    await put_image(src, "", "v1", build_single("tool", "linux/arm64/v8"))
+    await put(src, "", image("tool", "linux/arm64/v8"), ["v1"])
     res = await Copier(src, dst, platforms=[Platform.parse("linux/amd64")]).copy("", "v1", "", ["v1"])
     assert res.skipped is not None and "linux/arm64/v8" in res.skipped and "linux/amd64" in res.skipped
     assert res.tags == [] and await dst.list_tags("") == []
@@ -147,12 +157,14 @@ async def test_single_image_of_unselected_platform_is_skipped(tmp_path: Path) ->
 
 async def test_foreign_layers_are_not_downloaded(tmp_path: Path) -> None:
     src, dst = OCILayoutStore(tmp_path / "src"), OCILayoutStore(tmp_path / "dst")
-    img = build_windows_index("nanoserver")
-    await put_image(src, "", "ltsc2019", img)
+    windows_and_linux = manifest_list("nanoserver", ("windows/amd64", "linux/amd64"), foreign_windows=True)
+    img = await put(src, "", windows_and_linux, ["ltsc2019"])
+    foreign = [b.digest for b in img.blobs if b.is_foreign]
+    assert len(foreign) == 1
     res = await Copier(src, dst).copy("", "ltsc2019", "", ["ltsc2019"])
-    assert res.foreign_layers == img.foreign and res.digest == img.digest
-    assert src.stats.blob_gets == len(img.blobs)  # the foreign layer is not among them
-    assert skopeo("inspect", "--raw", f"oci:{tmp_path / 'dst'}:ltsc2019") == img.top.data
+    assert res.foreign_layers == foreign and res.digest == img.digest
+    assert src.stats.blob_gets == len(img.blob_digests)  # the foreign layer is not among them
+    assert skopeo("inspect", "--raw", f"oci:{tmp_path / 'dst'}:ltsc2019") == img.manifest.data
 
 
 class Budget:
@@ -167,16 +179,15 @@ class Budget:
 
 async def test_budget_exhausted_aborts_without_tags(tmp_path: Path) -> None:
     src, dst = OCILayoutStore(tmp_path / "src"), OCILayoutStore(tmp_path / "dst")
-    img = build_index("golang")
-    await put_image(src, "", "1.22", img)
+    img = await put(src, "", build("golang"), ["1.22"])
     with pytest.raises(BudgetExhausted):
         await Copier(src, dst, budget=Budget(3)).copy("", "1.22", "", ["1.22"])
     assert await dst.list_tags("") == []
 
     budget = Budget(100)
     res = await Copier(src, dst, budget=budget).copy("", "1.22", "", ["1.22"])
-    assert 100 - budget.left == res.source_manifest_gets == 1 + len(img.manifests)
-    assert skopeo("inspect", "--raw", f"oci:{tmp_path / 'dst'}:1.22") == img.top.data
+    assert 100 - budget.left == res.source_manifest_gets == 1 + len(img.children)
+    assert skopeo("inspect", "--raw", f"oci:{tmp_path / 'dst'}:1.22") == img.manifest.data
 
 
 async def test_schema1_is_unsupported(tmp_path: Path) -> None:
@@ -189,26 +200,24 @@ async def test_schema1_is_unsupported(tmp_path: Path) -> None:
 
 async def test_retag_puts_same_bytes_without_source(tmp_path: Path) -> None:
     src, dst = OCILayoutStore(tmp_path / "src"), OCILayoutStore(tmp_path / "dst")
-    img = build_index("php")
-    await put_image(src, "", "8", img)
+    img = await put(src, "", build("php"), ["8"])
     copier = Copier(src, dst)
     await copier.copy("", "8", "", ["8"])
     gets, heads = src.stats.manifest_gets, src.stats.manifest_heads
-    assert await copier.retag("", img.top, ["8.3", "latest"]) == ["8.3", "latest"]
+    assert await copier.retag("", img.manifest, ["8.3", "latest"]) == ["8.3", "latest"]
     assert (src.stats.manifest_gets, src.stats.manifest_heads) == (gets, heads)
     assert await dst.list_tags("") == ["8", "8.3", "latest"]
 
 
 async def test_children_already_in_destination_are_not_fetched(tmp_path: Path) -> None:
     src, dst = OCILayoutStore(tmp_path / "src"), OCILayoutStore(tmp_path / "dst")
-    img = build_index("ruby")
-    await put_image(src, "", "3", img)
+    img = await put(src, "", build("ruby"), ["3"])
     await Copier(src, dst, platforms=[Platform.parse("linux/amd64")]).copy("", "3", "", ["3-amd64"])
     gets = src.stats.manifest_gets
 
     res = await Copier(src, dst).copy("", "3", "", ["3"])
 
     # the amd64 image and its attestation were already there: only the index and 6 others are fetched
-    assert res.manifests_skipped == 2 and res.source_manifest_gets == 1 + len(img.manifests) - 2
+    assert res.manifests_skipped == 2 and res.source_manifest_gets == 1 + len(img.children) - 2
     assert src.stats.manifest_gets - gets == res.source_manifest_gets
-    assert skopeo("inspect", "--raw", f"oci:{tmp_path / 'dst'}:3") == img.top.data
+    assert skopeo("inspect", "--raw", f"oci:{tmp_path / 'dst'}:3") == img.manifest.data

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from copy_images import build_index, put_image
 
 from _auth import PASSWORD, USER
 from hubmirror._errors import HubmirrorError, QuotaExceeded
@@ -22,7 +21,7 @@ from hubmirror.registry.retry import RetryPolicy
 from hubmirror.store import OCILayoutStore
 from hubmirror.store.registry import RegistryStore
 from hubmirror.testing.hub import HubEmulator
-from hubmirror.testing.images import base_layer, index, manifest_list, push
+from hubmirror.testing.images import base_layer, index, manifest_list, push, put
 from hubmirror.testing.registry import Registry
 
 FAST_RETRY = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
@@ -57,17 +56,18 @@ async def auth_store(auth_registry: Registry) -> AsyncIterator[RegistryStore]:
 
 async def _seed(hub: HubEmulator, kind: str) -> tuple[Manifest, dict[str, Manifest], list[str]]:
     """Push an OCI index (5 platforms incl. Windows, plus attestations) or a Docker manifest list
-    (4 platforms) to the emulator as library/app:1.0; (top, children by digest, blob digests)."""
+    (4 platforms) to the emulator as library/app:1.0; (top, children by digest, blob digests).
+    The list goes in through hubmirror's own `RegistryStore`, the index over the test pusher's HTTP."""
     if kind == "oci":
         img = await push(hub.upstream, "library/app", index("py", OCI_PLATFORMS), ["1.0"])
-        return img.manifest, {c.digest: c.manifest for c in img.children}, img.blob_digests
-    built = build_index("node", ("linux/amd64", "linux/arm/v7", "linux/arm64/v8", "linux/386"), docker=True)
-    upstream = RegistryStore(hub.upstream.host)
-    try:
-        await put_image(upstream, "library/app", "1.0", built)
-    finally:
-        await upstream.close()
-    return built.top, built.manifests, list(built.blobs)
+    else:
+        upstream = RegistryStore(hub.upstream.host)
+        try:
+            lst = manifest_list("node", ("linux/amd64", "linux/arm/v7", "linux/arm64/v8", "linux/386"))
+            img = await put(upstream, "library/app", lst, ["1.0"])
+        finally:
+            await upstream.close()
+    return img.manifest, {c.digest: c.manifest for c in img.children}, img.blob_digests
 
 
 @pytest.mark.parametrize("kind", ["oci", "docker"])

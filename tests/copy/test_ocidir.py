@@ -7,12 +7,12 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from copy_images import build_index, put_image
 
 from hubmirror._errors import DigestMismatch, NotFound, StoreError
 from hubmirror.digest import sha256
 from hubmirror.media import Descriptor
 from hubmirror.store import OCILayoutStore, open_location
+from hubmirror.testing.images import index, put
 
 
 async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -32,24 +32,23 @@ def _stray_files(root: Path) -> list[Path]:
 
 async def test_layout_files_and_tag_in_index(tmp_path: Path) -> None:
     store = OCILayoutStore(tmp_path / "lay")
-    img = build_index("alpha")
-    await put_image(store, "", "1.0", img)
+    img = await put(store, "", index("alpha"), ["1.0"])
 
     assert json.loads((tmp_path / "lay" / "oci-layout").read_text()) == {"imageLayoutVersion": "1.0.0"}
-    index = json.loads((tmp_path / "lay" / "index.json").read_text())
-    assert index["manifests"] == [
+    index_json = json.loads((tmp_path / "lay" / "index.json").read_text())
+    assert index_json["manifests"] == [
         {
-            "mediaType": img.top.media_type,
+            "mediaType": img.media_type,
             "digest": img.digest,
-            "size": img.top.size,
+            "size": img.size,
             "annotations": {"org.opencontainers.image.ref.name": "1.0"},
         }
     ]
     blob = tmp_path / "lay" / "blobs" / "sha256" / img.digest.split(":")[1]
-    assert blob.read_bytes() == img.top.data
+    assert blob.read_bytes() == img.manifest.data
     assert await store.list_tags("") == ["1.0"]
     got = await store.get_manifest("", "1.0")
-    assert got.data == img.top.data and got.media_type == img.top.media_type
+    assert got.data == img.manifest.data and got.media_type == img.media_type
     head = await store.head_manifest("", "1.0")
     assert head is not None and head.digest == img.digest
     assert _stray_files(tmp_path / "lay") == []
@@ -57,10 +56,10 @@ async def test_layout_files_and_tag_in_index(tmp_path: Path) -> None:
 
 async def test_retag_replaces_entry_and_untag(tmp_path: Path) -> None:
     store = OCILayoutStore(tmp_path)
-    a, b = build_index("a"), build_index("b")
-    await put_image(store, "", "latest", a)
-    await put_image(store, "", "latest", b)
-    await put_image(store, "", "old", a)
+    a, b = index("a"), index("b")
+    await put(store, "", a, ["latest"])
+    await put(store, "", b, ["latest"])
+    await put(store, "", a, ["old"])
     assert await store.list_tags("") == ["latest", "old"]
     assert (await store.get_manifest("", "latest")).digest == b.digest
 
@@ -91,20 +90,19 @@ async def test_blob_mismatch_and_interrupted_stream_leave_nothing(tmp_path: Path
 
 async def test_manifest_with_missing_content_is_refused(tmp_path: Path) -> None:
     store = OCILayoutStore(tmp_path)
-    img = build_index("x")
+    img = index("x")
     with pytest.raises(StoreError, match="not stored"):
-        await store.put_manifest("", "v1", img.top)
+        await store.put_manifest("", "v1", img.manifest)
     assert await store.list_tags("") == []
 
 
 async def test_sub_repositories_and_mount(tmp_path: Path) -> None:
     store = OCILayoutStore(tmp_path)
-    img = build_index("x", ("linux/amd64",), attestations=False)
-    await put_image(store, "library/one", "v1", img)
+    img = await put(store, "library/one", index("x", ("linux/amd64",), attestations=False), ["v1"])
     assert (tmp_path / "library" / "one" / "index.json").exists()
     assert not (tmp_path / "index.json").exists()
 
-    cfg = img.child_for("linux/amd64").config
+    cfg = img.image("linux/amd64").manifest.config
     assert cfg is not None
     assert not await store.has_blob("library/two", cfg)
     assert await store.mount_blob("library/two", cfg, "library/one")

@@ -1,11 +1,13 @@
-"""Build realistic images in memory from a seed and push them straight to a registry over HTTP.
+"""Build realistic images in memory from a seed and write them to a registry or any `Store`.
 
 Everything is deterministic: the same seed (and ``generation``) gives the same bytes and digests, a
 new ``generation`` is a "rebuild" (new top layers and config, same base layers). Builders return
 value objects (`Blob`, `Image`, `Index`) that carry every digest and size, so tests can assert on
 what a copy should produce. The pusher is deliberately independent of hubmirror's own registry
-client: it speaks the distribution API directly with aiohttp (Basic or bearer-token auth), in the
-order a registry requires (reference §D.7): blobs, child manifests by digest, then the index by tag.
+client: it speaks the distribution API directly with aiohttp (Basic or bearer-token auth). `put`
+writes the same output into any `hubmirror.store.Store` (a registry or an OCI layout) through the
+Store protocol instead. Both write in the order a registry requires (reference §D.7): blobs,
+child manifests by digest, then the top manifest by digest and tags.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import hashlib
 import json
 import random
 import re
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 from urllib.parse import urljoin
@@ -31,9 +33,11 @@ from ..media import (
     DOCKER_MANIFEST,
     OCI_INDEX,
     OCI_MANIFEST,
+    Descriptor,
     Manifest,
 )
 from ..platform import Platform
+from ..store import Store
 
 Seed = int | str
 Format = Literal["oci", "docker"]
@@ -174,9 +178,14 @@ class Index:
         return [c.digest for c in self.children]
 
     @property
+    def blobs(self) -> tuple[Blob, ...]:
+        """Every blob of every child (foreign layers included), without duplicates, in first-use order."""
+        return tuple({b.digest: b for c in self.children for b in c.blobs}.values())
+
+    @property
     def blob_digests(self) -> list[str]:
-        """Every stored blob of every child, without duplicates, in first-use order."""
-        return list(dict.fromkeys(d for c in self.children for d in c.blob_digests))
+        """Every stored blob of every child (foreign layers excluded), without duplicates, in first-use order."""
+        return [b.digest for b in self.blobs if not b.is_foreign]
 
     @property
     def platforms(self) -> list[Platform]:
@@ -340,7 +349,7 @@ def index(
     fmt: Format = "oci",
     attestations: bool | None = None,
     layers: Sequence[int | Blob] = (1024,),
-    base: Sequence[Blob] = (),
+    base: Sequence[Blob] | Callable[[Platform], Sequence[Blob]] = (),
     foreign_windows: bool = False,
     generation: int = 0,
     annotations: dict[str, str] | None = None,
@@ -349,6 +358,8 @@ def index(
 
     Attestation manifests (one per image, ``unknown/unknown``) are added by default for OCI indexes,
     as BuildKit does for official images. Windows children get a foreign layer if *foreign_windows*.
+    *base* is the same for every platform, or a function of the platform (real base images have
+    per-platform layers, e.g. ``lambda p: [base_layer(f"debian/{p}")]``).
     """
     with_att = (fmt == "oci") if attestations is None else attestations
     images = tuple(
@@ -356,7 +367,7 @@ def index(
             seed,
             p,
             layers=layers,
-            base=base,
+            base=base(_platform(p)) if callable(base) else base,
             fmt=fmt,
             foreign=foreign_windows and _platform(p).os == "windows",
             generation=generation,
@@ -508,15 +519,30 @@ class Pusher:
 
     async def push(self, repo: str, thing: Pushable, tags: Iterable[str] = ()) -> Pushable:
         """Push *thing*: blobs, child manifests by digest, then the top manifest by digest and *tags*."""
-        images = thing.children if isinstance(thing, Index) else (thing,)
-        blobs = list({b.digest: b for img in images for b in img.blobs}.values())
-        await asyncio.gather(*(self.push_blob(repo, b) for b in blobs))
-        if isinstance(thing, Index):
-            await asyncio.gather(*(self.put_manifest(repo, c.digest, c.manifest) for c in images))
-        await self.put_manifest(repo, thing.digest, thing.manifest)
-        for tag in tags:
-            await self.put_manifest(repo, tag, thing.manifest)
+        await _write_in_order(
+            thing,
+            tags,
+            lambda blob: self.push_blob(repo, blob),
+            lambda ref, manifest: self.put_manifest(repo, ref, manifest),
+        )
         return thing
+
+
+async def _write_in_order(
+    thing: Pushable,
+    tags: Iterable[str],
+    put_blob: Callable[[Blob], Awaitable[object]],
+    put_manifest: Callable[[str, Manifest], Awaitable[None]],
+) -> None:
+    """Write *thing* in the order a registry requires (reference §D.7): every blob but foreign layers
+    (concurrently), every child manifest by digest, then the top manifest by digest and by each tag."""
+    blobs = thing.blobs if isinstance(thing, Index) else tuple({b.digest: b for b in thing.blobs}.values())
+    await asyncio.gather(*(put_blob(b) for b in blobs if not b.is_foreign))
+    if isinstance(thing, Index):
+        await asyncio.gather(*(put_manifest(c.digest, c.manifest) for c in thing.children))
+    await put_manifest(thing.digest, thing.manifest)
+    for tag in tags:
+        await put_manifest(tag, thing.manifest)
 
 
 async def _aiter(chunks: Iterator[bytes]) -> AsyncIterator[bytes]:
@@ -556,6 +582,21 @@ def run_sync(coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run(coro)
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, coro).result()
+
+
+async def put(store: Store, repo: str, thing: P, tags: Iterable[str] = (), *, concurrency: int = 4) -> P:
+    """Write *thing* into *repo* of *store* (a `RegistryStore`, an `OCILayoutStore` …) through the
+    Store protocol, in `push`'s order; blobs the store already has are skipped. Returns *thing*."""
+    sem = asyncio.Semaphore(concurrency)
+
+    async def put_blob(blob: Blob) -> None:
+        desc = Descriptor(blob.media_type, blob.digest, blob.size)
+        async with sem:
+            if not await store.has_blob(repo, desc):
+                await store.put_blob(repo, desc, _aiter(blob.chunks()))
+
+    await _write_in_order(thing, tags, put_blob, lambda ref, manifest: store.put_manifest(repo, ref, manifest))
+    return thing
 
 
 def push_sync(target: Any, repo: str, thing: P, tags: Iterable[str] = (), *, auth: tuple[str, str] | None = None) -> P:
