@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -145,12 +144,13 @@ class PullBudget:
         self._halted = True
 
     async def _wait_refill(self, n: int) -> bool:
-        """Poll the quota with free HEADs until *n* pulls are available; False after `max_wait`."""
+        """Poll the quota with free HEADs until *n* pulls are available; False once `max_wait` is slept."""
         assert self._probe is not None
-        deadline = time.monotonic() + self.max_wait
-        while time.monotonic() < deadline:
-            delay = min(self._poll, max(0.0, deadline - time.monotonic()))
+        waited = 0.0
+        while waited < self.max_wait:
+            delay = min(self._poll, self.max_wait - waited)
             await self._sleep(delay)
+            waited += delay
             self.waited += delay
             await self._probe()
             rl = self._ratelimit()

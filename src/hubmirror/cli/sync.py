@@ -15,6 +15,7 @@ from .._errors import HubmirrorError
 from ..config import SyncConfig, load_config
 from ..plan import Plan, WorkItem
 from ..report import Outcome, SyncReport
+from ..schedule import run_on_schedule
 from ..sync import SyncEvents, run_sync
 from ._app import app, console, out
 
@@ -217,20 +218,16 @@ def run_once(cfg: SyncConfig, *, cache_dir: Path | None, json_out: bool, verbose
 
 
 def run_daemon(cfg: SyncConfig, *, cache_dir: Path | None, json_out: bool, verbose: bool) -> int:
-    """Run `run_once` at every time of ``schedule`` (cron), until interrupted."""
-    import time
-
-    from croniter import croniter
-
+    """`run_once` at every time of the config's ``schedule``, until interrupted."""
     if not cfg.schedule:
-        console.print("[red]error:[/] --daemon needs a schedule: in the config file (e.g. schedule: '17 */6 * * *')")
+        console.print("[red]error:[/] --daemon needs a schedule in the config file (e.g. schedule: '17 */6 * * *')")
         return 1
-    it = croniter(cfg.schedule, datetime.now())
-    try:
-        while True:
-            code = run_once(cfg, cache_dir=cache_dir, json_out=json_out, verbose=verbose)
-            nxt: datetime = it.get_next(datetime)
-            console.log(f"exit code {code}; next run at {nxt:%Y-%m-%d %H:%M}")
-            time.sleep(max(0.0, (nxt - datetime.now()).total_seconds()))
-    except KeyboardInterrupt:
-        return 0
+
+    def told(code: int, nxt: datetime) -> None:
+        console.print(f"exit code {code}; next run at {nxt:%Y-%m-%d %H:%M}")
+
+    return run_on_schedule(
+        cfg.schedule,
+        lambda: run_once(cfg, cache_dir=cache_dir, json_out=json_out, verbose=verbose),
+        on_wait=told,
+    )
