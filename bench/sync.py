@@ -226,7 +226,8 @@ async def seed(
             for tag, ix in builder.repository_indexes(repo, (generation or {}).get(name, {})).items():
                 groups.setdefault(ix.digest, (ix, []))[1].append(tag)
                 digests[f"{name}:{tag}"] = ix.digest
-            await asyncio.gather(*(pusher.push(f"library/{name}", ix, tags) for ix, tags in groups.values()))
+            for ix, tags in groups.values():  # one index at a time: concurrent pushes of a shared blob race
+                await pusher.push(f"library/{name}", ix, tags)
     return digests
 
 
