@@ -574,7 +574,7 @@ def main() -> int:
     ap.add_argument("--base-mib", type=float, default=4.0, help="base layer size per (base, arch), ±40%% (4)")
     ap.add_argument("--layers-kib", default="16,96,512", help="per-image layer sizes in KiB, ±50%%")
     ap.add_argument("--rebuild", type=float, default=0.1, help="fraction of tags rebuilt for the incremental case")
-    ap.add_argument("--concurrency", type=int, default=4, help="hubmirror images in parallel (default 4)")
+    ap.add_argument("--concurrency", type=int, default=8, help="hubmirror images in parallel (default 8)")
     ap.add_argument("--blob-concurrency", type=int, default=4, help="blob transfers in parallel (hubmirror, plain)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--direct", action="store_true", help="read the source registry directly (no emulator, no counts)")

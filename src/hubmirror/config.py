@@ -276,7 +276,7 @@ class SyncConfig(_Model):
     max_pulls: int | None = Field(default=None, ge=0)
     wait: bool | None = None
     prune: bool = False
-    concurrency: int = Field(default=4, ge=1, le=64)
+    concurrency: int = Field(default=8, ge=1, le=64)
     blob_concurrency: int = Field(default=4, ge=1, le=64)
     insecure: HostList = Field(default_factory=list)
     schedule: str | None = None

@@ -147,11 +147,13 @@ class Copier:
         *,
         manifest: Manifest | None = None,
         platforms: Sequence[Platform] | Literal["default"] | None = "default",
+        source: Descriptor | None = None,
     ) -> CopyResult:
         """Copy *src_ref* of *src_repo* into *dst_repo* and point *tags* at it.
 
         *manifest* is the top manifest when the caller already fetched it (saves a source GET).
         *platforms* overrides the Copier's platform selection for this copy (None: copy verbatim).
+        *source* is what a HEAD of *src_ref* returned, when the caller already did it (saves a HEAD).
         Raises `BudgetExhausted` or `QuotaExceeded` (no tag is written), `UnsupportedManifest`,
         `NotFound`, `RegistryError`, `DigestMismatch`, `StoreError`.
         """
@@ -165,8 +167,10 @@ class Copier:
             src_digest = manifest.digest
             src_type = manifest.media_type
         else:
-            res.source_manifest_heads += 1
-            head = await self.src.head_manifest(src_repo, src_ref)
+            head = source
+            if head is None:
+                res.source_manifest_heads += 1
+                head = await self.src.head_manifest(src_repo, src_ref)
             if head is None:
                 raise NotFound(f"{_loc(self.src, src_repo, src_ref)} not found", repository=src_repo)
             src_digest, src_type = head.digest, head.media_type
@@ -436,8 +440,7 @@ class Copier:
         fut = asyncio.get_running_loop().create_future()
         self._inflight[desc.digest] = fut
         try:
-            async with self._blob_sem:
-                how = await self._place_blob(ctx, desc)
+            how = await self._place_blob(ctx, desc)
             self._known.setdefault(desc.digest, set()).add(repo)
         finally:
             del self._inflight[desc.digest]
@@ -461,7 +464,8 @@ class Copier:
                     return "mounted"
             except (RegistryError, StoreError):
                 continue
-        await self._transfer(ctx, desc)
+        async with self._blob_sem:  # only transfers take a slot: HEADs and mounts are quick
+            await self._transfer(ctx, desc)
         return "copied"
 
     async def _transfer(self, ctx: _Ctx, desc: Descriptor) -> None:

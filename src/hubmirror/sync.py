@@ -22,6 +22,7 @@ from .budget import PullBudget
 from .config import SyncConfig
 from .copy import Copier, CopyEvents, CopyResult
 from .library import LibraryFilter, LibrarySource, diff_library, load_library
+from .media import Descriptor
 from .plan import (
     Plan,
     Target,
@@ -272,6 +273,7 @@ class _Runner:
                     item.dest_repo,
                     item.tags,
                     platforms=item.platforms,
+                    source=Descriptor(item.media_type, item.upstream_digest, 0),  # the plan's HEAD
                 )
         except BudgetExhausted as e:
             self._defer(item, str(e))

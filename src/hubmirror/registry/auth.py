@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from .._errors import AuthError, RegistryError
+from ._proxy import proxy_for
 from .credentials import Credentials
 
 log = logging.getLogger(__name__)
@@ -244,7 +245,9 @@ class Authenticator:
         self.token_fetches += 1
         log.debug("token for %s scopes %s (%s)", self.registry, sorted(scopes), who)
         try:
-            async with session.get(realm, params=query, headers=headers, allow_redirects=True) as resp:
+            async with session.get(
+                realm, params=query, headers=headers, allow_redirects=True, proxy=proxy_for(realm)
+            ) as resp:
                 body = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as e:

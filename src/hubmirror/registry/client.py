@@ -27,6 +27,7 @@ from ..digest import is_digest, verify_bytes
 from ..media import ACCEPT, MAX_MANIFEST_SIZE, Descriptor, Manifest, detect_media_type
 from ..reference import api_host, normalize_registry
 from ..store._base import TransferStats
+from ._proxy import proxy_for
 from .auth import Authenticator, merge_scopes, parse_www_authenticate, repository_scope
 from .credentials import Credentials, resolve
 from .ratelimit import RateLimit
@@ -161,7 +162,7 @@ class RegistryClient:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._connections, limit_per_host=self._connections)
-            self._session = aiohttp.ClientSession(connector=connector, trust_env=True, timeout=self._timeout)
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
             self._own_session = True
         return self._session
 
@@ -210,7 +211,9 @@ class RegistryClient:
                 for scheme, ssl_opt in self._candidates():
                     url = f"{scheme}://{self.host}/v2/"
                     try:
-                        async with self.session.get(url, ssl=ssl_opt, allow_redirects=False) as resp:
+                        async with self.session.get(
+                            url, ssl=ssl_opt, allow_redirects=False, proxy=proxy_for(url)
+                        ) as resp:
                             await resp.read()
                             status, headers = resp.status, resp.headers
                     except (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError) as e:
@@ -287,6 +290,7 @@ class RegistryClient:
                     data=data,
                     allow_redirects=False,
                     ssl=self._ssl if same else self._ssl_verified,
+                    proxy=proxy_for(url),
                 )
             except _CONNECTION_ERRORS as e:
                 if not replayable or attempt >= self.retry.attempts:
