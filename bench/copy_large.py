@@ -2,8 +2,8 @@
 
 Builds the image (one streamed random layer, never held in memory) in a fresh ``docker-registry``,
 runs ``hubmirror copy`` in a subprocess to a second registry (or an OCI layout with ``--to oci``),
-and reports wall time, throughput and the copier process's peak RSS (``wait4`` rusage of that one
-child). Goal: peak RSS < 150 MB, independent of the blob size.
+and reports wall time, throughput and the copier process's own peak RSS (see ``_measure``).
+Goal: peak RSS < 150 MB, independent of the blob size.
 
     python bench/copy_large.py [--size-mib 1024] [--to registry|oci] [--keep]
 """
@@ -13,13 +13,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _measure import run_measured
 
 from hubmirror.testing.images import image, push, streamed_layer
 from hubmirror.testing.registry import start_registry
@@ -51,20 +51,18 @@ def main() -> int:
         else:
             target = f"oci:{work / 'layout'}:1"
         cmd = [HUBMIRROR, "copy", "--json", f"{src.host}/bench/large:1", target]
-        t0 = time.monotonic()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        assert proc.stdout is not None and proc.stderr is not None
-        stdout = proc.stdout.read()
-        stderr = proc.stderr.read()
-        _, status, rusage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        wall = time.monotonic() - t0
-        if proc.returncode != 0:
+        with (work / "copy.out").open("w+b") as out, (work / "copy.err").open("w+b") as err:
+            run = run_measured(cmd, stdout=out, stderr=err)
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read(), err.read()
+        wall = run.wall_s
+        if run.code != 0:
             print(stderr.decode(errors="replace"), file=sys.stderr)
             return 1
         result = json.loads(stdout)
         assert result["digest"] == img.digest, "destination digest differs"
-        peak_mb = rusage.ru_maxrss / 1024  # ru_maxrss is in KiB on Linux
+        peak_mb = run.peak_rss_mib * 1.048576  # MiB → MB
         report = {
             "size_mib": args.size_mib,
             "destination": args.to,

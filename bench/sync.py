@@ -33,7 +33,6 @@ import os
 import random
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -45,6 +44,7 @@ from urllib.parse import urljoin
 
 import aiohttp
 import yaml
+from _measure import run_measured
 
 from hubmirror.library import Library, LibrarySource, Repository, load_library
 from hubmirror.media import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Manifest
@@ -290,14 +290,9 @@ class Bench:
         before = (hub.manifest_gets(), hub.manifest_heads(), hub.blob_gets(), len(hub.cdn_records)) if hub else None
         stored = store_bytes(dest)
         log = self.work / f"{tool}-{case}"
-        result = Path(f"{log}.rusage")
-        # Spawned from a tiny launcher: a child forked from this (large) process would inherit our RSS
-        # high-water mark in its ru_maxrss.
-        launcher = [sys.executable, "-S", "-c", LAUNCHER, str(result), *cmd]
         with open(f"{log}.out", "wb") as out, open(f"{log}.err", "wb") as err:
-            subprocess.run(launcher, stdout=out, stderr=err, env=env, check=False)
-        code, wall, maxrss_kib = json.loads(result.read_text())
-        run = Run(tool, case, round(wall, 2), round(maxrss_kib / 1024, 1), code)
+            m = run_measured(cmd, stdout=out, stderr=err, env=env)
+        run = Run(tool, case, round(m.wall_s, 2), round(m.peak_rss_mib, 1), m.code)
         if hub is not None and before is not None:
             run.manifest_gets = hub.manifest_gets() - before[0]
             run.manifest_heads = hub.manifest_heads() - before[1]
@@ -305,10 +300,10 @@ class Bench:
             cdn = hub.cdn_records[before[3] :]
             run.src_mib_read = round(sum(self.builder.sizes.get(r.digest, 0) for r in cdn) / (1 << 20), 1)
         run.dest_mib_written = round((store_bytes(dest) - stored) / (1 << 20), 1)
-        if code not in (0,):
+        if m.code != 0:
             tail = Path(f"{log}.err").read_text(errors="replace")[-1500:]
-            print(f"!! {tool} {case} exited {code}:\n{tail}", file=sys.stderr)
-        print(f"   {tool:9} {case:11} {wall:7.2f} s  exit {code}", file=sys.stderr)
+            print(f"!! {tool} {case} exited {m.code}:\n{tail}", file=sys.stderr)
+        print(f"   {tool:9} {case:11} {m.wall_s:7.2f} s  exit {m.code}", file=sys.stderr)
         self.runs.append(run)
         return run
 
@@ -342,16 +337,6 @@ def verify(run: Run, dest: Registry, prefix: str, expected: Mapping[str, str]) -
 
 # -- the plain streaming copy (run as `python bench/sync.py plain-copy ...`) ------------------------
 
-#: Runs argv[2:] (PATH lookup), waits with wait4, writes [exit code, wall s, peak RSS KiB] to argv[1].
-LAUNCHER = """
-import json, os, sys, time
-t0 = time.monotonic()
-pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
-_, status, ru = os.wait4(pid, 0)
-wall = time.monotonic() - t0
-with open(sys.argv[1], "w") as f:
-    json.dump([os.waitstatus_to_exitcode(status), wall, ru.ru_maxrss], f)
-"""
 _PARAM = re.compile(r'(\w+)="([^"]*)"')
 
 
