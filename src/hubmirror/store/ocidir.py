@@ -16,7 +16,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -297,7 +297,7 @@ class OCILayoutStore:
         path = self._blob_path(repo, desc.digest)
         await asyncio.to_thread(self._ensure_layout, self.layout(repo))
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
-        tmp = path.parent / f".tmp-{path.name[:16]}-{uuid.uuid4().hex}"
+        tmp = _tmp_beside(path)
         f = await asyncio.to_thread(tmp.open, "wb")
         h = hasher(desc.digest)
         total = 0
@@ -334,16 +334,9 @@ class OCILayoutStore:
     def _write_blob_bytes(self, path: Path, data: bytes) -> None:
         self._ensure_layout(path.parent.parent.parent)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.parent / f".tmp-{path.name[:16]}-{uuid.uuid4().hex}"
-        try:
-            with tmp.open("wb") as f:
-                f.write(data)
-                _flush_sync(f)
-            _commit(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
+        with _staged(path) as tmp, tmp.open("wb") as f:
+            f.write(data)
+            _flush_sync(f)
 
     async def mount_blob(self, repo: str, desc: Descriptor, from_repo: str) -> bool:
         """Hard-link (or copy) the blob from *from_repo*'s layout; False if that layout lacks it."""
@@ -364,19 +357,13 @@ class OCILayoutStore:
             return True
         self._ensure_layout(dst.parent.parent.parent)
         dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.parent / f".tmp-{dst.name[:16]}-{uuid.uuid4().hex}"
-        try:
+        with _staged(dst) as tmp:
             try:
                 os.link(src, tmp)
             except OSError:
                 shutil.copyfile(src, tmp)
                 with tmp.open("rb+") as f:
                     _flush_sync(f)
-            _commit(tmp, dst)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
         return True
 
     async def close(self) -> None:
@@ -406,12 +393,24 @@ def _commit(tmp: Path, final: Path) -> None:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    with _staged(path) as tmp, tmp.open("wb") as f:
+        f.write(data)
+        _flush_sync(f)
+
+
+def _tmp_beside(final: Path) -> Path:
+    """A unique temporary name in *final*'s directory (same file system, so the rename is atomic)."""
+    return final.parent / f".tmp-{final.name[:16]}-{uuid.uuid4().hex}"
+
+
+@contextlib.contextmanager
+def _staged(final: Path) -> Iterator[Path]:
+    """A temporary path to write *final*'s content to: renamed into place when the block succeeds,
+    removed when it fails, so *final* never names half-written content."""
+    tmp = _tmp_beside(final)
     try:
-        with tmp.open("wb") as f:
-            f.write(data)
-            _flush_sync(f)
-        _commit(tmp, path)
+        yield tmp
+        _commit(tmp, final)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
