@@ -6,6 +6,8 @@ import os
 import subprocess
 from pathlib import Path
 
+from hubmirror.testing.official import make_library_repo
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -38,16 +40,7 @@ class LibRepo:
 
     def commit(self, files: dict[str, str | None], message: str = "change") -> str:
         """Write (or delete, for None) ``library/<name>`` files and commit; return the commit id."""
-        lib = self.path / "library"
-        lib.mkdir(exist_ok=True)
-        for name, text in files.items():
-            if text is None:
-                (lib / name).unlink()
-            else:
-                (lib / name).write_text(text)
-        git(self.path, "add", "-A", "library")
-        git(self.path, "commit", "-q", "--allow-empty", "-m", message)
-        return git(self.path, "rev-parse", "HEAD")
+        return make_library_repo(self.path, files, message=message)
 
 
 def git_dir_cmd(git_dir: Path, *args: str) -> str:

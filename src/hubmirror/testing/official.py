@@ -21,15 +21,17 @@ from . import images as img
 BASES = ("debian", "alpine", "ubuntu")
 
 
-def make_library_repo(path: Path, files: Mapping[str, str], *, message: str = "library") -> str:
+def make_library_repo(
+    path: Path, files: Mapping[str, str | None], *, message: str = "library", branch: str = "master"
+) -> str:
     """Create (or add a commit to) a git repository at *path* whose ``library/`` holds *files*.
 
-    A file mapped to ``""`` is removed. Returns the new commit id.
+    A file mapped to None (or ``""``) is removed. Returns the new commit id.
     """
     lib = path / "library"
     if not (path / ".git").exists():
-        lib.mkdir(parents=True, exist_ok=True)
-        _git(path, "init", "-q", "-b", "master")
+        path.mkdir(parents=True, exist_ok=True)
+        _git(path, "init", "-q", "-b", branch)
     lib.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         f = lib / name
