@@ -554,6 +554,46 @@ class State:
         """Record *commit* as synced; call only when the run did the library part without deferral."""
         self.set_meta(_LIBRARY_COMMIT_KEY + library, commit)
 
+    def library_commits(self) -> dict[str, str]:
+        """Every library source → the commit last synced completely from it."""
+        with self._guard("read meta"):
+            rows = self._conn.execute(
+                "SELECT key, value FROM meta WHERE key LIKE ?", (_LIBRARY_COMMIT_KEY + "%",)
+            ).fetchall()
+        return {k[len(_LIBRARY_COMMIT_KEY) :]: v for k, v in rows if v is not None}
+
+    def overview(self, runs: int = 5) -> dict[str, Any]:
+        """What ``hubmirror status`` shows: tags tracked, libraries synced, deferred work, latest runs."""
+        tags = self.tags()
+        return {
+            "state": str(self.path),
+            "tags": len(tags),
+            "tags_created": sum(1 for t in tags if t.created_by_hubmirror),
+            "repositories": len({t.dest_repo for t in tags}),
+            "libraries": self.library_commits(),
+            "deferred": [
+                {
+                    "source": d.source_ref,
+                    "dest": d.dest_repo,
+                    "tags": list(d.tags),
+                    "reason": d.reason,
+                    "since": _to_text(d.since),
+                }
+                for d in self.deferred()
+            ],
+            "runs": [
+                {
+                    "id": r.id,
+                    "started": _to_text(r.started),
+                    "finished": _to_text(r.finished) if r.finished else None,
+                    "status": r.status,
+                    "commit": r.commit,
+                    "summary": r.summary,
+                }
+                for r in self.runs(runs)
+            ],
+        }
+
 
 _TAG_COLUMNS = "dest_repo, tag, source_ref, upstream_digest, dest_digest, synced_at, run_id, created_by_hubmirror"
 _DEFERRED_COLUMNS = "id, source_ref, dest_repo, tags, reason, since"

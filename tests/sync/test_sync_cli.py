@@ -7,12 +7,11 @@ import json
 import subprocess
 from pathlib import Path
 
-from test_sync_support import (  # noqa: F401  (env_fixture is a fixture)
+from test_sync_support import (
     NAMESPACE,
     Env,
     blob_files,
     catalog,
-    env_fixture,
     head_digest,
     skopeo,
     skopeo_raw,

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import json
 
-from test_sync_support import (  # noqa: F401  (env_fixture is a fixture)
+from test_sync_support import (
     Env,
     blob_files,
-    env_fixture,
     manifests_of,
     skopeo,
     skopeo_raw,
