@@ -247,6 +247,11 @@ class RateLimitConfig(_Model):
     wait: bool = False
     max_wait: Seconds = Field(default=21600.0, ge=0)
 
+    @property
+    def effective_reserve(self) -> int:
+        """Pulls never spent: the larger of ``reserve`` and ``min_remaining``."""
+        return max(self.reserve, self.min_remaining or 0)
+
 
 class _Origin:
     """Where a config came from: the file name and the line of each key path."""
@@ -280,6 +285,9 @@ class SyncConfig(_Model):
     blob_concurrency: int = Field(default=4, ge=1, le=64)
     insecure: HostList = Field(default_factory=list)
     schedule: str | None = None
+    metrics_file: Path | None = None
+    metrics_port: int | None = Field(default=None, ge=1, le=65535)
+    metrics_addr: str = "127.0.0.1"
     credentials: dict[Host, Credential] = Field(default_factory=dict)
     ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
 
@@ -287,7 +295,7 @@ class SyncConfig(_Model):
 
     # ------------------------------------------------------------------ validators
 
-    @field_validator("images_file", "list_file", "state", "report")
+    @field_validator("images_file", "list_file", "state", "report", "metrics_file")
     @classmethod
     def _paths(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return _resolve_path(value, info)

@@ -221,7 +221,7 @@ class _Runner:
         self.budget = PullBudget(
             self._ratelimit,
             max_pulls=cfg.max_pulls,
-            reserve=cfg.ratelimit.reserve,
+            reserve=cfg.ratelimit.effective_reserve,
             wait=cfg.wait_for_quota,
             max_wait=cfg.ratelimit.max_wait if cfg.ratelimit.max_wait is not None else float("inf"),
             probe=self._probe,

@@ -17,9 +17,7 @@ from ._app import app, console, out
 
 @app.command()
 def status(
-    state: Annotated[
-        Path | None, typer.Option(help="SQLite state file (default: the config's).")
-    ] = None,
+    state: Annotated[Path | None, typer.Option(help="SQLite state file (default: the config's).")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file naming the state.")] = None,
     runs: Annotated[int, typer.Option(help="How many recent runs to show.")] = 5,
     json_out: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,

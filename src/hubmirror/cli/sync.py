@@ -13,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextC
 
 from .._errors import HubmirrorError
 from ..config import SyncConfig, load_config
+from ..metrics import SyncMetrics
 from ..plan import Plan, WorkItem
 from ..report import Outcome, SyncReport
 from ..schedule import run_on_schedule
@@ -95,8 +96,8 @@ def allowance_text(plan: Plan, report: SyncReport, cfg: SyncConfig) -> str:
     why: list[str] = []
     remaining = report.totals.ratelimit_remaining
     if remaining is not None:
-        limits.append(remaining - cfg.ratelimit.reserve)
-        why.append(f"quota {remaining} left, keeping {cfg.ratelimit.reserve}")
+        limits.append(remaining - cfg.ratelimit.effective_reserve)
+        why.append(f"quota {remaining} left, keeping {cfg.ratelimit.effective_reserve}")
     if cfg.max_pulls is not None:
         limits.append(cfg.max_pulls)
         why.append(f"--max-pulls {cfg.max_pulls}")
@@ -147,6 +148,8 @@ def sync(
     concurrency: Annotated[int | None, typer.Option(help="Images copied in parallel.")] = None,
     insecure: Annotated[list[str] | None, typer.Option(help="Registry to reach over plain HTTP.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Where library clones are cached.")] = None,
+    metrics_file: Annotated[Path | None, typer.Option(help="Write Prometheus metrics here after each run.")] = None,
+    metrics_port: Annotated[int | None, typer.Option(help="With --daemon: serve /metrics on this port.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
     daemon: Annotated[bool, typer.Option("--daemon", help="Run on the config's schedule, forever.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List up-to-date tags too.")] = False,
@@ -177,6 +180,8 @@ def sync(
         "prune": prune,
         "concurrency": concurrency,
         "insecure": insecure,
+        "metrics_file": metrics_file,
+        "metrics_port": metrics_port,
     }
     try:
         base = load_config(config) if config is not None else SyncConfig()
@@ -189,7 +194,9 @@ def sync(
     raise typer.Exit(run_once(cfg, cache_dir=cache_dir, json_out=json_out, verbose=verbose))
 
 
-def run_once(cfg: SyncConfig, *, cache_dir: Path | None, json_out: bool, verbose: bool) -> int:
+def run_once(
+    cfg: SyncConfig, *, cache_dir: Path | None, json_out: bool, verbose: bool, metrics: SyncMetrics | None = None
+) -> int:
     """One sync with progress and a summary; returns the exit code."""
     with Progress(
         TextColumn("{task.description}"),
@@ -214,6 +221,11 @@ def run_once(cfg: SyncConfig, *, cache_dir: Path | None, json_out: bool, verbose
         cfg.report.write_text(rep.to_json())
     if json_out:
         out.print(rep.to_json(), markup=False)
+    if not cfg.dry_run and (metrics is not None or cfg.metrics_file is not None):
+        metrics = metrics or SyncMetrics()
+        metrics.observe(rep)
+        if cfg.metrics_file is not None:
+            metrics.write(cfg.metrics_file)
     return 0 if cfg.dry_run and rep.exit_code != 1 else rep.exit_code
 
 
@@ -223,11 +235,16 @@ def run_daemon(cfg: SyncConfig, *, cache_dir: Path | None, json_out: bool, verbo
         console.print("[red]error:[/] --daemon needs a schedule in the config file (e.g. schedule: '17 */6 * * *')")
         return 1
 
+    metrics = SyncMetrics()
+    if cfg.metrics_port is not None:
+        metrics.serve(cfg.metrics_port, cfg.metrics_addr)
+        console.print(f"metrics at http://{cfg.metrics_addr}:{cfg.metrics_port}/metrics")
+
     def told(code: int, nxt: datetime) -> None:
         console.print(f"exit code {code}; next run at {nxt:%Y-%m-%d %H:%M}")
 
     return run_on_schedule(
         cfg.schedule,
-        lambda: run_once(cfg, cache_dir=cache_dir, json_out=json_out, verbose=verbose),
+        lambda: run_once(cfg, cache_dir=cache_dir, json_out=json_out, verbose=verbose, metrics=metrics),
         on_wait=told,
     )

@@ -1,0 +1,56 @@
+"""Prometheus metrics of sync runs: served over HTTP in daemon mode, or written to a textfile
+(node_exporter's textfile collector) after a one-shot run from cron or a Kubernetes CronJob."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server, write_to_textfile
+
+from .report import Outcome, SyncReport
+
+
+class SyncMetrics:
+    """Gauges and counters updated from each run's `SyncReport`; one private registry per instance."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.last_run = Gauge("hubmirror_last_run_timestamp_seconds", "When the last sync run finished.", registry=r)
+        self.exit_code = Gauge("hubmirror_last_run_exit_code", "0 done, 1 failures, 2 deferred by budget.", registry=r)
+        self.duration = Gauge("hubmirror_last_run_duration_seconds", "Wall time of the last run.", registry=r)
+        self.items = Gauge("hubmirror_last_run_items", "Image/tag groups by outcome.", ["outcome"], registry=r)
+        self.remaining = Gauge(
+            "hubmirror_source_ratelimit_remaining", "Pulls left on the source (ratelimit-remaining).", registry=r
+        )
+        self.runs = Counter("hubmirror_runs", "Sync runs, by exit code.", ["exit_code"], registry=r)
+        self.pulls = Counter("hubmirror_source_manifest_gets", "Source manifest GETs (Docker Hub pulls).", registry=r)
+        self.heads = Counter("hubmirror_source_manifest_heads", "Source manifest HEADs (free).", registry=r)
+        self.bytes = Counter("hubmirror_blob_bytes_written", "Blob bytes written to the destination.", registry=r)
+        for outcome in Outcome:
+            self.items.labels(outcome.value)
+
+    def observe(self, report: SyncReport) -> None:
+        """Record one finished run."""
+        t = report.totals
+        if report.finished is not None:
+            self.last_run.set(report.finished.timestamp())
+        self.exit_code.set(report.exit_code)
+        self.duration.set(t.duration)
+        for outcome, n in report.counts().items():
+            self.items.labels(outcome).set(n)
+        if t.ratelimit_remaining is not None:
+            self.remaining.set(t.ratelimit_remaining)
+        self.runs.labels(str(report.exit_code)).inc()
+        self.pulls.inc(t.manifest_gets)
+        self.heads.inc(t.manifest_heads)
+        self.bytes.inc(t.bytes)
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        """Serve ``/metrics`` on *addr*:*port* from a background thread."""
+        start_http_server(port, addr=addr, registry=self.registry)
+
+    def write(self, path: Path) -> None:
+        """Write the metrics atomically to *path* (Prometheus text format)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_to_textfile(str(path), self.registry)
