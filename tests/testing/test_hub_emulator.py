@@ -227,6 +227,22 @@ async def test_head_is_free_get_counts_and_exhaustion_gives_429(hub: HubEmulator
     assert hub.counts[("GET", "manifest", REPO, 429)] == 1
 
 
+async def test_concurrent_gets_cannot_overspend_the_quota(hub: HubEmulator, seeded: Index) -> None:
+    url = f"{hub.url}/v2/{REPO}/manifests/{seeded.digest}"
+    hub.set_limit(100, remaining=3)
+    async with aiohttp.ClientSession() as s:
+        h = bearer(await token(s, hub))
+
+        async def get() -> int:
+            async with s.get(url, headers=h) as r:
+                await r.read()
+                return r.status
+
+        statuses = await asyncio.gather(*(get() for _ in range(12)))
+    assert sorted(statuses) == [200] * 3 + [429] * 9  # as on Docker Hub: the quota is taken atomically
+    assert hub.remaining == 0
+
+
 async def test_abuse_limit_is_a_bare_429_with_retry_after(hub: HubEmulator, seeded: Index) -> None:
     async with aiohttp.ClientSession() as s:
         h = bearer(await token(s, hub))

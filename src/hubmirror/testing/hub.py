@@ -497,6 +497,7 @@ class HubEmulator:
 
     async def _manifest(self, request: web.Request, ref: str) -> web.StreamResponse:
         is_get = request.method == "GET"
+        taken: _Quota | None = None
         with self._lock:
             quota = self._quota
             if quota is not None:
@@ -505,12 +506,15 @@ class HubEmulator:
                     resp = _error(429, "TOOMANYREQUESTS", PULL_LIMIT_MESSAGE)
                     resp.headers.update(self._ratelimit_headers(quota))
                     return resp
+                if is_get:  # take the pull now, so concurrent GETs cannot all pass the check
+                    quota.remaining -= 1
+                    taken = quota
         status, headers, body = await self._forward(request)
         with self._lock:
+            if taken is not None and status != 200 and taken is self._quota:
+                taken.remaining = min(taken.limit, taken.remaining + 1)  # only served manifests count
             quota = self._quota
             if quota is not None:
-                if is_get and status == 200:
-                    quota.remaining = max(0, quota.remaining - 1)
                 headers.update(self._ratelimit_headers(quota))
         return self._respond(request, status, headers, body, "manifests")
 
