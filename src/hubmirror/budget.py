@@ -29,6 +29,15 @@ class _Prepaid:
 _prepaid: ContextVar[_Prepaid | None] = ContextVar("hubmirror_prepaid_pulls", default=None)
 
 
+def allowance(remaining: int | None, *, reserve: int, max_pulls: int | None) -> int | None:
+    """Pulls a run may spend now: the quota left minus the reserve, capped by ``--max-pulls``
+    (None: unlimited — the source reports no quota and no cap is set)."""
+    limits = [remaining - reserve] if remaining is not None else []
+    if max_pulls is not None:
+        limits.append(max_pulls)
+    return max(0, min(limits)) if limits else None
+
+
 class PullBudget:
     """Grants source manifest GETs until the budget is spent. Implements `hubmirror.copy.PullBudget`.
 
@@ -63,20 +72,6 @@ class PullBudget:
         self.stopped: str | None = None  # why no more GETs are granted
         self._halted = False  # a quota 429 came: not even pulls set aside may be spent
         self.waited = 0.0
-
-    # -- queries ----------------------------------------------------------------------------------
-
-    def available(self) -> int | None:
-        """GETs this run may still spend now (None: unlimited)."""
-        limits: list[int] = []
-        if self.max_pulls is not None:
-            limits.append(self.max_pulls - self.granted)
-        quota = self._quota_left()
-        if quota is not None:
-            limits.append(quota)
-        if self.stopped:
-            return 0
-        return max(0, min(limits)) if limits else None
 
     def _quota_left(self) -> int | None:
         rl = self._ratelimit()

@@ -105,6 +105,17 @@ class Plan:
     def pulls_needed(self) -> int:
         return sum(i.estimated_pulls for i in self.items)
 
+    def affordable(self, allowance: int) -> tuple[int, int]:
+        """How many copies a run with *allowance* pulls would do, and their estimated pulls: items in
+        priority order, each setting aside its estimate, until one does not fit (as the run does)."""
+        fit = spent = 0
+        for item in self.copies:
+            if spent + item.estimated_pulls > allowance:
+                break
+            fit += 1
+            spent += item.estimated_pulls
+        return fit, spent
+
     @property
     def copies(self) -> list[WorkItem]:
         return [i for i in self.items if i.kind == "copy"]

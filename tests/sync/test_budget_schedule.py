@@ -109,3 +109,13 @@ def test_schedule_stops_cleanly_on_interrupt_and_rejects_a_bad_expression() -> N
     assert run_on_schedule("*/5 * * * *", lambda: 1, sleep=interrupted) == 0
     with pytest.raises(ConfigError, match="not a valid cron expression"):
         next_run("every hour", datetime(2026, 1, 1))
+
+
+def test_allowance_is_quota_minus_reserve_capped_by_max_pulls() -> None:
+    from hubmirror.budget import allowance
+
+    assert allowance(20, reserve=5, max_pulls=None) == 15
+    assert allowance(20, reserve=5, max_pulls=4) == 4
+    assert allowance(3, reserve=5, max_pulls=None) == 0  # never negative
+    assert allowance(None, reserve=5, max_pulls=7) == 7  # the source reports no quota
+    assert allowance(None, reserve=5, max_pulls=None) is None  # unlimited

@@ -12,6 +12,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
 from .._errors import HubmirrorError
+from ..budget import allowance
 from ..config import SyncConfig, load_config
 from ..metrics import SyncMetrics
 from ..plan import Plan, WorkItem
@@ -88,31 +89,18 @@ def budget_text(report: SyncReport) -> str:
 
 
 def allowance_text(plan: Plan, report: SyncReport, cfg: SyncConfig) -> str:
-    """What a run now could do: its pull allowance (quota minus reserve, --max-pulls) and the items in it.
-
-    Mirrors the run: items are taken in priority order, each needing its estimate, until one does not fit.
-    """
-    limits: list[int] = []
-    why: list[str] = []
-    remaining = report.totals.ratelimit_remaining
-    if remaining is not None:
-        limits.append(remaining - cfg.ratelimit.effective_reserve)
-        why.append(f"quota {remaining} left, keeping {cfg.ratelimit.effective_reserve}")
+    """What a run now could do: its pull allowance (quota minus reserve, --max-pulls) and the copies in it."""
+    remaining, reserve = report.totals.ratelimit_remaining, cfg.ratelimit.effective_reserve
+    why = [f"quota {remaining} left, keeping {reserve}"] if remaining is not None else []
     if cfg.max_pulls is not None:
-        limits.append(cfg.max_pulls)
         why.append(f"--max-pulls {cfg.max_pulls}")
     copies = plan.copies
-    if not limits:
+    budget = allowance(remaining, reserve=reserve, max_pulls=cfg.max_pulls)
+    if budget is None:
         return f"budget: unlimited; all {len(copies)} copies would run now"
-    allowance = max(0, min(limits))
-    fit, spent = 0, 0
-    for item in copies:
-        if spent + item.estimated_pulls > allowance:
-            break
-        fit += 1
-        spent += item.estimated_pulls
+    fit, spent = plan.affordable(budget)
     deferred = len(copies) - fit
-    text = f"budget now: {allowance} pulls ({'; '.join(why)}): {fit} of {len(copies)} copies (≈ {spent} pulls)"
+    text = f"budget now: {budget} pulls ({'; '.join(why)}): {fit} of {len(copies)} copies (≈ {spent} pulls)"
     if deferred:
         text += f", {deferred} would be deferred"
     return text + (" (--wait would wait for the window instead)" if deferred and cfg.wait_for_quota else "")
