@@ -22,6 +22,7 @@ JSON (`SyncReport.to_json`), schema ``version`` 1::
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -35,6 +36,8 @@ from rich.text import Text
 from .store._base import TransferStats
 
 REPORT_VERSION: Final = 1
+#: More items than this with the same outcome and reason share one row of the table.
+FOLD_AT: Final = 3
 
 
 class Outcome(StrEnum):
@@ -261,7 +264,9 @@ class SyncReport:
         return f"{prefix}{', '.join(parts)} · {' · '.join(tail)} · exit {self.exit_code}"
 
     def table(self, *, verbose: bool = False) -> Table:
-        """A rich table: one row per item; up-to-date and kept items folded into a count unless *verbose*."""
+        """A rich table: one row per item. Unless *verbose*, up-to-date and kept items, and more than
+        `FOLD_AT` items sharing an outcome and reason (a registry down fails every tag alike), are folded
+        into one counted row."""
         table = Table(title="hubmirror sync" + (" (dry run)" if self.dry_run else ""), show_lines=False)
         table.add_column("outcome", no_wrap=True)
         table.add_column("source")
@@ -271,10 +276,13 @@ class SyncReport:
         table.add_column("size", justify="right")
         table.add_column("reason")
         order = list(Outcome)
-        folded: dict[Outcome, int] = {}
+        same = Counter((i.outcome, i.reason) for i in self.items)
+        folded: dict[tuple[Outcome, str | None], int] = {}
         for item in sorted(self.items, key=lambda i: order.index(i.outcome)):
-            if not verbose and item.outcome in (Outcome.UP_TO_DATE, Outcome.KEPT) and not item.reason:
-                folded[item.outcome] = folded.get(item.outcome, 0) + 1
+            key = (item.outcome, item.reason)
+            quiet = item.outcome in (Outcome.UP_TO_DATE, Outcome.KEPT) and not item.reason
+            if not verbose and (quiet or (item.reason and same[key] > FOLD_AT)):
+                folded[key] = folded.get(key, 0) + 1
                 continue
             table.add_row(
                 Text(item.outcome.value.replace("_", " "), style=_STYLE[item.outcome]),
@@ -285,7 +293,7 @@ class SyncReport:
                 decimal(item.bytes) if item.bytes else "",
                 Text(item.reason or "", style="red" if item.outcome is Outcome.FAILED else ""),
             )
-        for outcome, n in folded.items():
+        for (outcome, reason), n in folded.items():
             table.add_row(
                 Text(outcome.value.replace("_", " "), style=_STYLE[outcome]),
                 f"{n} image/tag groups",
@@ -293,7 +301,7 @@ class SyncReport:
                 "",
                 "",
                 "",
-                "",
+                Text(reason or "", style="red" if outcome is Outcome.FAILED else ""),
             )
         return table
 

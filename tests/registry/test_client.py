@@ -372,6 +372,18 @@ def test_unreachable_registry_is_a_registry_error() -> None:
         asyncio.run(go())
 
 
+async def test_an_unreachable_registry_is_tried_once_not_once_per_request() -> None:
+    import asyncio
+
+    from hubmirror.testing.registry import free_port
+
+    async with RegistryClient(f"127.0.0.1:{free_port()}", anonymous=True, retry=FAST) as c:
+        results = await asyncio.gather(*(c.head_manifest("a/b", f"t{i}") for i in range(20)), return_exceptions=True)
+    assert all(isinstance(r, RegistryError) and "unreachable" in str(r) for r in results)
+    assert len({str(r) for r in results}) == 1
+    assert c.stats.retries == FAST.attempts - 1  # one round of retries for the whole run, not 20
+
+
 async def test_insecure_registry_falls_back_to_http(registry: Registry, repo_name: str) -> None:
     async with RegistryClient(registry.host, anonymous=True, insecure=True, retry=FAST) as c:
         assert await c.list_tags(repo_name) == []

@@ -156,3 +156,17 @@ def test_clean_run_renders_summary_only() -> None:
     assert len(lines) == 1  # no empty table
     assert lines[0].startswith("dry run: copied 0, retagged 0, up to date 0, deferred 0, failed 0 · 0 pulls")
     assert lines[0].endswith("exit 0")
+
+
+def test_many_failures_with_one_reason_share_one_row_and_the_json_keeps_them_all() -> None:
+    rep = SyncReport(dest=DEST)
+    down = "registry-1.docker.io: registry unreachable (ClientConnectorError)"
+    for i in range(40):
+        rep.add("failed", f"docker.io/library/img{i}:1", f"{DEST}/img{i}", ["1"], reason=down)
+    rep.add("failed", "docker.io/library/odd:1", f"{DEST}/odd", ["1"], reason="manifest unknown")
+    rep.finish()
+    text = render(rep)
+    assert "40 image/tag groups" in text and text.count("registry unreachable") == 1
+    assert "odd:1" in text and "manifest unknown" in text
+    assert "img7:1" in render(rep, verbose=True)  # --verbose lists every item
+    assert len(json.loads(rep.to_json())["failed"]) == 41

@@ -140,6 +140,7 @@ class RegistryClient:
         self._ssl: ssl.SSLContext | bool = self._ssl_verified
         self._base: str | None = None
         self._ready_lock = asyncio.Lock()
+        self._unreachable: RegistryError | None = None
         self._ratelimit: RateLimit | None = None
 
     def __repr__(self) -> str:
@@ -199,54 +200,64 @@ class RegistryClient:
         """Pick the scheme and learn the auth challenge from ``GET /v2/`` (once)."""
         if self._base is not None:
             return self._base
+        if self._unreachable is not None:
+            raise self._unreachable  # tried with every retry already: fail fast, not once per request
         async with self._ready_lock:
             if self._base is not None:
                 return self._base
-            if self._lookup_credentials:
-                self._credentials = await asyncio.to_thread(resolve, self.registry, authfile=self._authfile)
-                self._auth.credentials = self._credentials
-                self._lookup_credentials = False
-            last: BaseException | None = None
-            for attempt in range(1, self.retry.attempts + 1):
-                for scheme, ssl_opt in self._candidates():
-                    url = f"{scheme}://{self.host}/v2/"
-                    try:
-                        async with self.session.get(
-                            url, ssl=ssl_opt, allow_redirects=False, proxy=proxy_for(url)
-                        ) as resp:
-                            await resp.read()
-                            status, headers = resp.status, resp.headers
-                    except (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError) as e:
-                        last = e
-                        if len(self._candidates()) == 1:
-                            raise RegistryError(
-                                f"{self.host}: TLS handshake failed ({type(e).__name__}: {e}); pass a CA file "
-                                "or mark the registry insecure",
-                                registry=self.registry,
-                            ) from None
-                        continue
-                    except _CONNECTION_ERRORS as e:
-                        last = e
-                        continue
-                    if status in RETRYABLE_STATUSES and attempt < self.retry.attempts:
-                        last = RegistryError(f"{self.host}: GET /v2/: HTTP {status}", status=status)
-                        break
-                    if status == 401:
-                        self._auth.set_challenges(parse_www_authenticate(headers.get("WWW-Authenticate", "")))
-                    elif status != 200:
+            if self._unreachable is not None:
+                raise self._unreachable
+            try:
+                return await self._connect()
+            except RegistryError as e:
+                self._unreachable = e
+                raise
+
+    async def _connect(self) -> str:
+        """Read credentials, then try each scheme with retries until ``GET /v2/`` answers."""
+        if self._lookup_credentials:
+            self._credentials = await asyncio.to_thread(resolve, self.registry, authfile=self._authfile)
+            self._auth.credentials = self._credentials
+            self._lookup_credentials = False
+        last: BaseException | None = None
+        for attempt in range(1, self.retry.attempts + 1):
+            for scheme, ssl_opt in self._candidates():
+                url = f"{scheme}://{self.host}/v2/"
+                try:
+                    async with self.session.get(url, ssl=ssl_opt, allow_redirects=False, proxy=proxy_for(url)) as resp:
+                        await resp.read()
+                        status, headers = resp.status, resp.headers
+                except (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError) as e:
+                    last = e
+                    if len(self._candidates()) == 1:
                         raise RegistryError(
-                            f"{self.host}: GET /v2/ answered HTTP {status}; not an OCI distribution registry?",
-                            status=status,
+                            f"{self.host}: TLS handshake failed ({type(e).__name__}: {e}); pass a CA file "
+                            "or mark the registry insecure",
                             registry=self.registry,
-                        )
-                    self._ssl = ssl_opt
-                    self._base = f"{scheme}://{self.host}"
-                    return self._base
-                if attempt < self.retry.attempts:
-                    self.stats.retries += 1
-                    await asyncio.sleep(self.retry.delay(attempt))
-            detail = f"{type(last).__name__}: {last}" if last else "no answer"
-            raise RegistryError(f"{self.host}: registry unreachable ({detail})", registry=self.registry)
+                        ) from None
+                    continue
+                except _CONNECTION_ERRORS as e:
+                    last = e
+                    continue
+                if status in RETRYABLE_STATUSES and attempt < self.retry.attempts:
+                    last = RegistryError(f"{self.host}: GET /v2/: HTTP {status}", status=status)
+                    break
+                if status == 401:
+                    self._auth.set_challenges(parse_www_authenticate(headers.get("WWW-Authenticate", "")))
+                elif status != 200:
+                    raise RegistryError(
+                        f"{self.host}: GET /v2/ answered HTTP {status}; not an OCI distribution registry?",
+                        status=status,
+                        registry=self.registry,
+                    )
+                self._ssl = ssl_opt
+                self._base = f"{scheme}://{self.host}"
+                return self._base
+            if attempt < self.retry.attempts:
+                self.stats.retries += 1
+                await asyncio.sleep(self.retry.delay(attempt))
+        detail = f"{type(last).__name__}: {last}" if last else "no answer"
+        raise RegistryError(f"{self.host}: registry unreachable ({detail})", registry=self.registry)
 
     # -- the request loop --------------------------------------------------------------------------
 
