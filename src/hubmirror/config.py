@@ -355,6 +355,11 @@ class SyncConfig(_Model):
         """Wait for the quota to recover instead of deferring: ``wait`` if given, else ``ratelimit.wait``."""
         return self.ratelimit.wait if self.wait is None else self.wait
 
+    @property
+    def reads_library(self) -> bool:
+        """True unless only an image list (``list``) was given: ``--list`` alone skips official-images."""
+        return bool(self.images or self.images_file or self.list_file is None)
+
     def platform_list(self) -> list[Platform]:
         """The ``platforms`` as `Platform` objects (empty: every platform)."""
         return [Platform.parse(p) for p in self.platforms]

@@ -126,8 +126,7 @@ async def build_plan(
     plan = Plan()
     source = cfg.source
     targets: list[Target] = []
-    use_library = bool(cfg.images or cfg.images_file or cfg.list_file is None)
-    if use_library:
+    if cfg.reads_library:
         events.phase(f"reading the library at {cfg.library}")
         lib_source = await LibrarySource.open(cfg.library, cache_dir)
         library = await load_library(lib_source, cfg.commit)
@@ -456,7 +455,7 @@ async def run_sync(
     events = events or SyncEvents()
     dest = open_destination(cfg)
     sources = _Sources(cfg)
-    report = SyncReport(library=cfg.library if cfg.list_file is None or cfg.images else None, dest=cfg.dest)
+    report = SyncReport(library=cfg.library if cfg.reads_library else None, dest=cfg.dest)
     report.dry_run = cfg.dry_run
     cfg.state.parent.mkdir(parents=True, exist_ok=True)
     state = State.open(cfg.state)
