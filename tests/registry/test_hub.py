@@ -10,6 +10,7 @@ import pytest
 
 from _auth import PASSWORD, USER
 from hubmirror import AuthError, DigestMismatch, QuotaExceeded, RegistryError
+from hubmirror.digest import sha256
 from hubmirror.registry import Credentials, RegistryClient, RetryPolicy
 from hubmirror.registry.auth import Token
 from hubmirror.store.registry import RegistryStore
@@ -185,6 +186,20 @@ async def test_interrupted_blob_download_is_an_error(hub: HubEmulator) -> None:
             async with c.open_blob("library/cut", big.digest) as stream:
                 async for _ in stream:
                     pass
+
+
+async def test_cut_blob_downloads_resume_with_range(hub: HubEmulator) -> None:
+    blobs = [layer(f"resume-{i}", 700_000) for i in range(4)]
+    await push(hub.upstream, "library/res", index("res", ["linux/amd64"], layers=blobs), ["1"])
+    hub.set_faults(0.4, seed=7, kinds=["truncate", "reset"], paths=["blobs"])
+    async with client_for(hub) as c:
+        for blob in blobs:
+            async with c.open_blob("library/res", blob.digest) as stream:
+                data = b"".join([chunk async for chunk in stream])
+            assert sha256(data) == blob.digest
+        resumes = c.stats.retries
+    resumed = [r for r in hub.cdn_records if r.status == 206]
+    assert resumes > 0 and len(resumed) == resumes  # each cut download went on from where it stopped
 
 
 async def test_no_secret_in_errors_logs_or_reprs(hub: HubEmulator, caplog: pytest.LogCaptureFixture) -> None:

@@ -41,9 +41,18 @@ DEFAULT_UPLOAD_CHUNK = 8 * 1024 * 1024
 MIN_READ_CHUNK = 64 * 1024
 MAX_READ_CHUNK = 1024 * 1024
 _MAX_REDIRECTS = 10
+#: Times one blob download is resumed with ``Range`` after the connection dropped.
+BLOB_RESUMES = 3
+_CONTENT_RANGE = re.compile(r"^bytes (\d+)-")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _LINK_RE = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]*)*)")
 _CONNECTION_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
+
+
+def _range_start(value: str | None) -> int | None:
+    """The first byte of ``Content-Range: bytes START-END/TOTAL``."""
+    m = _CONTENT_RANGE.match(value or "")
+    return int(m.group(1)) if m else None
 
 
 def is_loopback(host: str) -> bool:
@@ -496,9 +505,11 @@ class RegistryClient:
 
     # -- blobs -------------------------------------------------------------------------------------
 
-    async def _follow(self, method: str, url: str, repo: str, what: str) -> aiohttp.ClientResponse:
+    async def _follow(
+        self, method: str, url: str, repo: str, what: str, headers: Mapping[str, str] | None = None
+    ) -> aiohttp.ClientResponse:
         """Send *method* to *url*, following redirects; ``Authorization`` only goes to the registry itself."""
-        resp = await self._send(method, url, scopes=self._pull(repo), what=what, repository=repo)
+        resp = await self._send(method, url, scopes=self._pull(repo), what=what, repository=repo, headers=headers)
         hops = 0
         while resp.status in _REDIRECTS:
             location = resp.headers.get("Location")
@@ -508,7 +519,7 @@ class RegistryClient:
                 raise RegistryError(f"{self.host}: {what}: bad or endless redirect", registry=self.host)
             url = urljoin(str(resp.url), location)
             log.debug("%s: redirected to %s", what, URL(url, encoded=True).with_query(None))
-            resp = await self._send(method, url, scopes=self._pull(repo), what=what, repository=repo)
+            resp = await self._send(method, url, scopes=self._pull(repo), what=what, repository=repo, headers=headers)
         return resp
 
     async def head_blob(self, repo: str, digest: str) -> int | None:
@@ -530,31 +541,66 @@ class RegistryClient:
     async def open_blob(self, repo: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
         """Stream blob *digest*, following redirects (no ``Authorization`` to other hosts).
 
-        Yields an async iterator of chunks of 64 KiB–1 MiB (the last may be smaller). Not verified here.
+        Yields an async iterator of chunks of 64 KiB–1 MiB (the last may be smaller). A download cut
+        off midway is resumed with a ``Range`` request from where it stopped (up to `BLOB_RESUMES`
+        times). Not verified here: the caller checks size and digest.
         """
         await self._ensure_ready()
         what = f"GET blob {repo}@{digest}"
-        resp = await self._follow("GET", self._url(repo, "blobs", digest), repo, what)
+        url = self._url(repo, "blobs", digest)
+        resp = await self._follow("GET", url, repo, what)
         if resp.status != 200:
             raise await self._fail(resp, what, repo)
         self.stats.blob_gets += 1
+        current = [resp]
         try:
-            yield self._rechunk(resp.content)
+            yield self._rechunk(self._resuming(current, url, repo, what))
         finally:
-            resp.release()
+            current[0].release()
 
-    async def _rechunk(self, content: aiohttp.StreamReader) -> AsyncIterator[bytes]:
+    async def _resuming(
+        self, current: list[aiohttp.ClientResponse], url: str, repo: str, what: str
+    ) -> AsyncIterator[bytes]:
+        """The body of ``current[0]``; when the connection drops, GET the rest with ``Range``."""
+        offset = 0
+        resumes = 0
+        while True:
+            try:
+                async for piece in current[0].content.iter_chunked(MAX_READ_CHUNK):
+                    offset += len(piece)
+                    self.stats.blob_bytes_read += len(piece)
+                    yield piece
+                return
+            except _CONNECTION_ERRORS as e:
+                if resumes >= BLOB_RESUMES:
+                    raise RegistryError(
+                        f"{self.host}: blob download interrupted at byte {offset}: {type(e).__name__}",
+                        registry=self.host,
+                        repository=repo,
+                    ) from None
+            resumes += 1
+            self.stats.retries += 1
+            log.info("%s: interrupted at byte %d; resuming with Range", what, offset)
+            current[0].release()
+            resp = await self._follow("GET", url, repo, what, headers={"Range": f"bytes={offset}-"})
+            current[0] = resp
+            start = _range_start(resp.headers.get("Content-Range"))
+            if resp.status != 206 or start != offset:
+                raise RegistryError(
+                    f"{self.host}: blob download interrupted at byte {offset}; the server cannot resume "
+                    f"(HTTP {resp.status})",
+                    registry=self.host,
+                    repository=repo,
+                )
+
+    async def _rechunk(self, pieces: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         buf = bytearray()
-        try:
-            async for piece in content.iter_chunked(MAX_READ_CHUNK):
-                self.stats.blob_bytes_read += len(piece)
-                buf += piece
-                while len(buf) >= MIN_READ_CHUNK:
-                    n = min(len(buf), MAX_READ_CHUNK)
-                    yield bytes(buf[:n])
-                    del buf[:n]
-        except _CONNECTION_ERRORS as e:
-            raise RegistryError(f"{self.host}: blob download interrupted: {type(e).__name__}") from None
+        async for piece in pieces:
+            buf += piece
+            while len(buf) >= MIN_READ_CHUNK:
+                n = min(len(buf), MAX_READ_CHUNK)
+                yield bytes(buf[:n])
+                del buf[:n]
         if buf:
             yield bytes(buf)
 
