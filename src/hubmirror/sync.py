@@ -67,6 +67,15 @@ class Destination:
     namespace: str  # repository prefix inside the store ("" for an OCI layout)
     name: str  # as the user wrote it: 127.0.0.1:5000/mirror or oci:/srv/mirror
 
+    @property
+    def prefix(self) -> str:
+        """The state's names of this destination's repositories all start with this (namespace included)."""
+        return self.key(f"{self.namespace}/" if self.namespace else "")
+
+    def repo(self, key: str) -> str:
+        """The repository inside the store for a state name made by `key`."""
+        return key[len(self.key("")) :]
+
     def key(self, repo: str) -> str:
         """The state's name for a destination repository: ``REGISTRY/NS/python`` or ``oci:PATH/python``."""
         if isinstance(self.store, OCILayoutStore):
@@ -178,11 +187,10 @@ async def build_plan(
     await check(plan, sources=sources.__getitem__, dest=dest.store, state=state, dest_key=dest.key)
 
     selected = {(dest.key(t.dest_repo), t.tag) for t in plan.targets}
-    prefix = dest.key("")
     plan.leaving = [
         r
         for r in state.tags()
-        if r.created_by_hubmirror and r.dest_repo.startswith(prefix) and (r.dest_repo, r.tag) not in selected
+        if r.created_by_hubmirror and r.dest_repo.startswith(dest.prefix) and (r.dest_repo, r.tag) not in selected
     ]
     return plan
 
@@ -368,12 +376,11 @@ async def prune(
             )
         return
     events.phase(f"pruning {len(plan.leaving)} tags that left the selection")
-    prefix = dest.key("")
     by_repo: dict[str, list[TagRecord]] = {}
     for rec in plan.leaving:
         by_repo.setdefault(rec.dest_repo, []).append(rec)
     for key, records in by_repo.items():
-        repo = key[len(prefix) :]
+        repo = dest.repo(key)
         leaving = {r.tag for r in records}
         for rec in records:
             outcome, reason = await _prune_tag(dest.store, repo, rec, leaving)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from test_sync_support import LIB_V2, NAMESPACE, Env, env_fixture, manifests_of  # noqa: F401  (env_fixture: the `env` fixture)
+from test_sync_support import LIB_V2, NAMESPACE, Env, list_tags, manifests_of
 
 from hubmirror.report import Outcome
 from hubmirror.state import State
@@ -99,3 +99,18 @@ async def test_prune_never_deletes_tags_hubmirror_did_not_create(env: Env) -> No
     assert set(kept) >= {"3.14-slim", "slim"}
     assert all("3-slim" in (kept[t] or "") for t in ("3.14-slim", "slim"))
     assert "3-slim" not in {t for i in report.by_outcome(Outcome.PRUNED) for t in i.tags}
+
+
+async def test_prune_only_touches_its_own_namespace(env: Env) -> None:
+    env.seed()
+    # A second mirror namespace on the same registry, kept in the same state file.
+    _, other = await env.sync(dest=f"{env.dest.host}/elsewhere", images=["tiny"])
+    assert other.exit_code == 0, other.to_json()
+    before = list_tags(env.dest, "elsewhere/tiny")
+    assert before
+
+    _, report = await env.sync(images=["pyish"], prune=True)
+
+    assert report.exit_code == 0, report.to_json()
+    assert report.by_outcome(Outcome.PRUNED) == [] and report.by_outcome(Outcome.KEPT) == []
+    assert list_tags(env.dest, "elsewhere/tiny") == before
