@@ -478,11 +478,13 @@ async def run_sync(
                 return plan, report
             run_id = state.begin_run(plan.commit)
             report.run_id = run_id
-            for target, reason in plan.failed:
-                report.add(
-                    Outcome.FAILED, target.canonical, dest.key(target.dest_repo), [target.tag or ""], reason=reason
-                )
+            _add_failed(plan, report, dest)
             _record_up_to_date(plan, state=state, dest=dest, report=report, run_id=run_id)
+            # Deferred work was taken first by the plan; what this run cannot do is deferred again, and
+            # entries for images that left the selection or became up to date go.
+            for d in state.deferred():
+                if d.dest_repo.startswith(dest.prefix):
+                    state.clear_deferred(d.source_ref, d.dest_repo)
             events.plan_ready(plan)
             runner = _Runner(
                 cfg, plan, state=state, dest=dest, sources=sources, report=report, run_id=run_id, events=events

@@ -121,3 +121,17 @@ async def test_quota_429_that_comes_anyway_is_deferred_work_not_a_failure_storm(
     env.hub.refill()
     _, again = await env.sync()
     assert again.exit_code == 0
+
+
+async def test_deferred_work_for_an_image_that_left_the_selection_is_forgotten(env: Env) -> None:
+    env.seed()
+    _, first = await env.sync(max_pulls=1)
+    assert first.exit_code == 2
+    with State.open(env.state_path) as state:
+        assert {d.source_ref.split(":")[0] for d in state.deferred()} >= {"docker.io/library/tiny"}
+
+    _, second = await env.sync(images=["pyish"])  # tiny is no longer selected
+
+    assert second.exit_code == 0, second.to_json()
+    with State.open(env.state_path) as state:
+        assert state.deferred() == []
