@@ -36,7 +36,7 @@ from rich.text import Text
 from .store._base import TransferStats
 
 REPORT_VERSION: Final = 1
-#: More items than this with the same outcome and reason share one row of the table.
+#: More failed, deferred or kept items than this with one reason share one row of the table.
 FOLD_AT: Final = 3
 
 
@@ -53,6 +53,7 @@ class Outcome(StrEnum):
 
 
 _DONE: Final = frozenset({Outcome.COPIED, Outcome.RETAGGED, Outcome.UP_TO_DATE})
+_FOLDABLE: Final = frozenset({Outcome.FAILED, Outcome.DEFERRED, Outcome.KEPT})
 _STYLE: Final = {
     Outcome.COPIED: "green",
     Outcome.RETAGGED: "cyan",
@@ -265,8 +266,8 @@ class SyncReport:
 
     def table(self, *, verbose: bool = False) -> Table:
         """A rich table: one row per item. Unless *verbose*, up-to-date and kept items, and more than
-        `FOLD_AT` items sharing an outcome and reason (a registry down fails every tag alike), are folded
-        into one counted row."""
+        `FOLD_AT` failed/deferred/kept items sharing a reason (a registry down fails every tag alike), are
+        folded into one counted row."""
         table = Table(title="hubmirror sync" + (" (dry run)" if self.dry_run else ""), show_lines=False)
         table.add_column("outcome", no_wrap=True)
         table.add_column("source")
@@ -281,12 +282,13 @@ class SyncReport:
         for item in sorted(self.items, key=lambda i: order.index(i.outcome)):
             key = (item.outcome, item.reason)
             quiet = item.outcome in (Outcome.UP_TO_DATE, Outcome.KEPT) and not item.reason
-            if not verbose and (quiet or (item.reason and same[key] > FOLD_AT)):
+            alike = item.outcome in _FOLDABLE and item.reason and same[key] > FOLD_AT
+            if not verbose and (quiet or alike):
                 folded[key] = folded.get(key, 0) + 1
                 continue
             table.add_row(
                 Text(item.outcome.value.replace("_", " "), style=_STYLE[item.outcome]),
-                item.source if verbose else _display(item.source),
+                item.source if verbose else _display(_repository(item.source) if item.tags else item.source),
                 _tags_text(item.tags),
                 _short(item.digest or item.previous_digest),
                 str(item.pulls) if item.pulls else "",
@@ -336,10 +338,13 @@ def _repository(ref: str) -> str:
 
 
 def _short(digest: str | None) -> str:
+    """The first 12 hex digits, as ``docker images`` shows IDs (sha256 is implied)."""
     if not digest:
         return ""
     algo, _, hexpart = digest.partition(":")
-    return f"{algo}:{hexpart[:12]}" if hexpart else digest
+    if not hexpart:
+        return digest
+    return hexpart[:12] if algo == "sha256" else f"{algo}:{hexpart[:12]}"
 
 
 def _duration(seconds: float) -> str:
