@@ -389,12 +389,11 @@ class RegistryClient:
 
     # -- manifests ---------------------------------------------------------------------------------
 
-    async def head_manifest(self, repo: str, ref: str) -> Descriptor | None:
-        """Digest, media type and size of *ref*; None if absent. Falls back to GET without a digest header."""
+    async def _manifest_request(self, method: str, repo: str, ref: str, what: str) -> aiohttp.ClientResponse:
+        """HEAD or GET a manifest with every modern type in Accept; note the quota headers it carries."""
         await self._ensure_ready()
-        what = f"HEAD manifest {repo}:{ref}"
         resp = await self._send(
-            "HEAD",
+            method,
             self._url(repo, "manifests", ref),
             scopes=self._pull(repo),
             what=what,
@@ -402,6 +401,12 @@ class RegistryClient:
             headers={"Accept": ACCEPT},
         )
         self._note_ratelimit(resp.headers)
+        return resp
+
+    async def head_manifest(self, repo: str, ref: str) -> Descriptor | None:
+        """Digest, media type and size of *ref*; None if absent. Falls back to GET without a digest header."""
+        what = f"HEAD manifest {repo}:{ref}"
+        resp = await self._manifest_request("HEAD", repo, ref, what)
         if resp.status == 404:
             resp.release()
             return None
@@ -422,17 +427,8 @@ class RegistryClient:
 
     async def get_manifest(self, repo: str, ref: str) -> Manifest:
         """The exact bytes of *ref*, verified against the requested digest or ``Docker-Content-Digest``."""
-        await self._ensure_ready()
         what = f"GET manifest {repo}:{ref}" if not is_digest(ref) else f"GET manifest {repo}@{ref}"
-        resp = await self._send(
-            "GET",
-            self._url(repo, "manifests", ref),
-            scopes=self._pull(repo),
-            what=what,
-            repository=repo,
-            headers={"Accept": ACCEPT},
-        )
-        self._note_ratelimit(resp.headers)
+        resp = await self._manifest_request("GET", repo, ref, what)
         if resp.status != 200:
             raise await self._fail(resp, what, repo)
         try:
