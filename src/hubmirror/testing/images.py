@@ -116,14 +116,10 @@ class Blob:
         return d
 
 
-@dataclass(frozen=True)
-class Image:
-    """A single-platform image manifest with its config and layers."""
+class _Pushed:
+    """What `Image` and `Index` share: a manifest, named by its digest."""
 
     manifest: Manifest
-    config: Blob
-    layers: tuple[Blob, ...]
-    platform: Platform
 
     @property
     def digest(self) -> str:
@@ -136,6 +132,16 @@ class Image:
     @property
     def media_type(self) -> str:
         return self.manifest.media_type
+
+
+@dataclass(frozen=True)
+class Image(_Pushed):
+    """A single-platform image manifest with its config and layers."""
+
+    manifest: Manifest
+    config: Blob
+    layers: tuple[Blob, ...]
+    platform: Platform
 
     @property
     def blobs(self) -> tuple[Blob, ...]:
@@ -149,24 +155,12 @@ class Image:
 
 
 @dataclass(frozen=True)
-class Index:
+class Index(_Pushed):
     """An OCI index or Docker manifest list with its platform images and attestation manifests."""
 
     manifest: Manifest
     images: tuple[Image, ...]
     attestations: tuple[Image, ...] = ()
-
-    @property
-    def digest(self) -> str:
-        return self.manifest.digest
-
-    @property
-    def size(self) -> int:
-        return self.manifest.size
-
-    @property
-    def media_type(self) -> str:
-        return self.manifest.media_type
 
     @property
     def children(self) -> tuple[Image, ...]:
