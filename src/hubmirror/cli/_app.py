@@ -25,3 +25,8 @@ out = Console(highlight=False, soft_wrap=True)
 def version() -> None:
     """Print hubmirror's version."""
     out.print(__version__)
+
+
+def say(text: str) -> None:
+    """Print *text* to stderr as it is: no rich markup or highlighting (it may hold [brackets] or paths)."""
+    console.print(text, markup=False, highlight=False, soft_wrap=True)

@@ -16,7 +16,7 @@ from .._errors import HubmirrorError
 from ..copy import BlobHow, CopyEvents, CopyResult, copy_location
 from ..media import Descriptor
 from ..platform import Platform
-from ._app import app, console, out
+from ._app import app, console, out, say
 
 
 class _ProgressEvents(CopyEvents):
@@ -47,36 +47,26 @@ class _ProgressEvents(CopyEvents):
 
 def _summary(res: CopyResult, src: str, dst: str) -> None:
     if res.skipped is not None:
-        console.print(f"nothing copied: {res.skipped}", markup=False, highlight=False, soft_wrap=True)
+        say(f"nothing copied: {res.skipped}")
         return
     state = "already up to date" if res.up_to_date else "copied"
-    console.print(f"{src} → {dst}: {state}, {res.digest}", markup=False, highlight=False, soft_wrap=True)
+    say(f"{src} → {dst}: {state}, {res.digest}")
     if res.tags:
-        console.print(f"  tags: {', '.join(res.tags)} ({len(res.tags_written)} written)", markup=False)
-    console.print(
+        say(f"  tags: {', '.join(res.tags)} ({len(res.tags_written)} written)")
+    say(
         f"  blobs: {res.blobs_copied} copied, {res.blobs_skipped} skipped, {res.blobs_mounted} mounted, "
         f"{decimal(res.bytes_copied)}; manifests: {res.manifests_copied} copied, {res.manifests_skipped} skipped; "
-        f"source: {res.source_manifest_gets} manifest GETs, {res.source_manifest_heads} HEADs",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
+        f"source: {res.source_manifest_gets} manifest GETs, {res.source_manifest_heads} HEADs"
     )
     if res.filtered:
-        console.print(
+        say(
             f"  note: --platform filtering changed the digest: upstream {res.source_digest}, "
-            f"mirror {res.digest} (@sha256 pins of the upstream image will not resolve here)",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
+            f"mirror {res.digest} (@sha256 pins of the upstream image will not resolve here)"
         )
     if res.foreign_layers:
-        console.print(
-            f"  {len(res.foreign_layers)} foreign layer(s) not copied (clients fetch them from their URLs):",
-            markup=False,
-            soft_wrap=True,
-        )
+        say(f"  {len(res.foreign_layers)} foreign layer(s) not copied (clients fetch them from their URLs):")
         for digest in res.foreign_layers:
-            console.print(f"    {digest}", markup=False, highlight=False, soft_wrap=True)
+            say(f"    {digest}")
 
 
 @app.command("copy")
@@ -109,7 +99,7 @@ def copy_command(
     try:
         platforms = [Platform.parse(p) for p in platform or []] or None
     except HubmirrorError as e:
-        console.print(f"error: {e}", markup=False, highlight=False, soft_wrap=True)
+        say(f"error: {e}")
         raise typer.Exit(2) from None
     progress = Progress(
         TextColumn("{task.description}"),
@@ -135,18 +125,14 @@ def copy_command(
                 )
             )
     except HubmirrorError as e:
-        console.print(f"error: copy {src} → {dst} failed: {e}", markup=False, highlight=False, soft_wrap=True)
-        console.print(
-            "no destination tag was changed by the failed copy", markup=False, highlight=False, soft_wrap=True
-        )
+        say(f"error: copy {src} → {dst} failed: {e}")
+        say("no destination tag was changed by the failed copy")
         raise typer.Exit(1) from None
     except (TimeoutError, aiohttp.ClientError, OSError) as e:
-        console.print(
-            f"error: copy {src} → {dst} failed: {type(e).__name__}: {e}", markup=False, highlight=False, soft_wrap=True
-        )
+        say(f"error: copy {src} → {dst} failed: {type(e).__name__}: {e}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
-        console.print("interrupted: no destination tag was changed", markup=False)
+        say("interrupted: no destination tag was changed")
         raise typer.Exit(130) from None
     if json_output:
         doc = {"source": src, "destination": dst, **res.as_dict()}
