@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from .. import __version__
 
@@ -30,3 +31,8 @@ def version() -> None:
 def say(text: str) -> None:
     """Print *text* to stderr as it is: no rich markup or highlighting (it may hold [brackets] or paths)."""
     console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
+def fail(message: object, prefix: str = "error:") -> None:
+    """Print an error to stderr; *message* is shown as it is (brackets in it are not rich markup)."""
+    console.print(Text.assemble((prefix, "red"), " ", str(message)), highlight=False, soft_wrap=True)

@@ -16,7 +16,7 @@ from .._errors import HubmirrorError
 from ..copy import BlobHow, CopyEvents, CopyResult, copy_location
 from ..media import Descriptor
 from ..platform import Platform
-from ._app import app, console, out, say
+from ._app import app, console, fail, out, say
 
 
 class _ProgressEvents(CopyEvents):
@@ -99,7 +99,7 @@ def copy_command(
     try:
         platforms = [Platform.parse(p) for p in platform or []] or None
     except HubmirrorError as e:
-        say(f"error: {e}")
+        fail(e)
         raise typer.Exit(2) from None
     progress = Progress(
         TextColumn("{task.description}"),
@@ -125,11 +125,11 @@ def copy_command(
                 )
             )
     except HubmirrorError as e:
-        say(f"error: copy {src} → {dst} failed: {e}")
+        fail(f"copy {src} → {dst} failed: {e}")
         say("no destination tag was changed by the failed copy")
         raise typer.Exit(1) from None
     except (TimeoutError, aiohttp.ClientError, OSError) as e:
-        say(f"error: copy {src} → {dst} failed: {type(e).__name__}: {e}")
+        fail(f"copy {src} → {dst} failed: {type(e).__name__}: {e}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         say("interrupted: no destination tag was changed")

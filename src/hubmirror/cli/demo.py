@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .._errors import HubmirrorError
-from ._app import app, console
+from ._app import app, console, fail
 
 
 @app.command()
@@ -22,6 +22,6 @@ def demo(
     try:
         code = run_demo(console, workdir, keep=keep)
     except HubmirrorError as e:
-        console.print(f"[red]error:[/] {e}")
+        fail(e)
         raise typer.Exit(1) from None
     raise typer.Exit(code)

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from .._errors import HubmirrorError
 from ..library import DEFAULT_SOURCE, LibraryFilter, LibrarySource, diff_library, load_library
-from ._app import app, console, out
+from ._app import app, console, fail, out
 
 library_app = typer.Typer(help="Inspect the official-images library: stats, tag groups, diffs.", no_args_is_help=True)
 app.add_typer(library_app, name="library")
@@ -35,7 +35,7 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
     try:
         return asyncio.run(coro)
     except HubmirrorError as err:
-        console.print(f"[red]error:[/red] {escape(str(err))}", highlight=False, soft_wrap=True)
+        fail(err)
         raise typer.Exit(1) from None
 
 

@@ -15,7 +15,7 @@ from .._errors import HubmirrorError
 from ..reference import api_host, normalize_registry
 from ..registry.client import RegistryClient
 from ..registry.credentials import Credentials, store_login
-from ._app import app, console, out
+from ._app import app, console, fail, out, say
 
 
 async def _verify(registry: str, credentials: Credentials, insecure: bool | None) -> None:
@@ -61,9 +61,9 @@ def login(
         asyncio.run(_verify(reg, Credentials(username, password), True if insecure else None))
         path = store_login(reg, username, password, authfile)
     except HubmirrorError as e:
-        console.print(f"[red]login to {reg} failed:[/] {e}")
+        fail(e, prefix=f"login to {reg} failed:")
         raise typer.Exit(1) from None
     if as_json:
         out.print(json.dumps({"registry": reg, "host": api_host(reg), "username": username, "authfile": str(path)}))
     else:
-        console.print(f"Login Succeeded: {username} at {reg}; credentials stored in {path}")
+        say(f"Login Succeeded: {username} at {reg}; credentials stored in {path}")

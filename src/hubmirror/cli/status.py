@@ -12,7 +12,7 @@ from rich.table import Table
 from .._errors import HubmirrorError
 from ..config import default_state_path, load_config
 from ..state import State
-from ._app import app, console, out
+from ._app import app, console, fail, out, say
 
 
 @app.command()
@@ -26,12 +26,12 @@ def status(
     try:
         path = state or (load_config(config).state if config else default_state_path())
         if not path.exists():
-            console.print(f"no state at {path}: no sync has run with it yet")
+            say(f"no state at {path}: no sync has run with it yet")
             raise typer.Exit(1)
         with State.open(path) as st:
             info = st.overview(runs)
     except HubmirrorError as e:
-        console.print(f"[red]error:[/] {e}")
+        fail(e)
         raise typer.Exit(1) from None
     if json_out:
         out.print(json.dumps(info, indent=2), markup=False)

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from .._errors import HubmirrorError
 from ..budget import allowance
@@ -19,7 +20,7 @@ from ..plan import Plan, WorkItem
 from ..report import Outcome, SyncReport
 from ..schedule import run_on_schedule
 from ..sync import SyncEvents, run_sync
-from ._app import app, console, out
+from ._app import app, console, fail, out
 
 
 class RichEvents(SyncEvents):
@@ -31,7 +32,7 @@ class RichEvents(SyncEvents):
         self.tasks: dict[int, TaskID] = {}
 
     def phase(self, text: str) -> None:
-        console.print(f"[dim]{text}[/]")
+        console.print(Text(text, style="dim"))
 
     def plan_ready(self, plan: Plan) -> None:
         console.print(
@@ -175,7 +176,7 @@ def sync(
         base = load_config(config) if config is not None else SyncConfig()
         cfg = base.merge(cli)
     except HubmirrorError as e:
-        console.print(f"[red]error:[/] {e}")
+        fail(e)
         raise typer.Exit(1) from None
     if daemon:
         raise typer.Exit(run_daemon(cfg, cache_dir=cache_dir, json_out=json_out, verbose=verbose))
@@ -198,7 +199,7 @@ def run_once(
             plan, rep = asyncio.run(run_sync(cfg, events=RichEvents(progress), cache_dir=cache_dir))
         except HubmirrorError as e:
             progress.stop()
-            console.print(f"[red]error:[/] {e}")
+            fail(e)
             return 1
     if cfg.dry_run:
         render_plan(plan, rep, cfg)
