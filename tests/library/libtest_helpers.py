@@ -6,7 +6,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from hubmirror.testing.official import make_library_repo
+from hubmirror.testing.official import git, make_library_repo
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -16,18 +16,6 @@ def bundle_path() -> Path | None:
     env = os.environ.get("HUBMIRROR_LIBRARY_BUNDLE")
     path = Path(env) if env else REPO_ROOT.parent / "shared" / "data" / "official-images-library.bundle"
     return path if path.is_file() else None
-
-
-def git(cwd: Path, *args: str) -> str:
-    env = {
-        **os.environ,
-        "GIT_AUTHOR_NAME": "t",
-        "GIT_AUTHOR_EMAIL": "t@example.com",
-        "GIT_COMMITTER_NAME": "t",
-        "GIT_COMMITTER_EMAIL": "t@example.com",
-        "GIT_CONFIG_GLOBAL": os.devnull,
-    }
-    return subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True).stdout.strip()
 
 
 class LibRepo:

@@ -653,23 +653,36 @@ class RegistryClient:
         what = f"upload blob {repo}@{digest}"
         _, location = await self._start_upload(repo, what)
         try:
-            resp = await self._send(
-                "PUT",
-                with_query(location, digest=digest),
-                scopes=self._push(repo),
-                what=what,
-                repository=repo,
+            await self._close_upload(
+                location,
+                repo,
+                digest,
+                what,
                 headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
                 data=self._counted(chunks) if size else b"",
-                replayable=False,
             )
-            if resp.status not in (201, 204):
-                raise await self._fail(resp, what, repo)
-            resp.release()
         except BaseException:
             await self._abort_upload(location, repo)
             raise
         self.stats.blob_uploads += 1
+
+    async def _close_upload(
+        self, location: str, repo: str, digest: str, what: str, *, headers: Mapping[str, str], data: Any
+    ) -> None:
+        """The upload's closing ``PUT <Location>&digest=…`` (with the body, or the last bytes, in *data*)."""
+        resp = await self._send(
+            "PUT",
+            with_query(location, digest=digest),
+            scopes=self._push(repo),
+            what=what,
+            repository=repo,
+            headers=headers,
+            data=data,
+            replayable=False,
+        )
+        if resp.status not in (201, 204):
+            raise await self._fail(resp, what, repo)
+        resp.release()
 
     async def push_blob_chunked(
         self, repo: str, digest: str, chunks: AsyncIterable[bytes], chunk_size: int | None = None
@@ -721,19 +734,7 @@ class RegistryClient:
                     del buf[:size]
             if buf:
                 await patch(bytes(buf))
-            r = await self._send(
-                "PUT",
-                with_query(location, digest=digest),
-                scopes=self._push(repo),
-                what=what,
-                repository=repo,
-                headers={"Content-Length": "0"},
-                data=b"",
-                replayable=False,
-            )
-            if r.status not in (201, 204):
-                raise await self._fail(r, what, repo)
-            r.release()
+            await self._close_upload(location, repo, digest, what, headers={"Content-Length": "0"}, data=b"")
         except BaseException:
             await self._abort_upload(location, repo)
             raise

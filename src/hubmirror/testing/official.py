@@ -8,6 +8,7 @@ Hub's deploy scripts build it. Repositories share base layers, as real official 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -31,7 +32,7 @@ def make_library_repo(
     lib = path / "library"
     if not (path / ".git").exists():
         path.mkdir(parents=True, exist_ok=True)
-        _git(path, "init", "-q", "-b", branch)
+        git(path, "init", "-q", "-b", branch)
     lib.mkdir(parents=True, exist_ok=True)
     for name, text in files.items():
         f = lib / name
@@ -39,20 +40,23 @@ def make_library_repo(
             f.write_text(text)
         elif f.exists():
             f.unlink()
-    _git(path, "add", "-A", "library")
-    _git(path, "commit", "-q", "--allow-empty", "-m", message)
-    return _git(path, "rev-parse", "HEAD").strip()
+    git(path, "add", "-A", "library")
+    git(path, "commit", "-q", "--allow-empty", "-m", message)
+    return git(path, "rev-parse", "HEAD")
 
 
-def _git(path: Path, *args: str) -> str:
+def git(path: Path, *args: str) -> str:
+    """Run git in *path* with a fixed identity and no user config; returns stdout, stripped."""
     env = {
+        **os.environ,
         "GIT_AUTHOR_NAME": "hubmirror",
         "GIT_AUTHOR_EMAIL": "hubmirror@example.invalid",
         "GIT_COMMITTER_NAME": "hubmirror",
         "GIT_COMMITTER_EMAIL": "hubmirror@example.invalid",
-        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "GIT_CONFIG_GLOBAL": os.devnull,
     }
-    return subprocess.run(["git", *args], cwd=path, env=env, check=True, capture_output=True, text=True).stdout
+    run = subprocess.run(["git", *args], cwd=path, env=env, check=True, capture_output=True, text=True)
+    return run.stdout.strip()
 
 
 def combine(indexes: Iterable[img.Index]) -> img.Index:
