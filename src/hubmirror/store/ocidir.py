@@ -298,7 +298,7 @@ class OCILayoutStore:
         await asyncio.to_thread(self._ensure_layout, self.layout(repo))
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         tmp = _tmp_beside(path)
-        f = await asyncio.to_thread(tmp.open, "wb")
+        f = tmp.open("wb")  # not in a thread: a cancelled await there would leave the file behind
         h = hasher(desc.digest)
         total = 0
         try:
