@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +58,28 @@ class SyncEvents(CopyEvents):
 
     def item_done(self, item: WorkItem, outcome: Outcome) -> None:
         """A work item ended with *outcome*."""
+
+
+class RunControl:
+    """Stops a run gracefully from outside (the server on SIGTERM): items in flight finish and are
+    recorded; copies not yet started are deferred (the next run takes them first)."""
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+        self._listeners: list[Callable[[str], None]] = []
+
+    def stop(self, reason: str) -> None:
+        """Ask the run to stop after the items in flight; *reason* is what deferred items say."""
+        if self.reason is None:
+            self.reason = reason
+            for listener in self._listeners:
+                listener(reason)
+
+    def on_stop(self, listener: Callable[[str], None]) -> None:
+        """Call *listener* with the reason when `stop` is called (at once if it already was)."""
+        self._listeners.append(listener)
+        if self.reason is not None:
+            listener(self.reason)
 
 
 @dataclass
@@ -221,6 +244,7 @@ class _Runner:
         report: SyncReport,
         run_id: int,
         events: SyncEvents,
+        control: RunControl | None = None,
     ) -> None:
         self.cfg, self.plan, self.state, self.dest = cfg, plan, state, dest
         self.sources, self.report, self.run_id, self.events = sources, report, run_id, events
@@ -234,6 +258,12 @@ class _Runner:
             probe=self._probe,
         )
         self._copiers: dict[str, Copier] = {}
+        if control is not None:
+            control.on_stop(self._stop)
+
+    def _stop(self, reason: str) -> None:
+        """No new copy starts (they are deferred with *reason*); pulls set aside for items in flight stay."""
+        self.budget.stopped = self.budget.stopped or reason
 
     def _ratelimit(self) -> RateLimit | None:
         return self.hub.ratelimit
@@ -453,11 +483,16 @@ def _record_up_to_date(plan: Plan, *, state: State, dest: Destination, report: S
 
 
 async def run_sync(
-    cfg: SyncConfig, *, events: SyncEvents | None = None, cache_dir: Path | None = None
+    cfg: SyncConfig,
+    *,
+    events: SyncEvents | None = None,
+    cache_dir: Path | None = None,
+    control: RunControl | None = None,
 ) -> tuple[Plan, SyncReport]:
     """Run one sync as *cfg* says; returns the plan and the report (``report.exit_code`` for the shell).
 
     With ``cfg.dry_run`` only the plan is made: no pulls, no writes to the destination or the state.
+    *control* lets the caller stop the run gracefully (`RunControl.stop`).
     """
     events = events or SyncEvents()
     dest = open_destination(cfg)
@@ -487,7 +522,15 @@ async def run_sync(
                     state.clear_deferred(d.source_ref, d.dest_repo)
             events.plan_ready(plan)
             runner = _Runner(
-                cfg, plan, state=state, dest=dest, sources=sources, report=report, run_id=run_id, events=events
+                cfg,
+                plan,
+                state=state,
+                dest=dest,
+                sources=sources,
+                report=report,
+                run_id=run_id,
+                events=events,
+                control=control,
             )
             await runner.run()
             await prune(plan, state=state, dest=dest, report=report, enabled=cfg.prune, events=events)
@@ -540,4 +583,4 @@ def _plan_report(plan: Plan, report: SyncReport, dest: Destination) -> None:
         )
 
 
-__all__ = ["Destination", "SyncEvents", "build_plan", "open_destination", "prune", "run_sync"]
+__all__ = ["Destination", "RunControl", "SyncEvents", "build_plan", "open_destination", "prune", "run_sync"]

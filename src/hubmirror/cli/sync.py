@@ -1,8 +1,7 @@
-"""``hubmirror sync``: flags and config file → `hubmirror.sync.run_sync`, with rich progress and a summary."""
+"""``hubmirror sync``: flags and config file → `hubmirror.service.SyncService`, with rich progress and a summary."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime
 from pathlib import Path
@@ -15,11 +14,10 @@ from rich.text import Text
 from .._errors import HubmirrorError
 from ..budget import allowance
 from ..config import SyncConfig, load_config
-from ..metrics import SyncMetrics
 from ..plan import Plan, WorkItem
 from ..report import Outcome, SyncReport
-from ..schedule import run_on_schedule
-from ..sync import SyncEvents, run_sync
+from ..service import SyncService
+from ..sync import SyncEvents
 from ._app import app, console, fail, out
 
 
@@ -183,10 +181,12 @@ def sync(
     raise typer.Exit(run_once(cfg, cache_dir=cache_dir, json_out=json_out, verbose=verbose))
 
 
-def run_once(
-    cfg: SyncConfig, *, cache_dir: Path | None, json_out: bool, verbose: bool, metrics: SyncMetrics | None = None
-) -> int:
+def run_once(cfg: SyncConfig, *, cache_dir: Path | None, json_out: bool, verbose: bool) -> int:
     """One sync with progress and a summary; returns the exit code."""
+    return _run_rendered(SyncService(cache_dir=cache_dir), cfg, json_out=json_out, verbose=verbose)
+
+
+def _run_rendered(service: SyncService, cfg: SyncConfig, *, json_out: bool, verbose: bool) -> int:
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -195,45 +195,34 @@ def run_once(
         console=console,
         transient=True,
     ) as progress:
-        try:
-            plan, rep = asyncio.run(run_sync(cfg, events=RichEvents(progress), cache_dir=cache_dir))
-        except HubmirrorError as e:
+        result = service.run_once(cfg, events=RichEvents(progress))
+        if result.error is not None:
             progress.stop()
-            fail(e)
-            return 1
+    if result.error is not None or result.report is None or result.plan is None:
+        fail(result.error)
+        return 1
     if cfg.dry_run:
-        render_plan(plan, rep, cfg)
+        render_plan(result.plan, result.report, cfg)
     else:
-        rep.render(console, verbose=verbose)
-    if cfg.report is not None:
-        cfg.report.parent.mkdir(parents=True, exist_ok=True)
-        cfg.report.write_text(rep.to_json())
+        result.report.render(console, verbose=verbose)
     if json_out:
-        out.print(rep.to_json(), markup=False)
-    if not cfg.dry_run and (metrics is not None or cfg.metrics_file is not None):
-        metrics = metrics or SyncMetrics()
-        metrics.observe(rep)
-        if cfg.metrics_file is not None:
-            metrics.write(cfg.metrics_file)
-    return 0 if cfg.dry_run and rep.exit_code != 1 else rep.exit_code
+        out.print(result.report.to_json(), markup=False)
+    return result.exit_code
 
 
 def run_daemon(cfg: SyncConfig, *, cache_dir: Path | None, json_out: bool, verbose: bool) -> int:
     """`run_once` at every time of the config's ``schedule``, until interrupted."""
-    if not cfg.schedule:
-        console.print("[red]error:[/] --daemon needs a schedule in the config file (e.g. schedule: '17 */6 * * *')")
-        return 1
-
-    metrics = SyncMetrics()
-    if cfg.metrics_port is not None:
-        metrics.serve(cfg.metrics_port, cfg.metrics_addr)
-        console.print(f"metrics at http://{cfg.metrics_addr}:{cfg.metrics_port}/metrics")
+    service = SyncService(cache_dir=cache_dir)
 
     def told(code: int, nxt: datetime) -> None:
         console.print(f"exit code {code}; next run at {nxt:%Y-%m-%d %H:%M}")
 
-    return run_on_schedule(
-        cfg.schedule,
-        lambda: run_once(cfg, cache_dir=cache_dir, json_out=json_out, verbose=verbose, metrics=metrics),
-        on_wait=told,
-    )
+    try:
+        if cfg.metrics_port is not None and cfg.schedule:
+            console.print(f"metrics at http://{cfg.metrics_addr}:{cfg.metrics_port}/metrics")
+        return service.run_scheduled(
+            cfg, lambda: _run_rendered(service, cfg, json_out=json_out, verbose=verbose), on_wait=told
+        )
+    except HubmirrorError as e:
+        fail(e)
+        return 1

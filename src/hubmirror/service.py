@@ -1,0 +1,97 @@
+"""The service layer shared by ``hubmirror sync``, ``sync --daemon`` and ``hubmirror serve``.
+
+`SyncService` runs one sync (`run` in a running event loop, `run_once` with its own ``asyncio.run``),
+writes the report file and the Prometheus metrics after it, and turns a `HubmirrorError` that stops a
+run before it starts (an unreachable library, a bad destination) into a `RunResult` with one message.
+`run_scheduled` is the daemon loop. Rendering is left to the callers (the CLI draws with rich, the
+server keeps the results for its status page).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from ._errors import ConfigError, HubmirrorError
+from .config import SyncConfig
+from .metrics import SyncMetrics
+from .plan import Plan
+from .report import SyncReport
+from .schedule import run_on_schedule
+from .sync import RunControl, SyncEvents, run_sync
+
+
+@dataclass
+class RunResult:
+    """What one run gave: the plan and report, or the error that stopped it before it could start."""
+
+    plan: Plan | None = None
+    report: SyncReport | None = None
+    error: str | None = None
+    dry_run: bool = False
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's exit code: the report's (a dry run that found no failure is 0); 1 after an error."""
+        if self.report is None:
+            return 1
+        code = self.report.exit_code
+        return 0 if self.dry_run and code != 1 else code
+
+
+class SyncService:
+    """Runs syncs for a CLI invocation, a daemon or a server; keeps one `SyncMetrics` across its runs."""
+
+    def __init__(self, *, cache_dir: Path | None = None, metrics: SyncMetrics | None = None) -> None:
+        self.cache_dir = cache_dir
+        self.metrics = metrics or SyncMetrics()
+
+    async def run(
+        self, cfg: SyncConfig, *, events: SyncEvents | None = None, control: RunControl | None = None
+    ) -> RunResult:
+        """One sync in the running event loop; the report file and metrics are written after it."""
+        result = RunResult(dry_run=cfg.dry_run)
+        try:
+            result.plan, result.report = await run_sync(cfg, events=events, cache_dir=self.cache_dir, control=control)
+        except HubmirrorError as e:
+            result.error = str(e)
+            return result
+        self._record(cfg, result.report)
+        return result
+
+    def run_once(
+        self, cfg: SyncConfig, *, events: SyncEvents | None = None, control: RunControl | None = None
+    ) -> RunResult:
+        """`run` in its own event loop (one ``asyncio.run`` per run)."""
+        return asyncio.run(self.run(cfg, events=events, control=control))
+
+    def run_scheduled(
+        self,
+        cfg: SyncConfig,
+        job: Callable[[], int],
+        *,
+        on_wait: Callable[[int, datetime], None] | None = None,
+    ) -> int:
+        """Call *job* (one run, returning its exit code) now and at each time of ``cfg.schedule``, serving
+        ``/metrics`` on ``metrics_port`` meanwhile; returns 0 when interrupted."""
+        if not cfg.schedule:
+            raise ConfigError("--daemon needs a schedule in the config file (e.g. schedule: '17 */6 * * *')")
+        if cfg.metrics_port is not None:
+            self.metrics.serve(cfg.metrics_port, cfg.metrics_addr)
+        return run_on_schedule(cfg.schedule, job, on_wait=on_wait)
+
+    def _record(self, cfg: SyncConfig, report: SyncReport) -> None:
+        if cfg.report is not None:
+            cfg.report.parent.mkdir(parents=True, exist_ok=True)
+            cfg.report.write_text(report.to_json())
+        if not cfg.dry_run:
+            self.metrics.observe(report)
+            if cfg.metrics_file is not None:
+                self.metrics.write(cfg.metrics_file)
+
+
+__all__ = ["RunResult", "SyncService"]
