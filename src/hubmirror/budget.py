@@ -39,7 +39,8 @@ def allowance(remaining: int | None, *, reserve: int, max_pulls: int | None) -> 
 
 
 class PullBudget:
-    """Grants source manifest GETs until the budget is spent. Implements `hubmirror.copy.PullBudget`.
+    """Grants source manifest GETs until the budget is spent: the `hubmirror.store.PullGate` of the
+    Docker Hub source store, whose client asks it before every manifest GET it sends.
 
     *ratelimit* returns the quota as last reported by the source (None: not limited). *probe* re-reads it
     with a free HEAD; it is used while waiting for the window to refill.
@@ -62,7 +63,7 @@ class PullBudget:
         self.reserve = reserve
         self.wait = wait
         self.max_wait = max_wait
-        self._probe = probe
+        self.probe = probe
         self._poll = poll_interval
         self._sleep = sleep
         self._lock = asyncio.Lock()
@@ -105,7 +106,7 @@ class PullBudget:
                 if quota is None or quota >= n:
                     self.granted += n
                     return
-                if not (self.wait and self._probe is not None) or not await self._wait_refill(n):
+                if not (self.wait and self.probe is not None) or not await self._wait_refill(n):
                     rl = self._ratelimit()
                     left = rl.remaining if rl else 0
                     self.stopped = f"pull quota: {left} left, keeping a reserve of {self.reserve}"
@@ -140,14 +141,14 @@ class PullBudget:
 
     async def _wait_refill(self, n: int) -> bool:
         """Poll the quota with free HEADs until *n* pulls are available; False once `max_wait` is slept."""
-        assert self._probe is not None
+        assert self.probe is not None
         waited = 0.0
         while waited < self.max_wait:
             delay = min(self._poll, self.max_wait - waited)
             await self._sleep(delay)
             waited += delay
             self.waited += delay
-            await self._probe()
+            await self.probe()
             rl = self._ratelimit()
             if rl is None or rl.remaining - self.reserve >= n:
                 # A new window: recount the allowance from this observation.

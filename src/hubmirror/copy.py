@@ -13,7 +13,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Protocol, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiohttp
 
@@ -46,14 +46,6 @@ PLATFORMS_ANNOTATION = "io.hubmirror.platforms"
 #: Attempts per blob transfer (a fresh source stream each time) and per source manifest GET.
 BLOB_ATTEMPTS = 4
 MANIFEST_ATTEMPTS = 3
-
-
-class PullBudget(Protocol):
-    """Permission to spend source manifest GETs (Docker Hub pulls)."""
-
-    async def acquire(self, n: int = 1) -> None:
-        """Take *n* pulls, or raise `BudgetExhausted`."""
-        ...
 
 
 class CopyEvents:
@@ -120,7 +112,6 @@ class Copier:
         *,
         concurrency: int = 8,
         platforms: Sequence[Platform] | None = None,
-        budget: PullBudget | None = None,
         events: CopyEvents | None = None,
     ) -> None:
         if concurrency < 1:
@@ -128,7 +119,6 @@ class Copier:
         self.src = src
         self.dst = dst
         self.platforms = list(platforms) if platforms else None
-        self.budget = budget
         self.events = events or CopyEvents()
         self._blob_sem = asyncio.Semaphore(concurrency)
         self._manifest_sem = asyncio.Semaphore(concurrency)
@@ -291,8 +281,24 @@ class Copier:
             return index
         children = top.children
         ctx.result.platforms = [str(c.platform) for c in children if c.platform and not c.is_attestation]
-        await _gather(self._copy_child(ctx, c) for c in children)
+        await self._copy_children(ctx, children)
         return top
+
+    async def _copy_children(self, ctx: _Ctx, children: Sequence[Descriptor]) -> None:
+        """Copy *children* concurrently. One that cannot have its pull (budget spent, quota 429) does not
+        cancel the others: every child already fetched is still pushed by digest, so no GET is wasted
+        and the next run goes on from there. Then the budget error is raised."""
+        stopped: list[BudgetExhausted | QuotaExceeded] = []
+
+        async def one(desc: Descriptor) -> None:
+            try:
+                await self._copy_child(ctx, desc)
+            except (BudgetExhausted, QuotaExceeded) as e:
+                stopped.append(e)
+
+        await _gather(one(c) for c in children)
+        if stopped:
+            raise stopped[0]
 
     def _filter(self, ctx: _Ctx, index: Manifest) -> Manifest:
         """*index* itself when every child is selected, else a new index with the selected ones."""
@@ -349,7 +355,7 @@ class Copier:
             return
         child = await self._get_source(ctx, desc.digest)
         if child.is_index:
-            await _gather(self._copy_child(ctx, c) for c in child.children)
+            await self._copy_children(ctx, child.children)
         else:
             await self._copy_image(ctx, child)
         await self.dst.put_manifest(ctx.dst_repo, child.digest, child)
@@ -357,10 +363,9 @@ class Copier:
         self.events.manifest_done(desc, "copied")
 
     async def _get_source(self, ctx: _Ctx, ref: str) -> Manifest:
-        """GET a source manifest (a pull): budget first, transient errors retried, type checked."""
+        """GET a source manifest (a pull; the source store's `PullGate` is asked for it), transient errors
+        retried, type checked."""
         for attempt in range(1, MANIFEST_ATTEMPTS + 1):
-            if self.budget is not None:
-                await self.budget.acquire(1)
             ctx.result.source_manifest_gets += 1
             try:
                 async with self._manifest_sem:
@@ -570,4 +575,4 @@ def _first(eg: BaseExceptionGroup[BaseException]) -> BaseException:
     return eg.exceptions[0]
 
 
-__all__ = ["BlobHow", "Copier", "CopyEvents", "CopyResult", "ManifestHow", "PullBudget", "copy_location"]
+__all__ = ["BlobHow", "Copier", "CopyEvents", "CopyResult", "ManifestHow", "copy_location"]

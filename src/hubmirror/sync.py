@@ -37,7 +37,7 @@ from .reference import normalize_registry
 from .registry.ratelimit import RateLimit
 from .report import Outcome, SyncReport
 from .state import State, TagRecord
-from .store import Store, TransferStats
+from .store import PullGate, Store, TransferStats
 from .store.ocidir import OCILayoutStore
 from .store.registry import RegistryStore
 
@@ -117,26 +117,48 @@ def open_destination(cfg: SyncConfig) -> Destination:
     return Destination(_registry_store(cfg, host), namespace.strip("/"), cfg.dest.rstrip("/"))
 
 
-def _registry_store(cfg: SyncConfig, host: str) -> RegistryStore:
+def _registry_store(cfg: SyncConfig, host: str, *, pull_gate: PullGate | None = None) -> RegistryStore:
     host = normalize_registry(host)
     insecure = {normalize_registry(h) for h in cfg.insecure}
     return RegistryStore(
         host,
         credentials=cfg.resolve_credentials(host),
         insecure=True if host in insecure else None,
+        pull_gate=pull_gate,
     )
 
 
 class _Sources:
-    """One store per source registry, opened on first use."""
+    """One store per source registry, opened on first use.
+
+    Only the Docker Hub source (``cfg.source``) gets the pull budget as its `PullGate`: its client asks
+    the budget before every manifest GET it sends. Other registries of an image list are never deferred
+    by the Hub's budget (their own 429s and ``Retry-After`` are still honoured by their clients).
+    """
 
     def __init__(self, cfg: SyncConfig) -> None:
         self.cfg = cfg
         self.stores: dict[str, Store] = {}
+        self.budget = PullBudget(
+            self._hub_ratelimit,
+            max_pulls=cfg.max_pulls,
+            reserve=cfg.ratelimit.effective_reserve,
+            wait=cfg.wait_for_quota,
+            max_wait=cfg.ratelimit.max_wait if cfg.ratelimit.max_wait is not None else float("inf"),
+        )
+
+    def _hub_ratelimit(self) -> RateLimit | None:
+        hub = self.stores.get(self.cfg.source)
+        return hub.ratelimit if hub is not None else None
+
+    def is_hub(self, registry: str) -> bool:
+        """True for the registry whose pulls the budget counts (the configured source)."""
+        return registry == self.cfg.source
 
     def __getitem__(self, registry: str) -> Store:
         if registry not in self.stores:
-            self.stores[registry] = _registry_store(self.cfg, registry)
+            gate = self.budget if self.is_hub(registry) else None
+            self.stores[registry] = _registry_store(self.cfg, registry, pull_gate=gate)
         return self.stores[registry]
 
     async def close(self) -> None:
@@ -249,14 +271,8 @@ class _Runner:
         self.cfg, self.plan, self.state, self.dest = cfg, plan, state, dest
         self.sources, self.report, self.run_id, self.events = sources, report, run_id, events
         self.hub = sources[cfg.source]
-        self.budget = PullBudget(
-            self._ratelimit,
-            max_pulls=cfg.max_pulls,
-            reserve=cfg.ratelimit.effective_reserve,
-            wait=cfg.wait_for_quota,
-            max_wait=cfg.ratelimit.max_wait if cfg.ratelimit.max_wait is not None else float("inf"),
-            probe=self._probe,
-        )
+        self.budget = sources.budget
+        self.budget.probe = self._probe
         self._copiers: dict[str, Copier] = {}
         if control is not None:
             control.on_stop(self._stop)
@@ -264,9 +280,6 @@ class _Runner:
     def _stop(self, reason: str) -> None:
         """No new copy starts (they are deferred with *reason*); pulls set aside for items in flight stay."""
         self.budget.stopped = self.budget.stopped or reason
-
-    def _ratelimit(self) -> RateLimit | None:
-        return self.hub.ratelimit
 
     async def _probe(self) -> None:
         """A free HEAD on the source, to re-read the quota while waiting."""
@@ -281,7 +294,6 @@ class _Runner:
                 self.sources[registry],
                 self.dest.store,
                 concurrency=self.cfg.blob_concurrency,
-                budget=self.budget,
                 events=self.events,
             )
         return self._copiers[registry]
@@ -297,13 +309,14 @@ class _Runner:
 
     async def item(self, item: WorkItem) -> None:
         dest_repo = self.dest.key(item.dest_repo)
-        if item.kind == "copy" and self.budget.stopped:
+        hub = self.sources.is_hub(item.source_registry)
+        if item.kind == "copy" and hub and self.budget.stopped:
             self._defer(item, self.budget.stopped)
             return
         self.events.item_started(item)
         try:
             # The item's pulls are set aside first: it never stops half-fetched for want of budget.
-            async with self.budget.for_item(item.estimated_pulls if item.kind == "copy" else 0):
+            async with self.budget.for_item(item.estimated_pulls if item.kind == "copy" and hub else 0):
                 result = await self.copier(item.source_registry).copy(
                     item.source_repo,
                     item.upstream_digest,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hubmirror._errors import BudgetExhausted, UnsupportedManifest
+from hubmirror._errors import UnsupportedManifest
 from hubmirror.copy import Copier, CopyEvents
 from hubmirror.media import DOCKER_SCHEMA1, Descriptor, Manifest
 from hubmirror.platform import Platform
@@ -165,29 +165,6 @@ async def test_foreign_layers_are_not_downloaded(tmp_path: Path) -> None:
     assert res.foreign_layers == foreign and res.digest == img.digest
     assert src.stats.blob_gets == len(img.blob_digests)  # the foreign layer is not among them
     assert skopeo("inspect", "--raw", f"oci:{tmp_path / 'dst'}:ltsc2019") == img.manifest.data
-
-
-class Budget:
-    def __init__(self, n: int) -> None:
-        self.left = n
-
-    async def acquire(self, n: int = 1) -> None:
-        if self.left < n:
-            raise BudgetExhausted("pull budget spent")
-        self.left -= n
-
-
-async def test_budget_exhausted_aborts_without_tags(tmp_path: Path) -> None:
-    src, dst = OCILayoutStore(tmp_path / "src"), OCILayoutStore(tmp_path / "dst")
-    img = await put(src, "", build("golang"), ["1.22"])
-    with pytest.raises(BudgetExhausted):
-        await Copier(src, dst, budget=Budget(3)).copy("", "1.22", "", ["1.22"])
-    assert await dst.list_tags("") == []
-
-    budget = Budget(100)
-    res = await Copier(src, dst, budget=budget).copy("", "1.22", "", ["1.22"])
-    assert 100 - budget.left == res.source_manifest_gets == 1 + len(img.children)
-    assert skopeo("inspect", "--raw", f"oci:{tmp_path / 'dst'}:1.22") == img.manifest.data
 
 
 async def test_schema1_is_unsupported(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from _auth import PASSWORD, USER
-from hubmirror._errors import HubmirrorError, QuotaExceeded
+from hubmirror._errors import BudgetExhausted, HubmirrorError, QuotaExceeded
 from hubmirror.copy import Copier
 from hubmirror.media import Manifest
 from hubmirror.platform import Platform
@@ -194,6 +194,47 @@ async def test_quota_exceeded_aborts_without_tags(
     with pytest.raises(QuotaExceeded):
         await Copier(hub_store, auth_store).copy("library/q", "x", repo_name, ["x"])
     assert await auth_store.list_tags(repo_name) == []
+
+
+class Gate:
+    """A `PullGate` granting *n* pulls."""
+
+    def __init__(self, n: int) -> None:
+        self.left = n
+
+    async def acquire(self, n: int = 1) -> None:
+        if self.left < n:
+            raise BudgetExhausted("pull budget spent")
+        self.left -= n
+
+
+async def test_the_source_store_asks_its_pull_gate_before_every_manifest_get(
+    hub: HubEmulator, auth_store: RegistryStore, repo_name: str, tmp_path: Path
+) -> None:
+    img = await push(hub.upstream, "library/g", index("g", OCI_PLATFORMS[:3]), ["1"])
+    hub.reset_counts()
+    short = RegistryStore(hub.host, anonymous=True, retry=FAST_RETRY, pull_gate=Gate(3))
+    try:
+        with pytest.raises(BudgetExhausted):
+            await Copier(short, auth_store).copy("library/g", "1", repo_name, ["1"])
+    finally:
+        await short.close()
+    assert hub.manifest_gets() == 3  # what the gate granted, not one more
+    assert await auth_store.list_tags(repo_name) == []
+
+    gate = Gate(100)
+    store = RegistryStore(hub.host, anonymous=True, retry=FAST_RETRY, pull_gate=gate)
+    try:
+        res = await Copier(store, OCILayoutStore(tmp_path / "dst")).copy("library/g", "1", "", ["1"])
+        assert 100 - gate.left == res.source_manifest_gets == 1 + len(img.children)
+        # A HEAD answered without a digest falls back to GET: that is a pull too.
+        hub.send_head_digest(False)
+        hub.reset_counts()
+        assert (await store.head_manifest("library/g", "1")) == img.manifest.descriptor()
+        assert hub.manifest_gets() == 1 and 100 - gate.left == res.source_manifest_gets + 1
+    finally:
+        await store.close()
+    assert skopeo("inspect", "--raw", f"oci:{tmp_path / 'dst'}:1") == img.manifest.data
 
 
 async def test_platform_filter_on_registry(

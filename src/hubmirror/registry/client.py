@@ -26,7 +26,7 @@ from .._errors import DigestMismatch, ManifestTooLarge, RegistryError
 from ..digest import is_digest, verify_bytes
 from ..media import ACCEPT, MAX_MANIFEST_SIZE, Descriptor, Manifest, detect_media_type
 from ..reference import api_host, normalize_registry
-from ..store._base import TransferStats
+from ..store._base import PullGate, TransferStats
 from ._proxy import proxy_for
 from .auth import Authenticator, merge_scopes, parse_www_authenticate, repository_scope
 from .credentials import Credentials, resolve
@@ -105,7 +105,7 @@ class RegistryClient:
     ``registry-1.docker.io``. Plain HTTP is used for loopback hosts; *insecure* True means "try HTTPS
     without verification, then HTTP" (docker's insecure-registry rule), False forces verified HTTPS.
     Credentials not given are looked up lazily (`hubmirror.registry.credentials.resolve`) unless
-    *anonymous* is set.
+    *anonymous* is set. *pull_gate* is asked before every manifest GET (see `hubmirror.store.PullGate`).
     """
 
     def __init__(
@@ -123,6 +123,7 @@ class RegistryClient:
         upload_chunk_size: int = DEFAULT_UPLOAD_CHUNK,
         timeout: aiohttp.ClientTimeout | None = None,
         connections: int = 16,
+        pull_gate: PullGate | None = None,
     ) -> None:
         self.registry = normalize_registry(host)
         self.host = api_host(host)
@@ -151,6 +152,8 @@ class RegistryClient:
         self._ready_lock = asyncio.Lock()
         self._unreachable: RegistryError | None = None
         self._ratelimit: RateLimit | None = None
+        #: Asked before every manifest GET this client sends (the Docker Hub pull budget), if set.
+        self.pull_gate = pull_gate
 
     def __repr__(self) -> str:
         return f"RegistryClient(host={self.host!r}, base={self._base!r}, auth={self._auth!r})"
@@ -428,6 +431,8 @@ class RegistryClient:
     async def get_manifest(self, repo: str, ref: str) -> Manifest:
         """The exact bytes of *ref*, verified against the requested digest or ``Docker-Content-Digest``."""
         what = f"GET manifest {repo}:{ref}" if not is_digest(ref) else f"GET manifest {repo}@{ref}"
+        if self.pull_gate is not None:
+            await self.pull_gate.acquire(1)  # a pull, wherever the GET comes from (a HEAD's fallback too)
         resp = await self._manifest_request("GET", repo, ref, what)
         if resp.status != 200:
             raise await self._fail(resp, what, repo)

@@ -4,8 +4,8 @@ Two implementations: `RegistryStore` (an OCI distribution registry) and `OCILayo
 (an OCI image-layout directory). `open_location` turns a location string into one.
 """
 
-from ._base import BlobStream, Store, TransferStats
+from ._base import BlobStream, PullGate, Store, TransferStats
 from ._open import open_location
 from .ocidir import OCILayoutStore
 
-__all__ = ["BlobStream", "OCILayoutStore", "Store", "TransferStats", "open_location"]
+__all__ = ["BlobStream", "OCILayoutStore", "PullGate", "Store", "TransferStats", "open_location"]

@@ -35,6 +35,18 @@ class TransferStats:
         return asdict(self)
 
 
+class PullGate(Protocol):
+    """Permission to send a manifest GET (a Docker Hub "pull"), asked right before the request goes out.
+
+    A `RegistryStore` given a gate asks it before every manifest GET it sends (a HEAD that falls back
+    to GET included); `hubmirror.budget.PullBudget` is the one the sync gives to the Docker Hub source.
+    """
+
+    async def acquire(self, n: int = 1) -> None:
+        """Take *n* pulls (waiting if the gate allows), or raise `hubmirror.BudgetExhausted`."""
+        ...
+
+
 @runtime_checkable
 class Store(Protocol):
     """A place images live: a registry, or an OCI layout directory.

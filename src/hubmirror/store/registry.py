@@ -12,14 +12,15 @@ from ..registry.client import RegistryClient
 from ..registry.credentials import Credentials
 from ..registry.ratelimit import RateLimit
 from ..registry.retry import RetryPolicy
-from ._base import BlobStream, TransferStats
+from ._base import BlobStream, PullGate, TransferStats
 
 
 class RegistryStore:
     """Images in an OCI distribution registry (Docker Hub, Distribution, Harbor, …).
 
     *host* is a registry name (``docker.io``, ``registry.example:5000``); see `RegistryClient` for
-    scheme, TLS and credential rules. ``stats`` and ``ratelimit`` come from the client.
+    scheme, TLS and credential rules. ``stats`` and ``ratelimit`` come from the client. *pull_gate* is
+    asked before every manifest GET sent to this registry (the sync gives one to the Docker Hub source).
     """
 
     def __init__(
@@ -33,6 +34,7 @@ class RegistryStore:
         retry: RetryPolicy | None = None,
         anonymous: bool = False,
         client: RegistryClient | None = None,
+        pull_gate: PullGate | None = None,
     ) -> None:
         self.client = client or RegistryClient(
             host,
@@ -43,6 +45,8 @@ class RegistryStore:
             ca_file=ca_file,
             retry=retry,
         )
+        if pull_gate is not None:
+            self.client.pull_gate = pull_gate
         self.name: str = api_host(host)
         self.stats: TransferStats = self.client.stats
 

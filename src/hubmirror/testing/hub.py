@@ -148,6 +148,7 @@ class HubEmulator:
         self._faults: _Faults | None = None
         self._fail_always: Callable[[str, str], bool] | None = None
         self._fail_status = 500
+        self._head_digest = True
         self._records: list[RequestRecord] = []
         self._cdn_records: list[CdnRecord] = []
         self._sign_key = secrets.token_bytes(16)
@@ -324,6 +325,12 @@ class HubEmulator:
             else:
                 self._fail_always = match
             self._fail_status = status
+
+    def send_head_digest(self, send: bool) -> None:
+        """With False, manifest HEADs answer without ``Docker-Content-Digest`` (as some registries do):
+        a client must then GET the manifest to learn its digest."""
+        with self._lock:
+            self._head_digest = send
 
     def expire_tokens(self) -> None:
         """Make every token issued so far expired (the next request with one gets a 401)."""
@@ -516,6 +523,8 @@ class HubEmulator:
             quota = self._quota
             if quota is not None:
                 headers.update(self._ratelimit_headers(quota))
+            if not is_get and not self._head_digest:
+                headers.pop("Docker-Content-Digest", None)
         return self._respond(request, status, headers, body, "manifests")
 
     def _ratelimit_headers(self, quota: _Quota) -> dict[str, str]:
