@@ -12,7 +12,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import yaml
 from croniter import croniter
@@ -271,6 +271,7 @@ class SyncConfig(_Model):
     list_file: Path | None = Field(default=None, alias="list")
     source: str = DEFAULT_SOURCE
     dest: str | None = None
+    layout: Literal["flat", "mirror"] = "flat"
     platforms: PlatformList = Field(default_factory=list)
     windows: bool = False
     include_tags: RegexList = Field(default_factory=list)

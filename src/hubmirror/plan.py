@@ -128,11 +128,21 @@ class Plan:
 # ---------------------------------------------------------------------------------------- targets
 
 
-def dest_repository(ref: Reference, namespace: str) -> str:
-    """Where *ref* lands under *namespace*: ``docker.io/library/python`` → ``NS/python``,
-    ``ghcr.io/a/b`` → ``NS/a/b`` (the repository path without its registry host)."""
+#: Destination naming: ``flat`` (``docker.io/library/python`` → ``NS/python``, ``ghcr.io/a/b`` → ``NS/a/b``)
+#: or ``mirror`` (Docker Hub's paths kept, ``NS/library/python``, other registries under their host name:
+#: ``NS/ghcr.io/a/b``), which a containerd, podman or Docker node can use as a drop-in docker.io mirror.
+Layout = Literal["flat", "mirror"]
+LAYOUTS: tuple[Layout, ...] = ("flat", "mirror")
+
+
+def dest_repository(ref: Reference, namespace: str, layout: Layout = "flat") -> str:
+    """Where *ref* lands under *namespace* in *layout* (see `Layout`)."""
     path = ref.repository
-    if ref.registry == DOCKER_HUB and path.startswith("library/"):
+    if layout == "mirror":
+        if ref.registry != DOCKER_HUB:
+            # A port is not allowed in a repository path component: 127.0.0.1:5000 → 127.0.0.1-5000.
+            path = f"{ref.registry.replace(':', '-')}/{path}"
+    elif ref.registry == DOCKER_HUB and path.startswith("library/"):
         path = path[len("library/") :]
     return f"{namespace}/{path}" if namespace else path
 
@@ -142,6 +152,7 @@ def library_targets(
     *,
     source: str,
     namespace: str,
+    layout: Layout = "flat",
     images_order: Sequence[str] = (),
     changed: frozenset[tuple[str, str]] = frozenset(),
 ) -> list[Target]:
@@ -168,7 +179,7 @@ def library_targets(
                     source_registry=source,
                     source_repo=repo,
                     source_ref=tag,
-                    dest_repo=f"{namespace}/{group.repo}" if namespace else group.repo,
+                    dest_repo=dest_repository(Reference(DOCKER_HUB, repo), namespace, layout),
                     tag=tag,
                     platforms=plats,
                     n_platforms=len(group.upstream_platforms),
@@ -203,6 +214,7 @@ def list_targets(
     *,
     source: str,
     namespace: str,
+    layout: Layout = "flat",
     platforms: Sequence[Platform] = (),
 ) -> list[Target]:
     """A target per explicit reference; ``docker.io`` entries are read from *source*."""
@@ -215,7 +227,7 @@ def list_targets(
                 source_registry=registry,
                 source_repo=ref.repository,
                 source_ref=ref.ref,
-                dest_repo=dest_repository(ref, namespace),
+                dest_repo=dest_repository(ref, namespace, layout),
                 tag=ref.tag,
                 platforms=tuple(platforms) or None,
                 priority=(1, 0, 1, n, 0),

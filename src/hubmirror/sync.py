@@ -25,6 +25,7 @@ from .copy import Copier, CopyEvents, CopyResult
 from .library import LibraryFilter, LibrarySource, diff_library, load_library
 from .media import Descriptor
 from .plan import (
+    Layout,
     Plan,
     Target,
     WorkItem,
@@ -89,6 +90,7 @@ class Destination:
     store: Store
     namespace: str  # repository prefix inside the store ("" for an OCI layout)
     name: str  # as the user wrote it: 127.0.0.1:5000/mirror or oci:/srv/mirror
+    layout: Layout = "flat"  # how source repositories are named inside the namespace
 
     @property
     def prefix(self) -> str:
@@ -112,9 +114,9 @@ def open_destination(cfg: SyncConfig) -> Destination:
         raise ConfigError("no destination: give --dest REGISTRY/NAMESPACE or --dest oci:PATH (or dest: in the config)")
     if cfg.dest.startswith("oci:"):
         path = Path(cfg.dest[4:])
-        return Destination(OCILayoutStore(path), "", cfg.dest)
+        return Destination(OCILayoutStore(path), "", cfg.dest, cfg.layout)
     host, _, namespace = cfg.dest.partition("/")
-    return Destination(_registry_store(cfg, host), namespace.strip("/"), cfg.dest.rstrip("/"))
+    return Destination(_registry_store(cfg, host), namespace.strip("/"), cfg.dest.rstrip("/"), cfg.layout)
 
 
 def _registry_store(cfg: SyncConfig, host: str, *, pull_gate: PullGate | None = None) -> RegistryStore:
@@ -215,12 +217,15 @@ async def build_plan(
             groups,
             source=source,
             namespace=dest.namespace,
+            layout=dest.layout,
             images_order=[g for g in cfg.images if "*" not in g],
             changed=changed,
         )
     if cfg.list_file is not None:
         refs = [(n, r) for n, r in read_image_list(cfg.list_file) if r.tag is None or cfg.tag_selected(r.tag)]
-        targets += list_targets(refs, source=source, namespace=dest.namespace, platforms=cfg.platform_list())
+        targets += list_targets(
+            refs, source=source, namespace=dest.namespace, layout=dest.layout, platforms=cfg.platform_list()
+        )
 
     # Deferred work from earlier runs goes first.
     deferred = {(d.dest_repo, tag) for d in state.deferred() for tag in d.tags}

@@ -121,6 +121,13 @@ def sync(
     list_file: Annotated[Path | None, typer.Option("--list", help="File of image references, one per line.")] = None,
     source: Annotated[str | None, typer.Option(help="Registry to read docker.io content from.")] = None,
     dest: Annotated[str | None, typer.Option(help="REGISTRY/NAMESPACE or oci:PATH.")] = None,
+    layout: Annotated[
+        str | None,
+        typer.Option(
+            help="Destination naming: flat (docker.io/library/python → NS/python) or mirror (NS/library/python,"
+            " ghcr.io/a/b → NS/ghcr.io/a/b: a drop-in docker.io mirror for containerd, podman, Docker)."
+        ),
+    ] = None,
     platform: Annotated[list[str] | None, typer.Option(help="Platform to keep (repeatable).")] = None,
     windows: Annotated[bool | None, typer.Option("--windows/--no-windows", help="Include Windows images.")] = None,
     include: Annotated[list[str] | None, typer.Option(help="Tag regex to include (repeatable).")] = None,
@@ -154,6 +161,7 @@ def sync(
         "list": list_file,
         "source": source,
         "dest": dest,
+        "layout": layout,
         "platforms": _split(platform),
         "windows": windows,
         "include_tags": include,

@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import io
 import json
 import random
 import re
+import tarfile
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
@@ -204,6 +206,18 @@ def layer(seed: Seed, size: int = 1024, *, media_type: str = OCI_LAYER) -> Blob:
     """A layer of *size* random bytes (deterministic for *seed*)."""
     data = random_bytes(seed, size)
     return Blob(media_type, "sha256:" + hashlib.sha256(data).hexdigest(), size, data)
+
+
+def tar_layer(seed: Seed, size: int = 1024, *, media_type: str = OCI_LAYER) -> Blob:
+    """A layer that is a real (uncompressed) tar holding one file of *size* random bytes, for consumers
+    that unpack what they pull (containerd, podman); deterministic for *seed*."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(f"hubmirror-{hashlib.sha256(str(seed).encode()).hexdigest()[:12]}")
+        info.size, info.mtime, info.mode = size, 0, 0o644
+        tar.addfile(info, io.BytesIO(random_bytes(seed, size)))
+    data = buf.getvalue()
+    return Blob(media_type, "sha256:" + hashlib.sha256(data).hexdigest(), len(data), data)
 
 
 def base_layer(name: str, size: int = 4096, *, fmt: Format = "oci") -> Blob:
