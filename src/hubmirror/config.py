@@ -29,12 +29,12 @@ from pydantic import (
     model_validator,
 )
 
+from ._defaults import DEFAULT_LIBRARY
 from ._errors import ConfigError, CredentialsError, HubmirrorError
 from .platform import Platform
 from .reference import normalize_registry
 from .registry import credentials as _creds
 
-DEFAULT_LIBRARY: Final = "https://github.com/docker-library/official-images.git"
 DEFAULT_SOURCE: Final = "docker.io"
 
 #: Keys under ``credentials.<registry>`` that would hold a secret inline; always rejected.
@@ -47,22 +47,11 @@ _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
-# Top-level keys whose scalars are always text, even when YAML would read them as numbers or dates
+# Keys whose scalars are always text, even when YAML would read them as numbers or dates
 # (``commit: 0123456`` must not become an octal int; ``include_tags: [1.0]`` is the regex "1.0").
-_TEXT_KEYS: Final = frozenset(
-    {
-        "library",
-        "commit",
-        "images",
-        "source",
-        "dest",
-        "platforms",
-        "include_tags",
-        "exclude_tags",
-        "insecure",
-        "schedule",
-    }
-)
+# For the list keys this applies to the items only: ``images: 5`` is not a list and stays an error.
+_TEXT_SCALARS: Final = frozenset({"library", "commit", "source", "dest", "schedule"})
+_TEXT_LISTS: Final = frozenset({"images", "platforms", "include_tags", "exclude_tags", "insecure"})
 
 
 def default_state_path() -> Path:
@@ -93,8 +82,32 @@ def parse_duration(value: object) -> float | None:
 
 
 def _as_list(value: object) -> object:
-    """Let a single string stand for a one-item list (``platforms: linux/amd64``)."""
+    """Let a single string stand for a one-item list: documented for ``platforms: linux/amd64`` only."""
     return [value] if isinstance(value, str) else value
+
+
+def _a_list(value: object) -> object:
+    """A list key given a single value: say what to write instead of pydantic's bare "valid list"."""
+    if isinstance(value, str | int | float | bool):
+        raise ValueError(f"expected a list, e.g. [{value if isinstance(value, str) else repr(value)}] (got {value!r})")
+    return value
+
+
+def _path_text(value: object) -> object:
+    """A path is text in the file (or a `Path` from a flag); a number or a list is a mistake."""
+    if isinstance(value, Path):
+        return value
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("expected a path, got an empty string")
+        return Path(value)
+    raise ValueError(f"expected a path (text), got {_kind(value)} {value!r}")
+
+
+def _kind(value: object) -> str:
+    return {str: "text", bool: "a boolean", int: "a number", float: "a number", list: "a list", dict: "a mapping"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def _check_host(value: str) -> str:
@@ -140,16 +153,20 @@ def _host(value: str) -> str:
     return _check_host(value.strip())
 
 
-ImageList = Annotated[list[Annotated[str, AfterValidator(_image_pattern)]], BeforeValidator(_as_list)]
+ImageList = Annotated[list[Annotated[str, AfterValidator(_image_pattern)]], BeforeValidator(_a_list)]
 PlatformList = Annotated[list[Annotated[str, AfterValidator(_platform)]], BeforeValidator(_as_list)]
-RegexList = Annotated[list[Annotated[str, AfterValidator(_regex)]], BeforeValidator(_as_list)]
-HostList = Annotated[list[Annotated[str, AfterValidator(_host)]], BeforeValidator(_as_list)]
+RegexList = Annotated[list[Annotated[str, AfterValidator(_regex)]], BeforeValidator(_a_list)]
+HostList = Annotated[list[Annotated[str, AfterValidator(_host)]], BeforeValidator(_a_list)]
 Host = Annotated[str, AfterValidator(_host)]
 Seconds = Annotated[float | None, BeforeValidator(parse_duration)]
+#: A filesystem path: text in the file, a `Path` from a flag (strict mode would refuse the text).
+PathValue = Annotated[Path, BeforeValidator(_path_text)]
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_default=True)
+    # strict: no coercion. ``concurrency: 2.0``, ``prune: 'yes'`` or ``max_pulls: "10"`` are errors, not
+    # silently 2, True and 10 (values from flags arrive already typed by typer).
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_default=True, strict=True)
 
 
 def _resolve_path(value: Path | None, info: ValidationInfo) -> Path | None:
@@ -170,7 +187,7 @@ class Credential(_Model):
     (``docker-credential-<helper>``), or ``username_env`` + ``password_env`` (environment variable names).
     """
 
-    authfile: Path | None = None
+    authfile: PathValue | None = None
     helper: str | None = None
     username_env: str | None = None
     password_env: str | None = None
@@ -267,8 +284,8 @@ class SyncConfig(_Model):
     library: str = DEFAULT_LIBRARY
     commit: str | None = None
     images: ImageList = Field(default_factory=list)
-    images_file: Path | None = None
-    list_file: Path | None = Field(default=None, alias="list")
+    images_file: PathValue | None = None
+    list_file: PathValue | None = Field(default=None, alias="list")
     source: str = DEFAULT_SOURCE
     dest: str | None = None
     layout: Literal["flat", "mirror"] = "flat"
@@ -276,8 +293,8 @@ class SyncConfig(_Model):
     windows: bool = False
     include_tags: RegexList = Field(default_factory=list)
     exclude_tags: RegexList = Field(default_factory=list)
-    state: Path = Field(default_factory=default_state_path)
-    report: Path | None = None
+    state: PathValue = Field(default_factory=default_state_path)
+    report: PathValue | None = None
     dry_run: bool = False
     max_pulls: int | None = Field(default=None, ge=0)
     wait: bool | None = None
@@ -286,7 +303,7 @@ class SyncConfig(_Model):
     blob_concurrency: int = Field(default=4, ge=1, le=64)
     insecure: HostList = Field(default_factory=list)
     schedule: str | None = None
-    metrics_file: Path | None = None
+    metrics_file: PathValue | None = None
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     metrics_addr: str = "127.0.0.1"
     credentials: dict[Host, Credential] = Field(default_factory=dict)
@@ -507,8 +524,7 @@ def _construct(
         return items
     value = loader.construct_object(node, deep=True)
     if (
-        path
-        and path[0] in _TEXT_KEYS
+        ((len(path) == 1 and path[0] in _TEXT_SCALARS) or (len(path) == 2 and path[0] in _TEXT_LISTS))
         and isinstance(node, yaml.ScalarNode)
         and value is not None
         and not isinstance(value, str)
@@ -532,6 +548,18 @@ def _dotted(path: Iterable[str | int]) -> str:
     return out
 
 
+#: Strict-mode type errors, said plainly (the value is shown: secrets are never typed fields).
+_EXPECTED: Final = {
+    "int_type": "a whole number",
+    "float_type": "a number",
+    "bool_type": "true or false",
+    "string_type": "text",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+}
+
+
 def _message(err: Mapping[str, Any]) -> str:
     kind, ctx = err["type"], err.get("ctx") or {}
     if kind == "greater_than_equal":
@@ -546,6 +574,10 @@ def _message(err: Mapping[str, Any]) -> str:
         return "unknown key"
     if kind == "missing":
         return "required key is missing"
+    if kind in _EXPECTED and "input" in err:
+        value = err["input"]
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        return f"expected {_EXPECTED[kind]}, got {_kind(value)} {shown}"
     msg = str(err["msg"])
     return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
@@ -553,7 +585,7 @@ def _message(err: Mapping[str, Any]) -> str:
 def _format_errors(exc: ValidationError, origin: _Origin, cli_paths: set[tuple[str, ...]]) -> str:
     """One line per error: ``FILE:LINE: key.path: message`` (or ``option --flag: message``)."""
     out: list[tuple[int, str]] = []  # (line or 0 for flags, message): sorted so the file reads top-down
-    for err in exc.errors(include_input=False, include_url=False):
+    for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if isinstance(p, int | str) and p != "[key]")
         key = _dotted(loc) or "(top level)"
         msg = _message(err)

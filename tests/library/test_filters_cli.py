@@ -76,7 +76,7 @@ def run(*args: str) -> tuple[int, str, str]:
 
 def test_cli_stats(cli_repo: tuple[LibRepo, str, str], tmp_path: Path) -> None:
     repo, a, _b = cli_repo
-    code, out, _ = run("library", "stats", "--source", str(repo.path), "--commit", a, "--json")
+    code, out, _ = run("library", "stats", "--library", str(repo.path), "--commit", a, "--json")
     assert code == 0
     data = json.loads(out)
     assert data["commit"] == a
@@ -88,14 +88,14 @@ def test_cli_stats(cli_repo: tuple[LibRepo, str, str], tmp_path: Path) -> None:
         "platform_images": 6,
         "windows_entries": 1,
     }
-    code, _, err = run("library", "stats", "--source", str(repo.path))
+    code, _, err = run("library", "stats", "--source", str(repo.path))  # the old name, kept as a hidden alias
     assert code == 0 and "platform_images" in err  # the rich table goes to stderr
 
 
 def test_cli_list_with_filters(cli_repo: tuple[LibRepo, str, str]) -> None:
     repo, a, _ = cli_repo
     code, out, _ = run(
-        "library", "list", "--source", str(repo.path), "--commit", a, "--images", "golang", "--include", "latest|1.22",
+        "library", "list", "--library", str(repo.path), "--commit", a, "--images", "golang", "--include", "latest|1.22",
         "--json",
     )  # fmt: skip
     assert code == 0
@@ -110,18 +110,18 @@ def test_cli_list_with_filters(cli_repo: tuple[LibRepo, str, str]) -> None:
             "windows": True,
         }
     ]
-    code, out, _ = run("library", "list", "--source", str(repo.path), "--commit", a, "--images", "python")
+    code, out, _ = run("library", "list", "--library", str(repo.path), "--commit", a, "--images", "python")
     assert code == 0 and out.strip() == "python  3.12.2, 3.12, 3, latest  [linux/amd64, linux/arm/v7, linux/s390x]"
 
 
 def test_cli_diff_and_errors(cli_repo: tuple[LibRepo, str, str]) -> None:
     repo, a, b = cli_repo
-    code, out, _ = run("library", "diff", a, b, "--source", str(repo.path), "--json")
+    code, out, _ = run("library", "diff", a, b, "--library", str(repo.path), "--json")
     assert code == 0
     data = json.loads(out)
     assert data["repositories_added"] == ["rocket.chat"] and data["repositories_removed"] == ["python"]
     assert all(c["rebuild"] for c in data["changed"]) and len(data["changed"]) == 3
-    code, out, _ = run("library", "diff", a, b, "--source", str(repo.path))
+    code, out, _ = run("library", "diff", a, b, "--library", str(repo.path))
     assert code == 0 and "+ repository rocket.chat" in out and "- repository python" in out and "rebuild" in out
-    code, _, err = run("library", "diff", a, "v9.9-nope", "--source", str(repo.path))
+    code, _, err = run("library", "diff", a, "v9.9-nope", "--library", str(repo.path))
     assert code == 1 and "unknown revision 'v9.9-nope'" in err

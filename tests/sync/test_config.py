@@ -73,7 +73,18 @@ def test_empty_file_gives_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             "hubmirror.yaml:3: include_tags[1]: invalid regular expression '3.(12'",
         ),
         ("schedule: every tuesday\n", "hubmirror.yaml:1: schedule: 'every tuesday' is not a valid cron expression"),
-        ("\n\nconcurrency: lots\n", "hubmirror.yaml:3: concurrency: Input should be a valid integer"),
+        ("\n\nconcurrency: lots\n", "hubmirror.yaml:3: concurrency: expected a whole number, got text 'lots'"),
+        # issue 8, finding 10: loose types were accepted (2.0 → 2, 'yes' → True, 5 → ['5'], 'x' → ['x'])
+        (
+            "dest: r:5000/m\nconcurrency: 2.0\n",
+            "hubmirror.yaml:2: concurrency: expected a whole number, got a number 2.0",
+        ),
+        ("prune: 'yes'\n", "hubmirror.yaml:1: prune: expected true or false, got text 'yes'"),
+        ("images: 5\n", "hubmirror.yaml:1: images: expected a list, e.g. [5] (got 5)"),
+        ("exclude_tags: .*-rc\n", "hubmirror.yaml:1: exclude_tags: expected a list, e.g. [.*-rc]"),
+        ("max_pulls: '10'\n", "hubmirror.yaml:1: max_pulls: expected a whole number, got text '10'"),
+        ("state: 5\n", "hubmirror.yaml:1: state: expected a path (text), got a number 5"),
+        ("ratelimit:\n  reserve: 1.5\n", "hubmirror.yaml:2: ratelimit.reserve: expected a whole number, got a number"),
         ("concurrency: 0\n", "hubmirror.yaml:1: concurrency: must be ≥ 1"),
         ("platforms: [linux/amd64, linux]\n", "hubmirror.yaml:1: platforms[1]: invalid platform 'linux'"),
         ("dest: https://r.example.com/m\n", "hubmirror.yaml:1: dest: 'https://r.example.com/m': give the destination"),
@@ -129,10 +140,10 @@ def test_inline_secrets_are_rejected_without_echoing_them(tmp_path: Path, key: s
 
 
 def test_yaml_scalars_kept_as_text_where_text_is_meant(tmp_path: Path) -> None:
-    cfg = load_config(write(tmp_path, "commit: 0123456\ninclude_tags: [1.0, 2]\nimages: python\n"))
+    cfg = load_config(write(tmp_path, "commit: 0123456\ninclude_tags: [1.0, 2]\nplatforms: linux/amd64\n"))
     assert cfg.commit == "0123456"  # not octal 42798
     assert cfg.include_tags == ["1.0", "2"]
-    assert cfg.images == ["python"]  # a single name stands for a one-item list
+    assert cfg.platforms == ["linux/amd64"]  # documented: a single platform stands for a one-item list
     assert cfg.tag_selected("1.0") and cfg.tag_selected("1x0") and not cfg.tag_selected("1.0-rc")
 
 

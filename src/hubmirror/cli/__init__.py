@@ -1,18 +1,41 @@
-"""The ``hubmirror`` command line: thin wrappers that parse flags and call the library."""
+"""The ``hubmirror`` command line: thin wrappers that parse flags and call the library.
+
+This module stays import-light: ``hubmirror --version`` answers without loading typer, and the Typer
+``app`` (with every command registered) is built on first use (`main`, or ``from hubmirror.cli import app``).
+"""
 
 from __future__ import annotations
 
-from . import copy as _copy  # noqa: F401  (registers commands)
-from . import demo as _demo  # noqa: F401
-from . import library as _library  # noqa: F401
-from . import login as _login  # noqa: F401
-from . import status as _status  # noqa: F401
-from . import sync as _sync  # noqa: F401
-from ._app import app
+import sys
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typer import Typer
+
+    app: Typer
+
+
+def _build_app() -> Typer:
+    from . import copy, demo, library, login, status, sync  # noqa: F401  (each registers its commands)
+    from ._app import app
+
+    return app
 
 
 def main() -> None:
-    app()
+    """The console script ``hubmirror``."""
+    if sys.argv[1:] == ["--version"]:  # the common case, answered before typer is imported
+        from .. import __version__
+
+        print(__version__)
+        return
+    _build_app()()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        return _build_app()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = ["app", "main"]

@@ -1,6 +1,13 @@
-"""The Typer application and the consoles every command prints through."""
+"""The Typer application and the consoles every command prints through.
+
+Start-up is kept short (``hubmirror --help`` and ``--version`` import no aiohttp, pydantic or the sync
+machinery): command modules import only typer, rich's console and the standard library at module level,
+and import what a command does at the start of its body. ``tests/test_cli_help.py`` checks this.
+"""
 
 from __future__ import annotations
+
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -14,6 +21,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help texts are plain text: 'OS/ARCH[/VARIANT]' or '[brackets]' must never be read as rich markup.
+    rich_markup_mode=None,
 )
 
 #: Human output (progress, tables) goes to stderr so that stdout stays clean for --json.
@@ -22,10 +31,26 @@ console = Console(stderr=True)
 out = Console(highlight=False, soft_wrap=True)
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        print(__version__)
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print hubmirror's version and exit."),
+    ] = False,
+) -> None:
+    """Mirror Docker Hub's Official Images (or any image list) into your registry, within the pull quota."""
+
+
 @app.command()
 def version() -> None:
     """Print hubmirror's version."""
-    out.print(__version__)
+    out.print(__version__, markup=False)
 
 
 def say(text: str) -> None:
@@ -36,3 +61,8 @@ def say(text: str) -> None:
 def fail(message: object, prefix: str = "error:") -> None:
     """Print an error to stderr; *message* is shown as it is (brackets in it are not rich markup)."""
     console.print(Text.assemble((prefix, "red"), " ", str(message)), highlight=False, soft_wrap=True)
+
+
+def warn(message: object) -> None:
+    """Print a warning to stderr; *message* is shown as it is."""
+    console.print(Text.assemble(("warning:", "yellow"), " ", str(message)), highlight=False, soft_wrap=True)

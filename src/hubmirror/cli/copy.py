@@ -3,49 +3,19 @@ OCI layouts, with progress on stderr and an optional JSON summary on stdout."""
 
 from __future__ import annotations
 
-import asyncio
-import json
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import aiohttp
 import typer
-from rich.filesize import decimal
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TransferSpeedColumn
 
-from .._errors import HubmirrorError
-from ..copy import BlobHow, CopyEvents, CopyResult, copy_location
-from ..media import Descriptor
-from ..platform import Platform
 from ._app import app, console, fail, out, say
 
-
-class _ProgressEvents(CopyEvents):
-    """One progress bar per blob in flight, removed when the blob is done."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.tasks: dict[str, TaskID] = {}
-
-    def blob_start(self, desc: Descriptor) -> None:
-        task = self.tasks.get(desc.digest)
-        if task is None:
-            name = desc.digest.split(":", 1)[-1][:12]
-            self.tasks[desc.digest] = self.progress.add_task(name, total=desc.size)
-        else:
-            self.progress.reset(task, total=desc.size)
-
-    def blob_progress(self, desc: Descriptor, nbytes: int) -> None:
-        task = self.tasks.get(desc.digest)
-        if task is not None:
-            self.progress.advance(task, nbytes)
-
-    def blob_done(self, desc: Descriptor, how: BlobHow) -> None:
-        task = self.tasks.pop(desc.digest, None)
-        if task is not None:
-            self.progress.remove_task(task)
+if TYPE_CHECKING:
+    from ..copy import CopyResult
 
 
 def _summary(res: CopyResult, src: str, dst: str) -> None:
+    from rich.filesize import decimal
+
     if res.skipped is not None:
         say(f"nothing copied: {res.skipped}")
         return
@@ -96,6 +66,17 @@ def copy_command(
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Parallel blob transfers.")] = 8,
 ) -> None:
     """Copy one image from SRC to DST: indexes byte for byte, blobs verified, tags written last."""
+    import asyncio
+    import json
+
+    import aiohttp
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    from .._errors import HubmirrorError
+    from ..copy import copy_location
+    from ..platform import Platform
+    from ._progress import BlobProgress
+
     try:
         platforms = [Platform.parse(p) for p in platform or []] or None
     except HubmirrorError as e:
@@ -121,7 +102,7 @@ def copy_command(
                     authfile=authfile,
                     insecure=insecure or [],
                     concurrency=concurrency,
-                    events=_ProgressEvents(progress),
+                    events=BlobProgress(progress),
                 )
             )
     except HubmirrorError as e:

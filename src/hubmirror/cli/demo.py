@@ -7,7 +7,6 @@ from typing import Annotated
 
 import typer
 
-from .._errors import HubmirrorError
 from ._app import app, console, fail
 
 
@@ -17,6 +16,7 @@ def demo(
     keep: Annotated[bool, typer.Option(help="Do not delete the temporary directory.")] = False,
 ) -> None:
     """Run an offline demo: a Docker Hub emulator and a mirror registry on loopback, then sync three times."""
+    from .._errors import HubmirrorError
     from ..demo import run_demo
 
     try:

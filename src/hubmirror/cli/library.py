@@ -2,36 +2,48 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
-from rich.markup import escape
-from rich.table import Table
 
-from .._errors import HubmirrorError
-from ..library import DEFAULT_SOURCE, LibraryFilter, LibrarySource, diff_library, load_library
-from ._app import app, console, fail, out
+from .._defaults import DEFAULT_LIBRARY
+from ._app import app, console, fail, out, warn
+
+if TYPE_CHECKING:
+    from ..library import LibrarySource
 
 library_app = typer.Typer(help="Inspect the official-images library: stats, tag groups, diffs.", no_args_is_help=True)
 app.add_typer(library_app, name="library")
 
 T = TypeVar("T")
 
-SourceOpt = Annotated[
-    str, typer.Option("--source", help="official-images git URL, local clone or bundle file.", show_default=True)
+LibraryOpt = Annotated[
+    str, typer.Option("--library", help="official-images git URL, local clone or bundle file.", show_default=True)
 ]
+#: ``--source`` was these commands' name for ``--library`` (``sync --source`` is the image registry): kept,
+#: hidden, so that old command lines still work.
+SourceAlias = Annotated[str | None, typer.Option("--source", hidden=True, help="Old name of --library.")]
 CacheOpt = Annotated[
     Path | None, typer.Option("--cache-dir", help="Cache directory (default $XDG_CACHE_HOME/hubmirror).")
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output on stdout.")]
 
 
+async def _open(library: str, source: str | None, cache_dir: Path | None) -> LibrarySource:
+    from ..library import LibrarySource
+
+    return await LibrarySource.open(source or library, cache_dir)
+
+
 def _run(coro: Coroutine[Any, Any, T]) -> T:
     """Run *coro*; a hubmirror error becomes a one-line message and exit status 1."""
+    import asyncio
+
+    from .._errors import HubmirrorError
+
     try:
         return asyncio.run(coro)
     except HubmirrorError as err:
@@ -41,20 +53,22 @@ def _run(coro: Coroutine[Any, Any, T]) -> T:
 
 def _print_errors(errors: list[str]) -> None:
     for e in errors:
-        console.print(f"[yellow]warning:[/yellow] {escape(e)}", highlight=False, soft_wrap=True)
+        warn(e)
 
 
 @library_app.command()
 def stats(
-    source: SourceOpt = DEFAULT_SOURCE,
+    library: LibraryOpt = DEFAULT_LIBRARY,
     commit: Annotated[str | None, typer.Option("--commit", help="Commit or rev (default: branch tip).")] = None,
     cache_dir: CacheOpt = None,
     as_json: JsonOpt = False,
+    source: SourceAlias = None,
 ) -> None:
     """Count files, entries, tags and platform images at one commit."""
+    from ..library import load_library
 
     async def go() -> tuple[dict[str, Any], list[str]]:
-        src = await LibrarySource.open(source, cache_dir)
+        src = await _open(library, source, cache_dir)
         lib = await load_library(src, commit)
         return dict(lib.stats().as_dict()), [str(e) for e in lib.errors]
 
@@ -62,6 +76,8 @@ def stats(
     if as_json:
         out.print(json.dumps(data, indent=2), highlight=False, markup=False)
     else:
+        from rich.table import Table
+
         table = Table(title=f"library at {data['commit'][:12]}")
         table.add_column("count")
         table.add_column("value", justify="right")
@@ -74,7 +90,7 @@ def stats(
 
 @library_app.command("list")
 def list_(
-    source: SourceOpt = DEFAULT_SOURCE,
+    library: LibraryOpt = DEFAULT_LIBRARY,
     commit: Annotated[str | None, typer.Option("--commit", help="Commit or rev (default: branch tip).")] = None,
     images: Annotated[str, typer.Option("--images", help="Comma-separated repository names or globs.")] = "",
     images_file: Annotated[Path | None, typer.Option("--images-file", help="File with one name per line.")] = None,
@@ -84,8 +100,10 @@ def list_(
     windows: Annotated[bool, typer.Option("--windows", help="Include Windows platforms.")] = False,
     cache_dir: CacheOpt = None,
     as_json: JsonOpt = False,
+    source: SourceAlias = None,
 ) -> None:
     """One line per tag group (tags resolving to one manifest): repository, tags, platforms."""
+    from ..library import LibraryFilter, load_library
 
     async def go() -> tuple[list[dict[str, Any]], list[str]]:
         flt = LibraryFilter.build(
@@ -96,7 +114,7 @@ def list_(
             platforms=platform or (),
             windows=windows,
         )
-        src = await LibrarySource.open(source, cache_dir)
+        src = await _open(library, source, cache_dir)
         lib = await load_library(src, commit)
         rows = [
             {
@@ -126,14 +144,16 @@ def list_(
 def diff(
     old: Annotated[str, typer.Argument(help="Old commit or rev.")],
     new: Annotated[str, typer.Argument(help="New commit or rev.")],
-    source: SourceOpt = DEFAULT_SOURCE,
+    library: LibraryOpt = DEFAULT_LIBRARY,
     cache_dir: CacheOpt = None,
     as_json: JsonOpt = False,
+    source: SourceAlias = None,
 ) -> None:
     """Tag groups added, removed and changed between two commits."""
+    from ..library import diff_library
 
     async def go() -> dict[str, Any]:
-        src = await LibrarySource.open(source, cache_dir)
+        src = await _open(library, source, cache_dir)
         return (await diff_library(src, old, new)).as_dict()
 
     data = _run(go())

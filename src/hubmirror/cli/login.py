@@ -2,23 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import getpass
-import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from .._errors import HubmirrorError
-from ..reference import api_host, normalize_registry
-from ..registry.client import RegistryClient
-from ..registry.credentials import Credentials, store_login
-from ._app import app, console, fail, out, say
+from ._app import app, fail, out, say
+
+if TYPE_CHECKING:
+    from ..registry.credentials import Credentials
 
 
 async def _verify(registry: str, credentials: Credentials, insecure: bool | None) -> None:
+    from ..registry.client import RegistryClient
+
     async with RegistryClient(registry, credentials=credentials, insecure=insecure) as client:
         await client.check_login()
 
@@ -41,10 +39,18 @@ def login(
 
     The password is never a flag: pipe it with --password-stdin, or type it at the prompt.
     """
+    import asyncio
+    import getpass
+    import json
+
+    from .._errors import HubmirrorError
+    from ..reference import api_host, normalize_registry
+    from ..registry.credentials import Credentials, store_login
+
     reg = normalize_registry(registry)
     if username is None:
         if password_stdin or not sys.stdin.isatty():
-            console.print("[red]error:[/] --username is required with --password-stdin")
+            fail("--username is required with --password-stdin")
             raise typer.Exit(2)
         username = typer.prompt("Username", err=True)
     if password_stdin:
@@ -52,10 +58,10 @@ def login(
     elif sys.stdin.isatty():
         password = getpass.getpass("Password: ")
     else:
-        console.print("[red]error:[/] no terminal to prompt for the password; use --password-stdin")
+        fail("no terminal to prompt for the password; use --password-stdin")
         raise typer.Exit(2)
     if not password:
-        console.print("[red]error:[/] empty password")
+        fail("empty password")
         raise typer.Exit(2)
     try:
         asyncio.run(_verify(reg, Credentials(username, password), True if insecure else None))

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.table import Table
 
-from .._errors import HubmirrorError
-from ..config import default_state_path, load_config
-from ..state import State
 from ._app import app, console, fail, out, say
 
 
@@ -23,6 +18,14 @@ def status(
     json_out: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
 ) -> None:
     """Show what the sync state knows: tags tracked, synced library commits, deferred work, recent runs."""
+    import json
+
+    from rich.table import Table
+
+    from .._errors import HubmirrorError
+    from ..config import default_state_path, load_config
+    from ..state import State
+
     try:
         path = state or (load_config(config).state if config else default_state_path())
         if not path.exists():

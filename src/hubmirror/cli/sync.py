@@ -2,55 +2,18 @@
 
 from __future__ import annotations
 
-import logging
-from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.text import Text
 
-from .._errors import HubmirrorError
-from ..budget import allowance
-from ..config import SyncConfig, load_config
-from ..plan import Plan, WorkItem
-from ..report import Outcome, SyncReport
-from ..service import SyncService
-from ..sync import SyncEvents
 from ._app import app, console, fail, out
 
-
-class RichEvents(SyncEvents):
-    """Progress on stderr: one bar for the whole run, one line per image being copied."""
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-        self.overall: TaskID | None = None
-        self.tasks: dict[int, TaskID] = {}
-
-    def phase(self, text: str) -> None:
-        console.print(Text(text, style="dim"))
-
-    def plan_ready(self, plan: Plan) -> None:
-        console.print(
-            f"plan: {len(plan.copies)} to copy, {len(plan.retags)} to retag, {len(plan.up_to_date)} tags up to date,"
-            f" ~{plan.pulls_needed} pulls"
-        )
-        if plan.items:
-            self.overall = self.progress.add_task("images", total=len(plan.items))
-
-    def item_started(self, item: WorkItem) -> None:
-        self.tasks[id(item)] = self.progress.add_task(f"  {item.canonical}", total=None)
-
-    def item_done(self, item: WorkItem, outcome: Outcome) -> None:
-        task = self.tasks.pop(id(item), None)
-        if task is not None:
-            self.progress.remove_task(task)
-        if self.overall is not None:
-            self.progress.advance(self.overall)
-        if outcome in (Outcome.FAILED, Outcome.DEFERRED):
-            console.print(f"[yellow]{outcome.value}[/]: {item.canonical}")
+if TYPE_CHECKING:
+    from ..config import SyncConfig
+    from ..plan import Plan
+    from ..report import SyncReport
+    from ..service import SyncService
 
 
 def render_plan(plan: Plan, report: SyncReport, cfg: SyncConfig | None = None) -> None:
@@ -89,6 +52,8 @@ def budget_text(report: SyncReport) -> str:
 
 def allowance_text(plan: Plan, report: SyncReport, cfg: SyncConfig) -> str:
     """What a run now could do: its pull allowance (quota minus reserve, --max-pulls) and the copies in it."""
+    from ..budget import allowance
+
     remaining, reserve = report.totals.ratelimit_remaining, cfg.ratelimit.effective_reserve
     why = [f"quota {remaining} left, keeping {reserve}"] if remaining is not None else []
     if cfg.max_pulls is not None:
@@ -152,6 +117,11 @@ def sync(
 
     Exit codes: 0 all done; 1 failures; 2 work deferred by the pull budget (run again later).
     """
+    import logging
+
+    from .._errors import HubmirrorError
+    from ..config import SyncConfig, load_config
+
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     cli: dict[str, Any] = {
         "library": library,
@@ -191,10 +161,16 @@ def sync(
 
 def run_once(cfg: SyncConfig, *, cache_dir: Path | None, json_out: bool, verbose: bool) -> int:
     """One sync with progress and a summary; returns the exit code."""
+    from ..service import SyncService
+
     return _run_rendered(SyncService(cache_dir=cache_dir), cfg, json_out=json_out, verbose=verbose)
 
 
 def _run_rendered(service: SyncService, cfg: SyncConfig, *, json_out: bool, verbose: bool) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ._progress import RichEvents
+
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -220,6 +196,11 @@ def _run_rendered(service: SyncService, cfg: SyncConfig, *, json_out: bool, verb
 
 def run_daemon(cfg: SyncConfig, *, cache_dir: Path | None, json_out: bool, verbose: bool) -> int:
     """`run_once` at every time of the config's ``schedule``, until interrupted."""
+    from datetime import datetime
+
+    from .._errors import HubmirrorError
+    from ..service import SyncService
+
     service = SyncService(cache_dir=cache_dir)
 
     def told(code: int, nxt: datetime) -> None:

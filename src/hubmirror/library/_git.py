@@ -10,9 +10,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from .._defaults import DEFAULT_LIBRARY
 from .._errors import LibraryError
 
-DEFAULT_SOURCE = "https://github.com/docker-library/official-images.git"
+DEFAULT_SOURCE = DEFAULT_LIBRARY
 _SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
 _BRANCHES = "+refs/heads/*:refs/heads/*"
 

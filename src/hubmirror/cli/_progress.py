@@ -1,0 +1,71 @@
+"""Progress displays of ``copy`` and ``sync`` (rich), imported only when a command runs."""
+
+from __future__ import annotations
+
+from rich.progress import Progress, TaskID
+from rich.text import Text
+
+from ..copy import BlobHow, CopyEvents
+from ..media import Descriptor
+from ..plan import Plan, WorkItem
+from ..report import Outcome
+from ..sync import SyncEvents
+from ._app import console
+
+
+class BlobProgress(CopyEvents):
+    """One progress bar per blob in flight, removed when the blob is done."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.tasks: dict[str, TaskID] = {}
+
+    def blob_start(self, desc: Descriptor) -> None:
+        task = self.tasks.get(desc.digest)
+        if task is None:
+            name = desc.digest.split(":", 1)[-1][:12]
+            self.tasks[desc.digest] = self.progress.add_task(name, total=desc.size)
+        else:
+            self.progress.reset(task, total=desc.size)
+
+    def blob_progress(self, desc: Descriptor, nbytes: int) -> None:
+        task = self.tasks.get(desc.digest)
+        if task is not None:
+            self.progress.advance(task, nbytes)
+
+    def blob_done(self, desc: Descriptor, how: BlobHow) -> None:
+        task = self.tasks.pop(desc.digest, None)
+        if task is not None:
+            self.progress.remove_task(task)
+
+
+class RichEvents(SyncEvents):
+    """Progress on stderr: one bar for the whole run, one line per image being copied."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.overall: TaskID | None = None
+        self.tasks: dict[int, TaskID] = {}
+
+    def phase(self, text: str) -> None:
+        console.print(Text(text, style="dim"))
+
+    def plan_ready(self, plan: Plan) -> None:
+        console.print(
+            f"plan: {len(plan.copies)} to copy, {len(plan.retags)} to retag, {len(plan.up_to_date)} tags up to date,"
+            f" ~{plan.pulls_needed} pulls"
+        )
+        if plan.items:
+            self.overall = self.progress.add_task("images", total=len(plan.items))
+
+    def item_started(self, item: WorkItem) -> None:
+        self.tasks[id(item)] = self.progress.add_task(f"  {item.canonical}", total=None)
+
+    def item_done(self, item: WorkItem, outcome: Outcome) -> None:
+        task = self.tasks.pop(id(item), None)
+        if task is not None:
+            self.progress.remove_task(task)
+        if self.overall is not None:
+            self.progress.advance(self.overall)
+        if outcome in (Outcome.FAILED, Outcome.DEFERRED):
+            console.print(f"[yellow]{outcome.value}[/]: {item.canonical}")
