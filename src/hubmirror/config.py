@@ -34,6 +34,7 @@ from ._errors import ConfigError, CredentialsError, HubmirrorError
 from .platform import Platform
 from .reference import normalize_registry
 from .registry import credentials as _creds
+from .sources import DEFAULT_HUB_API, SemverRange, SourceSpec
 
 DEFAULT_SOURCE: Final = "docker.io"
 
@@ -50,8 +51,13 @@ _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.
 # Keys whose scalars are always text, even when YAML would read them as numbers or dates
 # (``commit: 0123456`` must not become an octal int; ``include_tags: [1.0]`` is the regex "1.0").
 # For the list keys this applies to the items only: ``images: 5`` is not a list and stays an error.
-_TEXT_SCALARS: Final = frozenset({"library", "commit", "source", "dest", "schedule"})
-_TEXT_LISTS: Final = frozenset({"images", "platforms", "include_tags", "exclude_tags", "insecure"})
+_TEXT_SCALARS: Final = frozenset({"library", "commit", "source", "dest", "schedule", "semver"})
+_TEXT_LISTS: Final = frozenset(
+    {"images", "platforms", "include_tags", "exclude_tags", "insecure", "repos", "immutable"}
+)
+# Inside each `sources:` entry: its names and semver range, and the items of its regex/platform lists.
+_SOURCE_TEXT_SCALARS: Final = frozenset({"repo", "registry", "hub", "semver"})
+_SOURCE_TEXT_LISTS: Final = frozenset({"include", "exclude", "immutable", "platforms"})
 
 
 def default_state_path() -> Path:
@@ -270,6 +276,65 @@ class RateLimitConfig(_Model):
         return max(self.reserve, self.min_remaining or 0)
 
 
+def _semver(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            SemverRange.parse(value)
+        except HubmirrorError as e:
+            raise ValueError(str(e)) from None
+    return value
+
+
+SemverText = Annotated[str | None, AfterValidator(_semver)]
+
+
+class SourceEntry(_Model):
+    """One ``sources:`` entry: exactly one of ``repo`` (``REGISTRY/REPO``; docker.io names use Docker Hub's
+    tags API where it answers), ``registry`` (always the registry's ``tags/list``) or ``hub``
+    (``NAMESPACE/REPO`` on Docker Hub, tags API), with this source's own policies."""
+
+    repo: str | None = None
+    registry: str | None = None
+    hub: str | None = None
+    include: RegexList = Field(default_factory=list)
+    exclude: RegexList = Field(default_factory=list)
+    semver: SemverText = None
+    prerelease: bool = False
+    keep: int | None = Field(default=None, ge=1)
+    keep_by: Literal["semver", "pushed"] | None = None
+    platforms: PlatformList = Field(default_factory=list)
+    immutable: RegexList = Field(default_factory=list)
+    signatures: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SourceEntry:
+        given = [k for k in ("repo", "registry", "hub") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of: repo, registry, hub")
+        self.spec(True)  # validates the name (and immutable on official images)
+        return self
+
+    def spec(self, signatures: bool) -> SourceSpec:
+        kind: Literal["repo", "registry", "hub"] = "repo" if self.repo else "registry" if self.registry else "hub"
+        name = self.repo or self.registry or self.hub or ""
+        try:
+            return SourceSpec.parse(
+                kind,
+                name,
+                include=tuple(self.include),
+                exclude=tuple(self.exclude),
+                semver=self.semver,
+                prerelease=self.prerelease,
+                keep=self.keep,
+                keep_by=self.keep_by,
+                platforms=tuple(Platform.parse(p) for p in self.platforms),
+                immutable=tuple(self.immutable),
+                signatures=signatures if self.signatures is None else self.signatures,
+            )
+        except HubmirrorError as e:
+            raise ValueError(str(e)) from None
+
+
 class _Origin:
     """Where a config came from: the file name and the line of each key path."""
 
@@ -308,6 +373,16 @@ class SyncConfig(_Model):
     metrics_addr: str = "127.0.0.1"
     credentials: dict[Host, Credential] = Field(default_factory=dict)
     ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
+    # Tag sources: `sources:` entries, and the ad-hoc form `--repo` (which takes the top-level
+    # include/exclude/semver/keep/prerelease/immutable/platforms).
+    sources: list[SourceEntry] = Field(default_factory=list)
+    repos: Annotated[list[str], BeforeValidator(_as_list)] = Field(default_factory=list)
+    semver: SemverText = None
+    prerelease: bool = False
+    keep: int | None = Field(default=None, ge=1)
+    immutable: RegexList = Field(default_factory=list)
+    hub_api: str | None = DEFAULT_HUB_API  # Docker Hub's tags API; null: always tags/list + HEADs
+    signatures: bool = True  # signatures, attestations and referrers follow their images
 
     _origin: _Origin | None = PrivateAttr(None)
 
@@ -375,8 +450,33 @@ class SyncConfig(_Model):
 
     @property
     def reads_library(self) -> bool:
-        """True unless only an image list (``list``) was given: ``--list`` alone skips official-images."""
-        return bool(self.images or self.images_file or self.list_file is None)
+        """True unless only an image list (``list``) or tag sources (``sources``, ``repos``) were given:
+        ``--list`` or ``--repo`` alone skips official-images."""
+        only_others = self.list_file is not None or bool(self.sources or self.repos)
+        return bool(self.images or self.images_file or not only_others)
+
+    def tag_sources(self) -> list[SourceSpec]:
+        """The tag sources: every ``sources:`` entry, then one per ``repos`` (``--repo``) entry."""
+        specs = [s.spec(self.signatures) for s in self.sources]
+        for name in self.repos:
+            try:
+                specs.append(
+                    SourceSpec.parse(
+                        "repo",
+                        name,
+                        include=tuple(self.include_tags),
+                        exclude=tuple(self.exclude_tags),
+                        semver=self.semver,
+                        prerelease=self.prerelease,
+                        keep=self.keep,
+                        platforms=tuple(self.platform_list()),
+                        immutable=tuple(self.immutable),
+                        signatures=self.signatures,
+                    )
+                )
+            except HubmirrorError as e:
+                raise ConfigError(f"--repo {name}: {e}") from None
+        return specs
 
     def platform_list(self) -> list[Platform]:
         """The ``platforms`` as `Platform` objects (empty: every platform)."""
@@ -524,7 +624,7 @@ def _construct(
         return items
     value = loader.construct_object(node, deep=True)
     if (
-        ((len(path) == 1 and path[0] in _TEXT_SCALARS) or (len(path) == 2 and path[0] in _TEXT_LISTS))
+        _is_text(path)
         and isinstance(node, yaml.ScalarNode)
         and value is not None
         and not isinstance(value, str)
@@ -533,6 +633,19 @@ def _construct(
     ):
         return node.value
     return value
+
+
+def _is_text(path: tuple[str | int, ...]) -> bool:
+    """Whether the scalar at *path* is always text (see `_TEXT_SCALARS`)."""
+    if len(path) == 1:
+        return path[0] in _TEXT_SCALARS
+    if len(path) == 2:
+        return path[0] in _TEXT_LISTS
+    if path[0] == "sources" and len(path) == 3:
+        return path[2] in _SOURCE_TEXT_SCALARS
+    if path[0] == "sources" and len(path) == 4:
+        return path[2] in _SOURCE_TEXT_LISTS and isinstance(path[3], int)
+    return False
 
 
 # ---------------------------------------------------------------------------------------------- errors
@@ -616,6 +729,10 @@ def _suggest(loc: tuple[str | int, ...]) -> str:
     for part in loc[:-1]:
         if model is SyncConfig and part == "ratelimit":
             model = RateLimitConfig
+        elif model is SyncConfig and part == "sources":
+            model = SourceEntry
+        elif model is SourceEntry and isinstance(part, int):
+            continue
         elif model is SyncConfig and part == "credentials":
             model = None
         elif model is None:
@@ -635,6 +752,7 @@ __all__ = [
     "SECRET_KEYS",
     "Credential",
     "RateLimitConfig",
+    "SourceEntry",
     "SyncConfig",
     "default_state_path",
     "load_config",

@@ -18,9 +18,10 @@ from typing import Literal, TypeVar
 
 from ._errors import HubmirrorError, InvalidReference, NotFound
 from .library import LibraryDiff, TagGroup
-from .media import INDEX_TYPES
+from .media import INDEX_TYPES, OCI_INDEX, OCI_MANIFEST
 from .platform import Platform
 from .reference import DOCKER_HUB, Reference
+from .sources import SourceListing
 from .state import State, TagRecord
 from .store import Store
 
@@ -46,6 +47,11 @@ class Target:
     #: For a SharedTag: selected platforms no selected entry group brings along. The SharedTag index's
     #: other children are copied by those entries' items, so they cost no pull of its own.
     shared_missing: int | None = None
+    #: The source listing gave the tag's digest (Docker Hub's tags API): the check sends no source HEAD.
+    known_digest: str | None = None
+    known_media_type: str = ""
+    #: A tag that never moves (a source's ``immutable`` patterns): once recorded, it is not checked again.
+    immutable: bool = False
 
 
 @dataclass
@@ -100,6 +106,7 @@ class Plan:
     items: list[WorkItem] = field(default_factory=list)
     failed: list[tuple[Target, str]] = field(default_factory=list)
     leaving: list[TagRecord] = field(default_factory=list)  # recorded tags that left the selection
+    sources: list[SourceListing] = field(default_factory=list)  # tag sources: listings and policy decisions
 
     @property
     def pulls_needed(self) -> int:
@@ -236,6 +243,34 @@ def list_targets(
     return targets
 
 
+def source_targets(listing: SourceListing, *, namespace: str, layout: Layout = "flat", order: int = 0) -> list[Target]:
+    """A target per tag a tag source kept (newest first), landing at `dest_repository`."""
+    spec = listing.spec
+    dest_repo = dest_repository(spec.repository, namespace, layout)
+    targets = []
+    for rank, t in enumerate(listing.kept):
+        n = len(t.platforms or ())
+        targets.append(
+            Target(
+                canonical=f"{spec.name}:{t.name}",
+                source_registry=listing.source_registry,
+                source_repo=spec.repository.repository,
+                source_ref=t.name,
+                dest_repo=dest_repo,
+                tag=t.name,
+                platforms=spec.platforms or None,
+                n_platforms=n,
+                priority=(1, 1000 + order, 1, rank, 0),
+                known_digest=t.digest,
+                # The tags API does not give the manifest type: a guess is enough for the pull estimate
+                # (the copier reads the real type with the manifest).
+                known_media_type=OCI_INDEX if n > 1 else OCI_MANIFEST,
+                immutable=spec.is_immutable(t.name),
+            )
+        )
+    return targets
+
+
 # ---------------------------------------------------------------------------------------- check
 
 
@@ -256,8 +291,16 @@ async def check(
         return (d.digest, d.media_type) if d else None
 
     async def one(t: Target) -> tuple[Target, tuple[str, str] | None, tuple[str, str] | None, str | None]:
+        if t.immutable and t.tag is not None:
+            rec = state.tag(dest_key(t.dest_repo), t.tag)
+            if rec is not None and rec.dest_digest:  # mirrored once: an immutable tag is not checked again
+                return t, (rec.upstream_digest, t.known_media_type), (rec.dest_digest, ""), None
+        src: tuple[str, str] | None
         try:
-            src = await head(sources(t.source_registry), t.source_repo, t.source_ref)
+            if t.known_digest is not None:
+                src = (t.known_digest, t.known_media_type)
+            else:
+                src = await head(sources(t.source_registry), t.source_repo, t.source_ref)
             dst = await head(dest, t.dest_repo, t.tag or t.source_ref)
         except NotFound:
             src = dst = None

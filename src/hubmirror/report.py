@@ -136,6 +136,8 @@ class SyncReport:
     library: str | None = None
     dest: str | None = None
     dry_run: bool = False
+    #: Tag sources of the run: per source the tags kept and, per dropped tag, the policy that dropped it.
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
     def add(
         self,
@@ -214,6 +216,7 @@ class SyncReport:
             "counts": self.counts(),
             "totals": asdict(self.totals),
             "items": [i.to_dict() for i in self.items],
+            "sources": self.sources,
         }
 
     def to_json(self, *, indent: int | None = 2) -> str:
@@ -235,6 +238,7 @@ class SyncReport:
             library=d.get("library"),
             dest=d.get("dest"),
             dry_run=bool(d.get("dry_run", False)),
+            sources=list(d.get("sources") or []),
         )
 
     @classmethod

@@ -30,13 +30,16 @@ from .plan import (
     Target,
     WorkItem,
     check,
+    dest_repository,
     library_targets,
     list_targets,
     read_image_list,
+    source_targets,
 )
 from .reference import normalize_registry
 from .registry.ratelimit import RateLimit
 from .report import Outcome, SyncReport
+from .sources import SourceListing, list_sources
 from .state import State, TagRecord
 from .store import PullGate, Store, TransferStats
 from .store.ocidir import OCILayoutStore
@@ -226,6 +229,12 @@ async def build_plan(
         targets += list_targets(
             refs, source=source, namespace=dest.namespace, layout=dest.layout, platforms=cfg.platform_list()
         )
+    specs = cfg.tag_sources()
+    if specs:
+        events.phase(f"listing {len(specs)} tag source(s)")
+        plan.sources = await list_sources(specs, stores=sources.__getitem__, source=source, hub_api=cfg.hub_api)
+        for i, listing in enumerate(plan.sources):
+            targets += source_targets(listing, namespace=dest.namespace, layout=dest.layout, order=i)
 
     # Deferred work from earlier runs goes first.
     deferred = {(d.dest_repo, tag) for d in state.deferred() for tag in d.tags}
@@ -237,12 +246,22 @@ async def build_plan(
     await check(plan, sources=sources.__getitem__, dest=dest.store, state=state, dest_key=dest.key)
 
     selected = {(dest.key(t.dest_repo), t.tag) for t in plan.targets}
+    # A source that could not be listed protects every tag of its repository from pruning.
+    protected = {_source_key(listing, dest) for listing in plan.sources if listing.error}
     plan.leaving = [
         r
         for r in state.tags()
-        if r.created_by_hubmirror and r.dest_repo.startswith(dest.prefix) and (r.dest_repo, r.tag) not in selected
+        if r.created_by_hubmirror
+        and r.dest_repo.startswith(dest.prefix)
+        and (r.dest_repo, r.tag) not in selected
+        and r.dest_repo not in protected
     ]
     return plan
+
+
+def _source_key(listing: SourceListing, dest: Destination) -> str:
+    """The state's name of the destination repository a tag source lands in."""
+    return dest.key(dest_repository(listing.spec.repository, dest.namespace, dest.layout))
 
 
 def _unique(targets: list[Target]) -> list[Target]:
@@ -577,6 +596,11 @@ def _finish(report: SyncReport, sources: _Sources, dest: Destination, cfg: SyncC
 
 
 def _add_failed(plan: Plan, report: SyncReport, dest: Destination) -> None:
+    report.sources = [listing.to_dict() for listing in plan.sources]
+    for listing in plan.sources:
+        if listing.error:
+            reason = f"{listing.error}; its tags are not pruned in this run"
+            report.add(Outcome.FAILED, listing.name, _source_key(listing, dest), reason=reason)
     for target, reason in plan.failed:
         tags = [target.tag] if target.tag else []
         report.add(Outcome.FAILED, target.canonical, dest.key(target.dest_repo), tags, reason=reason)

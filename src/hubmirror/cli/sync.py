@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ._app import app, console, fail, out
+from ._app import app, console, fail, out, say
 
 if TYPE_CHECKING:
     from ..config import SyncConfig
@@ -20,6 +20,7 @@ def render_plan(plan: Plan, report: SyncReport, cfg: SyncConfig | None = None) -
     """The dry run's output: what would happen, what it costs, what the budget allows now."""
     from rich.table import Table
 
+    render_sources(plan)
     table = Table(title="hubmirror sync --dry-run", title_justify="left")
     for col in ("action", "source", "tags", "pulls", "why"):
         table.add_column(col)
@@ -41,6 +42,23 @@ def render_plan(plan: Plan, report: SyncReport, cfg: SyncConfig | None = None) -
     )
     if cfg is not None:
         console.print(allowance_text(plan, report, cfg))
+
+
+def render_sources(plan: Plan) -> None:
+    """Per tag source: how it was listed, the tags kept, and each dropped tag with the policy and why."""
+    for src in plan.sources:
+        if src.error:
+            say(f"source {src.name}: {src.error} (nothing of it is pruned in this run)")
+            continue
+        say(f"source {src.name} ({src.via}): {src.listed} tags listed, {len(src.kept)} kept")
+        if src.note:
+            say(f"  note: {src.note}")
+        if src.kept:
+            say(f"  kept: {', '.join(t.name for t in src.kept)}")
+        for d in src.dropped:
+            say(f"  dropped {d.tag}: {d.policy}: {d.reason}")
+        if src.artifacts:
+            say(f"  {len(src.artifacts)} signature/referrer tags follow their images")
 
 
 def budget_text(report: SyncReport) -> str:
@@ -97,6 +115,21 @@ def sync(
     windows: Annotated[bool | None, typer.Option("--windows/--no-windows", help="Include Windows images.")] = None,
     include: Annotated[list[str] | None, typer.Option(help="Tag regex to include (repeatable).")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Tag regex to exclude (repeatable).")] = None,
+    repo: Annotated[
+        list[str] | None,
+        typer.Option("--repo", help="Mirror tags of REGISTRY/REPO (repeatable; docker.io uses Hub's tags API)."),
+    ] = None,
+    semver: Annotated[str | None, typer.Option(help="--repo: semver range of tags, e.g. '>=1.27 <2'.")] = None,
+    keep: Annotated[int | None, typer.Option(help="--repo: keep the newest N tags.")] = None,
+    prerelease: Annotated[bool | None, typer.Option("--prerelease", help="--repo: allow pre-releases.")] = None,
+    immutable: Annotated[
+        list[str] | None, typer.Option(help="--repo: regex of tags that never move (checked once).")
+    ] = None,
+    hub_api: Annotated[str | None, typer.Option(help="Docker Hub's tags API (default https://hub.docker.com).")] = None,
+    signatures: Annotated[
+        bool | None,
+        typer.Option("--signatures/--no-signatures", help="Copy signatures, attestations and referrers (default on)."),
+    ] = None,
     state: Annotated[Path | None, typer.Option(help="SQLite state file.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON to FILE.")] = None,
     dry_run: Annotated[bool | None, typer.Option("--dry-run", help="Plan only: no pulls, no writes.")] = None,
@@ -136,6 +169,13 @@ def sync(
         "windows": windows,
         "include_tags": include,
         "exclude_tags": exclude,
+        "repos": repo,
+        "semver": semver,
+        "keep": keep,
+        "prerelease": prerelease,
+        "immutable": immutable,
+        "hub_api": hub_api,
+        "signatures": signatures,
         "state": state,
         "report": report,
         "dry_run": dry_run,

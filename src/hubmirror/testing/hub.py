@@ -2,11 +2,12 @@
 
 Every ``/v2/`` request is forwarded to the upstream ``docker-registry`` and its answer passed back
 (``Location``/``Link`` rewritten to the emulator's address). On top of that the emulator adds what
-Hub does and Distribution does not (reference §C, §D.2, §D.5): bearer-token auth with a ``/token``
+Hub does and Distribution does not (reference §C, §D.2, §D.5, §F.4): bearer-token auth with a ``/token``
 endpoint, the pull quota and its ``ratelimit-*`` headers, the bare-429 abuse limit, blob GETs
-redirected to a second "CDN" port, and deterministic fault injection. It runs its own event loop in
-a background thread, so async tests, blocking subprocesses (``skopeo``, the CLI) and the demo can
-all use it.
+redirected to a second "CDN" port, deterministic fault injection, and the repository tags API
+(``/v2/namespaces/NS/repositories/REPO/tags``: each tag's digest, push time and platforms, paginated).
+It runs its own event loop in a background thread, so async tests, blocking subprocesses (``skopeo``,
+the CLI) and the demo can all use it.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from urllib.parse import urlencode
 import aiohttp
 from aiohttp import web
 
+from ..media import ACCEPT
 from .registry import Registry
 
 SERVICE = "registry.docker.io"
@@ -42,6 +44,10 @@ PULL_LIMIT_MESSAGE = (
 FAULT_KINDS = frozenset({"reset", "500", "truncate", "flip"})
 
 _REPO_ROUTE = re.compile(r"^/v2/(?P<name>.+?)/(?P<kind>manifests|blobs|tags)/(?P<rest>.*)$")
+_TAGS_API_ROUTE = re.compile(
+    r"^/v2/(?:namespaces/(?P<ns>[^/]+)/repositories/(?P<repo>[^/]+)|repositories/(?P<ns2>[^/]+)/(?P<repo2>[^/]+))"
+    r"/tags/?$"
+)
 _PUSH_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _FORWARD_REQUEST_HEADERS = ("Accept", "Content-Type", "Content-Length", "Content-Range", "If-None-Match", "Range")
 _PASS_RESPONSE_HEADERS = (
@@ -68,7 +74,7 @@ class RequestRecord:
     """One request the emulator answered (the Hub port; CDN requests are in `CdnRecord`)."""
 
     method: str
-    kind: str  # manifest | blob | tag-list | token | other
+    kind: str  # manifest | blob | tag-list | tags-api | token | other
     repo: str  # "" when the request names no repository
     ref: str  # tag or digest for manifests and blobs, else ""
     status: int
@@ -159,6 +165,8 @@ class HubEmulator:
         self._session: aiohttp.ClientSession | None = None
         self._port = 0
         self._cdn_port = 0
+        self._pushed: dict[tuple[str, str], datetime] = {}
+        self._tag_details: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -332,6 +340,11 @@ class HubEmulator:
         with self._lock:
             self._head_digest = send
 
+    def set_pushed(self, repo: str, tag: str, when: datetime) -> None:
+        """The push time the tags API gives for *repo*:*tag* (default: when the API first saw the tag)."""
+        with self._lock:
+            self._pushed[(repo, tag)] = when
+
     def expire_tokens(self) -> None:
         """Make every token issued so far expired (the next request with one gets a 401)."""
         with self._lock:
@@ -383,6 +396,11 @@ class HubEmulator:
     def token_requests(self) -> int:
         return self._count("GET", "token", None)
 
+    def tags_api_requests(self, repo: str | None = None) -> int:
+        """Requests to the repository tags API (any status), for ``NS/REPO`` or all repositories."""
+        with self._lock:
+            return sum(1 for r in self._records if r.kind == "tags-api" and (repo is None or r.repo == repo))
+
     def cdn_gets(self, digest: str | None = None) -> int:
         with self._lock:
             return sum(1 for r in self._cdn_records if digest is None or r.digest == digest)
@@ -418,6 +436,9 @@ class HubEmulator:
             elif path == "/token":
                 kind = "token"
                 resp, user = self._token(request)
+            elif m := _TAGS_API_ROUTE.match(path):
+                kind, repo = "tags-api", f"{m.group('ns') or m.group('ns2')}/{m.group('repo') or m.group('repo2')}"
+                resp = await self._tags_api(request, repo)
             elif not path.startswith("/v2/"):
                 resp = web.Response(status=404, text="404 page not found\n")
             else:
@@ -458,6 +479,100 @@ class HubEmulator:
             "issued_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         return web.json_response(body), user
+
+    # -- the repository tags API (hub.docker.com, reference §F.4) ----------------------------------
+
+    async def _tags_api(self, request: web.Request, repo: str) -> web.Response:
+        """``{count, next, previous, results}``, newest push first; anonymous; no pulls counted."""
+        with self._lock:
+            failing = self._fail_always is not None and self._fail_always(request.method, request.path)
+            fail_status = self._fail_status
+        if failing:
+            return web.json_response({"message": "injected persistent failure"}, status=fail_status)
+        if request.method != "GET":
+            return web.json_response({"message": "method not allowed"}, status=405)
+        try:
+            size = min(max(int(request.query.get("page_size", "10")), 1), 100)
+            page = max(int(request.query.get("page", "1")), 1)
+        except ValueError:
+            return web.json_response({"message": "invalid page or page_size"}, status=400)
+        assert self._session is not None
+        async with self._session.get(f"{self.upstream.url}/v2/{repo}/tags/list") as up:
+            tags = list((await up.json(content_type=None)).get("tags") or []) if up.status == 200 else []
+        if not tags:
+            return web.json_response({"message": "object not found", "errinfo": {}}, status=404)
+        now = datetime.now(UTC)
+        results = []
+        for tag in tags:
+            with self._lock:
+                pushed = self._pushed.setdefault((repo, tag), now)
+            results.append(await self._tag_result(repo, tag, pushed))
+        results.sort(key=lambda r: (r["tag_last_pushed"], r["name"]), reverse=True)
+        chunk = results[(page - 1) * size : page * size]
+
+        def link(p: int) -> str:
+            return f"{self.url}{request.path}?{urlencode({'page_size': size, 'page': p})}"
+
+        body = {
+            "count": len(results),
+            "next": link(page + 1) if page * size < len(results) else None,
+            "previous": link(page - 1) if page > 1 else None,
+            "results": chunk,
+        }
+        return web.json_response(body)
+
+    async def _tag_result(self, repo: str, tag: str, pushed: datetime) -> dict[str, Any]:
+        """One tag as the API shows it: digest from the upstream registry, platforms from its manifest."""
+        assert self._session is not None
+        accept = {"Accept": ACCEPT}
+        async with self._session.get(f"{self.upstream.url}/v2/{repo}/manifests/{tag}", headers=accept) as up:
+            digest = up.headers.get("Docker-Content-Digest", "")
+            manifest = json.loads(await up.read()) if up.status == 200 else {}
+        when = pushed.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        with self._lock:
+            images = self._tag_details.get((repo, digest))
+        if images is None:
+            images = []
+            for child in manifest.get("manifests") or []:
+                plat = child.get("platform") or {}
+                if plat.get("os") and plat.get("os") != "unknown":
+                    images.append(
+                        {
+                            "architecture": plat.get("architecture"),
+                            "variant": plat.get("variant"),
+                            "os": plat.get("os"),
+                            "digest": child.get("digest"),
+                            "size": child.get("size", 0),
+                            "status": "active",
+                            "last_pushed": when,
+                        }
+                    )
+            if "config" in manifest:
+                async with self._session.get(
+                    f"{self.upstream.url}/v2/{repo}/blobs/{manifest['config']['digest']}"
+                ) as c:
+                    cfg = json.loads(await c.read()) if c.status == 200 else {}
+                images.append(
+                    {
+                        "architecture": cfg.get("architecture"),
+                        "variant": cfg.get("variant"),
+                        "os": cfg.get("os"),
+                        "digest": digest,
+                        "size": 0,
+                        "status": "active",
+                        "last_pushed": when,
+                    }
+                )
+            with self._lock:
+                self._tag_details[(repo, digest)] = images
+        return {
+            "name": tag,
+            "digest": digest,
+            "last_updated": when,
+            "tag_last_pushed": when,
+            "tag_status": "active",
+            "images": images,
+        }
 
     def _challenge(self, repo: str, actions: str, error: str | None = None) -> web.Response:
         value = f'Bearer realm="{self.token_url}",service="{SERVICE}"'

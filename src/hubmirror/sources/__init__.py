@@ -1,0 +1,38 @@
+"""Tag sources beside the official-images library: any registry repository (``tags/list``) or Docker Hub
+repository (its tags API), each with its own tag policies; see `SourceSpec` and `list_sources`."""
+
+from ._hub import DEFAULT_HUB_API, HubApiError, HubTagsAPI
+from ._listing import (
+    HubTags,
+    Listed,
+    RegistryTags,
+    SourceListing,
+    SourceSpec,
+    TagSource,
+    list_sources,
+    open_source,
+)
+from ._policy import ARTIFACT_TAG, Dropped, TagInfo, TagPolicy, artifact_subject
+from ._semver import SemverRange, Version, parse_version
+
+__all__ = [
+    "ARTIFACT_TAG",
+    "DEFAULT_HUB_API",
+    "Dropped",
+    "HubApiError",
+    "HubTags",
+    "HubTagsAPI",
+    "Listed",
+    "RegistryTags",
+    "SemverRange",
+    "SourceListing",
+    "SourceSpec",
+    "TagInfo",
+    "TagPolicy",
+    "TagSource",
+    "Version",
+    "artifact_subject",
+    "list_sources",
+    "open_source",
+    "parse_version",
+]

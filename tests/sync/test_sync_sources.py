@@ -1,0 +1,152 @@
+"""Tag sources (issue 10): ``--repo`` / ``sources:`` over a registry's ``tags/list`` and Docker Hub's tags
+API, tag policies with ``--dry-run`` explanations, immutable tags, and prune safety when a listing fails."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from test_sync_support import NAMESPACE, Env
+
+from _auth import PASSWORD, USER
+from hubmirror.report import Outcome
+from hubmirror.testing import images as img
+from hubmirror.testing.hub import HubEmulator
+
+#: 40 tags: releases 1.25.0–1.29.3, alpine variants, pre-releases, 2.x, moving tags.
+RELEASES = [f"1.{m}.{p}" for m in range(25, 30) for p in range(4)]
+ALPINE = [f"1.{m}.{p}-alpine" for m in range(27, 30) for p in range(4)]
+OTHERS = ["2.0.0", "2.0.1", "1.30.0-rc1", "1.29.4-rc.1", "latest", "stable", "1.29", "1.28"]
+FORTY = RELEASES + ALPINE + OTHERS
+INCLUDE = r"\d+\.\d+\.\d+(-rc.*)?"
+
+
+async def push_tags(target: Any, repo: str, tags: list[str], images: int = 4) -> dict[str, str]:
+    """Push *tags* of *repo*, spread over a few distinct small images; tag → digest."""
+    out: dict[str, str] = {}
+    for i in range(images):
+        mine = tags[i::images]
+        if mine:
+            pushed = await img.push(target, repo, img.image(f"{repo}/{i}", layers=(256,)), mine)
+            out |= dict.fromkeys(mine, pushed.digest)
+    return out
+
+
+def test_registry_source_include_semver_keep_mirrors_exactly_the_newest_three(env: Env) -> None:
+    src = env.make_registry()
+    img.run_sync(push_tags(src, "team/app", FORTY))
+    args = ("--repo", f"{src.host}/team/app", "--include", INCLUDE, "--semver", ">=1.27 <2", "--keep", "3")
+
+    dry = env.cli(*args, "--dry-run", "--json")
+
+    assert dry.returncode == 0, dry.stderr
+    [source] = json.loads(dry.stdout)["sources"]
+    assert source["source"] == f"{src.host}/team/app" and source["via"] == "tags/list"
+    assert source["listed"] == 40
+    assert source["kept"] == ["1.29.3", "1.29.2", "1.29.1"]
+    policy = {d["tag"]: d["policy"] for d in source["dropped"]}
+    assert len(policy) == 37
+    assert {t for t, p in policy.items() if p == "include"} == set(ALPINE) | {"latest", "stable", "1.29", "1.28"}
+    assert {t for t, p in policy.items() if p == "prerelease"} == {"1.30.0-rc1", "1.29.4-rc.1"}
+    assert {t for t, p in policy.items() if p == "semver"} == {*RELEASES[:8], "2.0.0", "2.0.1"}
+    assert {t for t, p in policy.items() if p == "keep"} == {*RELEASES[8:16], "1.29.0"}
+    # the human form explains each dropped tag too
+    for tag in ("1.27.0-alpine", "2.0.0", "1.30.0-rc1", "1.28.3"):
+        assert f"dropped {tag}: {policy[tag]}:" in dry.stderr
+    assert env.dest_tags("team/app") == []
+
+    run = env.cli(*args, "--json")
+
+    assert run.returncode == 0, run.stderr
+    assert env.dest_tags("team/app") == ["1.29.1", "1.29.2", "1.29.3"]
+
+
+@pytest.fixture
+def hub_repo(env: Env) -> Iterator[dict[str, str]]:
+    """`grafanaish/grafana` on the Hub emulator with 120 tags (2 pages of the tags API)."""
+    tags = [f"11.{i // 10}.{i % 10}" for i in range(120)]
+    yield img.run_sync(push_tags(env.hub.upstream, "grafanaish/grafana", tags, images=3))
+
+
+def test_hub_source_plans_through_the_tags_api_and_falls_back_to_tags_list(env: Env, hub_repo: dict[str, str]) -> None:
+    hub = env.hub
+    repo = "grafanaish/grafana"
+
+    _, first = img.run_sync(env.sync(repos=[f"docker.io/{repo}"], hub_api=hub.url))
+
+    assert first.exit_code == 0, first.to_json()
+    assert hub.tags_api_requests(repo) == 2  # 120 tags, 100 a page
+    assert hub.manifest_heads(repo) == 0  # the API gave every digest: no HEAD on Docker Hub
+    assert first.sources[0]["via"] == "hub-api"
+    assert sorted(env.dest_tags(repo)) == sorted(hub_repo)
+    assert {env.dest_digest(repo, t) for t in ("11.0.0", "11.0.1", "11.0.2")} == set(hub_repo.values())
+
+    hub.reset_counts()
+    _, again = img.run_sync(env.sync(repos=[f"docker.io/{repo}"], hub_api=hub.url))
+
+    assert again.exit_code == 0, again.to_json()
+    assert hub.tags_api_requests(repo) == 2
+    assert hub.manifest_heads(repo) == 0 and hub.manifest_gets(repo) == 0  # 0 pulls for unchanged tags
+    assert len(again.by_outcome(Outcome.UP_TO_DATE)) == 3
+
+    # The API fails: tags/list and a free HEAD per tag instead, still no pull.
+    hub.reset_counts()
+    hub.fail_always("/v2/namespaces/", 503)
+    _, fallback = img.run_sync(env.sync(repos=[f"docker.io/{repo}"], hub_api=hub.url))
+
+    assert fallback.exit_code == 0, fallback.to_json()
+    assert fallback.sources[0]["via"] == "tags/list"
+    assert "tags API failed" in fallback.sources[0]["note"]
+    assert hub.counts[("GET", "tag-list", repo, 200)] >= 1
+    assert hub.manifest_heads(repo) == 120 and hub.manifest_gets(repo) == 0
+
+
+def test_immutable_tags_are_not_requested_again_once_mirrored(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    hub = env.hub
+    img.run_sync(push_tags(hub.upstream, "team/tool", ["1.0.0", "1.0.1", "latest"], images=2))
+    # The destination behind a second emulator, so that its requests are counted too.
+    with HubEmulator(env.dest, users={USER: PASSWORD}, allow_push=True, limit=None) as dest_hub:
+        monkeypatch.setenv("DEST_USER", USER)
+        monkeypatch.setenv("DEST_PASSWORD", PASSWORD)
+        over: dict[str, Any] = {
+            "sources": [{"registry": f"{hub.host}/team/tool", "immutable": [r"\d+\.\d+\.\d+"]}],
+            "dest": f"{dest_hub.host}/{NAMESPACE}",
+            "credentials": {dest_hub.host: {"username_env": "DEST_USER", "password_env": "DEST_PASSWORD"}},
+        }
+        _, first = img.run_sync(env.sync(**over))
+        assert first.exit_code == 0, first.to_json()
+        assert env.dest_tags("team/tool") == ["1.0.0", "1.0.1", "latest"]
+        hub.reset_counts()
+        dest_hub.reset_counts()
+
+        _, second = img.run_sync(env.sync(**over))
+
+        assert second.exit_code == 0, second.to_json()
+        sent = [(r.method, r.kind, r.ref) for r in hub.records + dest_hub.records]
+        assert [s for s in sent if s[2] in ("1.0.0", "1.0.1")] == []
+        assert ("HEAD", "manifest", "latest") in sent  # a moving tag is still checked
+        assert {t for i in second.by_outcome(Outcome.UP_TO_DATE) for t in i.tags} == {"1.0.0", "1.0.1", "latest"}
+
+
+def test_a_source_that_fails_to_list_keeps_its_tags_with_prune(env: Env) -> None:
+    hub = env.hub
+    img.run_sync(push_tags(hub.upstream, "team/a", ["1", "2"]))
+    img.run_sync(push_tags(hub.upstream, "team/b", ["1", "2"]))
+    a, b = f"{hub.host}/team/a", f"{hub.host}/team/b"
+    assert env.cli("--repo", a, "--repo", b).returncode == 0
+    assert env.dest_tags("team/a") == env.dest_tags("team/b") == ["1", "2"]
+
+    hub.fail_always("/v2/team/b/tags/list", 403)
+    p = env.cli("--repo", a, "--repo", b, "--exclude", "2", "--prune", "--json")
+
+    assert p.returncode == 1, p.stderr
+    report = json.loads(p.stdout)
+    assert env.dest_tags("team/a") == ["1"]  # a listed fine: its tag 2 left and was pruned
+    assert env.dest_tags("team/b") == ["1", "2"]  # b failed to list: nothing of it is pruned
+    [failed] = [i for i in report["items"] if i["outcome"] == "failed"]
+    assert failed["source"] == b
+    assert "listing" in failed["reason"] and "not pruned" in failed["reason"]
+    assert [s["error"] is not None for s in report["sources"]] == [False, True]
+    assert "team/b" in p.stderr
