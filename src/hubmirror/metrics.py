@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server, write_to_textfile
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    generate_latest,
+    start_http_server,
+    write_to_textfile,
+)
 
 from .report import Outcome, SyncReport
 
@@ -27,6 +34,7 @@ class SyncMetrics:
         self.pulls = Counter("hubmirror_source_manifest_gets", "Source manifest GETs (Docker Hub pulls).", registry=r)
         self.heads = Counter("hubmirror_source_manifest_heads", "Source manifest HEADs (free).", registry=r)
         self.bytes = Counter("hubmirror_blob_bytes_written", "Blob bytes written to the destination.", registry=r)
+        self.in_progress = Gauge("hubmirror_run_in_progress", "1 while a sync run is in progress.", registry=r)
         for outcome in Outcome:
             self.items.labels(outcome.value)
 
@@ -45,6 +53,10 @@ class SyncMetrics:
         self.pulls.inc(t.manifest_gets)
         self.heads.inc(t.manifest_heads)
         self.bytes.inc(t.bytes)
+
+    def text(self) -> bytes:
+        """The metrics in Prometheus text format (for a ``/metrics`` handler)."""
+        return generate_latest(self.registry)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> None:
         """Serve ``/metrics`` on *addr*:*port* from a background thread."""

@@ -113,6 +113,7 @@ class Totals:
     duration: float = 0.0  # seconds
     ratelimit_remaining: int | None = None  # the source's quota left at the end (None: not limited)
     ratelimit_limit: int | None = None
+    ratelimit_window: int | None = None  # seconds, when the source names its window (Docker Hub: 21600)
 
     def add_stats(self, source: TransferStats, dest: TransferStats) -> None:
         """Add what the source and destination stores counted (blobs_skipped is the sync's to set)."""

@@ -593,6 +593,7 @@ def _finish(report: SyncReport, sources: _Sources, dest: Destination, cfg: SyncC
     if rl is not None:
         report.totals.ratelimit_remaining = rl.remaining
         report.totals.ratelimit_limit = rl.limit
+        report.totals.ratelimit_window = rl.window
 
 
 def _add_failed(plan: Plan, report: SyncReport, dest: Destination) -> None:

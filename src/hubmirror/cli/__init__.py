@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 
 def _build_app() -> Typer:
-    from . import copy, demo, library, login, status, sync  # noqa: F401  (each registers its commands)
+    from . import copy, demo, library, login, serve, status, sync  # noqa: F401  (each registers its commands)
     from ._app import app
 
     return app

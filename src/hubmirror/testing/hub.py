@@ -155,6 +155,7 @@ class HubEmulator:
         self._fail_always: Callable[[str, str], bool] | None = None
         self._fail_status = 500
         self._head_digest = True
+        self._blob_delay = 0.0
         self._records: list[RequestRecord] = []
         self._cdn_records: list[CdnRecord] = []
         self._sign_key = secrets.token_bytes(16)
@@ -321,6 +322,12 @@ class HubEmulator:
             raise ValueError(f"unknown fault kinds {sorted(unknown)}; expected some of {sorted(FAULT_KINDS)}")
         with self._lock:
             self._faults = _Faults(rate, seed, ks, frozenset(paths)) if rate > 0 and ks else None
+
+    def set_delay(self, seconds: float) -> None:
+        """Hold every blob download on the CDN for *seconds* before its first byte (a slow link: runs that
+        last long enough to be watched, triggered or stopped while they copy); 0 switches it off."""
+        with self._lock:
+            self._blob_delay = seconds
 
     def fail_always(self, match: FaultMatcher | None, status: int = 500) -> None:
         """Answer every matching Hub request with *status* until cleared with ``fail_always(None)``."""
@@ -732,6 +739,10 @@ class HubEmulator:
             with self._lock:
                 self._cdn_records.append(CdnRecord(repo, digest, status, "Authorization" in request.headers))
 
+        with self._lock:
+            delay = self._blob_delay
+        if delay > 0:
+            await asyncio.sleep(delay)
         sig_ok = hmac.compare_digest(request.query.get("sig", ""), self._sign(repo, digest, expires))
         if not sig_ok or not expires.isdigit() or int(expires) < time.time():
             record(403)

@@ -1,0 +1,217 @@
+"""The server's run loop: one sync at a time (single flight), triggered by the cron schedule, webhooks and
+the API; triggers that arrive during a run are merged into one follow-up run."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from ..config import SyncConfig
+from ..plan import Plan, WorkItem
+from ..report import Outcome, SyncReport
+from ..schedule import next_run
+from ..service import RunResult, SyncService
+from ..sync import RunControl, SyncEvents
+
+log = logging.getLogger(__name__)
+
+#: What items deferred by a shutdown say (the next run takes them first).
+SHUTDOWN_REASON = "hubmirror serve was stopped during the run; the next run takes this first"
+
+
+@dataclass
+class LiveRun:
+    """The run in progress, as its events tell it (the status page shows it live)."""
+
+    number: int  # this server's run counter (1 = the first run since start)
+    triggers: list[str]
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    phase: str = "starting"
+    planned: bool = False
+    commit: str | None = None
+    to_copy: int = 0
+    to_retag: int = 0
+    up_to_date: int = 0
+    total: int = 0
+    done: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    in_flight: dict[int, str] = field(default_factory=dict)
+    stopping: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "number": self.number,
+            "triggers": self.triggers,
+            "started": self.started.isoformat(),
+            "elapsed": round((datetime.now(UTC) - self.started).total_seconds(), 1),
+            "phase": self.phase,
+            "commit": self.commit,
+            "to_copy": self.to_copy,
+            "to_retag": self.to_retag,
+            "up_to_date": self.up_to_date,
+            "items_total": self.total,
+            "items_done": self.done,
+            "outcomes": dict(self.outcomes),
+            "in_flight": sorted(self.in_flight.values()),
+            "stopping": self.stopping,
+        }
+
+
+class _LiveEvents(SyncEvents):
+    def __init__(self, live: LiveRun) -> None:
+        self.live = live
+
+    def phase(self, text: str) -> None:
+        self.live.phase = text
+
+    def plan_ready(self, plan: Plan) -> None:
+        live = self.live
+        live.planned, live.commit, live.phase = True, plan.commit, "copying"
+        live.to_copy, live.to_retag, live.up_to_date = len(plan.copies), len(plan.retags), len(plan.up_to_date)
+        live.total = len(plan.items)
+
+    def item_started(self, item: WorkItem) -> None:
+        self.live.in_flight[id(item)] = item.canonical
+
+    def item_done(self, item: WorkItem, outcome: Outcome) -> None:
+        self.live.in_flight.pop(id(item), None)
+        self.live.done += 1
+        self.live.outcomes[outcome.value] += 1
+
+
+@dataclass
+class FinishedRun:
+    """A run this server did: its result, with why it ran."""
+
+    number: int
+    triggers: list[str]
+    started: datetime
+    finished: datetime
+    result: RunResult | None  # None: cancelled before it changed anything (shutdown during planning)
+
+
+class SyncLoop:
+    """Runs `SyncService` syncs one at a time for a server; `trigger` asks for a run."""
+
+    def __init__(self, cfg: SyncConfig, service: SyncService, *, history: int = 50) -> None:
+        self.cfg = cfg
+        self.service = service
+        self.current: LiveRun | None = None
+        self.finished: deque[FinishedRun] = deque(maxlen=history)
+        self.last_report: SyncReport | None = None
+        self.next_scheduled: datetime | None = None
+        self.runs_started = 0
+        self.stopping = False
+        self._pending: list[str] = []
+        self._wake = asyncio.Event()
+        self._control: RunControl | None = None
+        self._task: asyncio.Task[RunResult] | None = None
+        self._loop_task: asyncio.Task[None] | None = None
+        self._cron_task: asyncio.Task[None] | None = None
+
+    # -- triggers ---------------------------------------------------------------------------------
+
+    @property
+    def pending(self) -> list[str]:
+        """Reasons of the triggers waiting for the next run (merged into one run)."""
+        return list(self._pending)
+
+    def trigger(self, reason: str) -> str:
+        """Ask for a run: ``started`` (none was running), ``queued`` (it follows the run in progress; further
+        triggers merge into it) or ``refused`` (shutting down)."""
+        if self.stopping:
+            return "refused"
+        queued = self.current is not None or bool(self._pending)
+        self._pending.append(reason)
+        self._wake.set()
+        return "queued" if queued else "started"
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def start(self, *, run_now: bool = True) -> None:
+        """Start the run loop (and the schedule, if the config has one); with *run_now*, a first run now."""
+        self._loop_task = asyncio.create_task(self._loop(), name="hubmirror-sync-loop")
+        if self.cfg.schedule:
+            self._cron_task = asyncio.create_task(self._cron(self.cfg.schedule), name="hubmirror-schedule")
+        if run_now:
+            self.trigger("start")
+
+    @property
+    def alive(self) -> bool:
+        return self._loop_task is not None and not self._loop_task.done()
+
+    async def shutdown(self) -> None:
+        """Stop: no new run starts; a run in progress finishes the items in flight and records its state
+        (copies not started are deferred); a run still planning is cancelled (it changed nothing yet)."""
+        self.stopping = True
+        self._pending.clear()
+        if self._cron_task is not None:
+            self._cron_task.cancel()
+        live = self.current
+        if live is not None and self._task is not None:
+            if live.planned:
+                live.stopping = "finishing the items in flight, then stopping"
+                assert self._control is not None
+                self._control.stop(SHUTDOWN_REASON)
+            else:
+                live.stopping = "cancelled while planning (nothing was changed)"
+                self._task.cancel()
+        self._wake.set()
+        if self._loop_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop_task
+        if self._cron_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._cron_task
+
+    async def _cron(self, schedule: str) -> None:
+        while True:
+            nxt = next_run(schedule, datetime.now().astimezone())
+            self.next_scheduled = nxt.astimezone(UTC)
+            await asyncio.sleep(max(0.0, nxt.timestamp() - time.time()))
+            self.trigger("schedule")
+
+    async def _loop(self) -> None:
+        while not self.stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            if self.stopping or not self._pending:
+                continue
+            reasons, self._pending = self._pending, []
+            await self._run(reasons)
+
+    async def _run(self, reasons: list[str]) -> None:
+        self.runs_started += 1
+        live = LiveRun(self.runs_started, reasons)
+        self.current = live
+        self._control = RunControl()
+        self.service.metrics.in_progress.set(1)
+        self._task = asyncio.create_task(self.service.run(self.cfg, events=_LiveEvents(live), control=self._control))
+        result: RunResult | None
+        try:
+            result = await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            if not self._task.cancelled():
+                raise
+            result = None
+        except Exception:  # a bug, not a run outcome: keep serving, say what it was
+            log.exception("sync run %d crashed", live.number)
+            result = RunResult(error="internal error (see the server log)")
+        finally:
+            self.service.metrics.in_progress.set(0)
+            self.current = None
+            self._task = None
+        self.finished.appendleft(FinishedRun(live.number, reasons, live.started, datetime.now(UTC), result))
+        if result is not None and result.report is not None:
+            self.last_report = result.report
+        if result is not None and result.error is not None:
+            log.warning("sync run %d: %s", live.number, result.error)
+
+
+__all__ = ["SHUTDOWN_REASON", "FinishedRun", "LiveRun", "SyncLoop"]

@@ -1,0 +1,153 @@
+"""What the status page and ``GET /api/status`` show: the state's runs, repositories, deferred work and
+library commits, with the server's own view (the run in progress, the last report's failures, triggers)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from ..report import Outcome, SyncReport
+from ..state import RunRecord, State
+from .runner import SyncLoop
+
+#: A run's status in the state → the exit code the CLI would have given.
+_EXIT = {"completed": 0, "failed": 1, "deferred": 2}
+
+
+def _iso(when: datetime | None) -> str | None:
+    return when.astimezone(UTC).isoformat(timespec="seconds") if when is not None else None
+
+
+def _run(r: RunRecord) -> dict[str, Any]:
+    s = r.summary or {}
+    return {
+        "id": r.id,
+        "status": r.status,
+        "exit_code": _EXIT.get(r.status),
+        "pulls": s.get("manifest_gets", 0),
+        "bytes": s.get("bytes", 0),
+        "duration": s.get("duration"),
+        "started": _iso(r.started),
+        "finished": _iso(r.finished),
+        "commit": r.commit,
+        "error": None,
+    }
+
+
+def _quota(runs: list[RunRecord], last: SyncReport | None) -> dict[str, Any]:
+    """The pull quota as last reported by the source, with when the window refills it fully."""
+    remaining = limit = window = None
+    seen: datetime | None = None
+    if last is not None:
+        t = last.totals
+        remaining, limit, window, seen = t.ratelimit_remaining, t.ratelimit_limit, t.ratelimit_window, last.finished
+    else:
+        for r in runs:
+            s = r.summary or {}
+            if r.finished is not None and "ratelimit_limit" in s:
+                remaining, limit, window = s.get("ratelimit_remaining"), s["ratelimit_limit"], s.get("ratelimit_window")
+                seen = r.finished
+                break
+    refill = seen + timedelta(seconds=window) if seen is not None and window else None
+    return {
+        "remaining": remaining,
+        "limit": limit,
+        "window": window,
+        "observed": _iso(seen),
+        "full_refill_by": _iso(refill),
+        "limited": limit is not None,
+    }
+
+
+def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
+    """The whole status as JSON-ready data (``runs`` newest first; ``repositories`` by destination name)."""
+    cfg = loop.cfg
+    records = state.runs(runs)
+    out_runs = [_run(r) for r in records]
+    # Runs that stopped before they reached the state (an unreachable library or registry) are known to
+    # this server only; they count as failed (exit code 1).
+    for f in loop.finished:
+        if f.result is not None and f.result.error is not None:
+            out_runs.append(
+                {
+                    "id": None,
+                    "status": "error",
+                    "exit_code": 1,
+                    "pulls": 0,
+                    "bytes": 0,
+                    "duration": (f.finished - f.started).total_seconds(),
+                    "started": _iso(f.started),
+                    "finished": _iso(f.finished),
+                    "commit": None,
+                    "error": f.result.error,
+                }
+            )
+    out_runs.sort(key=lambda r: r["started"] or "", reverse=True)
+    out_runs = out_runs[:runs]
+
+    report = loop.last_report
+    failed: dict[str, list[dict[str, Any]]] = {}
+    if report is not None:
+        for item in report.by_outcome(Outcome.FAILED):
+            failed.setdefault(item.dest, []).append(
+                {"source": item.source, "tags": item.tags, "reason": item.reason or ""}
+            )
+    deferred: dict[str, list[dict[str, Any]]] = {}
+    for d in state.deferred():
+        deferred.setdefault(d.dest_repo, []).append(
+            {"source": d.source_ref, "tags": list(d.tags), "reason": d.reason, "since": _iso(d.since)}
+        )
+    repos: dict[str, dict[str, Any]] = {}
+    for t in state.tags():
+        r = repos.setdefault(t.dest_repo, {"tags": 0, "last_change": None})
+        r["tags"] += 1
+        if r["last_change"] is None or t.synced_at > r["last_change"]:
+            r["last_change"] = t.synced_at
+    for name in set(failed) | set(deferred):
+        repos.setdefault(name, {"tags": 0, "last_change": None})
+    repositories = [
+        {
+            "name": name,
+            "tags": r["tags"],
+            "last_change": _iso(r["last_change"]),
+            "deferred": deferred.get(name, []),
+            "failed": failed.get(name, []),
+        }
+        for name, r in sorted(repos.items())
+    ]
+
+    newest = next((r.commit for r in records if r.commit), None)
+    if loop.current is not None and loop.current.commit:
+        newest = loop.current.commit
+    synced = state.library_commit(cfg.library) if cfg.reads_library else None
+    current = loop.current
+    return {
+        "dest": cfg.dest,
+        "library": {
+            "source": cfg.library if cfg.reads_library else None,
+            "synced": synced,
+            "newest": newest,
+            "up_to_date": synced is not None and synced == newest,
+        },
+        "quota": _quota(records, report),
+        "current": current.to_dict() if current is not None else None,
+        "pending": loop.pending,
+        "next_run": _iso(loop.next_scheduled),
+        "schedule": cfg.schedule,
+        "runs": out_runs,
+        "repositories": repositories,
+        "totals": {
+            "repositories": len(repositories),
+            "tags": sum(r["tags"] for r in repositories),
+            "deferred": sum(len(r["deferred"]) for r in repositories),
+            "failed": sum(len(r["failed"]) for r in repositories),
+        },
+        "server": {
+            "runs_started": loop.runs_started,
+            "stopping": loop.stopping,
+            "now": _iso(datetime.now(UTC)),
+        },
+    }
+
+
+__all__ = ["collect"]
