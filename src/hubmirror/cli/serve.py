@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-import os
 import re
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from .._errors import ConfigError, HubmirrorError
-from ..config import load_config
 from ._app import app, fail, say
 
 DEFAULT_LISTEN = "127.0.0.1:8080"
@@ -20,6 +15,8 @@ DEFAULT_LISTEN = "127.0.0.1:8080"
 
 def parse_listen(value: str) -> tuple[str, int]:
     """``HOST:PORT`` (``[::1]:8080`` for IPv6) → (host, port); `ConfigError` otherwise."""
+    from .._errors import ConfigError
+
     m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d{1,5})|([^:\[\]]+):(\d{1,5})", value.strip())
     port = int((m.group(2) or m.group(4)) if m else 0)
     if m is None or not 0 < port < 65536:
@@ -38,6 +35,12 @@ def serve(
     POST /hooks/github (signed with HUBMIRROR_WEBHOOK_SECRET), GET /metrics, /healthz, /readyz.
     SIGTERM: a run in progress finishes its items in flight and records its state, then exit 0.
     """
+    import asyncio
+    import logging
+    import os
+
+    from .._errors import HubmirrorError
+    from ..config import load_config
     from ..server import API_TOKEN_ENV, WEBHOOK_SECRET_ENV, Secrets
     from ..server import serve as run_server
 
