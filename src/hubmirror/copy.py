@@ -30,7 +30,7 @@ from ._errors import (
     StoreError,
     UnsupportedManifest,
 )
-from .digest import is_digest, verified
+from .digest import is_digest, verified, verify_bytes
 from .media import ATTESTATION_REF_DIGEST, Descriptor, Manifest
 from .platform import Platform
 from .store._base import Store
@@ -179,8 +179,9 @@ class Copier:
             return res
 
         if manifest is None:
-            manifest = await self._get_source(ctx, src_ref)
-            res.source_digest = manifest.digest
+            # By the digest the HEAD returned, so the bytes are verified even when the registry's GET
+            # carries no Docker-Content-Digest (and a tag moved in between cannot slip in).
+            manifest = await self._get_source(ctx, src_digest)
             res.media_type = manifest.media_type
         top = manifest
 
@@ -374,8 +375,8 @@ class Copier:
                 if attempt == MANIFEST_ATTEMPTS or not _transient(e):
                     raise
                 continue
-            if is_digest(ref) and m.digest != ref:
-                raise DigestMismatch(f"{_loc(self.src, ctx.src_repo, ref)} returned a manifest with digest {m.digest}")
+            if is_digest(ref):  # with the algorithm of *ref* (sha256 or sha512)
+                verify_bytes(m.data, ref, f"manifest {_loc(self.src, ctx.src_repo, ref)} does not match its digest")
             m.check_supported()
             return m
         raise AssertionError("unreachable")
@@ -402,10 +403,11 @@ class Copier:
         if cfg.size > 1024 * 1024:
             return None
         data = b""
+        what = f"config {cfg.digest} from {_where(store, repo)}"
         for attempt in range(1, BLOB_ATTEMPTS + 1):
             try:
                 async with store.open_blob(repo, cfg) as chunks:
-                    data = b"".join([c async for c in verified(chunks, cfg.digest, cfg.size, "config")])
+                    data = b"".join([c async for c in verified(chunks, cfg.digest, cfg.size, what)])
                 break
             except Exception as e:
                 if attempt == BLOB_ATTEMPTS or not _transient(e):
@@ -474,24 +476,40 @@ class Copier:
         return "copied"
 
     async def _transfer(self, ctx: _Ctx, desc: Descriptor) -> None:
-        """Stream the blob from the source into the destination, verified; retried on errors."""
+        """Stream the blob from the source into the destination, verified; retried on errors.
+
+        When the source stream fails (wrong bytes, too many or too few, a broken download), that error
+        is raised, naming the source, rather than whatever the destination's upload made of the abort.
+        """
         for attempt in range(1, BLOB_ATTEMPTS + 1):
             self.events.blob_start(desc)
+            failed: list[Exception] = []
             try:
                 async with self.src.open_blob(ctx.src_repo, desc) as chunks:
-                    stream = verified(self._progress(desc, chunks), desc.digest, desc.size)
-                    await self.dst.put_blob(ctx.dst_repo, desc, stream)
+                    await self.dst.put_blob(ctx.dst_repo, desc, self._source(ctx, desc, chunks, failed))
                 return
             except Exception as e:
-                if attempt == BLOB_ATTEMPTS or not _transient(e):
+                err = failed[0] if failed else e
+                if attempt == BLOB_ATTEMPTS or not _transient(err):
+                    if err is not e:
+                        raise err from None
                     if isinstance(e, HubmirrorError):
                         raise
                     raise RegistryError(f"blob {desc.digest} of {ctx.src_repo}: {type(e).__name__}: {e}") from e
 
-    async def _progress(self, desc: Descriptor, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        async for chunk in chunks:
-            self.events.blob_progress(desc, len(chunk))
-            yield chunk
+    async def _source(
+        self, ctx: _Ctx, desc: Descriptor, chunks: AsyncIterator[bytes], failed: list[Exception]
+    ) -> AsyncIterator[bytes]:
+        """The source side of a transfer: verified, progress reported, its failure kept in *failed*."""
+        what = f"blob {desc.digest} from {_where(self.src, ctx.src_repo)}"
+        progress = self.events.blob_progress
+        try:
+            async for chunk in verified(chunks, desc.digest, desc.size, what):
+                progress(desc, len(chunk))
+                yield chunk
+        except Exception as e:
+            failed.append(e)
+            raise
 
 
 async def copy_location(
@@ -534,10 +552,14 @@ async def copy_location(
         await dst_store.close()
 
 
+def _where(store: Store, repo: str) -> str:
+    """``oci:/path`` or ``registry/repo`` for messages."""
+    return f"{store.name}/{repo}" if repo else store.name
+
+
 def _loc(store: Store, repo: str, ref: str) -> str:
     """``oci:/path:tag``, ``registry/repo:tag`` or ``registry/repo@sha256:…`` for messages."""
-    where = f"{store.name}/{repo}" if repo else store.name
-    return f"{where}{'@' if is_digest(ref) else ':'}{ref}"
+    return f"{_where(store, repo)}{'@' if is_digest(ref) else ':'}{ref}"
 
 
 def _transient(e: BaseException) -> bool:

@@ -39,31 +39,33 @@ def verify_bytes(data: bytes, digest: str, what: str = "content") -> None:
 
 
 async def verified(
-    chunks: AsyncIterable[bytes], digest: str, size: int | None, what: str = "blob"
+    chunks: AsyncIterable[bytes], digest: str, size: int | None, what: str | None = None
 ) -> AsyncIterator[bytes]:
     """Pass *chunks* through, checking size and digest; the last chunk is held back until both match.
 
     Because the final chunk is only yielded after the check, a consumer that commits on the last byte
-    (an upload's closing PUT, a rename into place) never commits unverified content.
+    (an upload's closing PUT, a rename into place) never commits unverified content. The chunks are
+    passed on as they are (no copies); *what* names the content in errors (default ``blob DIGEST``).
     """
     h = hasher(digest)
-    algo = digest.split(":", 1)[0]
+    update = h.update
+    limit = size if size is not None else -1
     total = 0
     held: bytes | None = None
     async for chunk in chunks:
         if not chunk:
             continue
         total += len(chunk)
-        if size is not None and total > size:
-            raise DigestMismatch(f"{what} {digest}: more than the expected {size} bytes")
-        h.update(chunk)
+        if 0 <= limit < total:
+            raise DigestMismatch(f"{what or f'blob {digest}'}: more than the expected {size} bytes")
+        update(chunk)
         if held is not None:
             yield held
         held = chunk
     if size is not None and total != size:
-        raise DigestMismatch(f"{what} {digest}: got {total} bytes, expected {size}")
-    got = f"{algo}:{h.hexdigest()}"
+        raise DigestMismatch(f"{what or f'blob {digest}'}: got {total} bytes, expected {size}")
+    got = f"{digest.split(':', 1)[0]}:{h.hexdigest()}"
     if got != digest:
-        raise DigestMismatch(f"{what}: expected {digest}, got {got}")
+        raise DigestMismatch(f"{what or f'blob {digest}'} does not match its digest (got {got})")
     if held is not None:
         yield held

@@ -12,7 +12,7 @@ from functools import cached_property
 from typing import Any
 
 from ._errors import UnsupportedManifest
-from .digest import sha256
+from .digest import is_digest, sha256
 from .platform import Platform
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -153,6 +153,25 @@ class Manifest:
             raise UnsupportedManifest(f"manifest {self.digest} is Docker schema 1, which is not copied")
         if self.media_type not in MANIFEST_TYPES:
             raise UnsupportedManifest(f"manifest {self.digest} has unsupported media type {self.media_type!r}")
+        self.check_descriptors()
+
+    def check_descriptors(self) -> None:
+        """Raise `UnsupportedManifest` unless every descriptor (children, config, layers) is well formed.
+
+        Digests come from the source: they are checked here, on arrival, before any of them is used in
+        a request (or a path) of the destination.
+        """
+        try:
+            descriptors = self.children + self.blobs
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise UnsupportedManifest(
+                f"manifest {self.digest} has a malformed descriptor ({type(e).__name__}: {e})"
+            ) from None
+        for d in descriptors:
+            if not is_digest(d.digest):
+                raise UnsupportedManifest(f"manifest {self.digest} lists an invalid digest {d.digest[:100]!r}")
+            if d.size < 0:
+                raise UnsupportedManifest(f"manifest {self.digest} gives {d.digest} a negative size ({d.size})")
 
 
 def detect_media_type(data: bytes, declared: str | None = None) -> str:

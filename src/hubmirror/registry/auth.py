@@ -9,6 +9,7 @@ import asyncio
 import base64
 import json
 import logging
+import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 import aiohttp
 
 from .._errors import AuthError, RegistryError
+from ._http import MAX_TOKEN_BODY, read_capped, read_some
 from ._proxy import proxy_for
 from .credentials import Credentials
 
@@ -175,6 +177,8 @@ class Authenticator:
         self._tokens: dict[tuple[str, str, frozenset[str]], Token] = {}
         self._locks: dict[tuple[str, str, frozenset[str]], asyncio.Lock] = {}
         self.token_fetches = 0
+        #: TLS for the token server: the registry's own settings (CA, client certificate, insecure).
+        self.ssl: ssl.SSLContext | bool = True
 
     def __repr__(self) -> str:
         user = self.credentials.username if self.credentials else None
@@ -246,10 +250,10 @@ class Authenticator:
         log.debug("token for %s scopes %s (%s)", self.registry, sorted(scopes), who)
         try:
             async with session.get(
-                realm, params=query, headers=headers, allow_redirects=True, proxy=proxy_for(realm)
+                realm, params=query, headers=headers, allow_redirects=True, proxy=proxy_for(realm), ssl=self.ssl
             ) as resp:
-                body = await resp.read()
                 status = resp.status
+                body = await read_capped(resp, MAX_TOKEN_BODY) if status == 200 else await read_some(resp)
         except (aiohttp.ClientError, TimeoutError) as e:
             raise RegistryError(
                 f"token server {realm} for {self.registry} unreachable: {type(e).__name__}", registry=self.registry
@@ -267,6 +271,8 @@ class Authenticator:
                 status=status,
                 registry=self.registry,
             )
+        if body is None:
+            raise AuthError(f"token server {realm} sent more than {MAX_TOKEN_BODY} bytes", registry=self.registry)
         try:
             obj = json.loads(body)
             value = obj.get("token") or obj.get("access_token")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import json
 import logging
 import os
 import re
@@ -22,11 +23,12 @@ from urllib.parse import quote, urljoin
 import aiohttp
 from yarl import URL
 
-from .._errors import DigestMismatch, ManifestTooLarge, RegistryError
+from .._errors import DigestMismatch, InvalidReference, ManifestTooLarge, RegistryError
 from ..digest import is_digest, verify_bytes
 from ..media import ACCEPT, MAX_MANIFEST_SIZE, Descriptor, Manifest, detect_media_type
 from ..reference import api_host, normalize_registry
 from ..store._base import PullGate, TransferStats
+from ._http import read_capped, read_some
 from ._proxy import proxy_for
 from .auth import Authenticator, merge_scopes, parse_www_authenticate, repository_scope
 from .credentials import Credentials, resolve
@@ -41,6 +43,11 @@ DEFAULT_UPLOAD_CHUNK = 8 * 1024 * 1024
 MIN_READ_CHUNK = 64 * 1024
 MAX_READ_CHUNK = 1024 * 1024
 _MAX_REDIRECTS = 10
+#: Bounds on a tag list: pages followed through ``Link``, seconds spent, bytes per page.
+TAG_LIST_MAX_PAGES = 1000
+TAG_LIST_MAX_SECONDS = 300.0
+MAX_TAG_PAGE_SIZE = 16 * 1024 * 1024
+_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 #: Times one blob download is resumed with ``Range`` after the connection dropped.
 BLOB_RESUMES = 3
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-")
@@ -94,6 +101,37 @@ def with_query(location: str, **params: str) -> str:
     return base + sep + extra + hash_ + frag
 
 
+def _ssl_context(
+    registry: str,
+    ca_file: str | os.PathLike[str] | None,
+    cert_file: str | os.PathLike[str] | None,
+    key_file: str | os.PathLike[str] | None,
+) -> ssl.SSLContext | bool:
+    """A verifying context with *ca_file* trusted and the client certificate loaded; True if neither is set."""
+    if not ca_file and not cert_file:
+        return True
+    ctx = ssl.create_default_context()
+    if ca_file:
+        try:
+            ctx.load_verify_locations(cafile=os.fspath(ca_file))
+        except (OSError, ssl.SSLError) as e:
+            raise RegistryError(
+                f"{registry}: cannot load CA file {os.fspath(ca_file)}: {e}", registry=registry
+            ) from None
+    if cert_file:
+        try:
+            ctx.load_cert_chain(os.fspath(cert_file), os.fspath(key_file) if key_file else None)
+        except (OSError, ssl.SSLError) as e:
+            raise RegistryError(
+                f"{registry}: cannot load client certificate {os.fspath(cert_file)}"
+                f"{f' with key {os.fspath(key_file)}' if key_file else ''}: {e}",
+                registry=registry,
+            ) from None
+    elif key_file:
+        raise RegistryError(f"{registry}: a client key file needs a client certificate (cert_file)", registry=registry)
+    return ctx
+
+
 def _media_type(headers: Mapping[str, str]) -> str:
     return (headers.get("Content-Type") or "").split(";", 1)[0].strip()
 
@@ -102,8 +140,10 @@ class RegistryClient:
     """The registry API of one host. Create one per registry and share it; call `close` when done.
 
     *host* may be a registry name (``docker.io``) or an API host; Docker Hub is reached at
-    ``registry-1.docker.io``. Plain HTTP is used for loopback hosts; *insecure* True means "try HTTPS
-    without verification, then HTTP" (docker's insecure-registry rule), False forces verified HTTPS.
+    ``registry-1.docker.io``. Plain HTTP is used for loopback hosts unless a CA or client certificate
+    is given; *insecure* True means "try HTTPS without verification, then HTTP" (docker's
+    insecure-registry rule), False forces verified HTTPS. *ca_file*, *cert_file* and *key_file* apply
+    to every request to this registry, token requests to its auth server included.
     Credentials not given are looked up lazily (`hubmirror.registry.credentials.resolve`) unless
     *anonymous* is set. *pull_gate* is asked before every manifest GET (see `hubmirror.store.PullGate`).
     """
@@ -117,6 +157,8 @@ class RegistryClient:
         anonymous: bool = False,
         insecure: bool | None = None,
         ca_file: str | os.PathLike[str] | None = None,
+        cert_file: str | os.PathLike[str] | None = None,
+        key_file: str | os.PathLike[str] | None = None,
         retry: RetryPolicy | None = None,
         stats: TransferStats | None = None,
         session: aiohttp.ClientSession | None = None,
@@ -139,15 +181,11 @@ class RegistryClient:
         self._own_session = session is None
         self._timeout = timeout or aiohttp.ClientTimeout(total=None, connect=30, sock_connect=30, sock_read=300)
         self._connections = connections
-        self._ssl_verified: ssl.SSLContext | bool = True
-        if ca_file:
-            ctx = ssl.create_default_context()
-            try:
-                ctx.load_verify_locations(cafile=os.fspath(ca_file))
-            except (OSError, ssl.SSLError) as e:
-                raise RegistryError(f"{self.host}: cannot load CA file {os.fspath(ca_file)}: {e}") from None
-            self._ssl_verified = ctx
+        self._ssl_verified = _ssl_context(self.registry, ca_file, cert_file, key_file)
+        self._tls_configured = bool(ca_file or cert_file)
         self._ssl: ssl.SSLContext | bool = self._ssl_verified
+        # The token server is reached with this registry's TLS settings too.
+        self._auth.ssl = False if insecure is True else self._ssl_verified
         self._base: str | None = None
         self._ready_lock = asyncio.Lock()
         self._unreachable: RegistryError | None = None
@@ -204,7 +242,7 @@ class RegistryClient:
     def _candidates(self) -> list[tuple[str, ssl.SSLContext | bool]]:
         if self.insecure is True:
             return [("https", False), ("http", False)]
-        if self.insecure is None and is_loopback(self.host):
+        if self.insecure is None and is_loopback(self.host) and not self._tls_configured:
             return [("http", False)]
         return [("https", self._ssl_verified)]
 
@@ -237,7 +275,7 @@ class RegistryClient:
                 url = f"{scheme}://{self.host}/v2/"
                 try:
                     async with self.session.get(url, ssl=ssl_opt, allow_redirects=False, proxy=proxy_for(url)) as resp:
-                        await resp.read()
+                        await read_some(resp)
                         status, headers = resp.status, resp.headers
                 except (aiohttp.ClientSSLError, aiohttp.ClientConnectorCertificateError) as e:
                     last = e
@@ -336,7 +374,7 @@ class RegistryClient:
                 log.debug("%s %s: 401, re-authenticating", method, url)
                 continue
             if resp.status in RETRYABLE_STATUSES and replayable and attempt < self.retry.attempts:
-                body = await resp.read()
+                body = await read_some(resp)
                 if is_retryable(resp.status, body):
                     delay = self.retry.delay(attempt, parse_retry_after(resp.headers.get("Retry-After")))
                     resp.release()
@@ -349,7 +387,7 @@ class RegistryClient:
     async def _fail(self, resp: aiohttp.ClientResponse, what: str, repository: str | None) -> RegistryError:
         """The error for *resp* (read and released)."""
         try:
-            body = await resp.read()
+            body = await read_some(resp)
         except _CONNECTION_ERRORS:
             body = b""
         resp.release()
@@ -358,6 +396,17 @@ class RegistryClient:
     def _url(self, repo: str, *parts: str) -> str:
         assert self._base is not None
         return f"{self._base}/v2/{repo}/" + "/".join(parts)
+
+    def _check_digest(self, repo: str, digest: str) -> None:
+        if not is_digest(digest):
+            raise InvalidReference(f"{self.host}/{repo}: invalid digest {digest[:100]!r}")
+
+    def _ref_url(self, repo: str, kind: str, ref: str) -> str:
+        """The URL of manifest or blob *ref*; a ref that is neither a digest nor a tag never reaches a URL."""
+        if not is_digest(ref) and (kind == "blobs" or not _TAG_RE.match(ref)):
+            what = "digest" if kind == "blobs" or ":" in ref else "tag"
+            raise InvalidReference(f"{self.host}/{repo}: invalid {what} {ref[:100]!r}")
+        return self._url(repo, kind, ref)
 
     def _note_ratelimit(self, headers: Mapping[str, str]) -> None:
         rl = RateLimit.from_headers(headers)
@@ -397,7 +446,7 @@ class RegistryClient:
         await self._ensure_ready()
         resp = await self._send(
             method,
-            self._url(repo, "manifests", ref),
+            self._ref_url(repo, "manifests", ref),
             scopes=self._pull(repo),
             what=what,
             repository=repo,
@@ -473,7 +522,7 @@ class RegistryClient:
         what = f"PUT manifest {repo}:{ref}"
         resp = await self._send(
             "PUT",
-            self._url(repo, "manifests", ref),
+            self._ref_url(repo, "manifests", ref),
             scopes=self._push(repo),
             what=what,
             repository=repo,
@@ -495,7 +544,7 @@ class RegistryClient:
         what = f"DELETE manifest {repo}:{ref}"
         resp = await self._send(
             "DELETE",
-            self._url(repo, "manifests", ref),
+            self._ref_url(repo, "manifests", ref),
             scopes=[repository_scope(repo, ("delete",))],
             what=what,
             repository=repo,
@@ -527,7 +576,7 @@ class RegistryClient:
         """The size of blob *digest* in *repo* (-1 if the registry does not say), or None if absent."""
         await self._ensure_ready()
         what = f"HEAD blob {repo}@{digest}"
-        resp = await self._follow("HEAD", self._url(repo, "blobs", digest), repo, what)
+        resp = await self._follow("HEAD", self._ref_url(repo, "blobs", digest), repo, what)
         if resp.status == 404:
             resp.release()
             return None
@@ -548,7 +597,7 @@ class RegistryClient:
         """
         await self._ensure_ready()
         what = f"GET blob {repo}@{digest}"
-        url = self._url(repo, "blobs", digest)
+        url = self._ref_url(repo, "blobs", digest)
         resp = await self._follow("GET", url, repo, what)
         if resp.status != 200:
             raise await self._fail(resp, what, repo)
@@ -647,6 +696,7 @@ class RegistryClient:
 
     async def push_blob(self, repo: str, digest: str, chunks: AsyncIterable[bytes], size: int | None = None) -> None:
         """Upload a blob: monolithic when *size* is known, else chunked."""
+        self._check_digest(repo, digest)
         if size is not None:
             await self.push_blob_monolithic(repo, digest, size, chunks)
         else:
@@ -748,6 +798,7 @@ class RegistryClient:
     async def mount_blob(self, repo: str, digest: str, from_repo: str) -> bool:
         """Cross-repository mount; True if mounted (201). A 202 opens a session, which is DELETEd: False."""
         await self._ensure_ready()
+        self._check_digest(repo, digest)
         what = f"mount blob {digest} from {from_repo} into {repo}"
         query = f"?mount={quote(digest, safe='')}&from={quote(from_repo, safe='/')}"
         status, location = await self._start_upload(repo, what, query, self._pull(from_repo))
@@ -760,14 +811,38 @@ class RegistryClient:
     # -- tags --------------------------------------------------------------------------------------
 
     async def list_tags(self, repo: str) -> list[str]:
-        """Every tag of *repo*, following ``Link: rel="next"``; empty if the repository does not exist."""
+        """Every tag of *repo*, following ``Link: rel="next"``; empty if the repository does not exist.
+
+        Bounded: at most `TAG_LIST_MAX_PAGES` pages of at most `MAX_TAG_PAGE_SIZE` bytes within
+        `TAG_LIST_MAX_SECONDS`; a ``Link`` back to a page already read, or a page of only tags already
+        listed, is a loop. Each of these is a `RegistryError` naming the registry and repository.
+        """
         await self._ensure_ready()
         url: str | None = self._url(repo, "tags", "list")
         tags: list[str] = []
+        known: set[str] = set()
         seen: set[str] = set()
-        while url and url not in seen:
+        where = f"{self.host}/{repo}"
+        what = f"list tags of {repo}"
+        deadline = asyncio.get_running_loop().time() + TAG_LIST_MAX_SECONDS
+        pages = 0
+
+        def bounded(reason: str) -> RegistryError:
+            return RegistryError(
+                f"{where}: tag list {reason}; stopped after {pages} page(s) and {len(tags)} tags",
+                registry=self.registry,
+                repository=repo,
+            )
+
+        while url:
+            if url in seen:
+                raise bounded(f"pagination loops back to an earlier page ({URL(url).path_qs[:200]})")
+            if pages >= TAG_LIST_MAX_PAGES:
+                raise bounded(f"did not end within {TAG_LIST_MAX_PAGES} pages (endless Link chain?)")
+            if asyncio.get_running_loop().time() > deadline:
+                raise bounded(f"did not end within {TAG_LIST_MAX_SECONDS:g} s")
             seen.add(url)
-            what = f"list tags of {repo}"
+            pages += 1
             resp = await self._send("GET", url, scopes=self._pull(repo), what=what, repository=repo)
             if resp.status == 404 and not tags:
                 resp.release()
@@ -775,13 +850,23 @@ class RegistryClient:
             if resp.status != 200:
                 raise await self._fail(resp, what, repo)
             try:
-                obj = await resp.json(content_type=None)
+                body = await read_capped(resp, MAX_TAG_PAGE_SIZE)
+                if body is None:
+                    raise bounded(f"page exceeds {MAX_TAG_PAGE_SIZE} bytes")
+                obj = json.loads(body)
             except (ValueError, *_CONNECTION_ERRORS):
-                raise RegistryError(f"{self.host}: {what}: unreadable answer", registry=self.host) from None
+                raise RegistryError(
+                    f"{where}: {what}: unreadable answer", registry=self.registry, repository=repo
+                ) from None
             finally:
                 resp.release()
             page = obj.get("tags") if isinstance(obj, dict) else None
-            tags.extend(str(t) for t in page or [])
+            page_tags = [str(t) for t in page] if isinstance(page, list) else []
+            new = [t for t in page_tags if t not in known]
             link = next_link(resp.headers.getall("Link", []))
+            if page_tags and not new and link:
+                raise bounded("pagination loops: a page listed only tags already seen")
+            known.update(new)
+            tags.extend(new)
             url = urljoin(str(resp.url), link) if link else None
         return tags
