@@ -624,7 +624,8 @@ class RegistryClient:
             except _CONNECTION_ERRORS as e:
                 if resumes >= BLOB_RESUMES:
                     raise RegistryError(
-                        f"{self.host}: blob download interrupted at byte {offset}: {type(e).__name__}",
+                        f"{self.host}: {what}: download interrupted at byte {offset} ({resumes} resumes): "
+                        f"{type(e).__name__}",
                         registry=self.host,
                         repository=repo,
                     ) from None
@@ -636,8 +637,9 @@ class RegistryClient:
             current[0] = resp
             start = _range_start(resp.headers.get("Content-Range"))
             if resp.status != 206 or start != offset:
+                resp.release()
                 raise RegistryError(
-                    f"{self.host}: blob download interrupted at byte {offset}; the server cannot resume "
+                    f"{self.host}: {what}: download interrupted at byte {offset}; the server cannot resume "
                     f"(HTTP {resp.status})",
                     registry=self.host,
                     repository=repo,
