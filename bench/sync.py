@@ -21,6 +21,11 @@ the same blob concurrency: the lower bound for moving the same bytes.
     python bench/sync.py [--repos 24] [--base-mib 4] [--layers-kib 16,96,512] [--json] [--no-skopeo]
 
 Goals (issue 4): cold ≤ 0.4× skopeo and ≤ 1.3× the plain copy; no-op ≤ 0.15× skopeo with 0 GETs.
+
+Issue 9's no-op case, ``sync --list`` against plain local registries (no emulator in between), start-up
+included, with the median of several no-op runs of each tool:
+
+    python bench/sync.py --direct --list --repos 12 --noop-runs 5
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import os
 import random
 import re
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -462,12 +468,19 @@ async def plain_copy_main(src: str, dst: str, refs: list[tuple[str, str, str]], 
 # -- the cases ------------------------------------------------------------------------------------
 
 
-def hubmirror_cmd(bench: Bench, dest: Registry, library: Path, args: argparse.Namespace) -> list[str]:
+def hubmirror_cmd(
+    bench: Bench, dest: Registry, library: Path, args: argparse.Namespace, tags: Mapping[str, list[str]]
+) -> list[str]:
     cfg = bench.work / "hubmirror.yaml"
+    selection: dict[str, Any] = {"library": str(library)}
+    if args.list:  # the same images as an explicit list (docker.io names, read from the source)
+        listing = bench.work / "images.txt"
+        listing.write_text("".join(f"docker.io/library/{r}:{t}\n" for r, ts in sorted(tags.items()) for t in ts))
+        selection = {"list": str(listing)}
     cfg.write_text(
         yaml.safe_dump(
             {
-                "library": str(library),
+                **selection,
                 "source": bench.source_host,
                 "dest": f"{dest.host}/{NAMESPACE}",
                 "state": str(bench.work / "hubmirror-state.db"),
@@ -564,6 +577,8 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--direct", action="store_true", help="read the source registry directly (no emulator, no counts)")
     ap.add_argument("--no-skopeo", action="store_true", help="skip skopeo even when installed")
+    ap.add_argument("--list", action="store_true", help="hubmirror reads an image list, not the library")
+    ap.add_argument("--noop-runs", type=int, default=1, help="no-op runs per tool (the median is compared)")
     ap.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, registries' storage)")
     ap.add_argument(
@@ -632,8 +647,8 @@ def main() -> int:
 
         # hubmirror: cold, no-op
         hm_dest = registry("dest-hubmirror")
-        hm = hubmirror_cmd(bench, hm_dest, lib_path, args)
-        for case in ("cold", "noop"):
+        hm = hubmirror_cmd(bench, hm_dest, lib_path, args, tags)
+        for case in ("cold", *["noop"] * args.noop_runs):
             cmd = hm
             if case == "cold" and args.profile is not None:
                 cmd = ["py-spy", "record", "--format", "raw", "--rate", "200", "-o", str(args.profile), "--", *hm]
@@ -644,7 +659,7 @@ def main() -> int:
         sk_dest = registry("dest-skopeo") if use_skopeo else None
         if sk_dest is not None:
             sk, env = skopeo_cmd(bench, sk_dest, tags)
-            for case in ("cold", "noop"):
+            for case in ("cold", *["noop"] * args.noop_runs):
                 run = bench.measure("skopeo", case, sk, sk_dest, env)
                 verify(run, sk_dest, prefix, expected)
         # plain streaming copy: cold
@@ -672,8 +687,8 @@ def main() -> int:
         by = {(r.tool, r.case): r for r in bench.runs}
 
         def wall(tool: str, case: str) -> float | None:
-            r = by.get((tool, case))
-            return r.wall_s if r is not None else None
+            walls = [r.wall_s for r in bench.runs if (r.tool, r.case) == (tool, case)]
+            return statistics.median(walls) if walls else None
 
         ratios = {
             "cold_vs_skopeo": ratio(wall("hubmirror", "cold"), wall("skopeo", "cold")),
