@@ -8,7 +8,9 @@ directory is touched.
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,10 +25,11 @@ class Containerd:
 
     root: Path
     process: subprocess.Popen[bytes]
+    sockets: Path  # a short directory: a unix socket path may not exceed 104 bytes
 
     @property
     def address(self) -> str:
-        return str(self.root / "containerd.sock")
+        return str(self.sockets / "c.sock")
 
     def ctr(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -47,17 +50,17 @@ class Containerd:
                 self.process.wait()
 
 
-def _config(root: Path) -> str:
+def _config(root: Path, sockets: Path) -> str:
     return f"""version = 2
 root = "{root / "root"}"
 state = "{root / "state"}"
 disabled_plugins = ["io.containerd.grpc.v1.cri"]
 
 [grpc]
-  address = "{root / "containerd.sock"}"
+  address = "{sockets / "c.sock"}"
 
 [ttrpc]
-  address = "{root / "containerd.sock.ttrpc"}"
+  address = "{sockets / "c.sock.ttrpc"}"
 
 [debug]
   address = ""
@@ -74,10 +77,11 @@ def start_containerd(root: Path, *, timeout: float = 30) -> Iterator[Containerd]
     Raises `HubmirrorError` (with the daemon's last log lines) when it cannot start here."""
     root.mkdir(parents=True, exist_ok=True)
     config = root / "config.toml"
-    config.write_text(_config(root))
+    sockets = Path(tempfile.mkdtemp(prefix="ctd-", dir="/tmp"))
+    config.write_text(_config(root, sockets))
     log = (root / "containerd.log").open("wb")
     proc = subprocess.Popen(["containerd", "--config", str(config)], stdout=log, stderr=subprocess.STDOUT)
-    c = Containerd(root, proc)
+    c = Containerd(root, proc, sockets)
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -91,3 +95,4 @@ def start_containerd(root: Path, *, timeout: float = 30) -> Iterator[Containerd]
     finally:
         c.stop()
         log.close()
+        shutil.rmtree(sockets, ignore_errors=True)
