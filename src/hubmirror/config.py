@@ -8,6 +8,7 @@ names of environment variables), and a ``password`` key is rejected.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from collections.abc import Iterable, Mapping
@@ -34,6 +35,7 @@ from ._errors import ConfigError, CredentialsError, HubmirrorError
 from .platform import Platform
 from .reference import normalize_registry
 from .registry import credentials as _creds
+from .registry.tls import TLSSettings, tls_for
 from .sources import DEFAULT_HUB_API, SemverRange, SourceSpec
 
 DEFAULT_SOURCE: Final = "docker.io"
@@ -262,6 +264,30 @@ class Credential(_Model):
         return self
 
 
+class TLSEntry(_Model):
+    """``tls: {REGISTRY: {ca_file:, cert_file:, key_file:, insecure:}}``: how to reach one registry over TLS,
+    for every request to it (token requests to its auth server included)."""
+
+    ca_file: PathValue | None = None
+    cert_file: PathValue | None = None
+    key_file: PathValue | None = None
+    insecure: bool | None = None
+
+    @field_validator("ca_file", "cert_file", "key_file")
+    @classmethod
+    def _file(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        return _resolve_path(value, info)
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> TLSEntry:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file (the client certificate)")
+        return self
+
+    def settings(self) -> TLSSettings:
+        return TLSSettings(self.ca_file, self.cert_file, self.key_file, self.insecure)
+
+
 class RateLimitConfig(_Model):
     """How to spend Docker Hub's pull quota (reference §C.7)."""
 
@@ -372,6 +398,7 @@ class SyncConfig(_Model):
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
     metrics_addr: str = "127.0.0.1"
     credentials: dict[Host, Credential] = Field(default_factory=dict)
+    tls: dict[Host, TLSEntry] = Field(default_factory=dict)
     ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)
     # Tag sources: `sources:` entries, and the ad-hoc form `--repo` (which takes the top-level
     # include/exclude/semver/keep/prerelease/immutable/platforms).
@@ -441,6 +468,11 @@ class SyncConfig(_Model):
     def _credential_hosts(cls, value: dict[str, Credential]) -> dict[str, Credential]:
         return {normalize_registry(h): c for h, c in value.items()}
 
+    @field_validator("tls")
+    @classmethod
+    def _tls_hosts(cls, value: dict[str, TLSEntry]) -> dict[str, TLSEntry]:
+        return {normalize_registry(h): t for h, t in value.items()}
+
     # ------------------------------------------------------------------ helpers for the sync
 
     @property
@@ -491,6 +523,13 @@ class SyncConfig(_Model):
     def credential_for(self, registry: str) -> Credential | None:
         """The credential reference for *registry* (Docker Hub's aliases all map to ``docker.io``)."""
         return self.credentials.get(normalize_registry(registry))
+
+    def tls_for(self, registry: str) -> TLSSettings:
+        """The ``tls:`` settings of *registry*, merged with ``insecure:`` (listed there: insecure)."""
+        settings = tls_for({k: v.settings() for k, v in self.tls.items()}, registry)
+        if normalize_registry(registry) in {normalize_registry(h) for h in self.insecure}:
+            settings = dataclasses.replace(settings, insecure=True)
+        return settings
 
     def resolve_credentials(self, registry: str, environ: Mapping[str, str] | None = None) -> _creds.Credentials | None:
         """Credentials for *registry*: its ``credentials:`` entry if the config has one, else the default
@@ -726,17 +765,18 @@ def _format_errors(exc: ValidationError, origin: _Origin, cli_paths: set[tuple[s
 def _suggest(loc: tuple[str | int, ...]) -> str:
     """`` (allowed: …)`` listing the keys valid where an unknown key was found."""
     model: type[BaseModel] | None = SyncConfig
+    per_host: type[BaseModel] | None = None  # the model under a host key of `credentials:` or `tls:`
     for part in loc[:-1]:
-        if model is SyncConfig and part == "ratelimit":
+        if per_host is not None:
+            model, per_host = per_host, None
+        elif model is SyncConfig and part == "ratelimit":
             model = RateLimitConfig
         elif model is SyncConfig and part == "sources":
             model = SourceEntry
         elif model is SourceEntry and isinstance(part, int):
             continue
-        elif model is SyncConfig and part == "credentials":
-            model = None
-        elif model is None:
-            model = Credential
+        elif model is SyncConfig and part in ("credentials", "tls"):
+            model, per_host = None, Credential if part == "credentials" else TLSEntry
         else:
             return ""
     if model is None:
@@ -754,6 +794,7 @@ __all__ = [
     "RateLimitConfig",
     "SourceEntry",
     "SyncConfig",
+    "TLSEntry",
     "default_state_path",
     "load_config",
     "parse_config",

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -33,6 +33,7 @@ from ._errors import (
 from .digest import is_digest, verified, verify_bytes
 from .media import ATTESTATION_REF_DIGEST, Descriptor, Manifest
 from .platform import Platform
+from .registry.tls import TLSSettings
 from .store._base import Store
 
 T = TypeVar("T")
@@ -520,19 +521,23 @@ async def copy_location(
     extra_tags: Sequence[str] = (),
     authfile: str | None = None,
     insecure: Sequence[str] = (),
+    tls: Mapping[str, TLSSettings] | None = None,
     concurrency: int = 8,
     events: CopyEvents | None = None,
 ) -> CopyResult:
     """Copy the image at location *src* to location *dst* (what ``hubmirror copy`` does).
 
     Locations are image references or ``oci:PATH[:TAG]``. The destination tags are *dst*'s tag (or,
-    when it names none, the source's tag) plus *extra_tags*.
+    when it names none, the source's tag) plus *extra_tags*. *tls* holds TLS settings per registry
+    (``""``: every registry without its own entry).
     """
     from .store._open import open_location
 
-    src_store, src_repo, src_ref = open_location(src, authfile=authfile, insecure=insecure)
+    src_store, src_repo, src_ref = open_location(src, authfile=authfile, insecure=insecure, tls=tls)
     try:
-        dst_store, dst_repo, dst_ref = open_location(dst, authfile=authfile, insecure=insecure, default_tag=None)
+        dst_store, dst_repo, dst_ref = open_location(
+            dst, authfile=authfile, insecure=insecure, tls=tls, default_tag=None
+        )
     except BaseException:
         await src_store.close()
         raise

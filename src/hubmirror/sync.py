@@ -124,11 +124,14 @@ def open_destination(cfg: SyncConfig) -> Destination:
 
 def _registry_store(cfg: SyncConfig, host: str, *, pull_gate: PullGate | None = None) -> RegistryStore:
     host = normalize_registry(host)
-    insecure = {normalize_registry(h) for h in cfg.insecure}
+    tls = cfg.tls_for(host)
     return RegistryStore(
         host,
         credentials=cfg.resolve_credentials(host),
-        insecure=True if host in insecure else None,
+        insecure=tls.insecure,
+        ca_file=tls.ca_file,
+        cert_file=tls.cert_file,
+        key_file=tls.key_file,
         pull_gate=pull_gate,
     )
 

@@ -11,6 +11,30 @@ from ._app import app, console, fail, out, say
 
 if TYPE_CHECKING:
     from ..copy import CopyResult
+    from ..registry.tls import TLSSettings
+
+
+def _tls_flags(
+    ca_files: list[str] | None, cert_files: list[str] | None, key_files: list[str] | None
+) -> dict[str, TLSSettings]:
+    """``--ca-file [REGISTRY=]FILE`` and friends → TLS settings per registry (``""``: both registries)."""
+    from ..reference import normalize_registry
+    from ..registry.tls import TLSSettings
+
+    fields: dict[str, dict[str, str]] = {}
+    for name, values in (("ca_file", ca_files), ("cert_file", cert_files), ("key_file", key_files)):
+        for value in values or []:
+            registry, sep, path = value.partition("=")
+            if not sep or not registry or "/" in registry:
+                registry, path = "", value
+            fields.setdefault(normalize_registry(registry) if registry else "", {})[name] = path
+    both = fields.get("", {})
+    for registry, kw in fields.items():  # a registry's own flags add to (and override) those for both
+        fields[registry] = {**both, **kw}
+    return {
+        registry: TLSSettings(ca_file=kw.get("ca_file"), cert_file=kw.get("cert_file"), key_file=kw.get("key_file"))
+        for registry, kw in fields.items()
+    }
 
 
 def _summary(res: CopyResult, src: str, dst: str) -> None:
@@ -63,6 +87,25 @@ def copy_command(
     insecure: Annotated[
         list[str] | None, typer.Option("--insecure", help="Registry host to reach over plain HTTP; repeatable.")
     ] = None,
+    ca_file: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ca-file",
+            metavar="[REGISTRY=]FILE",
+            help="Trust this CA (PEM) for REGISTRY, or for both registries; repeatable. Loopback registries "
+            "are then reached over verified HTTPS too.",
+        ),
+    ] = None,
+    cert_file: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cert-file", metavar="[REGISTRY=]FILE", help="Client certificate (PEM) for REGISTRY, or for both."
+        ),
+    ] = None,
+    key_file: Annotated[
+        list[str] | None,
+        typer.Option("--key-file", metavar="[REGISTRY=]FILE", help="Key of the client certificate, if not in it."),
+    ] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Parallel blob transfers.")] = 8,
 ) -> None:
     """Copy one image from SRC to DST: indexes byte for byte, blobs verified, tags written last."""
@@ -101,6 +144,7 @@ def copy_command(
                     extra_tags=tag or [],
                     authfile=authfile,
                     insecure=insecure or [],
+                    tls=_tls_flags(ca_file, cert_file, key_file),
                     concurrency=concurrency,
                     events=BlobProgress(progress),
                 )

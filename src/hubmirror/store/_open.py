@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 
 from .._errors import InvalidReference
 from ..digest import is_digest
+from ..registry.tls import TLSSettings, tls_for
 from ._base import Store
 from .ocidir import OCILayoutStore
 
@@ -34,7 +35,7 @@ def open_location(
     *,
     authfile: str | None = None,
     insecure: Collection[str] = (),
-    ca_file: str | None = None,
+    tls: Mapping[str, TLSSettings] | None = None,
     default_tag: str | None = "latest",
 ) -> tuple[Store, str, str | None]:
     """(store, repository, ref) for *text*.
@@ -42,7 +43,8 @@ def open_location(
     ``oci:PATH[:TAG]`` opens an `OCILayoutStore` on PATH with repository ``""`` (ref None without a
     tag). Anything else, optionally prefixed ``docker://``, is an image reference on a registry; the
     ref is its digest if it has one, else its tag (*default_tag* when it names neither). Registries
-    listed in *insecure* are spoken to over plain HTTP. Raises `InvalidReference`.
+    listed in *insecure* are spoken to over plain HTTP; *tls* gives TLS settings per registry (the
+    entry ``""`` applies to every registry without one of its own). Raises `InvalidReference`.
     """
     if text.startswith("oci:"):
         path, ref = split_oci(text)
@@ -54,10 +56,13 @@ def open_location(
         text = text[len("docker://") :]
     reference = Reference.parse(text, default_tag=default_tag)
     host = reference.registry
+    settings = tls_for(tls or {}, host)
     store = RegistryStore(
         host,
         authfile=authfile,
-        insecure=True if (host in insecure or reference.api_host in insecure) else None,
-        ca_file=ca_file,
+        insecure=True if (host in insecure or reference.api_host in insecure) else settings.insecure,
+        ca_file=settings.ca_file,
+        cert_file=settings.cert_file,
+        key_file=settings.key_file,
     )
     return store, reference.repository, reference.digest or reference.tag

@@ -31,6 +31,8 @@ class RegistryStore:
         authfile: str | os.PathLike[str] | None = None,
         insecure: bool | None = None,
         ca_file: str | os.PathLike[str] | None = None,
+        cert_file: str | os.PathLike[str] | None = None,
+        key_file: str | os.PathLike[str] | None = None,
         retry: RetryPolicy | None = None,
         anonymous: bool = False,
         client: RegistryClient | None = None,
@@ -43,6 +45,8 @@ class RegistryStore:
             anonymous=anonymous,
             insecure=insecure,
             ca_file=ca_file,
+            cert_file=cert_file,
+            key_file=key_file,
             retry=retry,
         )
         if pull_gate is not None:

@@ -20,6 +20,7 @@ import json
 import re
 import secrets
 import socket
+import ssl
 import struct
 import threading
 import time
@@ -140,8 +141,10 @@ class HubEmulator:
         limit: int | None = 100,
         window: int = 21600,
         source: str = "127.0.0.1",
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.upstream = upstream
+        self.ssl_context = ssl_context  # serve HTTPS (both ports) with it
         self.expires_in = expires_in
         self.allow_push = allow_push
         self.source = source
@@ -177,7 +180,7 @@ class HubEmulator:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.ssl_context else 'http'}://{self.host}"
 
     @property
     def token_url(self) -> str:
@@ -189,7 +192,7 @@ class HubEmulator:
 
     @property
     def cdn_url(self) -> str:
-        return f"http://{self.cdn_host}"
+        return f"{'https' if self.ssl_context else 'http'}://{self.cdn_host}"
 
     def start(self) -> HubEmulator:
         """Start serving in a background thread; returns once both ports accept connections."""
@@ -257,8 +260,8 @@ class HubEmulator:
         await cdn_runner.setup()
         hub_sock, self._port = _listen()
         cdn_sock, self._cdn_port = _listen()
-        await web.SockSite(self._runner, hub_sock).start()
-        await web.SockSite(cdn_runner, cdn_sock).start()
+        await web.SockSite(self._runner, hub_sock, ssl_context=self.ssl_context).start()
+        await web.SockSite(cdn_runner, cdn_sock, ssl_context=self.ssl_context).start()
         self._cdn_runner = cdn_runner
 
     async def _teardown(self) -> None:

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import yaml
 
+from .tls import CertAuthority
+
 REGISTRY_BIN = os.environ.get("HUBMIRROR_REGISTRY_BIN") or shutil.which("docker-registry") or "docker-registry"
 
 
@@ -39,10 +41,11 @@ class Registry:
     username: str | None = None
     password: str | None = None
     log: Path = field(default_factory=Path)
+    tls: CertAuthority | None = None  # served over HTTPS with this CA's server certificate
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
 
     @property
     def port(self) -> int:
@@ -59,9 +62,19 @@ class Registry:
 
 
 def start_registry(
-    workdir: Path, *, username: str | None = None, password: str | None = None, delete: bool = True
+    workdir: Path,
+    *,
+    username: str | None = None,
+    password: str | None = None,
+    delete: bool = True,
+    tls: CertAuthority | None = None,
+    client_certs: bool = False,
 ) -> Registry:
-    """Start ``docker-registry`` with filesystem storage under *workdir*; wait until ``/v2/`` answers."""
+    """Start ``docker-registry`` with filesystem storage under *workdir*; wait until ``/v2/`` answers.
+
+    With *tls* it serves HTTPS with that CA's server certificate, and with *client_certs* it also
+    requires a client certificate issued by the CA (mutual TLS).
+    """
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     config: dict[str, object] = {
@@ -76,6 +89,12 @@ def start_registry(
         # Foreign (Windows) layers carry URLs; allow them so such manifests can be stored (ref §D.13.5).
         "validation": {"manifests": {"urls": {"allow": ["^https?://"]}}},
     }
+    if tls is not None:
+        http = config["http"]
+        assert isinstance(http, dict)
+        http["tls"] = {"certificate": str(tls.server_cert), "key": str(tls.server_key)}
+        if client_certs:
+            http["tls"]["clientcas"] = [str(tls.ca)]
     if username is not None and password is not None:
         htpasswd = workdir / "htpasswd"
         htpasswd.write_text(htpasswd_line(username, password) + "\n")
@@ -87,7 +106,7 @@ def start_registry(
         proc = subprocess.Popen(
             [REGISTRY_BIN, "serve", str(cfg_path)], stdout=out, stderr=subprocess.STDOUT, cwd=workdir
         )
-    reg = Registry(f"127.0.0.1:{port}", workdir, proc, username, password, log)
+    reg = Registry(f"127.0.0.1:{port}", workdir, proc, username, password, log, tls)
     _wait_ready(reg)
     return reg
 
@@ -98,7 +117,8 @@ def _wait_ready(reg: Registry) -> None:
         if reg.process.poll() is not None:
             raise RuntimeError(f"docker-registry exited: {reg.log.read_text()[-2000:]}")
         try:
-            urllib.request.urlopen(f"{reg.url}/v2/", timeout=1).close()
+            ctx = reg.tls.client_context(client_cert=True) if reg.tls else None
+            urllib.request.urlopen(f"{reg.url}/v2/", timeout=1, context=ctx).close()
             return
         except urllib.error.HTTPError as e:  # 401 with auth: it is up
             if e.code == 401:
