@@ -209,7 +209,7 @@ def test_status_page_in_chromium_and_metrics_during_and_after_a_sync(env: Env) -
 
     env.seed()
     env.hub.set_limit(200, remaining=150)  # partly spent by someone else
-    env.hub.set_delay(0.3)
+    env.hub.set_delay(3600)  # the run holds at its first blobs until released below
     missing = env.root / "images.list"
     missing.write_text(f"{env.hub.host}/library/nosuch:1\n")
     browser = _chromium()
@@ -307,7 +307,7 @@ def test_webhooks_start_one_run_merge_into_one_follow_up_and_bad_signatures_star
 
         # Three pushes during a run: exactly one follow-up run.
         env.seed(repos=["tiny"], generation={"tiny": {"1.0": 1}})  # rebuilt upstream: the run copies it
-        env.hub.set_delay(0.5)
+        env.hub.set_delay(3600)  # held until the three pushes are in
         assert json.loads(srv.webhook(PUSH)[1])["run"] == "started"
         srv.wait("run 3 copying", _copying)
         answers = [json.loads(srv.webhook({**PUSH, "after": f"{i}" * 40})[1])["run"] for i in range(1, 4)]

@@ -328,7 +328,8 @@ class HubEmulator:
 
     def set_delay(self, seconds: float) -> None:
         """Hold every blob download on the CDN for *seconds* before its first byte (a slow link: runs that
-        last long enough to be watched, triggered or stopped while they copy); 0 switches it off."""
+        last long enough to be watched, triggered or stopped while they copy). Lowering it also shortens
+        the holds under way: ``set_delay(3600)`` … ``set_delay(0)`` holds a run until released."""
         with self._lock:
             self._blob_delay = seconds
 
@@ -742,10 +743,13 @@ class HubEmulator:
             with self._lock:
                 self._cdn_records.append(CdnRecord(repo, digest, status, "Authorization" in request.headers))
 
-        with self._lock:
-            delay = self._blob_delay
-        if delay > 0:
-            await asyncio.sleep(delay)
+        held = time.monotonic()
+        while True:  # re-read: lowering the delay (to 0) releases downloads already held
+            with self._lock:
+                delay = self._blob_delay
+            if time.monotonic() - held >= delay:
+                break
+            await asyncio.sleep(min(0.05, delay))
         sig_ok = hmac.compare_digest(request.query.get("sig", ""), self._sign(repo, digest, expires))
         if not sig_ok or not expires.isdigit() or int(expires) < time.time():
             record(403)
