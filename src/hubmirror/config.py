@@ -55,7 +55,7 @@ _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.
 # For the list keys this applies to the items only: ``images: 5`` is not a list and stays an error.
 _TEXT_SCALARS: Final = frozenset({"library", "commit", "source", "dest", "schedule", "semver"})
 _TEXT_LISTS: Final = frozenset(
-    {"images", "platforms", "include_tags", "exclude_tags", "insecure", "repos", "immutable"}
+    {"images", "platforms", "include_tags", "exclude_tags", "insecure", "repos", "immutable", "content_mirrors"}
 )
 # Inside each `sources:` entry: its names and semver range, and the items of its regex/platform lists.
 _SOURCE_TEXT_SCALARS: Final = frozenset({"repo", "registry", "hub", "semver"})
@@ -161,11 +161,17 @@ def _host(value: str) -> str:
     return _check_host(value.strip())
 
 
+def _mirror(value: str) -> str:
+    host, sep, rest = _check_registry_path(value.strip(), "a content mirror (REGISTRY[/PREFIX])").partition("/")
+    return normalize_registry(host) + sep + rest
+
+
 ImageList = Annotated[list[Annotated[str, AfterValidator(_image_pattern)]], BeforeValidator(_a_list)]
 PlatformList = Annotated[list[Annotated[str, AfterValidator(_platform)]], BeforeValidator(_as_list)]
 RegexList = Annotated[list[Annotated[str, AfterValidator(_regex)]], BeforeValidator(_a_list)]
 HostList = Annotated[list[Annotated[str, AfterValidator(_host)]], BeforeValidator(_a_list)]
 Host = Annotated[str, AfterValidator(_host)]
+MirrorList = Annotated[list[Annotated[str, AfterValidator(_mirror)]], BeforeValidator(_a_list)]
 Seconds = Annotated[float | None, BeforeValidator(parse_duration)]
 #: A filesystem path: text in the file, a `Path` from a flag (strict mode would refuse the text).
 PathValue = Annotated[Path, BeforeValidator(_path_text)]
@@ -378,6 +384,9 @@ class SyncConfig(_Model):
     images_file: PathValue | None = None
     list_file: PathValue | None = Field(default=None, alias="list")
     source: str = DEFAULT_SOURCE
+    #: Content mirrors (``REGISTRY[/PREFIX]``) for the source's content by digest; None: the defaults
+    #: when the source is Docker Hub (mirror.gcr.io, public.ecr.aws/docker); ``[]``: none.
+    content_mirrors: MirrorList | None = None
     dest: str | None = None
     layout: Literal["flat", "mirror"] = "flat"
     platforms: PlatformList = Field(default_factory=list)
@@ -519,6 +528,20 @@ class SyncConfig(_Model):
         if self.include_tags and not any(re.fullmatch(p, tag) for p in self.include_tags):
             return False
         return not any(re.fullmatch(p, tag) for p in self.exclude_tags)
+
+    def without_content_mirrors(self) -> SyncConfig:
+        """This config with content mirrors turned off (``--no-content-mirrors``)."""
+        new = self.model_copy(update={"content_mirrors": []})
+        new._origin = self._origin
+        return new
+
+    @property
+    def source_mirrors(self) -> list[str]:
+        """The content mirrors of the source (``REGISTRY[/PREFIX]``): ``content_mirrors`` if set, else the
+        defaults when the source is Docker Hub itself (a loopback emulator or a cache gets none)."""
+        from .store.mirrored import content_mirrors_for
+
+        return content_mirrors_for(self.source, self.content_mirrors)
 
     def credential_for(self, registry: str) -> Credential | None:
         """The credential reference for *registry* (Docker Hub's aliases all map to ``docker.io``)."""
@@ -734,6 +757,10 @@ def _message(err: Mapping[str, Any]) -> str:
     return msg.removeprefix("Value error, ").removeprefix("Assertion failed, ")
 
 
+#: Config keys whose flag is not simply ``--key-with-dashes``.
+_FLAGS: Final = {"content_mirrors": "--content-mirror"}
+
+
 def _format_errors(exc: ValidationError, origin: _Origin, cli_paths: set[tuple[str, ...]]) -> str:
     """One line per error: ``FILE:LINE: key.path: message`` (or ``option --flag: message``)."""
     out: list[tuple[int, str]] = []  # (line or 0 for flags, message): sorted so the file reads top-down
@@ -747,7 +774,7 @@ def _format_errors(exc: ValidationError, origin: _Origin, cli_paths: set[tuple[s
         if from_cli:
             flag = key
             if (loc[0],) in cli_paths:
-                flag = "--" + str(loc[0]).replace("_", "-")
+                flag = _FLAGS.get(str(loc[0]), "--" + str(loc[0]).replace("_", "-"))
                 if len(loc) > 1 and isinstance(loc[1], int):
                     flag += f" (value {loc[1] + 1})"
             out.append((0, f"option {flag}: {msg}"))

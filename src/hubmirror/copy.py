@@ -87,6 +87,8 @@ class CopyResult:
     foreign_layers: list[str] = field(default_factory=list)  # digests not downloaded (Windows)
     source_manifest_gets: int = 0
     source_manifest_heads: int = 0
+    #: Per source of content (the source registry, each content mirror): what it served (`copy_location`).
+    sources: list[dict[str, Any]] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -524,16 +526,25 @@ async def copy_location(
     tls: Mapping[str, TLSSettings] | None = None,
     concurrency: int = 8,
     events: CopyEvents | None = None,
+    content_mirrors: Sequence[str] | None = None,
 ) -> CopyResult:
     """Copy the image at location *src* to location *dst* (what ``hubmirror copy`` does).
 
     Locations are image references or ``oci:PATH[:TAG]``. The destination tags are *dst*'s tag (or,
     when it names none, the source's tag) plus *extra_tags*. *tls* holds TLS settings per registry
-    (``""``: every registry without its own entry).
+    (``""``: every registry without its own entry). *content_mirrors* (``REGISTRY[/PREFIX]``) serve the
+    source's content by digest; None: the defaults when the source is Docker Hub; ``[]``: none.
     """
-    from .store._open import open_location
+    from .store._open import open_location, open_registry
+    from .store.mirrored import content_mirrors_for, mirror_client_options, source_stats, with_mirrors
 
     src_store, src_repo, src_ref = open_location(src, authfile=authfile, insecure=insecure, tls=tls)
+    if not src.startswith("oci:"):
+        src_store = with_mirrors(
+            src_store,
+            content_mirrors_for(src_store.name, content_mirrors),
+            lambda host: open_registry(host, authfile=authfile, insecure=insecure, tls=tls, **mirror_client_options()),
+        )
     try:
         dst_store, dst_repo, dst_ref = open_location(
             dst, authfile=authfile, insecure=insecure, tls=tls, default_tag=None
@@ -551,7 +562,10 @@ async def copy_location(
         if not tags and dst.startswith("oci:"):
             raise InvalidReference(f"destination {dst!r} needs a tag when the source is a digest (use --tag)")
         copier = Copier(src_store, dst_store, concurrency=concurrency, platforms=platforms, events=events)
-        return await copier.copy(src_repo, src_ref, dst_repo, tags)
+        result = await copier.copy(src_repo, src_ref, dst_repo, tags)
+        result.sources = [s.as_dict() for s in source_stats(src_store)]
+        result.source_manifest_gets = src_store.stats.manifest_gets  # what the source itself served
+        return result
     finally:
         await src_store.close()
         await dst_store.close()

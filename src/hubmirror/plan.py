@@ -24,6 +24,7 @@ from .reference import DOCKER_HUB, Reference
 from .sources import SourceListing
 from .state import State, TagRecord
 from .store import Store
+from .store.mirrored import MirroredStore
 
 T = TypeVar("T")
 
@@ -69,6 +70,10 @@ class WorkItem:
     reason: str = "new"  # new | changed | rebuilt | deferred | missing
     previous_digest: str | None = None
     estimated_pulls: int = 1
+    #: The content mirror found holding the item's top manifest (a free HEAD), whose manifests then cost
+    #: no pull; `mirror_manifests` estimates how many it serves.
+    mirror: str | None = None
+    mirror_manifests: int = 0
 
     @property
     def tags(self) -> list[str]:
@@ -111,6 +116,11 @@ class Plan:
     @property
     def pulls_needed(self) -> int:
         return sum(i.estimated_pulls for i in self.items)
+
+    @property
+    def mirror_manifests(self) -> int:
+        """Manifests the content mirrors are expected to serve (no pulls)."""
+        return sum(i.mirror_manifests for i in self.items)
 
     def affordable(self, allowance: int) -> tuple[int, int]:
         """How many copies a run with *allowance* pulls would do, and their estimated pulls: items in
@@ -348,12 +358,21 @@ async def check(
         if t.priority and t.priority[0] == 0:
             item.reason = "deferred"
     items = sorted(pending.values(), key=lambda i: i.priority)
-    await _classify(items, dest=dest, state=state, dest_key=dest_key)
+    await _classify(items, dest=dest, state=state, dest_key=dest_key, sources=sources)
     plan.items = items
 
 
-async def _classify(items: list[WorkItem], *, dest: Store, state: State, dest_key: Callable[[str], str]) -> None:
-    """Mark items whose content the destination already holds as retags (0 pulls); estimate the rest."""
+async def _classify(
+    items: list[WorkItem],
+    *,
+    dest: Store,
+    state: State,
+    dest_key: Callable[[str], str],
+    sources: Callable[[str], Store] | None = None,
+) -> None:
+    """Mark items whose content the destination already holds as retags (0 pulls); estimate the rest.
+    Content a content mirror holds (its top manifest found there with a free HEAD) is estimated at 0
+    pulls: the mirror serves it."""
 
     async def one(item: WorkItem) -> None:
         have: str | None = None
@@ -375,7 +394,14 @@ async def _classify(items: list[WorkItem], *, dest: Store, state: State, dest_ke
         if all(h is not None for h in hints):
             n = min(h for h in hints if h is not None)
         # an index: itself, plus each platform's image and (usually) its attestation manifest
-        item.estimated_pulls = 1 + 2 * n if item.media_type in INDEX_TYPES else 1
+        estimate = 1 + 2 * n if item.media_type in INDEX_TYPES else 1
+        store = sources(item.source_registry) if sources is not None else None
+        if isinstance(store, MirroredStore):
+            item.mirror = await store.mirror_with(item.source_repo, item.upstream_digest)
+        if item.mirror is not None:
+            item.mirror_manifests, item.estimated_pulls = estimate, 0
+        else:
+            item.estimated_pulls = estimate
 
     await _gather(one(i) for i in items)
 

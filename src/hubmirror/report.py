@@ -16,6 +16,8 @@ JSON (`SyncReport.to_json`), schema ``version`` 1::
      "deferred": [...],                                       # source tags left for the next run
      "counts": {"copied": n, "retagged": n, ...},
      "totals": {...Totals fields...},
+     "content_sources": [{"name": ..., "role": "source"|"mirror", "manifests": n, "blobs": n, "bytes": n,
+                  "pulls": n, "mismatches": n, "errors": n, "dropped": str|null, "bad_digests": [...]}],
      "items": [{"outcome": ..., "source": ..., "dest": ..., "tags": [...], "digest": ..., ...}]}
 """
 
@@ -34,6 +36,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .store._base import TransferStats
+from .store.mirrored import SourceStats
 
 REPORT_VERSION: Final = 1
 #: More failed, deferred or kept items than this with one reason share one row of the table.
@@ -78,6 +81,7 @@ class ReportItem:
     reason: str | None = None  # why deferred / failed / kept
     bytes: int = 0  # blob bytes written for this item
     pulls: int = 0  # source manifest GETs spent on this item
+    mirrored: int = 0  # manifests of this item served by content mirrors (no pulls)
 
     def source_tags(self) -> list[str]:
         """``repo:tag`` on the source side for each tag (the source reference itself if no tags)."""
@@ -139,6 +143,8 @@ class SyncReport:
     dry_run: bool = False
     #: Tag sources of the run: per source the tags kept and, per dropped tag, the policy that dropped it.
     sources: list[dict[str, Any]] = field(default_factory=list)
+    #: Per source of content: the source registries and each content mirror (what each served).
+    content_sources: list[SourceStats] = field(default_factory=list)
 
     def add(
         self,
@@ -152,9 +158,12 @@ class SyncReport:
         reason: str | None = None,
         bytes: int = 0,
         pulls: int = 0,
+        mirrored: int = 0,
     ) -> ReportItem:
         """Record one item and return it."""
-        item = ReportItem(Outcome(outcome), source, dest, list(tags), digest, previous_digest, reason, bytes, pulls)
+        item = ReportItem(
+            Outcome(outcome), source, dest, list(tags), digest, previous_digest, reason, bytes, pulls, mirrored
+        )
         self.items.append(item)
         return item
 
@@ -216,6 +225,7 @@ class SyncReport:
             "deferred": self.deferred(),
             "counts": self.counts(),
             "totals": asdict(self.totals),
+            "content_sources": [s.as_dict() for s in self.content_sources],
             "items": [i.to_dict() for i in self.items],
             "sources": self.sources,
         }
@@ -229,6 +239,7 @@ class SyncReport:
         if version != REPORT_VERSION:
             raise ValueError(f"unsupported report version {version!r} (expected {REPORT_VERSION})")
         totals_known = {f.name for f in fields(Totals)}
+        sources_known = {f.name for f in fields(SourceStats)}
         return cls(
             items=[ReportItem.from_dict(i) for i in d.get("items", [])],
             totals=Totals(**{k: v for k, v in (d.get("totals") or {}).items() if k in totals_known}),
@@ -240,6 +251,10 @@ class SyncReport:
             dest=d.get("dest"),
             dry_run=bool(d.get("dry_run", False)),
             sources=list(d.get("sources") or []),
+            content_sources=[
+                SourceStats(**{k: v for k, v in s.items() if k in sources_known})
+                for s in d.get("content_sources") or []
+            ],
         )
 
     @classmethod
@@ -262,6 +277,8 @@ class SyncReport:
             parts += [f"pruned {c['pruned']}", f"kept {c['kept']}"]
         t = self.totals
         tail = [f"{t.manifest_gets} pulls", f"{t.manifest_heads} HEADs", decimal(t.bytes)]
+        if self.mirrors:
+            tail.insert(1, f"{sum(m.manifests for m in self.mirrors)} manifests from mirrors")
         if t.ratelimit_remaining is not None:
             quota = f"/{t.ratelimit_limit}" if t.ratelimit_limit is not None else ""
             tail.append(f"quota left {t.ratelimit_remaining}{quota}")
@@ -312,10 +329,53 @@ class SyncReport:
             )
         return table
 
+    @property
+    def mirrors(self) -> list[SourceStats]:
+        """The content mirrors used by the run (see `content_sources`)."""
+        return [s for s in self.content_sources if s.role == "mirror"]
+
+    def sources_table(self) -> Table:
+        """One row per source of content: manifests and bytes served, pulls, digest mismatches, errors."""
+        table = Table(title="content sources", title_justify="left")
+        for col in ("source", "role", "manifests", "blobs", "bytes", "pulls", "mismatches", "errors", "note"):
+            table.add_column(col, justify="right" if col not in ("source", "role", "note") else "left")
+        for src in self.content_sources:
+            note = f"dropped: {src.dropped}" if src.dropped else ""
+            table.add_row(
+                src.name,
+                src.role,
+                str(src.manifests),
+                str(src.blobs),
+                decimal(src.bytes),
+                str(src.pulls) if src.role == "source" else "",
+                Text(str(src.mismatches), style="bold red" if src.mismatches else ""),
+                str(src.errors),
+                Text(note, style="yellow" if note else ""),
+            )
+        return table
+
+    def mirror_warnings(self) -> list[str]:
+        """One line per content mirror that served wrong bytes or was dropped (the report names it)."""
+        lines = []
+        for m in self.mirrors:
+            if m.mismatches:
+                shown = ", ".join(_short(d) for d in m.bad_digests)
+                lines.append(
+                    f"content mirror {m.name} served {m.mismatches} digest mismatch(es) ({shown}); "
+                    "that content came from the next source, verified"
+                )
+            if m.dropped:
+                lines.append(f"content mirror {m.name} was dropped for the rest of the run: {m.dropped}")
+        return lines
+
     def render(self, console: Console, *, verbose: bool = False) -> None:
         """Print the table and the summary line to *console* (the CLI passes its stderr console)."""
         if self.items:
             console.print(self.table(verbose=verbose))
+        if self.mirrors:
+            console.print(self.sources_table())
+            for line in self.mirror_warnings():
+                console.print(Text(line, style="yellow"))
         style = {0: "green", 1: "bold red", 2: "yellow"}[self.exit_code]
         console.print(Text(self.summary_line(), style=style))
 

@@ -42,6 +42,7 @@ from .report import Outcome, SyncReport
 from .sources import SourceListing, list_sources
 from .state import State, TagRecord
 from .store import PullGate, Store, TransferStats
+from .store.mirrored import SourceStats, counting_mirrored, mirror_client_options, source_stats, with_mirrors
 from .store.ocidir import OCILayoutStore
 from .store.registry import RegistryStore
 
@@ -122,9 +123,12 @@ def open_destination(cfg: SyncConfig) -> Destination:
     return Destination(_registry_store(cfg, host), namespace.strip("/"), cfg.dest.rstrip("/"), cfg.layout)
 
 
-def _registry_store(cfg: SyncConfig, host: str, *, pull_gate: PullGate | None = None) -> RegistryStore:
+def _registry_store(
+    cfg: SyncConfig, host: str, *, pull_gate: PullGate | None = None, mirror: bool = False
+) -> RegistryStore:
     host = normalize_registry(host)
     tls = cfg.tls_for(host)
+    opts = mirror_client_options() if mirror else {}
     return RegistryStore(
         host,
         credentials=cfg.resolve_credentials(host),
@@ -133,6 +137,7 @@ def _registry_store(cfg: SyncConfig, host: str, *, pull_gate: PullGate | None = 
         cert_file=tls.cert_file,
         key_file=tls.key_file,
         pull_gate=pull_gate,
+        **opts,
     )
 
 
@@ -142,6 +147,8 @@ class _Sources:
     Only the Docker Hub source (``cfg.source``) gets the pull budget as its `PullGate`: its client asks
     the budget before every manifest GET it sends. Other registries of an image list are never deferred
     by the Hub's budget (their own 429s and ``Retry-After`` are still honoured by their clients).
+    The source of docker.io content reads content by digest from its content mirrors first
+    (`MirroredStore`); what they serve never goes through the gate.
     """
 
     def __init__(self, cfg: SyncConfig) -> None:
@@ -166,8 +173,17 @@ class _Sources:
     def __getitem__(self, registry: str) -> Store:
         if registry not in self.stores:
             gate = self.budget if self.is_hub(registry) else None
-            self.stores[registry] = _registry_store(self.cfg, registry, pull_gate=gate)
+            store: Store = _registry_store(self.cfg, registry, pull_gate=gate)
+            if registry == self.cfg.source:
+                store = with_mirrors(
+                    store, self.cfg.source_mirrors, lambda host: _registry_store(self.cfg, host, mirror=True)
+                )
+            self.stores[registry] = store
         return self.stores[registry]
+
+    def source_stats(self) -> list[SourceStats]:
+        """Per source of content (each registry read from, each content mirror): what it served."""
+        return [s for store in self.stores.values() for s in source_stats(store)]
 
     async def close(self) -> None:
         for s in self.stores.values():
@@ -344,14 +360,15 @@ class _Runner:
         try:
             # The item's pulls are set aside first: it never stops half-fetched for want of budget.
             async with self.budget.for_item(item.estimated_pulls if item.kind == "copy" and hub else 0):
-                result = await self.copier(item.source_registry).copy(
-                    item.source_repo,
-                    item.upstream_digest,
-                    item.dest_repo,
-                    item.tags,
-                    platforms=item.platforms,
-                    source=Descriptor(item.media_type, item.upstream_digest, 0),  # the plan's HEAD
-                )
+                with counting_mirrored() as mirrored:
+                    result = await self.copier(item.source_registry).copy(
+                        item.source_repo,
+                        item.upstream_digest,
+                        item.dest_repo,
+                        item.tags,
+                        platforms=item.platforms,
+                        source=Descriptor(item.media_type, item.upstream_digest, 0),  # the plan's HEAD
+                    )
         except BudgetExhausted as e:
             self._defer(item, str(e))
             return
@@ -384,7 +401,8 @@ class _Runner:
             previous_digest=item.previous_digest,
             reason=item.reason if outcome is Outcome.COPIED else None,
             bytes=result.bytes_copied,
-            pulls=result.source_manifest_gets,
+            pulls=result.source_manifest_gets - mirrored[0],
+            mirrored=mirrored[0],
         )
         self.report.totals.blobs_skipped += result.blobs_skipped
         self.events.item_done(item, outcome)
@@ -591,6 +609,7 @@ def _finish(report: SyncReport, sources: _Sources, dest: Destination, cfg: SyncC
     for store in sources.stores.values():
         report.totals.add_stats(store.stats, TransferStats())
     report.totals.add_stats(TransferStats(), dest.store.stats)
+    report.content_sources = sources.source_stats()
     hub = sources.stores.get(cfg.source)
     rl = hub.ratelimit if hub is not None else None
     if rl is not None:

@@ -52,6 +52,18 @@ def _summary(res: CopyResult, src: str, dst: str) -> None:
         f"{decimal(res.bytes_copied)}; manifests: {res.manifests_copied} copied, {res.manifests_skipped} skipped; "
         f"source: {res.source_manifest_gets} manifest GETs, {res.source_manifest_heads} HEADs"
     )
+    for src_stats in res.sources:
+        if src_stats["role"] != "mirror":
+            continue
+        line = (
+            f"  content mirror {src_stats['name']}: {src_stats['manifests']} manifests, "
+            f"{decimal(src_stats['bytes'])} of blobs"
+        )
+        if src_stats["mismatches"]:
+            line += f", {src_stats['mismatches']} digest mismatch(es) (taken from the next source)"
+        if src_stats["dropped"]:
+            line += f"; dropped: {src_stats['dropped']}"
+        say(line)
     if res.filtered:
         say(
             f"  note: --platform filtering changed the digest: upstream {res.source_digest}, "
@@ -61,6 +73,20 @@ def _summary(res: CopyResult, src: str, dst: str) -> None:
         say(f"  {len(res.foreign_layers)} foreign layer(s) not copied (clients fetch them from their URLs):")
         for digest in res.foreign_layers:
             say(f"    {digest}")
+
+
+def _mirrors(given: list[str] | None, off: bool) -> list[str] | None:
+    """``--content-mirror`` values (validated), ``[]`` for ``--no-content-mirrors``, None for the defaults."""
+    from .._errors import ConfigError
+    from ..config import SyncConfig
+
+    if off and given:
+        raise ConfigError("give either --content-mirror or --no-content-mirrors, not both")
+    if off:
+        return []
+    if not given:
+        return None
+    return SyncConfig().merge({"content_mirrors": given}).content_mirrors
 
 
 @app.command("copy")
@@ -107,6 +133,17 @@ def copy_command(
         typer.Option("--key-file", metavar="[REGISTRY=]FILE", help="Key of the client certificate, if not in it."),
     ] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Parallel blob transfers.")] = 8,
+    content_mirror: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--content-mirror",
+            metavar="REGISTRY[/PREFIX]",
+            help="Read content by digest from this mirror first (repeatable; replaces the defaults).",
+        ),
+    ] = None,
+    no_content_mirrors: Annotated[
+        bool, typer.Option("--no-content-mirrors", help="Use no content mirrors (not even the defaults).")
+    ] = False,
 ) -> None:
     """Copy one image from SRC to DST: indexes byte for byte, blobs verified, tags written last."""
     import asyncio
@@ -122,6 +159,7 @@ def copy_command(
 
     try:
         platforms = [Platform.parse(p) for p in platform or []] or None
+        mirrors = _mirrors(content_mirror, no_content_mirrors)
     except HubmirrorError as e:
         fail(e)
         raise typer.Exit(2) from None
@@ -147,6 +185,7 @@ def copy_command(
                     tls=_tls_flags(ca_file, cert_file, key_file),
                     concurrency=concurrency,
                     events=BlobProgress(progress),
+                    content_mirrors=mirrors,
                 )
             )
     except HubmirrorError as e:

@@ -25,7 +25,8 @@ def render_plan(plan: Plan, report: SyncReport, cfg: SyncConfig | None = None) -
     for col in ("action", "source", "tags", "pulls", "why"):
         table.add_column(col)
     for item in plan.items:
-        table.add_row(item.kind, item.canonical, ", ".join(item.tags), str(item.estimated_pulls), item.reason)
+        pulls = str(item.estimated_pulls) + (f" ({item.mirror_manifests} from {item.mirror})" if item.mirror else "")
+        table.add_row(item.kind, item.canonical, ", ".join(item.tags), pulls, item.reason)
     console.print(table)
     if plan.diff is not None:
         d = plan.diff
@@ -38,7 +39,7 @@ def render_plan(plan: Plan, report: SyncReport, cfg: SyncConfig | None = None) -
     console.print(
         f"{len(plan.copies)} to copy, {len(plan.retags)} to retag, {len(plan.up_to_date)} tags up to date, "
         f"{len(plan.failed)} failed, {len(plan.leaving)} left the selection; "
-        f"pulls needed ≈ {plan.pulls_needed}; {budget_text(report)}"
+        f"{pulls_text(plan, report)}; {budget_text(report)}"
     )
     if cfg is not None:
         console.print(allowance_text(plan, report, cfg))
@@ -59,6 +60,13 @@ def render_sources(plan: Plan) -> None:
             say(f"  dropped {d.tag}: {d.policy}: {d.reason}")
         if src.artifacts:
             say(f"  {len(src.artifacts)} signature/referrer tags follow their images")
+
+
+def pulls_text(plan: Plan, report: SyncReport) -> str:
+    """What the copies cost: "N manifests from mirrors, M pulls from Hub" when content mirrors are used."""
+    if not report.mirrors:
+        return f"pulls needed ≈ {plan.pulls_needed}"
+    return f"≈ {plan.mirror_manifests} manifests from mirrors, {plan.pulls_needed} pulls from Hub"
 
 
 def budget_text(report: SyncReport) -> str:
@@ -103,6 +111,17 @@ def sync(
     images_file: Annotated[Path | None, typer.Option(help="File of image names, one per line.")] = None,
     list_file: Annotated[Path | None, typer.Option("--list", help="File of image references, one per line.")] = None,
     source: Annotated[str | None, typer.Option(help="Registry to read docker.io content from.")] = None,
+    content_mirror: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--content-mirror",
+            metavar="REGISTRY[/PREFIX]",
+            help="Read content by digest from this mirror first (repeatable; replaces the defaults).",
+        ),
+    ] = None,
+    no_content_mirrors: Annotated[
+        bool, typer.Option("--no-content-mirrors", help="Use no content mirrors (not even the defaults).")
+    ] = False,
     dest: Annotated[str | None, typer.Option(help="REGISTRY/NAMESPACE or oci:PATH.")] = None,
     layout: Annotated[
         str | None,
@@ -152,7 +171,7 @@ def sync(
     """
     import logging
 
-    from .._errors import HubmirrorError
+    from .._errors import ConfigError, HubmirrorError
     from ..config import SyncConfig, load_config
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -189,8 +208,12 @@ def sync(
         "metrics_port": metrics_port,
     }
     try:
+        if no_content_mirrors and content_mirror:
+            raise ConfigError("give either --content-mirror or --no-content-mirrors, not both")
         base = load_config(config) if config is not None else SyncConfig()
-        cfg = base.merge(cli)
+        cfg = base.merge({**cli, "content_mirrors": content_mirror})
+        if no_content_mirrors:
+            cfg = cfg.without_content_mirrors()
     except HubmirrorError as e:
         fail(e)
         raise typer.Exit(1) from None

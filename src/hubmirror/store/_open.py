@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
+from typing import Any
 
 from .._errors import InvalidReference
 from ..digest import is_digest
@@ -50,19 +51,35 @@ def open_location(
         path, ref = split_oci(text)
         return OCILayoutStore(path), "", ref
     from ..reference import Reference
-    from .registry import RegistryStore
 
     if text.startswith("docker://"):
         text = text[len("docker://") :]
     reference = Reference.parse(text, default_tag=default_tag)
-    host = reference.registry
+    store = open_registry(reference.registry, authfile=authfile, insecure=insecure, tls=tls)
+    return store, reference.repository, reference.digest or reference.tag
+
+
+def open_registry(
+    host: str,
+    *,
+    authfile: str | None = None,
+    insecure: Collection[str] = (),
+    tls: Mapping[str, TLSSettings] | None = None,
+    **kw: Any,
+) -> Store:
+    """A `RegistryStore` on registry *host*: plain HTTP when *insecure* names it, else TLS as *tls* says for
+    it (the entry ``""``: every registry without its own). *kw* go to `RegistryStore`."""
+    from ..reference import api_host, normalize_registry
+    from .registry import RegistryStore
+
+    host = normalize_registry(host)
     settings = tls_for(tls or {}, host)
-    store = RegistryStore(
+    return RegistryStore(
         host,
         authfile=authfile,
-        insecure=True if (host in insecure or reference.api_host in insecure) else settings.insecure,
+        insecure=True if (host in insecure or api_host(host) in insecure) else settings.insecure,
         ca_file=settings.ca_file,
         cert_file=settings.cert_file,
         key_file=settings.key_file,
+        **kw,
     )
-    return store, reference.repository, reference.digest or reference.tag

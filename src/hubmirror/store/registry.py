@@ -6,6 +6,8 @@ import contextlib
 import os
 from collections.abc import AsyncIterator
 
+import aiohttp
+
 from ..media import Descriptor, Manifest
 from ..reference import api_host
 from ..registry.client import RegistryClient
@@ -35,6 +37,7 @@ class RegistryStore:
         key_file: str | os.PathLike[str] | None = None,
         retry: RetryPolicy | None = None,
         anonymous: bool = False,
+        timeout: aiohttp.ClientTimeout | None = None,
         client: RegistryClient | None = None,
         pull_gate: PullGate | None = None,
     ) -> None:
@@ -48,6 +51,7 @@ class RegistryStore:
             cert_file=cert_file,
             key_file=key_file,
             retry=retry,
+            timeout=timeout,
         )
         if pull_gate is not None:
             self.client.pull_gate = pull_gate

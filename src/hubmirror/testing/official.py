@@ -106,11 +106,14 @@ async def seed_library(
     repos: Iterable[str] | None = None,
     generation: Mapping[str, Mapping[str, int]] | None = None,
     layer_size: int = 2048,
+    prefix: str = "",
 ) -> dict[str, str]:
-    """Push every tag of *library* (or of *repos*) to *target* under ``library/<repo>``.
+    """Push every tag of *library* (or of *repos*) to *target* under ``[PREFIX/]library/<repo>``.
 
-    Returns ``repo:tag`` → digest. *generation* maps repo → tag → rebuild number.
+    Returns ``repo:tag`` → digest. *generation* maps repo → tag → rebuild number. A *prefix* lays the
+    images out as a content mirror such as ``public.ecr.aws/docker`` does (``docker/library/<repo>``).
     """
+    root = f"{prefix.strip('/')}/library" if prefix.strip("/") else "library"
     wanted = set(repos) if repos is not None else None
     digests: dict[str, str] = {}
     async with img.Pusher(img._target(target, None)[0]) as pusher:
@@ -124,5 +127,5 @@ async def seed_library(
                 tags_by_index.setdefault(ix.digest, (ix, []))[1].append(tag)
                 digests[f"{name}:{tag}"] = ix.digest
             for ix, tags in tags_by_index.values():
-                await pusher.push(f"library/{name}", ix, tags)
+                await pusher.push(f"{root}/{name}", ix, tags)
     return digests
