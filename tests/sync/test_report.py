@@ -104,6 +104,7 @@ def test_json_round_trip_and_stable_schema() -> None:
         "reason": None,
         "bytes": 52_000_000,
         "pulls": 9,
+        "mirrored": 0,
     }
     back = SyncReport.from_json(rep.to_json())
     assert back == rep
