@@ -12,6 +12,7 @@ import dataclasses
 import os
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
@@ -32,6 +33,7 @@ from pydantic import (
 
 from ._defaults import DEFAULT_LIBRARY
 from ._errors import ConfigError, CredentialsError, HubmirrorError
+from ._fs import output_problem
 from .platform import Platform
 from .reference import normalize_registry
 from .registry import credentials as _creds
@@ -245,10 +247,13 @@ class Credential(_Model):
         """Read the credentials this entry points at; None if the auth file or helper has none for *registry*.
 
         Raises `CredentialsError` naming the missing environment variable (never its value)."""
+        where = f"config credentials.{registry}"
         if self.authfile is not None:
-            return _creds.from_authfile(registry, self.authfile)
+            found = _creds.from_authfile(registry, self.authfile)
+            return None if found is None else replace(found, source=f"{where} ({found.source})")
         if self.helper is not None:
-            return _creds.from_helper(self.helper, registry)
+            found = _creds.from_helper(self.helper, registry)
+            return None if found is None else replace(found, source=f"{where} ({found.source})")
         env = os.environ if environ is None else environ
         assert self.username_env is not None and self.password_env is not None
         missing = [v for v in (self.username_env, self.password_env) if not env.get(v)]
@@ -256,7 +261,9 @@ class Credential(_Model):
             raise CredentialsError(
                 f"credentials for {registry}: environment variable {' and '.join(missing)} is not set or empty"
             )
-        return _creds.Credentials(env[self.username_env], env[self.password_env], f"environment {self.username_env}")
+        return _creds.Credentials(
+            env[self.username_env], env[self.password_env], f"{where} (environment {self.password_env})"
+        )
 
     @model_validator(mode="after")
     def _one_kind(self) -> Credential:
@@ -561,6 +568,23 @@ class SyncConfig(_Model):
         if ref is not None:
             return ref.resolve(registry, environ)
         return _creds.resolve(registry, environ=environ)
+
+    def check_outputs(self) -> None:
+        """Raise `ConfigError` if the state, report or metrics file cannot be written, one line each.
+
+        Called before a run does any work: a bad ``--report`` must not be found after the destination
+        was changed."""
+        problems = []
+        for what, path in (
+            ("state database", self.state),
+            ("report file", self.report),
+            ("metrics file", self.metrics_file),
+        ):
+            problem = None if path is None else output_problem(path)
+            if problem is not None:
+                problems.append(f"{what} {path}: cannot be written: {problem}; nothing was done")
+        if problems:
+            raise ConfigError("\n".join(problems))
 
     # ------------------------------------------------------------------ loading and merging
 

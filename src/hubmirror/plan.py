@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from ._errors import HubmirrorError, InvalidReference, NotFound
+from ._fs import decode_text
 from .library import LibraryDiff, TagGroup
 from .media import INDEX_TYPES, OCI_INDEX, OCI_MANIFEST
 from .platform import Platform
@@ -211,9 +212,11 @@ def library_targets(
 def read_image_list(path: Path) -> list[tuple[int, Reference]]:
     """The references of an image-list file: one per line, ``#`` comments; errors name file and line."""
     try:
-        text = path.read_text()
+        text = decode_text(path.read_bytes(), f"image list {path}")
     except OSError as e:
         raise HubmirrorError(f"cannot read image list {path}: {e.strerror or e}") from None
+    except ValueError as e:
+        raise HubmirrorError(str(e)) from None
     refs: list[tuple[int, Reference]] = []
     for n, raw in enumerate(text.splitlines(), 1):
         line = raw.split("#", 1)[0].strip()

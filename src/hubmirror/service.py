@@ -56,11 +56,11 @@ class SyncService:
         """One sync in the running event loop; the report file and metrics are written after it."""
         result = RunResult(dry_run=cfg.dry_run)
         try:
+            cfg.check_outputs()  # before any work: a report that cannot be written must not stop a run midway
             result.plan, result.report = await run_sync(cfg, events=events, cache_dir=self.cache_dir, control=control)
+            self._record(cfg, result.report)
         except HubmirrorError as e:
             result.error = str(e)
-            return result
-        self._record(cfg, result.report)
         return result
 
     def run_once(
@@ -85,13 +85,19 @@ class SyncService:
         return run_on_schedule(cfg.schedule, job, on_wait=on_wait)
 
     def _record(self, cfg: SyncConfig, report: SyncReport) -> None:
-        if cfg.report is not None:
-            cfg.report.parent.mkdir(parents=True, exist_ok=True)
-            cfg.report.write_text(report.to_json())
-        if not cfg.dry_run:
-            self.metrics.observe(report)
-            if cfg.metrics_file is not None:
-                self.metrics.write(cfg.metrics_file)
+        """Write the report file and the metrics; `HubmirrorError` naming the file if one cannot be written."""
+        path = cfg.report
+        try:
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(report.to_json())
+            if not cfg.dry_run:
+                self.metrics.observe(report)
+                if cfg.metrics_file is not None:
+                    path = cfg.metrics_file
+                    self.metrics.write(cfg.metrics_file)
+        except OSError as e:
+            raise HubmirrorError(f"cannot write {path}: {e.strerror or e} (the run itself finished)") from None
 
 
 __all__ = ["RunResult", "SyncService"]

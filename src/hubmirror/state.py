@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from ._errors import StateError, StateLocked
+from ._fs import output_problem
 
 SCHEMA_VERSION: Final = 2
 
@@ -194,6 +195,9 @@ class State:
         then left exactly as it was.
         """
         p = Path(path).expanduser()
+        problem = output_problem(p)
+        if problem is not None:
+            raise StateError(f"{p}: cannot use as the state database: {problem}")
         try:
             p.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:

@@ -557,7 +557,6 @@ async def run_sync(
     sources = _Sources(cfg)
     report = SyncReport(library=cfg.library if cfg.reads_library else None, dest=cfg.dest)
     report.dry_run = cfg.dry_run
-    cfg.state.parent.mkdir(parents=True, exist_ok=True)
     state = State.open(cfg.state)
     try:
         with contextlib.ExitStack() as stack:

@@ -64,7 +64,7 @@ def login(
         fail("empty password")
         raise typer.Exit(2)
     try:
-        asyncio.run(_verify(reg, Credentials(username, password), True if insecure else None))
+        asyncio.run(_verify(reg, Credentials(username, password, "this login"), True if insecure else None))
         path = store_login(reg, username, password, authfile)
     except HubmirrorError as e:
         fail(e, prefix=f"login to {reg} failed:")

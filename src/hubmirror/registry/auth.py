@@ -19,7 +19,7 @@ import aiohttp
 from .._errors import AuthError, RegistryError
 from ._http import MAX_TOKEN_BODY, read_capped, read_some
 from ._proxy import proxy_for
-from .credentials import Credentials
+from .credentials import Credentials, env_prefix
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,33 @@ class Authenticator:
         user = self.credentials.username if self.credentials else None
         return f"Authenticator(registry={self.registry!r}, user={user!r}, tokens={len(self._tokens)})"
 
+    def rejected(self, status: int, what: str, *, repository: str | None = None, by: str = "") -> AuthError:
+        """The error for a 401/403 answer to *what*: which registry refused which credentials (their source
+        — a config entry, an environment variable, an auth file, a helper — and user name; never the secret)."""
+        by = f" {by}" if by else ""
+        if self.credentials is None:
+            message = (
+                f"{self.registry}{by} refused anonymous access ({what}: HTTP {status}): no credentials were found "
+                f"for {self.registry} (config `credentials:`, {env_prefix(self.registry)}USERNAME/PASSWORD, or "
+                "`hubmirror login`)"
+            )
+        else:
+            who = f"user {self.credentials.username!r} from {self.credentials.source}"
+            if status == 403:
+                message = (
+                    f"credentials for {self.registry} were rejected{by}: {who} is not allowed to do this "
+                    f"({what}: HTTP 403)"
+                )
+            else:
+                message = f"credentials for {self.registry} were rejected{by}: {who} ({what}: HTTP {status})"
+        return AuthError(
+            message,
+            status=status,
+            code="DENIED" if status == 403 else "UNAUTHORIZED",
+            registry=self.registry,
+            repository=repository,
+        )
+
     def set_challenges(self, challenges: list[Challenge]) -> None:
         """Adopt the best challenge offered: Bearer over Basic; others are ignored."""
         by_scheme = {c.scheme: c for c in challenges}
@@ -259,12 +286,7 @@ class Authenticator:
                 f"token server {realm} for {self.registry} unreachable: {type(e).__name__}", registry=self.registry
             ) from None
         if status in (401, 403):
-            raise AuthError(
-                f"token server {realm} refused {who} for {self.registry} (HTTP {status})",
-                status=status,
-                code="UNAUTHORIZED" if status == 401 else "DENIED",
-                registry=self.registry,
-            )
+            raise self.rejected(status, "token request", by=f"(token server {realm})")
         if status != 200:
             raise RegistryError(
                 f"token server {realm} for {self.registry} answered HTTP {status}",

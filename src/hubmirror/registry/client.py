@@ -391,6 +391,8 @@ class RegistryClient:
         except _CONNECTION_ERRORS:
             body = b""
         resp.release()
+        if resp.status in (401, 403):
+            return self._auth.rejected(resp.status, what, repository=repository)
         return error_for(resp.status, body, resp.headers, what=what, registry=self.host, repository=repository)
 
     def _url(self, repo: str, *parts: str) -> str:
