@@ -8,12 +8,16 @@ by putting it under a regular file.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import subprocess
+from pathlib import Path
 
 import pytest
 from test_sync_support import NAMESPACE, Env, blob_files, catalog
 
 from _auth import PASSWORD, USER
+from hubmirror.service import SyncService
 
 
 def one_error_line(p: subprocess.CompletedProcess[str], *needles: str) -> str:
@@ -128,3 +132,53 @@ def test_wrong_destination_password_names_registry_and_credential_source(env: En
     assert f"credentials for {dest.host} were rejected" in text, text
     assert f"config credentials.{dest.host} (environment DEST_PASSWORD)" in text, text
     assert wrong not in p.stdout + p.stderr and PASSWORD not in p.stdout + p.stderr
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    """Command lines of the live processes whose argv holds *text* (read from /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if "State:\tZ" in status:  # a zombie has exited already
+            continue
+        if any(text.encode() in a for a in argv):
+            found.append(" ".join(a.decode("utf-8", "replace") for a in argv))
+    return found
+
+
+async def test_cancelling_a_run_mid_git_kills_git(env: Env) -> None:
+    """Issue 8, finding 12: a cancelled run (a server's or daemon's loop goes on) left its git child
+    running. The run is stopped in the middle of `git clone` from a server that never answers."""
+    connected = asyncio.Event()
+
+    async def never_answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connected.set()
+        with contextlib.suppress(Exception):
+            await reader.read()  # until git goes away
+        writer.close()
+
+    server = await asyncio.start_server(never_answer, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}/official-images.git"
+    service = SyncService(cache_dir=env.cache)
+    run = asyncio.create_task(service.run(env.config(library=url, images=["tiny"])))
+    try:
+        await asyncio.wait_for(connected.wait(), 60)
+        assert any("clone" in p for p in _processes_mentioning(url))
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(run, 30)
+        # The loop goes on (as in `serve`): git must be gone now, not when the loop closes.
+        for _ in range(100):
+            if not _processes_mentioning(url):
+                break
+            await asyncio.sleep(0.1)
+        assert _processes_mentioning(url) == []
+    finally:
+        server.close()

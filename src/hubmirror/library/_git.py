@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import re
+import shutil
+import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +43,13 @@ class FileChange:
     name: str
 
 
-async def run_git(git_dir: Path | None, *args: str, stdin: bytes | None = None, what: str = "") -> bytes:
-    """Run ``git [--git-dir DIR] ARGS…`` and return stdout; raise `LibraryError` with git's message."""
+async def _git(git_dir: Path | None, *args: str, stdin: bytes | None = None) -> tuple[int, bytes, bytes]:
+    """Run ``git [--git-dir DIR] ARGS…``: (exit status, stdout, stderr).
+
+    git runs in its own process group; if the caller is cancelled (or anything else interrupts the wait),
+    the whole group — git and the helpers it started (``git-remote-https``, ``index-pack``) — is killed
+    and reaped before the exception goes on, so a stopped run leaves no git behind while the loop lives on.
+    """
     cmd = ["git"]
     if git_dir is not None:
         cmd += ["--git-dir", str(git_dir)]
@@ -53,11 +61,26 @@ async def run_git(git_dir: Path | None, *args: str, stdin: bytes | None = None, 
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         env=env,
+        start_new_session=True,
     )
-    out, err = await proc.communicate(stdin)
-    if proc.returncode != 0:
+    try:
+        out, err = await proc.communicate(stdin)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(BaseException):
+            await asyncio.shield(proc.wait())
+        raise
+    assert proc.returncode is not None
+    return proc.returncode, out, err
+
+
+async def run_git(git_dir: Path | None, *args: str, stdin: bytes | None = None, what: str = "") -> bytes:
+    """Run ``git [--git-dir DIR] ARGS…`` and return stdout; raise `LibraryError` with git's message."""
+    code, out, err = await _git(git_dir, *args, stdin=stdin)
+    if code != 0:
         message = err.decode("utf-8", "replace").strip().splitlines()
-        detail = message[-1] if message else f"exit status {proc.returncode}"
+        detail = message[-1] if message else f"exit status {code}"
         raise LibraryError(f"{what or 'git ' + args[0]} failed: {detail}")
     return out
 
@@ -132,7 +155,11 @@ class LibrarySource:
         target = cache / "sources" / _cache_name(spec)
         if not _prepare(target):
             tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-            await run_git(None, "clone", "--bare", "--quiet", spec, str(tmp), what=f"cloning {spec}")
+            try:
+                await run_git(None, "clone", "--bare", "--quiet", spec, str(tmp), what=f"cloning {spec}")
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)  # our own half-made clone, never the cache
+                raise
             tmp.rename(target)
         elif update:
             await run_git(target, "fetch", "--quiet", "--prune", spec, _BRANCHES, what=f"fetching {spec}")
@@ -223,21 +250,10 @@ class LibrarySource:
     async def is_ancestor(self, old: str, new: str) -> bool:
         """True if *old* is an ancestor of (or equal to) *new*."""
         a, b = await self.resolve(old), await self.resolve(new)
-        proc = await asyncio.create_subprocess_exec(
-            "git",
-            "--git-dir",
-            str(self.git_dir),
-            "merge-base",
-            "--is-ancestor",
-            a,
-            b,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        _, err = await proc.communicate()
-        if proc.returncode not in (0, 1):
+        code, _, err = await _git(self.git_dir, "merge-base", "--is-ancestor", a, b)
+        if code not in (0, 1):
             raise LibraryError(f"git merge-base failed: {err.decode('utf-8', 'replace').strip()}")
-        return proc.returncode == 0
+        return code == 0
 
     async def first_parent_commits(self, old: str | None, new: str | None = None) -> list[str]:
         """First-parent commits after *old* up to *new* inclusive, oldest first (all of them if *old* is None)."""
