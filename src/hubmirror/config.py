@@ -660,7 +660,10 @@ def parse_config(text: str, *, name: str = "<config>", base_dir: Path | None = N
 
 def _parse_yaml(text: str, name: str) -> tuple[dict[str, Any], dict[tuple[str | int, ...], int]]:
     """YAML → (data, line of every key path). Duplicate keys are errors, not silently last-wins."""
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as e:  # a control character: the reader refuses the text at once
+        raise ConfigError(f"{name}: invalid YAML: {' '.join(str(e).split())}") from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -669,17 +672,29 @@ def _parse_yaml(text: str, name: str) -> tuple[dict[str, Any], dict[tuple[str | 
             kind = "a list" if isinstance(node, yaml.SequenceNode) else "a single value"
             raise ConfigError(f"{name}:{node.start_mark.line + 1}: the config must be a mapping of keys, not {kind}")
         lines: dict[tuple[str | int, ...], int] = {(): node.start_mark.line + 1}
-        data = _construct(loader, node, (), lines, name)
+        data = _construct(loader, node, (), lines, name, _Guard())
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         where = f"{name}:{mark.line + 1}" if mark else name
         raise ConfigError(f"{where}: invalid YAML: {e.problem or e.context}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{name}: invalid YAML: {e}") from None
+        raise ConfigError(f"{name}: invalid YAML: {' '.join(str(e).split())}") from None
     finally:
         loader.dispose()
     assert isinstance(data, dict)
     return data, lines
+
+
+#: At most this many values in one config file, aliases expanded: an "alias bomb" is an error, not a hang.
+_MAX_NODES: Final = 100_000
+
+
+class _Guard:
+    """What `_construct` is in the middle of (recursive aliases) and how much it built (alias bombs)."""
+
+    def __init__(self) -> None:
+        self.active: set[int] = set()
+        self.count = 0
 
 
 def _construct(
@@ -688,26 +703,20 @@ def _construct(
     path: tuple[str | int, ...],
     lines: dict[tuple[str | int, ...], int],
     name: str,
+    guard: _Guard,
 ) -> Any:
-    if isinstance(node, yaml.MappingNode):
-        out: dict[Any, Any] = {}
-        for key_node, value_node in node.value:
-            key = loader.construct_object(key_node, deep=True)
-            if not isinstance(key, str):
-                key = str(key)
-            sub = (*path, key)
-            line = key_node.start_mark.line + 1
-            if key in out:
-                raise ConfigError(f"{name}:{line}: {_dotted(sub)}: duplicate key (first at line {lines[sub]})")
-            lines[sub] = line
-            out[key] = _construct(loader, value_node, sub, lines, name)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        items = []
-        for i, item in enumerate(node.value):
-            lines[(*path, i)] = item.start_mark.line + 1
-            items.append(_construct(loader, item, (*path, i), lines, name))
-        return items
+    where = f"{name}:{node.start_mark.line + 1}: {_dotted(path) or '(top level)'}"
+    guard.count += 1
+    if guard.count > _MAX_NODES:
+        raise ConfigError(f"{where}: the file expands to more than {_MAX_NODES} values (YAML aliases?)")
+    if id(node) in guard.active:
+        raise ConfigError(f"{where}: a YAML alias that contains itself")
+    if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+        guard.active.add(id(node))
+        try:
+            return _construct_collection(loader, node, path, lines, name, guard)
+        finally:
+            guard.active.discard(id(node))
     value = loader.construct_object(node, deep=True)
     if (
         _is_text(path)
@@ -719,6 +728,38 @@ def _construct(
     ):
         return node.value
     return value
+
+
+def _construct_collection(
+    loader: yaml.SafeLoader,
+    node: yaml.MappingNode | yaml.SequenceNode,
+    path: tuple[str | int, ...],
+    lines: dict[tuple[str | int, ...], int],
+    name: str,
+    guard: _Guard,
+) -> Any:
+    if isinstance(node, yaml.MappingNode):
+        out: dict[Any, Any] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise ConfigError(
+                    f"{name}:{line}: {_dotted(path) or '(top level)'}: a key must be text, not a list or mapping"
+                )
+            key = loader.construct_object(key_node, deep=True)
+            if not isinstance(key, str):
+                key = str(key)
+            sub = (*path, key)
+            if key in out:
+                raise ConfigError(f"{name}:{line}: {_dotted(sub)}: duplicate key (first at line {lines[sub]})")
+            lines[sub] = line
+            out[key] = _construct(loader, value_node, sub, lines, name, guard)
+        return out
+    items = []
+    for i, item in enumerate(node.value):
+        lines[(*path, i)] = item.start_mark.line + 1
+        items.append(_construct(loader, item, (*path, i), lines, name, guard))
+    return items
 
 
 def _is_text(path: tuple[str | int, ...]) -> bool:

@@ -8,12 +8,13 @@ from collections.abc import AsyncIterable, AsyncIterator
 
 from ._errors import DigestMismatch
 
-_DIGEST_RE = re.compile(r"^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$")
+# fullmatch, not ``$``: "sha256:…\n" (a trailing newline) is not a digest and must never reach a URL.
+_DIGEST_RE = re.compile(r"sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128}")
 
 
 def is_digest(value: str) -> bool:
     """True if *value* is a well-formed sha256 or sha512 digest."""
-    return bool(_DIGEST_RE.match(value))
+    return isinstance(value, str) and _DIGEST_RE.fullmatch(value) is not None
 
 
 def sha256(data: bytes) -> str:

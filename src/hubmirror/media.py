@@ -163,7 +163,7 @@ class Manifest:
         """
         try:
             descriptors = self.children + self.blobs
-        except (KeyError, TypeError, ValueError, AttributeError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as e:
             raise UnsupportedManifest(
                 f"manifest {self.digest} has a malformed descriptor ({type(e).__name__}: {e})"
             ) from None

@@ -7,7 +7,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-_ITEM = re.compile(r"^\s*(\d+)\s*(?:;(.*))?$")
+# ASCII digits only: int() would take "٣" but not "²", which str.isdigit() both accept.
+_ITEM = re.compile(r"\s*([0-9]+)\s*(?:;(.*))?", re.ASCII | re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -44,12 +45,12 @@ def _lookup(headers: Mapping[str, str], name: str) -> str | None:
 def _parse(value: str) -> tuple[int | None, int | None]:
     """``100;w=21600`` → (100, 21600). A comma-separated policy list takes its first item."""
     first = value.split(",", 1)[0]
-    m = _ITEM.match(first)
+    m = _ITEM.fullmatch(first)
     if not m:
         return None, None
     window = None
     for param in (m.group(2) or "").split(";"):
         k, _, v = param.partition("=")
-        if k.strip() == "w" and v.strip().isdigit():
+        if k.strip() == "w" and re.fullmatch(r"[0-9]+", v.strip(), re.ASCII):
             window = int(v.strip())
     return int(m.group(1)), window
