@@ -24,7 +24,7 @@ def _build_app() -> Typer:
 
 def main() -> None:
     """The console script ``hubmirror``."""
-    if sys.argv[1:] == ["--version"]:  # the common case, answered before typer is imported
+    if sys.argv[1:] in (["--version"], ["version"]):  # answered before typer is imported
         from .. import __version__
 
         print(__version__)
