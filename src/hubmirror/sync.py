@@ -37,6 +37,7 @@ from .plan import (
     source_targets,
 )
 from .reference import normalize_registry
+from .referrers import follow_referrers
 from .registry.ratelimit import RateLimit
 from .report import Outcome, SyncReport
 from .sources import SourceListing, list_sources
@@ -590,6 +591,16 @@ async def run_sync(
                 control=control,
             )
             await runner.run()
+            if cfg.signatures and plan.sources and (control is None or control.reason is None):
+                events.phase("copying signatures and referrers of the mirrored images")
+                await follow_referrers(
+                    plan,
+                    report,
+                    copier=runner.copier,
+                    sources=sources.__getitem__,
+                    dest=dest.store,
+                    dest_key=dest.key,
+                )
             await prune(plan, state=state, dest=dest, report=report, enabled=cfg.prune, events=events)
             _finish(report, sources, dest, cfg)
             status = {0: "completed", 1: "failed", 2: "deferred"}[report.exit_code]

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from test_sync_support import NAMESPACE, Env
+from test_sync_support import NAMESPACE, Env, assert_complete, skopeo, skopeo_raw
 
 from _auth import PASSWORD, USER
 from hubmirror.report import Outcome
@@ -150,3 +150,64 @@ def test_a_source_that_fails_to_list_keeps_its_tags_with_prune(env: Env) -> None
     assert "listing" in failed["reason"] and "not pruned" in failed["reason"]
     assert [s["error"] is not None for s in report["sources"]] == [False, True]
     assert "team/b" in p.stderr
+
+
+@skopeo
+def test_signatures_and_referrers_follow_their_images(env: Env) -> None:
+    src = env.make_registry()
+    repo, dest_repo = "team/signed", f"{NAMESPACE}/team/signed"
+    signed = img.index("signed", ["linux/amd64", "linux/arm64/v8"])
+    with_sbom = img.index("with-sbom", ["linux/amd64"])
+    old = img.image("old")
+    sbom = img.referrer(with_sbom, "sbom-1")
+    sig, old_sig = img.cosign_signature(signed.digest), img.cosign_signature(old.digest)
+    fallback = img.referrers_index([sbom])
+    for thing, tags in [
+        (signed, ["1.0"]),
+        (with_sbom, ["2.0"]),
+        (old, ["0.9"]),
+        (sig, [img.cosign_tag(signed.digest)]),
+        (old_sig, [img.cosign_tag(old.digest)]),
+        (fallback, [with_sbom.digest.replace(":", "-")]),  # what oras writes without a referrers API
+    ]:
+        img.push_sync(src, repo, thing, tags)
+    source = {"repos": [f"{src.host}/{repo}"], "exclude_tags": [r"0\.9"]}
+
+    _, off = img.run_sync(env.sync(signatures=False, **source))
+
+    assert off.exit_code == 0, off.to_json()
+    assert env.dest_tags(repo) == ["1.0", "2.0"]
+    assert len(off.sources[0]["artifacts"]) == 3
+
+    _, on = img.run_sync(env.sync(**source))
+
+    assert on.exit_code == 0, on.to_json()
+    sig_tag, ref_tag = img.cosign_tag(signed.digest), with_sbom.digest.replace(":", "-")
+    assert sorted(env.dest_tags(repo)) == sorted(["1.0", "2.0", sig_tag, ref_tag])  # not the excluded 0.9's
+    # An independent client finds them at the destination with the source's digests and bytes.
+    dest = f"docker://{env.dest.host}/{dest_repo}"
+    assert skopeo_raw(f"{dest}:{sig_tag}") == sig.manifest.data
+    assert skopeo_raw(f"{dest}:{ref_tag}") == fallback.manifest.data
+    listed = json.loads(skopeo_raw(f"{dest}:{ref_tag}"))["manifests"]
+    assert [m["digest"] for m in listed] == [sbom.digest]
+    found = skopeo_raw(f"{dest}@{sbom.digest}")
+    assert found == sbom.manifest.data
+    assert json.loads(found)["subject"]["digest"] == with_sbom.digest == env.dest_digest("team/signed", "2.0")
+    assert_complete(env.dest, dest_repo, ref_tag)
+    followed = {t for i in on.by_outcome(Outcome.COPIED) for t in i.tags}
+    assert followed == {sig_tag, ref_tag}
+
+    _, again = img.run_sync(env.sync(**source))
+
+    assert again.exit_code == 0 and again.totals.manifest_gets == 0, again.to_json()
+    assert again.by_outcome(Outcome.COPIED) == []
+
+    # A new signed image copied in this run: the source is asked for its referrers API too (Distribution
+    # 2.8 has none: a 404, not a failure) and the signature comes along in the same run.
+    three = img.push_sync(src, repo, img.index("three", ["linux/amd64"]), ["3.0"])
+    img.push_sync(src, repo, img.cosign_signature(three.digest), [img.cosign_tag(three.digest)])
+
+    _, new = img.run_sync(env.sync(**source))
+
+    assert new.exit_code == 0, new.to_json()
+    assert skopeo_raw(f"{dest}:{img.cosign_tag(three.digest)}") == img.cosign_signature(three.digest).manifest.data

@@ -25,7 +25,7 @@ from yarl import URL
 
 from .._errors import DigestMismatch, InvalidReference, ManifestTooLarge, RegistryError
 from ..digest import is_digest, verify_bytes
-from ..media import ACCEPT, MAX_MANIFEST_SIZE, Descriptor, Manifest, detect_media_type
+from ..media import ACCEPT, MAX_MANIFEST_SIZE, OCI_INDEX, Descriptor, Manifest, detect_media_type
 from ..reference import api_host, normalize_registry
 from ..store._base import PullGate, TransferStats
 from ._http import read_capped, read_some
@@ -874,3 +874,35 @@ class RegistryClient:
             tags.extend(new)
             url = urljoin(str(resp.url), link) if link else None
         return tags
+
+    # -- referrers (OCI 1.1) -----------------------------------------------------------------------
+
+    async def get_referrers(self, repo: str, digest: str, *, max_pages: int = 100) -> list[dict[str, Any]] | None:
+        """The descriptors of the manifests whose ``subject`` is *digest* (every ``Link`` page), or None
+        when the registry has no referrers API (it answers 404: use the ``sha256-<hex>`` tag instead)."""
+        await self._ensure_ready()
+        url: str | None = self._url(repo, "referrers", digest)
+        found: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        what = f"list referrers of {repo}@{digest}"
+        while url and url not in seen and len(seen) < max_pages:
+            seen.add(url)
+            resp = await self._send(
+                "GET", url, scopes=self._pull(repo), what=what, repository=repo, headers={"Accept": OCI_INDEX}
+            )
+            if resp.status in (404, 405) and len(seen) == 1:
+                resp.release()
+                return None
+            if resp.status != 200:
+                raise await self._fail(resp, what, repo)
+            try:
+                obj = await resp.json(content_type=None)
+            except (ValueError, *_CONNECTION_ERRORS):
+                raise RegistryError(f"{self.host}: {what}: unreadable answer", registry=self.host) from None
+            finally:
+                resp.release()
+            manifests = obj.get("manifests") if isinstance(obj, dict) else None
+            found += [m for m in manifests or [] if isinstance(m, dict) and isinstance(m.get("digest"), str)]
+            link = next_link(resp.headers.getall("Link", []))
+            url = urljoin(str(resp.url), link) if link else None
+        return found

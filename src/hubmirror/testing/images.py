@@ -13,6 +13,7 @@ child manifests by digest, then the top manifest by digest and tags.
 from __future__ import annotations
 
 import asyncio
+import base64
 import concurrent.futures
 import hashlib
 import io
@@ -407,6 +408,82 @@ def index(
 def manifest_list(seed: Seed, platforms: Iterable[str | Platform] = PLATFORMS, **kwargs: Any) -> Index:
     """A Docker manifest list (no attestations), by default over all of `PLATFORMS`."""
     return index(seed, platforms, fmt="docker", attestations=False, **kwargs)
+
+
+# -- signatures and referrers (cosign, OCI 1.1) ---------------------------------------------------
+
+COSIGN_SIGNATURE = "application/vnd.dev.cosign.simplesigning.v1+json"
+OCI_EMPTY = "application/vnd.oci.empty.v1+json"
+SPDX = "application/spdx+json"
+
+
+def _blob(media_type: str, data: bytes, annotations: dict[str, str] | None = None) -> Blob:
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    return Blob(media_type, digest, len(data), data, annotations=annotations or {})
+
+
+def cosign_tag(subject: str, kind: str = "sig") -> str:
+    """cosign's tag for a signature (``sig``), attestation (``att``) or SBOM (``sbom``) of *subject*."""
+    return f"{subject.replace(':', '-', 1)}.{kind}"
+
+
+def cosign_signature(subject: str, seed: Seed = 0, *, reference: str = "registry.example/app") -> Image:
+    """A cosign signature manifest for digest *subject*, shaped as ``cosign sign`` writes it: an OCI
+    manifest whose layer is the simple-signing payload, the signature in its annotation."""
+    payload = _dump(
+        {
+            "critical": {
+                "identity": {"docker-reference": reference},
+                "image": {"docker-manifest-digest": subject},
+                "type": "cosign container image signature",
+            },
+            "optional": None,
+        }
+    )
+    sig = base64.b64encode(random_bytes(f"cosign/{seed}/{subject}", 64)).decode()
+    layer = _blob(COSIGN_SIGNATURE, payload, {"dev.cosignproject.cosign/signature": sig})
+    cfg = _dump(
+        {
+            "architecture": "",
+            "os": "",
+            "config": {},
+            "rootfs": {"type": "layers", "diff_ids": [layer.digest]},
+        }
+    )
+    config = _blob(OCI_CONFIG, cfg)
+    return Image(_manifest("oci", config, [layer], None), config, (layer,), Platform("unknown", "unknown"))
+
+
+def referrer(subject: Image | Index, seed: Seed = 0, *, artifact_type: str = SPDX) -> Image:
+    """An OCI 1.1 artifact (an SBOM by default) whose ``subject`` is *subject*, as ``oras attach`` makes."""
+    sbom = _blob(artifact_type, _dump({"spdxVersion": "SPDX-2.3", "name": str(seed), "subject": subject.digest}))
+    empty = _blob(OCI_EMPTY, b"{}")
+    obj: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": empty.descriptor(),
+        "layers": [sbom.descriptor()],
+        "subject": {"mediaType": subject.media_type, "digest": subject.digest, "size": subject.size},
+        "annotations": {"org.opencontainers.image.created": "2024-01-01T00:00:00Z"},
+    }
+    return Image(Manifest(_dump(obj), OCI_MANIFEST), empty, (sbom,), Platform("unknown", "unknown"))
+
+
+def referrers_index(referrers: Sequence[Image]) -> Index:
+    """The referrers tag-schema index (tag ``sha256-<hex>`` of the subject) listing *referrers*, for
+    registries without the referrers API (Distribution 2.8)."""
+    entries = []
+    for r in referrers:
+        obj = r.manifest.json
+        entry: dict[str, Any] = {"mediaType": r.media_type, "digest": r.digest, "size": r.size}
+        if obj.get("artifactType"):
+            entry["artifactType"] = obj["artifactType"]
+        if obj.get("annotations"):
+            entry["annotations"] = obj["annotations"]
+        entries.append(entry)
+    data = _dump({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries})
+    return Index(Manifest(data, OCI_INDEX), tuple(referrers), ())
 
 
 # -- pushing --------------------------------------------------------------------------------------
