@@ -1,4 +1,4 @@
-"""Run a command and measure its own wall time and peak RSS.
+"""Run a command and measure its own wall time, CPU time (user + system) and peak RSS.
 
 A child forked from a large benchmark process inherits that process's RSS high-water mark in its
 ``ru_maxrss``; so the command is spawned from a tiny ``python -S`` launcher (about 8 MiB), which waits
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-#: Runs argv[2:] (PATH lookup), waits with wait4, writes [exit code, wall s, peak RSS KiB] to argv[1].
+#: Runs argv[2:] (PATH lookup), waits with wait4, writes [exit code, wall s, peak RSS KiB, CPU s] to argv[1].
 LAUNCHER = """
 import json, os, sys, time
 t0 = time.monotonic()
@@ -24,7 +24,7 @@ pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
 _, status, ru = os.wait4(pid, 0)
 wall = time.monotonic() - t0
 with open(sys.argv[1], "w") as f:
-    json.dump([os.waitstatus_to_exitcode(status), wall, ru.ru_maxrss], f)
+    json.dump([os.waitstatus_to_exitcode(status), wall, ru.ru_maxrss, ru.ru_utime + ru.ru_stime], f)
 """
 
 
@@ -33,6 +33,7 @@ class Measured:
     code: int
     wall_s: float
     peak_rss_mib: float
+    cpu_s: float = 0.0  # user + system CPU seconds of the command (and its children it waited for)
 
 
 def run_measured(
@@ -42,10 +43,10 @@ def run_measured(
     stderr: IO[bytes] | int | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Measured:
-    """Run *cmd* (its output to *stdout*/*stderr*) and return its exit code, wall time and peak RSS."""
+    """Run *cmd* (its output to *stdout*/*stderr*) and return its exit code, wall time, peak RSS and CPU."""
     with tempfile.TemporaryDirectory() as tmp:
         result = Path(tmp) / "rusage.json"
         launcher = [sys.executable, "-S", "-c", LAUNCHER, str(result), *cmd]
         subprocess.run(launcher, stdout=stdout, stderr=stderr, env=env, check=False)
-        code, wall, maxrss_kib = json.loads(result.read_text())
-    return Measured(code, wall, maxrss_kib / 1024)
+        code, wall, maxrss_kib, cpu = json.loads(result.read_text())
+    return Measured(code, wall, maxrss_kib / 1024, cpu)

@@ -271,6 +271,8 @@ class Run:
     src_mib_read: float | None = None
     dest_mib_written: float = 0.0
     digests_ok: bool | None = None
+    cpu_s: float = 0.0
+    cpu_s_per_gib: float | None = None  # CPU seconds per GiB of distinct blob bytes copied
     detail: dict[str, Any] = field(default_factory=dict)
 
 
@@ -298,7 +300,7 @@ class Bench:
         log = self.work / f"{tool}-{case}"
         with open(f"{log}.out", "wb") as out, open(f"{log}.err", "wb") as err:
             m = run_measured(cmd, stdout=out, stderr=err, env=env)
-        run = Run(tool, case, round(m.wall_s, 2), round(m.peak_rss_mib, 1), m.code)
+        run = Run(tool, case, round(m.wall_s, 2), round(m.peak_rss_mib, 1), m.code, cpu_s=round(m.cpu_s, 2))
         if hub is not None and before is not None:
             run.manifest_gets = hub.manifest_gets() - before[0]
             run.manifest_heads = hub.manifest_heads() - before[1]
@@ -306,6 +308,8 @@ class Bench:
             cdn = hub.cdn_records[before[3] :]
             run.src_mib_read = round(sum(self.builder.sizes.get(r.digest, 0) for r in cdn) / (1 << 20), 1)
         run.dest_mib_written = round((store_bytes(dest) - stored) / (1 << 20), 1)
+        if run.dest_mib_written >= 1:
+            run.cpu_s_per_gib = round(run.cpu_s / (run.dest_mib_written / 1024), 2)
         if m.code != 0:
             tail = Path(f"{log}.err").read_text(errors="replace")[-1500:]
             print(f"!! {tool} {case} exited {m.code}:\n{tail}", file=sys.stderr)
@@ -523,6 +527,8 @@ def table(runs: list[Run]) -> str:
         "tool",
         "case",
         "wall s",
+        "CPU s",
+        "CPU s/GiB",
         "mf GET",
         "mf HEAD",
         "blob GET",
@@ -537,6 +543,8 @@ def table(runs: list[Run]) -> str:
             r.tool,
             r.case,
             f"{r.wall_s:.2f}",
+            f"{r.cpu_s:.2f}",
+            "-" if r.cpu_s_per_gib is None else f"{r.cpu_s_per_gib:.2f}",
             *("-" if v is None else str(v) for v in (r.manifest_gets, r.manifest_heads, r.blob_gets, r.src_mib_read)),
             f"{r.dest_mib_written:.1f}",
             f"{r.peak_rss_mib:.0f}",
@@ -579,6 +587,11 @@ def main() -> int:
     ap.add_argument("--no-skopeo", action="store_true", help="skip skopeo even when installed")
     ap.add_argument("--list", action="store_true", help="hubmirror reads an image list, not the library")
     ap.add_argument("--noop-runs", type=int, default=1, help="no-op runs per tool (the median is compared)")
+    ap.add_argument(
+        "--cold-only",
+        action="store_true",
+        help="throughput only: hubmirror's cold sync (and one no-op run, its fixed cost) and the plain copy",
+    )
     ap.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, registries' storage)")
     ap.add_argument(
@@ -587,6 +600,13 @@ def main() -> int:
         metavar="FILE",
         help="run hubmirror's cold sync under `py-spy record --format raw` into FILE (collapsed stacks; "
         "its wall time and RSS then include py-spy)",
+    )
+    ap.add_argument(
+        "--cprofile",
+        type=Path,
+        metavar="FILE",
+        help="run hubmirror's cold sync under cProfile, stats into FILE (read with pstats; its CPU then "
+        "includes the profiler)",
     )
     args = ap.parse_args()
 
@@ -648,15 +668,17 @@ def main() -> int:
         # hubmirror: cold, no-op
         hm_dest = registry("dest-hubmirror")
         hm = hubmirror_cmd(bench, hm_dest, lib_path, args, tags)
-        for case in ("cold", *["noop"] * args.noop_runs):
+        for case in ("cold", *["noop"] * (1 if args.cold_only else args.noop_runs)):
             cmd = hm
             if case == "cold" and args.profile is not None:
                 cmd = ["py-spy", "record", "--format", "raw", "--rate", "200", "-o", str(args.profile), "--", *hm]
+            elif case == "cold" and args.cprofile is not None:
+                cmd = [sys.executable, "-m", "cProfile", "-o", str(args.cprofile), *hm]
             run = bench.measure("hubmirror", case, cmd, hm_dest)
             verify(run, hm_dest, prefix, expected)
             _hubmirror_detail(run, work)
         # skopeo: cold, no-op
-        sk_dest = registry("dest-skopeo") if use_skopeo else None
+        sk_dest = registry("dest-skopeo") if use_skopeo and not args.cold_only else None
         if sk_dest is not None:
             sk, env = skopeo_cmd(bench, sk_dest, tags)
             for case in ("cold", *["noop"] * args.noop_runs):
@@ -671,6 +693,8 @@ def main() -> int:
         verify(run, pc_dest, prefix, expected)
 
         # rebuild ~10 % of the tags on the source (git unchanged), then incremental runs
+        if args.cold_only:
+            return _throughput(bench, args.json, setup)
         gen, touched = pick_rebuild(library, args.rebuild, args.seed)
         rebuilt = img.run_sync(seed(source, library, builder, repos=touched, generation=gen))
         changed = {ref for ref, d in rebuilt.items() if expected[ref] != d}
@@ -731,6 +755,28 @@ def main() -> int:
             print(f"kept {work}", file=sys.stderr)
         else:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def _throughput(bench: Bench, as_json: bool, setup: dict[str, Any]) -> int:
+    """``--cold-only``: hubmirror's cold sync against the plain copy, in wall time and CPU per GiB."""
+    hm, noop, plain = bench.runs[0], bench.runs[1], bench.runs[-1]
+    gib = hm.dest_mib_written / 1024
+    # What moving the bytes costs: the cold run's CPU less a no-op run's (start-up, library, HEADs, state).
+    hm.detail["cpu_s_per_gib_beyond_noop"] = round((hm.cpu_s - noop.cpu_s) / gib, 2) if gib else None
+    ratios = {
+        "wall_vs_plain": ratio(hm.wall_s, plain.wall_s),
+        "cpu_vs_plain": ratio(hm.cpu_s, plain.cpu_s),
+    }
+    if as_json:
+        print(json.dumps({"setup": setup, "runs": [asdict(r) for r in bench.runs], "ratios": ratios}, indent=2))
+    else:
+        print(f"\nsynthetic library: {json.dumps(setup)}\n")
+        print(table(bench.runs))
+        print()
+        for k, v in ratios.items():
+            print(f"hubmirror/{k.replace('_vs_', ' vs ')}: {'-' if v is None else f'{v:.3f}x'}")
+        print(f"hubmirror cold CPU beyond a no-op run: {hm.detail['cpu_s_per_gib_beyond_noop']} s/GiB")
+    return 0 if all(r.exit_code == 0 and r.digests_ok for r in bench.runs) else 1
 
 
 def _hubmirror_detail(run: Run, work: Path) -> None:
