@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import shutil
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -10,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from _auth import PASSWORD, USER
+from hubmirror._errors import HubmirrorError
+from hubmirror.testing.containerd import Containerd, start_containerd
 from hubmirror.testing.hub import HubEmulator
 from hubmirror.testing.registry import Registry, start_registry
 
@@ -66,3 +70,20 @@ def hub(make_registry: Callable[..., Registry]) -> Iterator[HubEmulator]:
     """
     with HubEmulator(make_registry(), users={USER: PASSWORD}) as emulator:
         yield emulator
+
+
+# -- containerd (hubmirror.testing.containerd) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]:
+    """A private containerd daemon for the session (own root, state and socket); `Containerd.ctr` runs
+    ctr against it. Skips the test, with the reason, when containerd cannot start here."""
+    if shutil.which("containerd") is None or shutil.which("ctr") is None:
+        pytest.skip("containerd/ctr are not installed (scripts/install installs Debian's containerd)")
+    with contextlib.ExitStack() as stack:
+        try:
+            daemon = stack.enter_context(start_containerd(tmp_path_factory.mktemp("containerd")))
+        except HubmirrorError as e:
+            pytest.skip(f"containerd cannot run here: {e}")
+        yield daemon

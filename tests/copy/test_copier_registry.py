@@ -22,6 +22,7 @@ from hubmirror.registry.retry import RetryPolicy
 from hubmirror.store import OCILayoutStore
 from hubmirror.store.registry import RegistryStore
 from hubmirror.testing.hub import HubEmulator
+from hubmirror.testing import layout as oci_layout
 from hubmirror.testing.images import base_layer, index, manifest_list, push, put
 from hubmirror.testing.registry import Registry
 
@@ -115,7 +116,11 @@ async def test_multiarch_from_hub_to_auth_registry_and_oci(
     layout = tmp_path / "layout"
     res2 = await Copier(hub_store, OCILayoutStore(layout)).copy("library/app", "1.0", "", ["1.0"])
     assert res2.digest == top.digest
-    assert skopeo("inspect", "--raw", f"oci:{layout}:1.0") == top.data
+    assert oci_layout.tags(layout) == {"1.0": top.digest} and oci_layout.mislabelled(layout) == []
+    assert oci_layout.read_manifest(layout, top.digest) == top.data
+    oci_layout.check_complete(layout, top.digest)
+    if kind == "oci":  # skopeo 1.9 only resolves OCI-typed entries
+        assert skopeo("inspect", "--raw", f"oci:{layout}:1.0") == top.data
 
 
 async def test_unchanged_image_costs_no_get_and_no_upload(

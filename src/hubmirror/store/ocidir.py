@@ -1,22 +1,35 @@
 """`OCILayoutStore`: images in OCI image-layout directories (``oci-layout``, ``index.json``, ``blobs/``).
 
 Repository ``""`` is the root directory itself; any other repository is a sub-directory layout
-(``root/<repo>``), which is how a sync mirrors many repositories into one ``oci:PATH``. Writes are
-crash-safe: blobs go to a temporary file in the blob directory, are fsync'd, verified (size and
-digest) and only then renamed into place; ``index.json`` is rewritten the same way under a lock, and
-only ever names manifests whose content is already stored.
+(``root/<repo>``), which is how a sync mirrors many repositories into one ``oci:PATH``.
+
+Writes are crash-safe: blobs go to a temporary file in the blob directory, are fsync'd, verified
+(size and digest) and only then renamed into place. ``index.json`` only ever names manifests whose
+content is already stored, and each descriptor in it carries the media type of the bytes it points
+to (a Docker schema2 manifest is listed as one). Every change to ``index.json`` is a
+read-modify-write under an exclusive ``fcntl.flock`` on the layout's lock file (``.hubmirror.lock``),
+so concurrent writers — other coroutines, threads or processes — never lose each other's tags.
+
+Temporary files are named ``.tmp-<owner>-…`` where the owner is this machine and process (pid). The
+first write into a layout removes, under the lock, the temporary files left by writers that are gone
+(a kill -9): those of a dead process (or of a pid since reused), and those of another machine or of
+an older hubmirror only once they are long untouched. A live writer's files are never removed.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
+import functools
+import hashlib
 import json
 import os
 import re
 import shutil
+import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +53,15 @@ if TYPE_CHECKING:
 REF_NAME = "org.opencontainers.image.ref.name"
 LAYOUT_FILE = "oci-layout"
 LAYOUT_VERSION = {"imageLayoutVersion": "1.0.0"}
+#: The file writers of a layout lock (``fcntl.flock``) to change ``index.json``.
+LOCK_FILE = ".hubmirror.lock"
+TMP_PREFIX = ".tmp-"
 CHUNK = 1024 * 1024
+#: Temporary files of another machine, or of a hubmirror that did not name its files' owner, are
+#: removed only once untouched this long (their writer's liveness cannot be checked from here).
+FOREIGN_TMP_AGE = 24 * 3600.0
+LEGACY_TMP_AGE = 3600.0
+#: The OCI type an older hubmirror wrongly listed Docker manifests under in ``index.json``.
 _OCI_TWIN = {DOCKER_LIST: OCI_INDEX, DOCKER_MANIFEST: OCI_MANIFEST}
 
 _REPO_PART = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$")
@@ -55,6 +76,7 @@ class OCILayoutStore:
         self.name = f"oci:{self.root}"
         self.stats = TransferStats()
         self._locks: dict[Path, asyncio.Lock] = {}
+        self._prepared: set[Path] = set()
 
     def __repr__(self) -> str:
         return f"OCILayoutStore({str(self.root)!r})"
@@ -102,9 +124,42 @@ class OCILayoutStore:
         return obj
 
     def _write_index(self, layout: Path, index: dict[str, Any]) -> None:
-        self._ensure_layout(layout)
         data = json.dumps(index, indent=2).encode() + b"\n"
         _atomic_write(layout / "index.json", data)
+
+    async def _update_index(self, layout: Path, change: Callable[[dict[str, Any]], bool]) -> None:
+        """Apply *change* to ``index.json`` as one read-modify-write under the layout's lock.
+
+        *change* edits the index in place and returns whether it changed anything. It runs in one
+        thread call with the lock, so a cancelled caller cannot leave the lock held.
+        """
+        await self._prepare(layout)
+        async with self._lock(layout):
+            await asyncio.to_thread(self._update_index_sync, layout, change)
+
+    def _update_index_sync(self, layout: Path, change: Callable[[dict[str, Any]], bool]) -> None:
+        with _flocked(layout):
+            index = self._read_index(layout)  # re-read: another process may have changed it
+            if change(index):
+                self._write_index(layout, index)
+
+    async def _prepare(self, layout: Path) -> None:
+        """Before this store's first write into *layout*: create it, and (under the lock) remove
+        the temp files of writers that are gone and relabel Docker manifests listed as OCI ones."""
+        if layout in self._prepared:
+            return
+        async with self._lock(layout):
+            if layout not in self._prepared:
+                await asyncio.to_thread(self._prepare_sync, layout)
+                self._prepared.add(layout)
+
+    def _prepare_sync(self, layout: Path) -> None:
+        self._ensure_layout(layout)
+        with _flocked(layout):
+            remove_stale_temp_files(layout)
+            index = self._read_index(layout)
+            if self._relabel(layout, index):
+                self._write_index(layout, index)
 
     def _ensure_layout(self, layout: Path) -> None:
         marker = layout / LAYOUT_FILE
@@ -116,6 +171,27 @@ class OCILayoutStore:
                 _atomic_write(marker, json.dumps(LAYOUT_VERSION).encode())
         except OSError as e:
             raise StoreError(f"{layout}: cannot create an OCI layout: {e}") from None
+
+    def _relabel(self, layout: Path, index: dict[str, Any]) -> bool:
+        """Give entries an older hubmirror listed under an OCI type the Docker type of their bytes."""
+        changed = False
+        for entry in index["manifests"]:
+            if not isinstance(entry, dict) or entry.get("mediaType") not in (OCI_INDEX, OCI_MANIFEST):
+                continue
+            digest = entry.get("digest")
+            if not isinstance(digest, str) or not is_digest(digest):
+                continue
+            path = layout / "blobs" / digest.replace(":", "/", 1)
+            try:
+                if path.stat().st_size > MAX_MANIFEST_SIZE:
+                    continue
+                actual = detect_media_type(path.read_bytes(), None)
+            except OSError:
+                continue
+            if actual in _OCI_TWIN and _OCI_TWIN[actual] == entry["mediaType"]:
+                entry["mediaType"] = actual
+                changed = True
+        return changed
 
     def _find_tag(self, layout: Path, tag: str) -> dict[str, Any] | None:
         for entry in self._read_index(layout)["manifests"]:
@@ -192,14 +268,14 @@ class OCILayoutStore:
         elif not _TAG.match(ref):
             raise StoreError(f"{self.name}: invalid tag {ref!r}")
         await asyncio.to_thread(self._check_referenced, repo, manifest)
+        layout = self.layout(repo)
+        await self._prepare(layout)
         path = self._blob_path(repo, manifest.digest)
         if not path.exists():
             await asyncio.to_thread(self._write_blob_bytes, path, manifest.data)
         if is_digest(ref):
             return
-        layout = self.layout(repo)
-        async with self._lock(layout):
-            await asyncio.to_thread(self._set_tag, layout, ref, manifest)
+        await self._update_index(layout, functools.partial(_set_tag, tag=ref, manifest=manifest))
 
     def _check_referenced(self, repo: str, manifest: Manifest) -> None:
         """Refuse a manifest whose children or blobs are missing, as a registry would."""
@@ -213,37 +289,21 @@ class OCILayoutStore:
                     "which is not stored"
                 )
 
-    def _set_tag(self, layout: Path, tag: str, manifest: Manifest) -> None:
-        index = self._read_index(layout)
-        entry: dict[str, Any] = {
-            # Docker types are recorded as their OCI twins: OCI tools (skopeo, containerd) only resolve
-            # tags of OCI-typed entries. The blob keeps its bytes and its own ``mediaType`` field.
-            "mediaType": _OCI_TWIN.get(manifest.media_type, manifest.media_type),
-            "digest": manifest.digest,
-            "size": manifest.size,
-            "annotations": {REF_NAME: tag},
-        }
-        manifests = [e for e in index["manifests"] if (e.get("annotations") or {}).get(REF_NAME) != tag]
-        manifests.append(entry)
-        index["manifests"] = manifests
-        self._write_index(layout, index)
-
     async def delete_manifest(self, repo: str, ref: str) -> None:
         """Untag *ref*, or remove every index entry for a digest. Blobs stay (no garbage collection)."""
         layout = self.layout(repo)
-        async with self._lock(layout):
-            await asyncio.to_thread(self._delete, layout, repo, ref)
 
-    def _delete(self, layout: Path, repo: str, ref: str) -> None:
-        index = self._read_index(layout)
-        if is_digest(ref):
-            keep = [e for e in index["manifests"] if e.get("digest") != ref]
-        else:
-            keep = [e for e in index["manifests"] if (e.get("annotations") or {}).get(REF_NAME) != ref]
-        if len(keep) == len(index["manifests"]):
-            raise NotFound(f"{self.name}: {_where(repo)}{ref} not found", repository=repo)
-        index["manifests"] = keep
-        self._write_index(layout, index)
+        def delete(index: dict[str, Any]) -> bool:
+            if is_digest(ref):
+                keep = [e for e in index["manifests"] if e.get("digest") != ref]
+            else:
+                keep = [e for e in index["manifests"] if (e.get("annotations") or {}).get(REF_NAME) != ref]
+            if len(keep) == len(index["manifests"]):
+                raise NotFound(f"{self.name}: {_where(repo)}{ref} not found", repository=repo)
+            index["manifests"] = keep
+            return True
+
+        await self._update_index(layout, delete)
 
     async def list_tags(self, repo: str) -> list[str]:
         def read() -> list[str]:
@@ -295,7 +355,7 @@ class OCILayoutStore:
     async def put_blob(self, repo: str, desc: Descriptor, chunks: AsyncIterator[bytes]) -> None:
         """Write the stream to a temp file, verify size and digest, fsync, and rename into place."""
         path = self._blob_path(repo, desc.digest)
-        await asyncio.to_thread(self._ensure_layout, self.layout(repo))
+        await self._prepare(self.layout(repo))
         await asyncio.to_thread(path.parent.mkdir, parents=True, exist_ok=True)
         tmp = _tmp_beside(path)
         f = tmp.open("wb")  # not in a thread: a cancelled await there would leave the file behind
@@ -342,6 +402,7 @@ class OCILayoutStore:
         """Hard-link (or copy) the blob from *from_repo*'s layout; False if that layout lacks it."""
         src = self._blob_path(from_repo, desc.digest)
         dst = self._blob_path(repo, desc.digest)
+        await self._prepare(self.layout(repo))
         ok = await asyncio.to_thread(self._mount, src, dst, desc)
         if ok:
             self.stats.blob_mounts += 1
@@ -374,6 +435,124 @@ def _where(repo: str) -> str:
     return f"{repo}: " if repo else ""
 
 
+def _set_tag(index: dict[str, Any], *, tag: str, manifest: Manifest) -> bool:
+    """Point *tag* at *manifest*. The descriptor carries the media type of the stored bytes: a
+    Docker manifest or list is listed as one, never as its OCI twin (whose readers would then
+    mistake its bytes for OCI content)."""
+    entry: dict[str, Any] = {
+        "mediaType": manifest.media_type,
+        "digest": manifest.digest,
+        "size": manifest.size,
+        "annotations": {REF_NAME: tag},
+    }
+    manifests = [e for e in index["manifests"] if (e.get("annotations") or {}).get(REF_NAME) != tag]
+    manifests.append(entry)
+    index["manifests"] = manifests
+    return True
+
+
+@contextlib.contextmanager
+def _flocked(layout: Path) -> Iterator[None]:
+    """Hold the exclusive ``flock`` of *layout* (blocking until other writers release it)."""
+    path = layout / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as e:
+        raise StoreError(f"{path}: cannot open the layout's lock file: {e}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+# -- temporary files ------------------------------------------------------------------------------
+
+
+@functools.cache
+def _machine() -> str:
+    """This machine (boot) and PID namespace, so a pid in a temp file's name is only checked where
+    it means the same process."""
+    parts = []
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        try:
+            parts.append(os.readlink(path) if path.endswith("/pid") else Path(path).read_text().strip())
+        except OSError:
+            parts.append(os.uname().nodename)
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:8]
+
+
+def _owner() -> str:
+    return f"{_machine()}.{os.getpid()}"
+
+
+_OWNED_TMP = re.compile(r"^\.tmp-([0-9a-f]{8})\.([0-9]+)-")
+
+
+def _process_start(pid: int) -> float | None:
+    """When process *pid* started (epoch seconds), if /proc tells."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        ticks = int(stat.rpartition(")")[2].split()[19])  # field 22, starttime
+        btime = next(
+            int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime ")
+        )
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return btime + ticks / os.sysconf("SC_CLK_TCK")
+
+
+def _writer_alive(pid: int, since: float) -> bool:
+    """Whether the process *pid*, which last wrote its file at *since*, may still be writing it."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # alive, another user's
+    start = _process_start(pid)
+    # A process that started after the file was last written is not its writer: the pid was reused.
+    return start is None or start <= since + 5
+
+
+def is_stale_temp(path: Path, now: float | None = None) -> bool:
+    """Whether *path*, a ``.tmp-`` file, was left by a writer that is gone."""
+    try:
+        mtime = path.stat().st_mtime
+    except FileNotFoundError:
+        return False
+    age = (time.time() if now is None else now) - mtime
+    m = _OWNED_TMP.match(path.name)
+    if m is None:
+        return age > LEGACY_TMP_AGE
+    if m.group(1) != _machine():
+        return age > FOREIGN_TMP_AGE
+    return not _writer_alive(int(m.group(2)), mtime)
+
+
+def remove_stale_temp_files(layout: Path) -> list[Path]:
+    """Remove the temp files of gone writers from *layout* (call with the layout locked)."""
+    removed: list[Path] = []
+    dirs = [layout]
+    blobs = layout / "blobs"
+    with contextlib.suppress(OSError):
+        dirs += [d for d in blobs.iterdir() if d.is_dir()]
+    for d in dirs:
+        try:
+            names = [e.name for e in os.scandir(d) if e.name.startswith(TMP_PREFIX)]
+        except OSError:
+            continue
+        for name in names:
+            path = d / name
+            if is_stale_temp(path):
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+                    removed.append(path)
+    return removed
+
+
 def _flush_sync(f: Any) -> None:
     f.flush()
     os.fsync(f.fileno())
@@ -400,7 +579,7 @@ def _atomic_write(path: Path, data: bytes) -> None:
 
 def _tmp_beside(final: Path) -> Path:
     """A unique temporary name in *final*'s directory (same file system, so the rename is atomic)."""
-    return final.parent / f".tmp-{final.name[:16]}-{uuid.uuid4().hex}"
+    return final.parent / f"{TMP_PREFIX}{_owner()}-{final.name[:16]}-{uuid.uuid4().hex}"
 
 
 @contextlib.contextmanager

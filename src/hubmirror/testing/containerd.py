@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
@@ -39,6 +40,28 @@ class Containerd:
             timeout=timeout,
             check=False,
         )
+
+    def check(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """`ctr`, raising `AssertionError` with ctr's output when it fails."""
+        p = self.ctr(*args, timeout=timeout)
+        if p.returncode != 0:
+            raise AssertionError(f"ctr {' '.join(args)} exited {p.returncode}: {p.stderr.strip() or p.stdout.strip()}")
+        return p
+
+    def import_layout(self, layout: Path, base_name: str) -> list[str]:
+        """``ctr images import --no-unpack --all-platforms`` of an OCI image layout directory (packed as
+        the tar ctr reads): each tag ``T`` of its ``index.json`` becomes image ``base_name:T``. Returns
+        the names of all images now known."""
+        archive = self.root / f"import-{time.monotonic_ns()}.tar"
+        with tarfile.open(archive, "w") as tar:
+            for path in sorted(layout.rglob("*")):
+                if path.is_file() and not path.name.startswith("."):  # not the lock or temp files
+                    tar.add(path, arcname=str(path.relative_to(layout)))
+        try:
+            self.check("images", "import", "--no-unpack", "--all-platforms", "--base-name", base_name, str(archive))
+        finally:
+            archive.unlink()
+        return sorted(self.check("images", "ls", "--quiet").stdout.split())
 
     def stop(self) -> None:
         if self.process.poll() is None:
