@@ -21,8 +21,8 @@ from hubmirror.registry.credentials import Credentials
 from hubmirror.registry.retry import RetryPolicy
 from hubmirror.store import OCILayoutStore
 from hubmirror.store.registry import RegistryStore
-from hubmirror.testing.hub import HubEmulator
 from hubmirror.testing import layout as oci_layout
+from hubmirror.testing.hub import HubEmulator
 from hubmirror.testing.images import base_layer, index, manifest_list, push, put
 from hubmirror.testing.registry import Registry
 

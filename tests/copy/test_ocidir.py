@@ -12,6 +12,7 @@ from hubmirror._errors import DigestMismatch, NotFound, StoreError
 from hubmirror.digest import sha256
 from hubmirror.media import Descriptor
 from hubmirror.store import OCILayoutStore, open_location
+from hubmirror.store.ocidir import LOCK_FILE
 from hubmirror.testing.images import index, put
 
 
@@ -27,7 +28,7 @@ async def _failing(*parts: bytes) -> AsyncIterator[bytes]:
 
 
 def _stray_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*") if p.name.startswith(".") and p.is_file()]
+    return [p for p in root.rglob("*") if p.name.startswith(".") and p.name != LOCK_FILE and p.is_file()]
 
 
 async def test_layout_files_and_tag_in_index(tmp_path: Path) -> None:

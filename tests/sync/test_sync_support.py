@@ -178,11 +178,11 @@ class Env:
         return await run_sync(self.config(**over), events=events, cache_dir=self.cache)
 
     def cli(
-        self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 120
+        self, *args: str, env: Mapping[str, str] | None = None, timeout: float = 120, dest: str | None = None
     ) -> subprocess.CompletedProcess[str]:
         """``hubmirror sync --library … --source HUB --dest DEST/mirror --state …`` plus *args*, in a subprocess."""
         return subprocess.run(
-            self.cli_args(*args),
+            self.cli_args(*args, dest=dest),
             capture_output=True,
             text=True,
             env=self.cli_env(env),

@@ -31,7 +31,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._errors import DigestMismatch, NotFound, StoreError
 from ..digest import hasher, is_digest, verify_bytes
@@ -63,6 +63,8 @@ FOREIGN_TMP_AGE = 24 * 3600.0
 LEGACY_TMP_AGE = 3600.0
 #: The OCI type an older hubmirror wrongly listed Docker manifests under in ``index.json``.
 _OCI_TWIN = {DOCKER_LIST: OCI_INDEX, DOCKER_MANIFEST: OCI_MANIFEST}
+
+T = TypeVar("T")
 
 _REPO_PART = re.compile(r"^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
@@ -135,7 +137,7 @@ class OCILayoutStore:
         """
         await self._prepare(layout)
         async with self._lock(layout):
-            await asyncio.to_thread(self._update_index_sync, layout, change)
+            await _settled(self._update_index_sync, layout, change)
 
     def _update_index_sync(self, layout: Path, change: Callable[[dict[str, Any]], bool]) -> None:
         with _flocked(layout):
@@ -150,7 +152,7 @@ class OCILayoutStore:
             return
         async with self._lock(layout):
             if layout not in self._prepared:
-                await asyncio.to_thread(self._prepare_sync, layout)
+                await _settled(self._prepare_sync, layout)
                 self._prepared.add(layout)
 
     def _prepare_sync(self, layout: Path) -> None:
@@ -272,7 +274,7 @@ class OCILayoutStore:
         await self._prepare(layout)
         path = self._blob_path(repo, manifest.digest)
         if not path.exists():
-            await asyncio.to_thread(self._write_blob_bytes, path, manifest.data)
+            await _settled(self._write_blob_bytes, path, manifest.data)
         if is_digest(ref):
             return
         await self._update_index(layout, functools.partial(_set_tag, tag=ref, manifest=manifest))
@@ -383,7 +385,7 @@ class OCILayoutStore:
                 raise DigestMismatch(f"{self.name}: blob {desc.digest}: got {total} bytes, expected {desc.size}")
             if got != desc.digest:
                 raise DigestMismatch(f"{self.name}: blob {desc.digest}: content hashes to {got}")
-            await asyncio.to_thread(_commit, tmp, path)
+            await _settled(_commit, tmp, path)
         except BaseException:
             with contextlib.suppress(OSError):
                 tmp.unlink()
@@ -403,7 +405,7 @@ class OCILayoutStore:
         src = self._blob_path(from_repo, desc.digest)
         dst = self._blob_path(repo, desc.digest)
         await self._prepare(self.layout(repo))
-        ok = await asyncio.to_thread(self._mount, src, dst, desc)
+        ok = await _settled(self._mount, src, dst, desc)
         if ok:
             self.stats.blob_mounts += 1
         return ok
@@ -429,6 +431,19 @@ class OCILayoutStore:
 
     async def close(self) -> None:
         return None
+
+
+async def _settled(fn: Callable[..., T], *args: Any) -> T:
+    """``asyncio.to_thread(fn, *args)``, except that a cancelled caller waits for the thread to end
+    before the cancellation goes on: a write in flight is finished (or cleaned up) by the time the
+    caller's error is seen, so no temporary file outlives the operation that made it."""
+    future = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await future
+        raise
 
 
 def _where(repo: str) -> str:
