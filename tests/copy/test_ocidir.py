@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,8 +16,8 @@ from hubmirror._errors import DigestMismatch, NotFound, StoreError
 from hubmirror.digest import sha256
 from hubmirror.media import Descriptor
 from hubmirror.store import OCILayoutStore, open_location
-from hubmirror.store.ocidir import LOCK_FILE
-from hubmirror.testing.images import index, put
+from hubmirror.store.ocidir import LOCK_FILE, _machine
+from hubmirror.testing.images import index, put, run_sync
 
 
 async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
@@ -119,3 +123,48 @@ def test_open_location_oci(tmp_path: Path) -> None:
     assert isinstance(store, OCILayoutStore) and store.root == tmp_path and repo == "" and ref == "v1.2"
     store, repo, ref = open_location(f"oci:{tmp_path}")
     assert isinstance(store, OCILayoutStore) and store.root == tmp_path and ref is None
+
+
+def test_first_write_removes_temp_files_of_gone_writers_only(tmp_path: Path) -> None:
+    """Temp files of a dead process, of a pid since reused, and long-untouched ones of another machine
+    or an older hubmirror go; a live writer's (another process, or recent foreign ones) stay."""
+    blobs = tmp_path / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (tmp_path / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    other = "deadbeef" if _machine() != "deadbeef" else "beefdead"
+    hour_ago, days_ago = time.time() - 3600 * 2, time.time() - 3600 * 48
+
+    def tmp(name: str, mtime: float | None = None, where: Path = blobs) -> Path:
+        p = where / name
+        p.write_bytes(b"partial")
+        if mtime is not None:
+            os.utime(p, (mtime, mtime))
+        return p
+
+    try:
+        keep = [
+            tmp(f".tmp-{_machine()}.{live.pid}-0123456789abcdef-1"),  # a live writer
+            tmp(f".tmp-{other}.{dead.pid}-0123456789abcdef-2"),  # another machine, recently written
+            tmp(".tmp-0123456789abcdef-3"),  # an older hubmirror, recently written
+        ]
+        gone = [
+            tmp(f".tmp-{_machine()}.{dead.pid}-0123456789abcdef-4"),  # a dead writer
+            tmp(f".tmp-{_machine()}.{dead.pid}-index.json-5", where=tmp_path),
+            tmp(f".tmp-{_machine()}.{live.pid}-0123456789abcdef-6", hour_ago),  # before `live` started: pid reused
+            tmp(f".tmp-{other}.1-0123456789abcdef-7", days_ago),
+            tmp(".tmp-0123456789abcdef-8", hour_ago),
+        ]
+        store = OCILayoutStore(tmp_path)
+        run_sync(store.list_tags(""))  # reading removes nothing
+        assert all(p.exists() for p in keep + gone)
+
+        run_sync(put(store, "", index("x", ("linux/amd64",)), ["v1"]))
+
+        assert [p for p in keep if not p.exists()] == []
+        assert [p for p in gone if p.exists()] == []
+    finally:
+        live.kill()
+        live.wait()
