@@ -20,6 +20,7 @@ import signal
 import subprocess
 import threading
 import time
+import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -53,7 +54,16 @@ def registry_destination(env: Env) -> Destination:
     repo = f"{NAMESPACE}/{REPO}"
 
     def tags() -> dict[str, str]:
-        return {tag: sha256(get_manifest(env.dest, repo, tag)) for tag in list_tags(env.dest, repo)}
+        out = {}
+        for tag in list_tags(env.dest, repo):
+            try:
+                out[tag] = sha256(get_manifest(env.dest, repo, tag))
+            except urllib.error.HTTPError as e:
+                # Distribution lists a tag's directory a moment before its link is written: until
+                # then the tag does not resolve at all, which is no partial image.
+                if e.code != 404:
+                    raise
+        return out
 
     def check(digest: str, complete: set[str]) -> None:
         if digest in complete:
