@@ -23,7 +23,9 @@ import time
 import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from test_sync_support import NAMESPACE, Env, blob_files, get_manifest, has_blob, head_digest, list_tags, many_library
@@ -37,6 +39,7 @@ SEED = int(os.environ.get("HUBMIRROR_KILL_SEED", "20261130"))
 ENTRIES = 3
 ARCHES = "amd64, arm32v5, arm32v7, arm64v8, i386, mips64le, ppc64le, s390x"
 REPO = "many"
+T = TypeVar("T")
 
 
 @dataclass
@@ -50,14 +53,27 @@ class Destination:
     temp_files: Callable[[], list[Path]]
 
 
+def _settled_read(read: Callable[[], T]) -> T:
+    """*read* of the registry, tried again on a 5xx: Distribution's filesystem driver rewrites a link
+    file in place, so a read racing a write can get an empty link (500). Not a partial image."""
+    for attempt in range(5):
+        try:
+            return read()
+        except urllib.error.HTTPError as e:
+            if e.code < 500 or attempt == 4:
+                raise
+            time.sleep(0.05)  # let the registry finish its write
+    raise AssertionError("unreachable")
+
+
 def registry_destination(env: Env) -> Destination:
     repo = f"{NAMESPACE}/{REPO}"
 
     def tags() -> dict[str, str]:
         out = {}
-        for tag in list_tags(env.dest, repo):
+        for tag in _settled_read(lambda: list_tags(env.dest, repo)):
             try:
-                out[tag] = sha256(get_manifest(env.dest, repo, tag))
+                out[tag] = sha256(_settled_read(partial(get_manifest, env.dest, repo, tag)))
             except urllib.error.HTTPError as e:
                 # Distribution lists a tag's directory a moment before its link is written: until
                 # then the tag does not resolve at all, which is no partial image.
@@ -68,12 +84,14 @@ def registry_destination(env: Env) -> Destination:
     def check(digest: str, complete: set[str]) -> None:
         if digest in complete:
             return
-        assert head_digest(env.dest, repo, digest) == digest, f"{repo}@{digest} is not stored"
-        m = json.loads(get_manifest(env.dest, repo, digest))
+        stored = _settled_read(lambda: head_digest(env.dest, repo, digest))
+        assert stored == digest, f"{repo}@{digest} is not stored"
+        m = json.loads(_settled_read(lambda: get_manifest(env.dest, repo, digest)))
         for child in m.get("manifests", []):
             check(child["digest"], complete)
         for blob in [m["config"], *m["layers"]] if "config" in m else []:
-            assert has_blob(env.dest, repo, blob["digest"]), f"{repo}@{digest} lacks blob {blob['digest']}"
+            present = _settled_read(partial(has_blob, env.dest, repo, blob["digest"]))
+            assert present, f"{repo}@{digest} lacks blob {blob['digest']}"
         complete.add(digest)
 
     return Destination(env.dest_prefix, tags, check, lambda: blob_files(env.dest), lambda: [])
@@ -123,7 +141,7 @@ class Sampler(threading.Thread):
             except Exception as e:  # reported by the test, not lost in the thread
                 self.violations.append(f"sampler: {type(e).__name__}: {e}")
             self.rounds += 1
-            time.sleep(0.005)  # let the sync run; the sampler is not a timing assumption
+            time.sleep(0.02)  # let the sync run; the sampler is not a timing assumption
 
     def stop(self) -> None:
         self._halt.set()
@@ -155,7 +173,7 @@ def run_and_kill(env: Env, dest: Destination, target: int, extra_delay: float) -
     try:
         deadline = time.monotonic() + 120
         while dest.stored() < target and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.002)  # a poll of the destination's storage, not a timing assumption
+            time.sleep(0.005)  # a poll of the destination's storage, not a timing assumption
         time.sleep(extra_delay)
         if proc.poll() is not None:
             assert proc.returncode == 0, proc.stderr.read().decode() if proc.stderr else ""
