@@ -406,6 +406,8 @@ class SyncConfig(_Model):
     max_pulls: int | None = Field(default=None, ge=0)
     wait: bool | None = None
     prune: bool = False
+    max_delete: int | None = Field(default=None, ge=0)
+    overwrite: bool = False
     concurrency: int = Field(default=8, ge=1, le=64)
     blob_concurrency: int = Field(default=4, ge=1, le=64)
     insecure: HostList = Field(default_factory=list)

@@ -183,8 +183,9 @@ class Copier:
 
         if manifest is None:
             # By the digest the HEAD returned, so the bytes are verified even when the registry's GET
-            # carries no Docker-Content-Digest (and a tag moved in between cannot slip in).
-            manifest = await self._get_source(ctx, src_digest)
+            # carries no Docker-Content-Digest (and a tag moved in between cannot slip in). A destination
+            # holding it by digest (a verbatim copy now being filtered) serves it without a pull.
+            manifest = await self._held_by_dest(ctx, src_digest) or await self._get_source(ctx, src_digest)
             res.media_type = manifest.media_type
         top = manifest
 
@@ -241,13 +242,16 @@ class Copier:
             if src_digest in existing.values() or await dst.head_manifest(repo, src_digest) is not None:
                 return await dst.get_manifest(repo, src_digest)
             return None
-        # Filtered copies carry the upstream digest and the platform list in their annotations.
+        # Filtered copies carry the upstream digest and the platform list in their annotations. The upstream
+        # index itself stands for it only when the selection keeps every child (else it is filtered now).
         for digest in dict.fromkeys(existing.values()):
-            if digest == src_digest:
-                return await dst.get_manifest(repo, digest)
             try:
                 m = await dst.get_manifest(repo, digest)
             except NotFound:
+                continue
+            if digest == src_digest:
+                if self._keeps_all(ctx, m):
+                    return m
                 continue
             ann = m.json.get("annotations") if m.is_index else None
             if (
@@ -257,8 +261,21 @@ class Copier:
             ):
                 return m
         if not existing and await dst.head_manifest(repo, src_digest) is not None:
-            return await dst.get_manifest(repo, src_digest)
+            m = await dst.get_manifest(repo, src_digest)
+            if self._keeps_all(ctx, m):
+                return m
         return None
+
+    async def _held_by_dest(self, ctx: _Ctx, src_digest: str) -> Manifest | None:
+        """The source's top manifest when the destination holds it by digest (an earlier verbatim copy being
+        filtered now): read there, verified against *src_digest*, it costs no pull."""
+        if ctx.platforms is None or await self.dst.head_manifest(ctx.dst_repo, src_digest) is None:
+            return None
+        try:
+            m = await self.dst.get_manifest(ctx.dst_repo, src_digest)
+        except NotFound:
+            return None
+        return m if m.digest == src_digest else None
 
     async def _put_tags(self, ctx: _Ctx, top: Manifest, tags: Sequence[str], existing: dict[str, str]) -> None:
         res = ctx.result
@@ -304,11 +321,9 @@ class Copier:
         if stopped:
             raise stopped[0]
 
-    def _filter(self, ctx: _Ctx, index: Manifest) -> Manifest:
-        """*index* itself when every child is selected, else a new index with the selected ones."""
-        if ctx.platforms is None:
-            return index
-        raw = index.json.get("manifests") or []
+    def _kept(self, ctx: _Ctx, index: Manifest) -> tuple[list[int], set[str]]:
+        """Positions of the children of *index* the selection keeps, and the digests of its kept images
+        (an attestation goes with the image it describes)."""
         children = index.children
         kept_images = {c.digest for c in children if not c.is_attestation and self._selected(ctx, c.platform)}
         keep = [
@@ -317,6 +332,21 @@ class Copier:
             if (c.digest in kept_images and not c.is_attestation)
             or (c.is_attestation and c.annotations.get(ATTESTATION_REF_DIGEST) in kept_images)
         ]
+        return keep, kept_images
+
+    def _keeps_all(self, ctx: _Ctx, manifest: Manifest) -> bool:
+        """True if the selection keeps *manifest* as it is (every child of an index; any single image)."""
+        if ctx.platforms is None or not manifest.is_index:
+            return True
+        return len(self._kept(ctx, manifest)[0]) == len(manifest.children)
+
+    def _filter(self, ctx: _Ctx, index: Manifest) -> Manifest:
+        """*index* itself when every child is selected, else a new index with the selected ones."""
+        if ctx.platforms is None:
+            return index
+        raw = index.json.get("manifests") or []
+        children = index.children
+        keep, kept_images = self._kept(ctx, index)
         if len(keep) == len(children):
             return index
         if not kept_images:

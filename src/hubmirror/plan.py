@@ -6,6 +6,10 @@
    what the state recorded — so an image rebuilt on the source with no change in git is caught.
 3. *Items*: one work item per distinct source digest and destination repository; tags sharing that
    digest are written by the same item (content fetched once, the other tags retagged).
+
+A destination tag the state has no record of is *foreign*: with the source's content it is adopted (recorded
+as not created by hubmirror, so prune never deletes it); with other content it is a *conflict*, left as it is
+unless ``--overwrite``. A tag recorded with another platform selection is copied again.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from typing import Literal, TypeVar
 
 from ._errors import HubmirrorError, InvalidReference, NotFound
 from ._fs import decode_text
+from .copy import PLATFORMS_ANNOTATION, SOURCE_DIGEST_ANNOTATION
 from .library import LibraryDiff, TagGroup
 from .media import INDEX_TYPES, OCI_INDEX, OCI_MANIFEST
 from .platform import Platform
@@ -68,13 +73,16 @@ class WorkItem:
     targets: list[Target]
     platforms: tuple[Platform, ...] | None
     kind: Literal["copy", "retag"] = "copy"
-    reason: str = "new"  # new | changed | rebuilt | deferred | missing
+    reason: str = "new"  # new | changed | rebuilt | deferred | missing | platforms changed
     previous_digest: str | None = None
     estimated_pulls: int = 1
     #: The content mirror found holding the item's top manifest (a free HEAD), whose manifests then cost
     #: no pull; `mirror_manifests` estimates how many it serves.
     mirror: str | None = None
     mirror_manifests: int = 0
+    #: Tags that were at the destination before hubmirror recorded them (written with --overwrite, or a
+    #: filtered index of an earlier hubmirror whose state is gone): recorded as not created by hubmirror.
+    preexisting: set[str] = field(default_factory=set)
 
     @property
     def tags(self) -> list[str]:
@@ -96,7 +104,22 @@ class UpToDate:
     target: Target
     upstream_digest: str
     dest_digest: str
-    recorded: bool  # state already knew; False: found right at the destination, recorded now
+    recorded: bool  # state already knew exactly this; False: found right at the destination, recorded now
+    created: bool = False  # the state's created_by_hubmirror (False for a tag adopted now)
+
+
+@dataclass
+class Conflict:
+    """A destination tag hubmirror did not write that holds other content than the source: left as it is."""
+
+    target: Target
+    upstream_digest: str
+    dest_digest: str
+
+
+def selection_text(platforms: Sequence[Platform] | None) -> str:
+    """How the state records a platform selection: ``""`` for every platform, else sorted and comma-joined."""
+    return ",".join(sorted(str(p) for p in platforms)) if platforms else ""
 
 
 @dataclass
@@ -111,8 +134,26 @@ class Plan:
     up_to_date: list[UpToDate] = field(default_factory=list)
     items: list[WorkItem] = field(default_factory=list)
     failed: list[tuple[Target, str]] = field(default_factory=list)
+    conflicts: list[Conflict] = field(default_factory=list)  # foreign tags with other content (not --overwrite)
     leaving: list[TagRecord] = field(default_factory=list)  # recorded tags that left the selection
     sources: list[SourceListing] = field(default_factory=list)  # tag sources: listings and policy decisions
+    #: Problems with the selection itself, reported as failures: (what, reason), e.g. ("--images alpah",
+    #: "matches no repository …"). Each also blocks prune.
+    selection_errors: list[tuple[str, str]] = field(default_factory=list)
+    #: Why prune must delete nothing this run. Anything that makes the selection doubtful adds a reason:
+    #: a library file that failed to parse, a selection term that matched nothing, a source that failed
+    #: to list (`block_prune`); `prune` then deletes nothing and the run exits 1.
+    prune_blockers: list[str] = field(default_factory=list)
+
+    def block_prune(self, reason: str) -> None:
+        """Make prune refuse this run, with *reason* (a tag source whose listing failed calls this)."""
+        if reason not in self.prune_blockers:
+            self.prune_blockers.append(reason)
+
+    def selection_error(self, what: str, reason: str) -> None:
+        """A selection term or input that selected nothing or could not be read: a failure, and no prune."""
+        self.selection_errors.append((what, reason))
+        self.block_prune(f"{what}: {reason}")
 
     @property
     def pulls_needed(self) -> int:
@@ -294,56 +335,101 @@ async def check(
     dest: Store,
     state: State,
     dest_key: Callable[[str], str],
+    overwrite: bool = False,
 ) -> None:
-    """HEAD every source and destination tag; fill *plan* with up-to-date targets and work items."""
+    """HEAD every source and destination tag; fill *plan* with up-to-date targets, conflicts and work items.
+
+    The state is read once (off the event loop). A destination tag with no record and other content than
+    the source is a conflict unless *overwrite*, or unless it is a filtered index hubmirror wrote (its
+    annotations name the source digest).
+    """
     sem = asyncio.Semaphore(CHECK_CONCURRENCY)
+    records = {(r.dest_repo, r.tag): r for r in await state.aio.tags(prefix=dest_key(""))}
 
     async def head(store: Store, repo: str, ref: str) -> tuple[str, str] | None:
         async with sem:
             d = await store.head_manifest(repo, ref)
         return (d.digest, d.media_type) if d else None
 
-    async def one(t: Target) -> tuple[Target, tuple[str, str] | None, tuple[str, str] | None, str | None]:
+    async def annotations(repo: str, digest: str) -> dict[str, str]:
+        """The annotations of a destination index (a filtered copy names its source digest there)."""
+        async with sem:
+            try:
+                m = await dest.get_manifest(repo, digest)
+            except HubmirrorError:
+                return {}
+        ann = m.json.get("annotations") if m.is_index else None
+        return {str(k): str(v) for k, v in ann.items()} if isinstance(ann, dict) else {}
+
+    async def one(t: Target) -> _Seen:
+        seen = _Seen(t)
         if t.immutable and t.tag is not None:
-            rec = state.tag(dest_key(t.dest_repo), t.tag)
+            rec = records.get((dest_key(t.dest_repo), t.tag))
             if rec is not None and rec.dest_digest:  # mirrored once: an immutable tag is not checked again
-                return t, (rec.upstream_digest, t.known_media_type), (rec.dest_digest, ""), None
-        src: tuple[str, str] | None
+                seen.src, seen.dst = (rec.upstream_digest, t.known_media_type), (rec.dest_digest, "")
+                return seen
         try:
             if t.known_digest is not None:
-                src = (t.known_digest, t.known_media_type)
+                seen.src = (t.known_digest, t.known_media_type)
             else:
-                src = await head(sources(t.source_registry), t.source_repo, t.source_ref)
-            dst = await head(dest, t.dest_repo, t.tag or t.source_ref)
+                seen.src = await head(sources(t.source_registry), t.source_repo, t.source_ref)
+            seen.dst = await head(dest, t.dest_repo, t.tag or t.source_ref)
         except NotFound:
-            src = dst = None
+            seen.src = seen.dst = None
         except HubmirrorError as e:
-            return t, None, None, str(e)
-        return t, src, dst, None
+            seen.error = str(e)
+            return seen
+        recorded = t.tag is not None and (dest_key(t.dest_repo), t.tag) in records
+        if seen.src is not None and seen.dst is not None and not recorded and seen.dst[0] != seen.src[0]:
+            # Not ours by the state: a filtered index of an earlier hubmirror (state lost) says so itself.
+            ann = await annotations(t.dest_repo, seen.dst[0])
+            if SOURCE_DIGEST_ANNOTATION in ann and PLATFORMS_ANNOTATION in ann:
+                seen.hubmirror_index = True
+                seen.filtered_current = (
+                    t.platforms is not None
+                    and ann[SOURCE_DIGEST_ANNOTATION] == seen.src[0]
+                    and ann[PLATFORMS_ANNOTATION] == ",".join(str(p) for p in t.platforms)
+                )
+        return seen
 
     results = await _gather(one(t) for t in plan.targets)
     pending: dict[tuple[str, str, str, tuple[Platform, ...] | None], WorkItem] = {}
-    for t, src, dst, error in results:
-        if error is not None:
-            plan.failed.append((t, error))
+    for seen in results:
+        t = seen.target
+        if seen.error is not None:
+            plan.failed.append((t, seen.error))
             continue
-        if src is None:
+        if seen.src is None:
             plan.failed.append((t, f"{t.canonical} not found on {t.source_registry}"))
             continue
-        upstream, media_type = src
-        record = state.tag(dest_key(t.dest_repo), t.tag) if t.tag else None
-        dest_digest = dst[0] if dst else None
+        upstream, media_type = seen.src
+        record = records.get((dest_key(t.dest_repo), t.tag)) if t.tag else None
+        dest_digest = seen.dst[0] if seen.dst else None
         if dest_digest is not None:
-            if record is not None and record.upstream_digest == upstream and record.dest_digest == dest_digest:
-                plan.up_to_date.append(UpToDate(t, upstream, dest_digest, True))
+            if (
+                record is not None
+                and record.upstream_digest == upstream
+                and record.dest_digest == dest_digest
+                and _same_selection(record, t)
+            ):
+                plan.up_to_date.append(UpToDate(t, upstream, dest_digest, True, record.created_by_hubmirror))
                 continue
-            if dest_digest == upstream and t.platforms is None:
-                plan.up_to_date.append(UpToDate(t, upstream, dest_digest, record is not None))
+            if (dest_digest == upstream and t.platforms is None) or seen.filtered_current:
+                # What this selection writes for the current upstream, whoever wrote it: adopted (recorded,
+                # as not created by hubmirror when the state had no record of it).
+                created = record.created_by_hubmirror if record is not None else False
+                plan.up_to_date.append(UpToDate(t, upstream, dest_digest, False, created))
                 continue
-        key = (t.source_registry, t.dest_repo, upstream, t.platforms)
-        item = pending.get(key)
+            foreign = record is None and not seen.hubmirror_index
+            if record is not None and not record.created_by_hubmirror and record.dest_digest != dest_digest:
+                foreign = True  # adopted once, changed by someone else since
+            if foreign and not overwrite:
+                plan.conflicts.append(Conflict(t, upstream, dest_digest))
+                continue
+        wkey = (t.source_registry, t.dest_repo, upstream, t.platforms)
+        item = pending.get(wkey)
         if item is None:
-            item = pending[key] = WorkItem(
+            item = pending[wkey] = WorkItem(
                 source_registry=t.source_registry,
                 source_repo=t.source_repo,
                 upstream_digest=upstream,
@@ -354,36 +440,67 @@ async def check(
                 previous_digest=record.upstream_digest if record else dest_digest,
             )
         item.targets.append(t)
+        if dest_digest is not None and record is None and t.tag is not None:
+            item.preexisting.add(t.tag)
         if record is not None and record.upstream_digest != upstream:
             item.reason = "rebuilt"
+        elif record is not None and record.dest_digest == dest_digest and not _same_selection(record, t):
+            item.reason = "platforms changed" if item.reason == "new" else item.reason
         elif record is not None or dest_digest is not None:
             item.reason = "changed" if item.reason == "new" else item.reason
         if t.priority and t.priority[0] == 0:
             item.reason = "deferred"
     items = sorted(pending.values(), key=lambda i: i.priority)
-    await _classify(items, dest=dest, state=state, dest_key=dest_key, sources=sources)
+    await _classify(items, dest=dest, records=list(records.values()), dest_key=dest_key, sources=sources)
     plan.items = items
+
+
+@dataclass
+class _Seen:
+    """What the check's HEADs found for one target."""
+
+    target: Target
+    src: tuple[str, str] | None = None  # (digest, media type) on the source
+    dst: tuple[str, str] | None = None  # … at the destination tag
+    error: str | None = None
+    hubmirror_index: bool = False  # unrecorded, but a filtered index hubmirror wrote (its annotations say)
+    filtered_current: bool = False  # … and the one this target's selection writes for the current upstream
+
+
+def _same_selection(record: TagRecord, t: Target) -> bool:
+    """Was *record* copied with the platform selection *t* asks for?"""
+    if record.platforms is None:  # recorded before the state kept it: verbatim or filtered is all we know
+        return (record.dest_digest == record.upstream_digest) == (t.platforms is None)
+    return record.platforms == selection_text(t.platforms)
 
 
 async def _classify(
     items: list[WorkItem],
     *,
     dest: Store,
-    state: State,
+    records: list[TagRecord],
     dest_key: Callable[[str], str],
     sources: Callable[[str], Store] | None = None,
 ) -> None:
     """Mark items whose content the destination already holds as retags (0 pulls); estimate the rest.
     Content a content mirror holds (its top manifest found there with a free HEAD) is estimated at 0
     pulls: the mirror serves it."""
+    by_repo: dict[str, list[TagRecord]] = {}
+    for rec in records:
+        by_repo.setdefault(rec.dest_repo, []).append(rec)
 
     async def one(item: WorkItem) -> None:
         have: str | None = None
         if item.platforms is None:
             have = item.upstream_digest
         else:
-            for rec in state.tags(dest_key(item.dest_repo)):
-                if rec.upstream_digest == item.upstream_digest and rec.dest_digest != rec.upstream_digest:
+            selection = selection_text(item.platforms)
+            for rec in by_repo.get(dest_key(item.dest_repo), []):
+                if (
+                    rec.upstream_digest == item.upstream_digest
+                    and rec.dest_digest != rec.upstream_digest
+                    and rec.platforms == selection
+                ):
                     have = rec.dest_digest
                     break
         if have is not None and await dest.head_manifest(item.dest_repo, have) is not None:

@@ -5,15 +5,19 @@ before the call returns, so a process killed at any moment loses at most the ite
 A second sync on the same state is stopped by `State.lock` (an OS file lock on ``<path>.lock``, which
 the kernel releases when the holder dies, so ``kill -9`` never leaves a stale lock).
 
-Calls block, but each is small; an asyncio caller may use ``asyncio.to_thread``. One `State` may be
-shared by threads (calls are serialised).
+Calls block, but each is small. Synchronous code (``hubmirror status``) calls `State` directly; async code
+(the sync) goes through `State.aio`, an `AsyncState` that runs every call on the state's own worker
+thread, so SQLite (a busy lock held by another process, an fsync) never stalls the event loop. One `State`
+may be shared by threads (calls are serialised).
 
 Schema versions: 1 had ``runs``, ``meta`` and ``tags``; 2 added ``tags.created_by_hubmirror`` and the
-``deferred`` table. `State.open` migrates older files in place, one transaction per step.
+``deferred`` table; 3 added ``tags.platforms``, the platform selection each tag was copied with.
+`State.open` migrates older files in place, one transaction per step.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import fcntl
@@ -21,16 +25,21 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, ParamSpec, TypeVar
 
 from ._errors import StateError, StateLocked
 from ._fs import output_problem
 
-SCHEMA_VERSION: Final = 2
+P = ParamSpec("P")
+T = TypeVar("T")
+
+SCHEMA_VERSION: Final = 3
 
 #: Statuses a run can have. ``running`` rows left by a killed sync become ``interrupted`` at the next run.
 RUN_STATUSES: Final = frozenset({"running", "completed", "deferred", "failed", "interrupted"})
@@ -72,7 +81,14 @@ CREATE TABLE deferred (
 CREATE INDEX tags_source_ref ON tags (source_ref);
 """
 
-_MIGRATIONS: Final[dict[int, str]] = {1: _V1, 2: _V2}
+# NULL: the selection is unknown (a v2 row). A row whose destination digest is the upstream digest was copied
+# verbatim, which is what the empty selection ("all platforms") means.
+_V3 = """
+ALTER TABLE tags ADD COLUMN platforms TEXT;
+UPDATE tags SET platforms = '' WHERE dest_digest = upstream_digest;
+"""
+
+_MIGRATIONS: Final[dict[int, str]] = {1: _V1, 2: _V2, 3: _V3}
 
 _LIBRARY_COMMIT_KEY = "library_commit:"
 
@@ -99,7 +115,9 @@ class TagRecord:
     *source_ref* the full source reference (``docker.io/library/python:3.12``). *upstream_digest* is what
     the source tag pointed at when copied, *dest_digest* what the destination tag was set to (equal when
     copied verbatim). *created_by_hubmirror* is False for tags that existed before hubmirror first saw them:
-    prune never deletes those.
+    prune never deletes those. *platforms* is the platform selection the tag was copied with: ``""`` for
+    every platform (the index verbatim), else the selected platforms, sorted and comma-separated
+    (``linux/amd64,linux/arm64/v8``); None when unknown (recorded by a hubmirror before schema 3).
     """
 
     dest_repo: str
@@ -110,6 +128,7 @@ class TagRecord:
     synced_at: datetime
     run_id: int | None = None
     created_by_hubmirror: bool = True
+    platforms: str | None = ""
 
 
 @dataclass(frozen=True)
@@ -184,6 +203,8 @@ class State:
         self._mutex = threading.RLock()
         self._lock_depth = 0
         self._file_lock = _FileLock(path.with_name(path.name + ".lock"))
+        self._executor: ThreadPoolExecutor | None = None
+        self.aio = AsyncState(self)
 
     # ------------------------------------------------------------------ opening
 
@@ -270,10 +291,19 @@ class State:
 
     def close(self) -> None:
         """Release the lock if held and close the database. Safe to call twice."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True)  # writes in flight finish (each is one short transaction)
+            self._executor = None
         with self._mutex:
             self._file_lock.release()
             self._lock_depth = 0
             self._conn.close()
+
+    async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """``fn(*args, **kwargs)`` on this state's worker thread (one thread: calls keep their order)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(1, thread_name_prefix="hubmirror-state")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args, **kwargs))
 
     def __enter__(self) -> State:
         return self
@@ -348,6 +378,7 @@ class State:
         run_id: int | None = None,
         created: bool = True,
         synced_at: datetime | None = None,
+        platforms: str | None = "",
     ) -> TagRecord:
         """Record that *dest_repo:tag* now holds *dest_digest* (default: *upstream_digest*); committed on return.
 
@@ -364,6 +395,7 @@ class State:
             synced_at=synced_at or _now(),
             run_id=run_id,
             created_by_hubmirror=created,
+            platforms=platforms,
         )
         self.record_tags([rec])
         return self.tag(dest_repo, tag) or rec
@@ -380,6 +412,7 @@ class State:
                 _to_text(r.synced_at),
                 r.run_id,
                 int(r.created_by_hubmirror),
+                r.platforms,
             )
             for r in records
         ]
@@ -389,14 +422,15 @@ class State:
             self._conn.executemany(
                 """
                 INSERT INTO tags (dest_repo, tag, source_ref, upstream_digest, dest_digest, synced_at, run_id,
-                                  created_by_hubmirror)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+                                  created_by_hubmirror, platforms)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
                 ON CONFLICT (dest_repo, tag) DO UPDATE SET
                     source_ref = excluded.source_ref,
                     upstream_digest = excluded.upstream_digest,
                     dest_digest = excluded.dest_digest,
                     synced_at = excluded.synced_at,
-                    run_id = excluded.run_id
+                    run_id = excluded.run_id,
+                    platforms = excluded.platforms
                 """,
                 rows,
             )
@@ -409,13 +443,19 @@ class State:
             ).fetchone()
         return _tag_record(row) if row else None
 
-    def tags(self, dest_repo: str | None = None, *, source_ref: str | None = None) -> list[TagRecord]:
-        """All recorded tags (of one destination repository, or from one source reference), sorted."""
+    def tags(
+        self, dest_repo: str | None = None, *, source_ref: str | None = None, prefix: str | None = None
+    ) -> list[TagRecord]:
+        """All recorded tags (of one destination repository, from one source reference, or of the
+        repositories whose name starts with *prefix*), sorted."""
         where: list[str] = []
-        args: list[str] = []
+        args: list[str | int] = []
         if dest_repo is not None:
             where.append("dest_repo = ?")
             args.append(dest_repo)
+        if prefix is not None:
+            where.append("substr(dest_repo, 1, ?) = ?")
+            args += [len(prefix), prefix]
         if source_ref is not None:
             where.append("source_ref = ?")
             args.append(source_ref)
@@ -599,7 +639,56 @@ class State:
         }
 
 
-_TAG_COLUMNS = "dest_repo, tag, source_ref, upstream_digest, dest_digest, synced_at, run_id, created_by_hubmirror"
+class AsyncState:
+    """`State` for the event loop: the same calls, each run on the state's worker thread (`State.run`).
+
+    Only what the sync needs is here; anything else is ``await state.run(state.method, ...)``.
+    """
+
+    def __init__(self, state: State) -> None:
+        self._state = state
+
+    async def tag(self, dest_repo: str, tag: str) -> TagRecord | None:
+        return await self._state.run(self._state.tag, dest_repo, tag)
+
+    async def tags(
+        self, dest_repo: str | None = None, *, source_ref: str | None = None, prefix: str | None = None
+    ) -> list[TagRecord]:
+        return await self._state.run(self._state.tags, dest_repo, source_ref=source_ref, prefix=prefix)
+
+    async def record_tags(self, records: Iterable[TagRecord]) -> None:
+        await self._state.run(self._state.record_tags, list(records))
+
+    async def forget_tag(self, dest_repo: str, tag: str) -> bool:
+        return await self._state.run(self._state.forget_tag, dest_repo, tag)
+
+    async def defer(self, source_ref: str, dest_repo: str, tags: Sequence[str], reason: str) -> DeferredItem:
+        return await self._state.run(self._state.defer, source_ref, dest_repo, list(tags), reason)
+
+    async def deferred(self) -> list[DeferredItem]:
+        return await self._state.run(self._state.deferred)
+
+    async def clear_deferred(self, source_ref: str, dest_repo: str) -> bool:
+        return await self._state.run(self._state.clear_deferred, source_ref, dest_repo)
+
+    async def begin_run(self, commit: str | None = None) -> int:
+        return await self._state.run(self._state.begin_run, commit)
+
+    async def finish_run(
+        self, run_id: int, status: str, summary: Mapping[str, Any] | None = None, *, commit: str | None = None
+    ) -> None:
+        await self._state.run(self._state.finish_run, run_id, status, summary, commit=commit)
+
+    async def library_commit(self, library: str) -> str | None:
+        return await self._state.run(self._state.library_commit, library)
+
+    async def set_library_commit(self, library: str, commit: str) -> None:
+        await self._state.run(self._state.set_library_commit, library, commit)
+
+
+_TAG_COLUMNS = (
+    "dest_repo, tag, source_ref, upstream_digest, dest_digest, synced_at, run_id, created_by_hubmirror, platforms"
+)
 _DEFERRED_COLUMNS = "id, source_ref, dest_repo, tags, reason, since"
 
 
@@ -613,6 +702,7 @@ def _tag_record(row: Sequence[Any]) -> TagRecord:
         synced_at=_from_text(row[5]),
         run_id=row[6],
         created_by_hubmirror=bool(row[7]),
+        platforms=row[8],
     )
 
 
@@ -635,6 +725,7 @@ def _split_sql(script: str) -> list[str]:
 __all__ = [
     "RUN_STATUSES",
     "SCHEMA_VERSION",
+    "AsyncState",
     "DeferredItem",
     "RunRecord",
     "State",

@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
+import fnmatch
 import logging
+import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -22,7 +26,7 @@ from ._errors import BudgetExhausted, ConfigError, HubmirrorError, NotFound, Quo
 from .budget import PullBudget
 from .config import SyncConfig
 from .copy import Copier, CopyEvents, CopyResult
-from .library import LibraryFilter, LibrarySource, diff_library, load_library
+from .library import Library, LibraryFilter, LibrarySource, TagGroup, diff_library, load_library
 from .media import Descriptor
 from .plan import (
     Layout,
@@ -34,6 +38,7 @@ from .plan import (
     library_targets,
     list_targets,
     read_image_list,
+    selection_text,
     source_targets,
 )
 from .reference import normalize_registry
@@ -210,9 +215,7 @@ async def build_plan(
         lib_source = await LibrarySource.open(cfg.library, cache_dir)
         library = await load_library(lib_source, cfg.commit)
         plan.commit = library.commit
-        for err in library.errors:
-            log.warning("library: %s", err)
-        previous = state.library_commit(cfg.library)
+        previous = await state.aio.library_commit(cfg.library)
         plan.previous_commit = previous
         changed: frozenset[tuple[str, str]] = frozenset()
         if previous and previous != library.commit:
@@ -235,7 +238,9 @@ async def build_plan(
             platforms=cfg.platforms,
             windows=cfg.windows,
         )
-        groups = selection.apply(library.tag_groups())
+        all_groups = list(library.tag_groups())
+        groups = selection.apply(all_groups)
+        _check_library_selection(plan, cfg, library, selection, all_groups, groups)
         targets += library_targets(
             groups,
             source=source,
@@ -257,24 +262,27 @@ async def build_plan(
             targets += source_targets(listing, namespace=dest.namespace, layout=dest.layout, order=i)
 
     # Deferred work from earlier runs goes first.
-    deferred = {(d.dest_repo, tag) for d in state.deferred() for tag in d.tags}
+    deferred = {(d.dest_repo, tag) for d in await state.aio.deferred() for tag in d.tags}
     targets = [
         replace(t, priority=(0, *t.priority[1:])) if (dest.key(t.dest_repo), t.tag) in deferred else t for t in targets
     ]
     plan.targets = _unique(targets)
     events.phase(f"checking {len(plan.targets)} tags (manifest HEADs, free)")
-    await check(plan, sources=sources.__getitem__, dest=dest.store, state=state, dest_key=dest.key)
+    await check(
+        plan, sources=sources.__getitem__, dest=dest.store, state=state, dest_key=dest.key, overwrite=cfg.overwrite
+    )
+    if plan.failed:
+        target, reason = plan.failed[0]
+        more = f" and {len(plan.failed) - 1} more" if len(plan.failed) > 1 else ""
+        plan.block_prune(f"{target.canonical} could not be checked ({reason}){more}")
 
     selected = {(dest.key(t.dest_repo), t.tag) for t in plan.targets}
     # A source that could not be listed protects every tag of its repository from pruning.
     protected = {_source_key(listing, dest) for listing in plan.sources if listing.error}
     plan.leaving = [
         r
-        for r in state.tags()
-        if r.created_by_hubmirror
-        and r.dest_repo.startswith(dest.prefix)
-        and (r.dest_repo, r.tag) not in selected
-        and r.dest_repo not in protected
+        for r in await state.aio.tags(prefix=dest.prefix)
+        if r.created_by_hubmirror and (r.dest_repo, r.tag) not in selected and r.dest_repo not in protected
     ]
     return plan
 
@@ -282,6 +290,49 @@ async def build_plan(
 def _source_key(listing: SourceListing, dest: Destination) -> str:
     """The state's name of the destination repository a tag source lands in."""
     return dest.key(dest_repository(listing.spec.repository, dest.namespace, dest.layout))
+
+
+def _check_library_selection(
+    plan: Plan,
+    cfg: SyncConfig,
+    library: Library,
+    selection: LibraryFilter,
+    all_groups: list[TagGroup],
+    groups: list[TagGroup],
+) -> None:
+    """Library files that failed to parse, and selection terms that select nothing: failures that also
+    stop prune (a typo must not empty the mirror). A broken file of a repository outside the selection is
+    only logged: it cannot change what this run copies or prunes."""
+    broken: set[str] = set()
+    for err in library.errors:
+        name = (err.file or "").removeprefix("library/")
+        if name and not selection.match_repository(name):
+            log.warning("library (not selected): %s", err)
+            continue
+        broken.add(name)
+        where = f"line {err.line}: " if err.line is not None else ""
+        plan.selection_error(err.file or "library", f"{where}{err.reason}; its tags are neither copied nor pruned")
+    names = sorted({*library.repositories, *broken})
+    selected_repos = {g.repo for g in groups}
+    given = len([i for i in cfg.images if i.strip()])  # --images first, then the --images-file entries
+    terms = [("--images" if k < given else str(cfg.images_file), t) for k, t in enumerate(selection.repositories)]
+    at = f"the library at {library.commit[:12]}"
+    for flag, term in terms:
+        matched = [n for n in names if fnmatch.fnmatchcase(n, term)]
+        if not matched:
+            close = difflib.get_close_matches(term, names, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            plan.selection_error(f"{flag} {term}", f"matches no repository of {at}{hint}")
+        elif not any(n in selected_repos or n in broken for n in matched):
+            plan.selection_error(
+                f"{flag} {term}",
+                f"matches {', '.join(matched[:5])}{' …' if len(matched) > 5 else ''}, but no tag of it passes the "
+                "tag and platform filters (--include, --exclude, --platform, --windows)",
+            )
+    candidates = [g for g in all_groups if selection.match_repository(g.repo)]
+    for pattern in cfg.include_tags:
+        if candidates and not any(re.fullmatch(pattern, t) for g in candidates for t in g.tags):
+            plan.selection_error(f"--include {pattern}", f"matches no tag of the selected repositories in {at}")
 
 
 def _unique(targets: list[Target]) -> list[Target]:
@@ -355,7 +406,7 @@ class _Runner:
         dest_repo = self.dest.key(item.dest_repo)
         hub = self.sources.is_hub(item.source_registry)
         if item.kind == "copy" and hub and self.budget.stopped:
-            self._defer(item, self.budget.stopped)
+            await self._defer(item, self.budget.stopped)
             return
         self.events.item_started(item)
         try:
@@ -371,11 +422,11 @@ class _Runner:
                         source=Descriptor(item.media_type, item.upstream_digest, 0),  # the plan's HEAD
                     )
         except BudgetExhausted as e:
-            self._defer(item, str(e))
+            await self._defer(item, str(e))
             return
         except QuotaExceeded as e:
             self.budget.stop(f"quota 429 from {item.source_registry}: {e}")
-            self._defer(item, f"quota 429 (toomanyrequests) from {item.source_registry}")
+            await self._defer(item, f"quota 429 (toomanyrequests) from {item.source_registry}")
             return
         except (TimeoutError, HubmirrorError, aiohttp.ClientError, OSError) as e:
             reason = str(e) or type(e).__name__
@@ -391,7 +442,7 @@ class _Runner:
             )
             self.events.item_done(item, Outcome.FAILED)
             return
-        self._record(item, result)
+        await self._record(item, result)
         outcome = Outcome.RETAGGED if result.up_to_date else Outcome.COPIED
         self.report.add(
             outcome,
@@ -408,8 +459,9 @@ class _Runner:
         self.report.totals.blobs_skipped += result.blobs_skipped
         self.events.item_done(item, outcome)
 
-    def _record(self, item: WorkItem, result: CopyResult) -> None:
+    async def _record(self, item: WorkItem, result: CopyResult) -> None:
         key = self.dest.key(item.dest_repo)
+        selection = selection_text(item.platforms)
         records = [
             TagRecord(
                 dest_repo=key,
@@ -419,18 +471,20 @@ class _Runner:
                 dest_digest=result.digest,
                 synced_at=datetime.now(UTC),
                 run_id=self.run_id,
-                created_by_hubmirror=True,
+                # a tag that was there before hubmirror knew it (--overwrite) stays not created by hubmirror
+                created_by_hubmirror=t.tag not in item.preexisting,
+                platforms=selection,
             )
             for t in item.targets
             if t.tag is not None
         ]
-        self.state.record_tags(records)
+        await self.state.aio.record_tags(records)
         for t in item.targets:
-            self.state.clear_deferred(t.canonical, key)
+            await self.state.aio.clear_deferred(t.canonical, key)
 
-    def _defer(self, item: WorkItem, reason: str) -> None:
+    async def _defer(self, item: WorkItem, reason: str) -> None:
         key = self.dest.key(item.dest_repo)
-        self.state.defer(item.canonical, key, item.tags, reason)
+        await self.state.aio.defer(item.canonical, key, item.tags, reason)
         self.report.add(
             Outcome.DEFERRED,
             item.canonical,
@@ -443,15 +497,33 @@ class _Runner:
         self.events.item_done(item, Outcome.DEFERRED)
 
 
+#: Prune's default --max-delete: this share of the tags hubmirror created in the destination, rounded up.
+MAX_DELETE_SHARE = 0.10
+
+
+def max_delete_default(managed: int) -> int:
+    """10 % of *managed* tags, rounded up: a mirror of 5 tags may lose 1 per run, one of 1,000 lose 100."""
+    return math.ceil(managed * MAX_DELETE_SHARE)
+
+
 async def prune(
-    plan: Plan, *, state: State, dest: Destination, report: SyncReport, enabled: bool, events: SyncEvents
+    plan: Plan,
+    *,
+    state: State,
+    dest: Destination,
+    report: SyncReport,
+    enabled: bool,
+    events: SyncEvents,
+    max_delete: int | None = None,
 ) -> None:
     """Tags hubmirror created that left the selection: delete them with *enabled*, else report them kept.
 
+    Deletes nothing, and reports a failure, when the selection is in doubt (`Plan.prune_blockers`) or more
+    than *max_delete* tags would go (default `max_delete_default` of the tags hubmirror manages there).
     Distribution 2.8 deletes only by digest, and that removes every tag on the digest: such a delete is
     done only when no tag that stays shares the digest; otherwise the tag is kept and the report says why.
     """
-    if not plan.leaving:
+    if not plan.leaving and not (enabled and plan.prune_blockers):
         return
     if not enabled:
         for rec in plan.leaving:
@@ -464,6 +536,27 @@ async def prune(
                 reason="left the selection; run with --prune to delete",
             )
         return
+    refusals = list(plan.prune_blockers)
+    managed = sum(1 for r in await state.aio.tags(prefix=dest.prefix) if r.created_by_hubmirror)
+    limit = max_delete if max_delete is not None else max_delete_default(managed)
+    if len(plan.leaving) > limit:
+        how = "--max-delete" if max_delete is not None else f"the default --max-delete: 10 % of the {managed} tags"
+        refusals.append(
+            f"it would delete {len(plan.leaving)} tags, more than {limit} ({how} hubmirror manages there); "
+            f"give --max-delete {len(plan.leaving)} if that is intended"
+        )
+    if refusals:
+        report.add(Outcome.FAILED, "--prune", dest.name, reason=f"refused, nothing deleted: {'; '.join(refusals)}")
+        for rec in plan.leaving:
+            report.add(
+                Outcome.KEPT,
+                rec.source_ref,
+                rec.dest_repo,
+                [rec.tag],
+                digest=rec.upstream_digest,
+                reason="left the selection; prune refused (see the --prune row)",
+            )
+        return
     events.phase(f"pruning {len(plan.leaving)} tags that left the selection")
     by_repo: dict[str, list[TagRecord]] = {}
     for rec in plan.leaving:
@@ -474,7 +567,7 @@ async def prune(
         for rec in records:
             outcome, reason = await _prune_tag(dest.store, repo, rec, leaving)
             if outcome is Outcome.PRUNED:
-                state.forget_tag(rec.dest_repo, rec.tag)
+                await state.aio.forget_tag(rec.dest_repo, rec.tag)
             report.add(outcome, rec.source_ref, rec.dest_repo, [rec.tag], digest=rec.upstream_digest, reason=reason)
 
 
@@ -514,8 +607,9 @@ async def _prune_tag(store: Store, repo: str, rec: TagRecord, leaving: set[str])
     return Outcome.PRUNED, "deleted by digest (the registry cannot delete a tag alone)"
 
 
-def _record_up_to_date(plan: Plan, *, state: State, dest: Destination, report: SyncReport, run_id: int) -> None:
-    """Remember destination tags found already right (created=False when hubmirror did not write them)."""
+async def _record_up_to_date(plan: Plan, *, state: State, dest: Destination, report: SyncReport, run_id: int) -> None:
+    """Remember destination tags found already right. One the state had no record of was not created by
+    hubmirror (created=False: prune never deletes it); one it had keeps its created flag."""
     records = [
         TagRecord(
             dest_repo=dest.key(u.target.dest_repo),
@@ -525,12 +619,13 @@ def _record_up_to_date(plan: Plan, *, state: State, dest: Destination, report: S
             dest_digest=u.dest_digest,
             synced_at=datetime.now(UTC),
             run_id=run_id,
-            created_by_hubmirror=u.recorded,
+            created_by_hubmirror=u.created,
+            platforms=selection_text(u.target.platforms),
         )
         for u in plan.up_to_date
         if u.target.tag is not None and not u.recorded
     ]
-    state.record_tags(records)
+    await state.aio.record_tags(records)
     groups: dict[tuple[str, str], list[str]] = {}
     first: dict[tuple[str, str], str] = {}
     for u in plan.up_to_date:
@@ -558,7 +653,7 @@ async def run_sync(
     sources = _Sources(cfg)
     report = SyncReport(library=cfg.library if cfg.reads_library else None, dest=cfg.dest)
     report.dry_run = cfg.dry_run
-    state = State.open(cfg.state)
+    state = await asyncio.to_thread(State.open, cfg.state)
     try:
         with contextlib.ExitStack() as stack:
             if not cfg.dry_run:
@@ -569,15 +664,15 @@ async def run_sync(
                 _plan_report(plan, report, dest)
                 _finish(report, sources, dest, cfg)
                 return plan, report
-            run_id = state.begin_run(plan.commit)
+            run_id = await state.aio.begin_run(plan.commit)
             report.run_id = run_id
             _add_failed(plan, report, dest)
-            _record_up_to_date(plan, state=state, dest=dest, report=report, run_id=run_id)
+            await _record_up_to_date(plan, state=state, dest=dest, report=report, run_id=run_id)
             # Deferred work was taken first by the plan; what this run cannot do is deferred again, and
             # entries for images that left the selection or became up to date go.
-            for d in state.deferred():
+            for d in await state.aio.deferred():
                 if d.dest_repo.startswith(dest.prefix):
-                    state.clear_deferred(d.source_ref, d.dest_repo)
+                    await state.aio.clear_deferred(d.source_ref, d.dest_repo)
             events.plan_ready(plan)
             runner = _Runner(
                 cfg,
@@ -601,12 +696,22 @@ async def run_sync(
                     dest=dest.store,
                     dest_key=dest.key,
                 )
-            await prune(plan, state=state, dest=dest, report=report, enabled=cfg.prune, events=events)
+            await prune(
+                plan,
+                state=state,
+                dest=dest,
+                report=report,
+                enabled=cfg.prune,
+                events=events,
+                max_delete=cfg.max_delete,
+            )
             _finish(report, sources, dest, cfg)
             status = {0: "completed", 1: "failed", 2: "deferred"}[report.exit_code]
-            if report.exit_code == 0 and plan.commit is not None:
-                state.set_library_commit(cfg.library, plan.commit)
-            state.finish_run(run_id, status, report.to_dict()["totals"], commit=plan.commit)
+            # A commit whose selection was in doubt (a file failed to parse, …) is not synced: the next run
+            # looks at it again.
+            if report.exit_code == 0 and plan.commit is not None and not plan.prune_blockers:
+                await state.aio.set_library_commit(cfg.library, plan.commit)
+            await state.aio.finish_run(run_id, status, report.to_dict()["totals"], commit=plan.commit)
             return plan, report
     finally:
         state.close()
@@ -629,6 +734,9 @@ def _finish(report: SyncReport, sources: _Sources, dest: Destination, cfg: SyncC
 
 
 def _add_failed(plan: Plan, report: SyncReport, dest: Destination) -> None:
+    """Failures known from the plan: selection errors, tags that could not be checked, conflicts."""
+    for what, reason in plan.selection_errors:
+        report.add(Outcome.FAILED, what, dest.name, reason=reason)
     report.sources = [listing.to_dict() for listing in plan.sources]
     for listing in plan.sources:
         if listing.error:
@@ -637,6 +745,19 @@ def _add_failed(plan: Plan, report: SyncReport, dest: Destination) -> None:
     for target, reason in plan.failed:
         tags = [target.tag] if target.tag else []
         report.add(Outcome.FAILED, target.canonical, dest.key(target.dest_repo), tags, reason=reason)
+    for c in plan.conflicts:
+        report.add(
+            Outcome.FAILED,
+            c.target.canonical,
+            dest.key(c.target.dest_repo),
+            [c.target.tag or ""],
+            digest=c.upstream_digest,
+            previous_digest=c.dest_digest,
+            reason=(
+                f"conflict: the destination tag holds {c.dest_digest[:19]}…, which hubmirror did not write; "
+                "left as it is (--overwrite replaces it)"
+            ),
+        )
 
 
 def _plan_report(plan: Plan, report: SyncReport, dest: Destination) -> None:

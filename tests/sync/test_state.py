@@ -122,6 +122,10 @@ def test_migrates_from_v1(tmp_path: Path) -> None:
         "INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?, ?)",
         (REPO, "3.11", "docker.io/library/python:3.11", D1, D1, "2025-01-01T00:30:00+00:00", 1),
     )
+    conn.execute(  # a filtered copy (destination digest differs): its platform selection is unknown
+        "INSERT INTO tags VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (REPO, "3.12", "docker.io/library/python:3.12", D1, D2, "2025-01-01T00:30:00+00:00", 1),
+    )
     conn.commit()
     conn.close()
 
@@ -130,6 +134,9 @@ def test_migrates_from_v1(tmp_path: Path) -> None:
         rec = st.tag(REPO, "3.11")
         assert rec is not None and rec.upstream_digest == D1
         assert rec.created_by_hubmirror is True  # v1 only recorded tags it pushed
+        assert rec.platforms == ""  # v3: copied verbatim, i.e. every platform
+        filtered = st.tag(REPO, "3.12")
+        assert filtered is not None and filtered.platforms is None
         assert st.library_commit("lib") == "c0ffee"
         assert st.runs(1)[0].summary == {"copied": 7}
         assert st.deferred() == []  # the table v2 added exists

@@ -156,6 +156,12 @@ def sync(
     reserve: Annotated[int | None, typer.Option(help="Pulls to leave unspent (default 5).")] = None,
     wait: Annotated[bool | None, typer.Option("--wait", help="Wait for the quota window instead of deferring.")] = None,
     prune: Annotated[bool | None, typer.Option("--prune", help="Delete tags hubmirror created that left.")] = None,
+    max_delete: Annotated[
+        int | None, typer.Option(help="Prune refuses to delete more than N tags (default: 10 % of those it manages).")
+    ] = None,
+    overwrite: Annotated[
+        bool | None, typer.Option("--overwrite", help="Replace destination tags hubmirror did not write.")
+    ] = None,
     concurrency: Annotated[int | None, typer.Option(help="Images copied in parallel.")] = None,
     insecure: Annotated[list[str] | None, typer.Option(help="Registry to reach over plain HTTP.")] = None,
     cache_dir: Annotated[Path | None, typer.Option(help="Where library clones are cached.")] = None,
@@ -202,6 +208,8 @@ def sync(
         "ratelimit.reserve": reserve,
         "wait": wait,
         "prune": prune,
+        "max_delete": max_delete,
+        "overwrite": overwrite,
         "concurrency": concurrency,
         "insecure": insecure,
         "metrics_file": metrics_file,
@@ -232,6 +240,7 @@ def run_once(cfg: SyncConfig, *, cache_dir: Path | None, json_out: bool, verbose
 def _run_rendered(service: SyncService, cfg: SyncConfig, *, json_out: bool, verbose: bool) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from ..report import Outcome
     from ._progress import RichEvents
 
     with Progress(
@@ -252,6 +261,12 @@ def _run_rendered(service: SyncService, cfg: SyncConfig, *, json_out: bool, verb
         render_plan(result.plan, result.report, cfg)
     else:
         result.report.render(console, verbose=verbose)
+    # What makes the selection doubtful, one line each (also rows of the table above).
+    for what, reason in result.plan.selection_errors:
+        fail(f"{what}: {reason}")
+    for item in result.report.by_outcome(Outcome.FAILED):
+        if item.source == "--prune":
+            fail(f"prune {item.reason}")
     if json_out:
         out.print(result.report.to_json(), markup=False)
     return result.exit_code

@@ -77,10 +77,15 @@ def create_app(loop: SyncLoop, secrets: Secrets) -> web.Application:
     return app
 
 
-def _status(loop: SyncLoop) -> dict[str, Any]:
+def _read_status(loop: SyncLoop) -> dict[str, Any]:
     loop.cfg.state.parent.mkdir(parents=True, exist_ok=True)
     with State.open(loop.cfg.state) as state:
         return collect(state, loop)
+
+
+async def _status(loop: SyncLoop) -> dict[str, Any]:
+    """The status, read from the state on a worker thread: SQLite never blocks the loop a sync runs in."""
+    return await asyncio.to_thread(_read_status, loop)
 
 
 def _error(status: int, message: str, **headers: str) -> web.Response:
@@ -89,7 +94,7 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
 
 async def _page(request: web.Request) -> web.Response:
     try:
-        data = _status(request.app[_LOOP])
+        data = await _status(request.app[_LOOP])
     except HubmirrorError as e:
         return web.Response(status=503, text=f"hubmirror: the state cannot be read: {e}\n")
     html = request.app[_TEMPLATE].render(s=data)
@@ -98,7 +103,7 @@ async def _page(request: web.Request) -> web.Response:
 
 async def _api_status(request: web.Request) -> web.Response:
     try:
-        return web.json_response(_status(request.app[_LOOP]), dumps=lambda d: json.dumps(d, indent=1))
+        return web.json_response(await _status(request.app[_LOOP]), dumps=lambda d: json.dumps(d, indent=1))
     except HubmirrorError as e:
         return _error(503, f"the state cannot be read: {e}")
 
@@ -165,7 +170,7 @@ async def _readyz(request: web.Request) -> web.Response:
     if not loop.alive:
         return web.Response(status=503, text="the sync loop is not running\n")
     try:
-        _status(loop)
+        await _status(loop)
     except HubmirrorError as e:
         return web.Response(status=503, text=f"the state cannot be read: {e}\n")
     return web.Response(text="ready\n")
