@@ -224,6 +224,13 @@ def test_changing_the_platform_selection_copies_again_fetching_only_missing_mani
     assert p.returncode == 0 and env.hub.manifest_gets() == 0
     assert json.loads(p.stdout)["counts"]["copied"] == 0
 
+    # A filtered index hubmirror wrote is not foreign even when the state is lost: its annotations say so.
+    for f in env.state_path.parent.iterdir():
+        f.unlink()
+    p = env.cli("--platform", "linux/amd64", "--json")
+    assert p.returncode == 0, p.stderr
+    assert env.hub.manifest_gets() == 0 and json.loads(p.stdout)["counts"]["up_to_date"] > 0
+
 
 # ------------------------------------------------------------------------------------------ SQLite
 
