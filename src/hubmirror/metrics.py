@@ -35,6 +35,27 @@ class SyncMetrics:
         self.heads = Counter("hubmirror_source_manifest_heads", "Source manifest HEADs (free).", registry=r)
         self.bytes = Counter("hubmirror_blob_bytes_written", "Blob bytes written to the destination.", registry=r)
         self.in_progress = Gauge("hubmirror_run_in_progress", "1 while a sync run is in progress.", registry=r)
+        # Per source of content: each source registry (role "source") and each content mirror ("mirror").
+        by = ["source", "role"]
+        self.served_manifests = Counter(
+            "hubmirror_content_manifests_served", "Manifests served (verified), per source of content.", by, registry=r
+        )
+        self.served_bytes = Counter(
+            "hubmirror_content_bytes_served", "Blob bytes served, per source of content.", by, registry=r
+        )
+        self.source_pulls = Counter(
+            "hubmirror_content_pulls", "Manifest GETs on a source registry (Docker Hub pulls); 0 for mirrors.", by,
+            registry=r,
+        )  # fmt: skip
+        self.mismatches = Counter(
+            "hubmirror_content_digest_mismatches",
+            "Content whose bytes did not match its digest (then taken from the next source), per source.",
+            by,
+            registry=r,
+        )
+        self.dropped = Gauge(
+            "hubmirror_content_mirror_dropped", "1 if the content mirror was dropped in the last run.", by, registry=r
+        )
         for outcome in Outcome:
             self.items.labels(outcome.value)
 
@@ -53,6 +74,14 @@ class SyncMetrics:
         self.pulls.inc(t.manifest_gets)
         self.heads.inc(t.manifest_heads)
         self.bytes.inc(t.bytes)
+        for src in report.content_sources:
+            labels = (src.name, src.role)
+            self.served_manifests.labels(*labels).inc(src.manifests)
+            self.served_bytes.labels(*labels).inc(src.bytes)
+            self.source_pulls.labels(*labels).inc(src.pulls)
+            self.mismatches.labels(*labels).inc(src.mismatches)
+            if src.role == "mirror":
+                self.dropped.labels(*labels).set(1 if src.dropped else 0)
 
     def text(self) -> bytes:
         """The metrics in Prometheus text format (for a ``/metrics`` handler)."""

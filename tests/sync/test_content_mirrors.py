@@ -111,9 +111,9 @@ def test_wrong_bytes_on_a_mirror_come_from_the_hub_and_the_report_names_the_mirr
     path = _blob_file(mirror, bad_layer.digest)
     data = path.read_bytes()
     path.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])
-    report = env.root / "report.json"
+    report, prom = env.root / "report.json", env.root / "metrics.prom"
 
-    proc = env.cli("--content-mirror", mirror.host, "--report", str(report))
+    proc = env.cli("--content-mirror", mirror.host, "--report", str(report), "--metrics-file", str(prom))
 
     assert proc.returncode == 0, proc.stderr
     assert hub_gets(env) == [bad_manifest.digest]
@@ -127,6 +127,9 @@ def test_wrong_bytes_on_a_mirror_come_from_the_hub_and_the_report_names_the_mirr
     assert entry["mismatches"] == 2
     assert sorted(entry["bad_digests"]) == sorted([bad_manifest.digest, bad_layer.digest])
     assert f"content mirror {mirror.host} served 2 digest mismatch(es)" in proc.stderr
+    metrics = prom.read_text()
+    assert f'hubmirror_content_digest_mismatches_total{{role="mirror",source="{mirror.host}"}} 2.0' in metrics
+    assert f'hubmirror_content_pulls_total{{role="source",source="{env.hub.host}"}} 1.0' in metrics
 
 
 def test_an_unreachable_mirror_is_tried_once_reported_and_does_not_fail_the_sync(env: Env) -> None:

@@ -1,7 +1,8 @@
 """The offline demo of the main job: a Docker Hub emulator and a destination registry on loopback,
 seeded with small images named after a few official images, then ``hubmirror sync`` three times:
 the first run copies, the second spends no pulls, the third catches an image rebuilt on the "Hub"
-under the same tag (no change in git) and copies only that one.
+under the same tag (no change in git) and copies only that one. A fourth run fills a fresh
+destination from a local registry playing mirror.gcr.io (a content mirror): 0 Hub pulls.
 """
 
 from __future__ import annotations
@@ -66,12 +67,12 @@ def run_demo(console: Console, workdir: Path | None = None, *, keep: bool = Fals
         cache = work / "cache"
         ok = True
 
-        def run(title: str) -> tuple[int, int]:
+        def run(title: str, run_cfg: SyncConfig = cfg, extra: str = "") -> tuple[int, int]:
             assert hub is not None
             console.print(Rule(title))
-            console.print(f"$ hubmirror sync --library {repo} --source {hub.host} --dest {dest.host}/mirror")
+            console.print(f"$ hubmirror sync --library {repo} --source {hub.host} --dest {run_cfg.dest}{extra}")
             before = hub.manifest_gets()
-            code = run_once(cfg, cache_dir=cache, json_out=False, verbose=False)
+            code = run_once(run_cfg, cache_dir=cache, json_out=False, verbose=False)
             pulls = hub.manifest_gets() - before
             console.print(f"exit code {code}; pulls spent on the emulator: {pulls}; quota left: {hub.remaining}")
             return code, pulls
@@ -98,6 +99,30 @@ def run_demo(console: Console, workdir: Path | None = None, *, keep: bool = Fals
             same = raw.returncode == 0 and sha256(raw.stdout) == rebuilt[f"{name}:{tag}"]
             console.print(f"skopeo reads {ref}: digest {'matches the source' if same else 'DIFFERS'}")
             ok &= same
+
+        # 4. A content mirror: a local registry plays mirror.gcr.io (the same images at library/<name>).
+        gcr = start_registry(work / "mirror-gcr")
+        registries.append(gcr)
+        fresh = start_registry(work / "fresh")
+        registries.append(fresh)
+        img.run_sync(seed_library(gcr, library))
+        img.run_sync(seed_library(gcr, library, repos=[name], generation={name: {tag: 1}}))
+        console.print(Rule())
+        console.print(
+            f"A local registry at {gcr.url} plays mirror.gcr.io: it holds the same images by digest. Tags are"
+            " still resolved on the Hub (free HEADs); manifests by digest and blobs come from the mirror,"
+            " each verified against its digest."
+        )
+        blobs_before = hub.blob_gets()
+        fresh_cfg = cfg.merge(
+            {"dest": f"{fresh.host}/mirror", "state": str(work / "state-fresh.db"), "content_mirrors": [gcr.host]}
+        )
+        code4, pulls4 = run(
+            "4. a fresh destination filled from a content mirror", fresh_cfg, f" --content-mirror {gcr.host}"
+        )
+        blob_gets4 = hub.blob_gets() - blobs_before
+        console.print(f"blob downloads from the emulator: {blob_gets4}")
+        ok &= code4 == 0 and pulls4 == 0 and blob_gets4 == 0
         console.print(Rule())
         console.print("[green]demo complete[/]" if ok else "[red]demo: something did not behave as expected[/]")
         return 0 if ok else 1
