@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from _auth import PASSWORD, USER
 from hubmirror.testing.hub import HubEmulator
@@ -145,3 +146,25 @@ def test_bad_arguments_exit_nonzero(tmp_path: Path) -> None:
     assert proc.returncode == 1 and "not found" in proc.stderr
     proc = run(f"oci:{tmp_path}:x", f"oci:{tmp_path}/out", "--platform", "linux")
     assert proc.returncode == 2 and "invalid platform" in proc.stderr
+
+
+def test_copy_reads_content_by_digest_from_a_content_mirror(
+    hub: HubEmulator, registry: Registry, make_registry: Any, repo_name: str
+) -> None:
+    official = ("linux/amd64", "linux/arm/v5", "linux/arm/v7", "linux/arm64/v8", "linux/386", "linux/ppc64le",
+                "linux/s390x", "linux/riscv64")  # fmt: skip
+    ix = push_sync(hub.upstream, "library/redis", index("redis", official), ["8"])
+    mirror = make_registry()
+    push_sync(mirror, "docker/library/redis", ix)  # by digest only: a mirror's tags are never read
+    hub.reset_counts()
+
+    proc = run(f"{hub.host}/library/redis:8", f"{registry.host}/{repo_name}:8", "--json",
+               "--content-mirror", f"{mirror.host}/docker")  # fmt: skip
+
+    assert proc.returncode == 0, proc.stderr
+    assert hub.manifest_gets() == 0 and hub.blob_gets() == 0  # the tag was resolved with a free HEAD
+    doc = json.loads(proc.stdout)
+    assert doc["digest"] == ix.digest and doc["source_manifest_gets"] == 0
+    mirrored = {s["name"]: s for s in doc["sources"]}[f"{mirror.host}/docker"]
+    assert mirrored["manifests"] == 1 + 2 * len(official)
+    assert skopeo_raw(f"docker://{registry.host}/{repo_name}:8", "--tls-verify=false") == ix.manifest.data
