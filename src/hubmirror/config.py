@@ -99,7 +99,8 @@ def _as_list(value: object) -> object:
 def _a_list(value: object) -> object:
     """A list key given a single value: say what to write instead of pydantic's bare "valid list"."""
     if isinstance(value, str | int | float | bool):
-        raise ValueError(f"expected a list, e.g. [{value if isinstance(value, str) else repr(value)}] (got {value!r})")
+        example = value if isinstance(value, str) and value.isprintable() else repr(value)
+        raise ValueError(f"expected a list, e.g. [{example}] (got {value!r})")
     return value
 
 
