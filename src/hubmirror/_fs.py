@@ -6,15 +6,21 @@ import os
 from pathlib import Path
 
 
-def output_problem(path: Path) -> str | None:
-    """Why *path* cannot be created or overwritten as a file, or None if it looks writable.
+def output_problem(path: Path, *, directory: bool = False) -> str | None:
+    """Why *path* cannot be created or overwritten as a file (as a directory with *directory*), or None if
+    it looks writable.
 
     Checked before a run does any work, so that a report, metrics or state file that cannot be written
     stops the run at once rather than after the destination was changed. Permission bits are checked with
     `os.access` (which also sees a read-only file system); a path under a regular file is refused for
     everyone, root included.
     """
-    if path.is_dir():
+    if directory:
+        if path.is_dir():
+            return f"{path} is not writable" if not os.access(path, os.W_OK | os.X_OK) else None
+        if path.exists():
+            return f"{path} is not a directory"
+    elif path.is_dir():
         return f"{path} is a directory"
     for parent in path.parents:
         if parent.is_dir():

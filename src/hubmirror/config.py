@@ -573,7 +573,8 @@ class SyncConfig(_Model):
         return _creds.resolve(registry, environ=environ)
 
     def check_outputs(self) -> None:
-        """Raise `ConfigError` if the state, report or metrics file cannot be written, one line each.
+        """Raise `ConfigError` if the state, report or metrics file (or an ``oci:`` destination) cannot be
+        written, one line each.
 
         Called before a run does any work: a bad ``--report`` must not be found after the destination
         was changed."""
@@ -586,6 +587,10 @@ class SyncConfig(_Model):
             problem = None if path is None else output_problem(path)
             if problem is not None:
                 problems.append(f"{what} {path}: cannot be written: {problem}; nothing was done")
+        if self.dest is not None and self.dest.startswith("oci:") and not self.dry_run:
+            problem = output_problem(Path(self.dest[4:]), directory=True)
+            if problem is not None:
+                problems.append(f"destination {self.dest}: cannot be written: {problem}; nothing was done")
         if problems:
             raise ConfigError("\n".join(problems))
 

@@ -75,6 +75,18 @@ def test_output_file_that_cannot_be_written_is_refused_before_any_work(env: Env,
     assert not env.state_path.exists()
 
 
+def test_oci_destination_under_a_regular_file_is_refused_before_any_work(env: Env) -> None:
+    env.seed()
+    blocker = env.root / "layouts"
+    blocker.write_text("")
+
+    args = env.cli_args("--images", "tiny", dest=f"oci:{blocker}/mirror")
+    p = subprocess.run(args, capture_output=True, text=True, env=env.cli_env(), timeout=120, check=False)
+
+    one_error_line(p, f"oci:{blocker}/mirror", f"{blocker} is not a directory")
+    assert env.hub.manifest_gets() == 0 and not env.state_path.exists()
+
+
 def test_output_file_that_is_a_directory_is_refused(env: Env) -> None:
     env.seed()
     (env.root / "reports").mkdir()
