@@ -99,6 +99,9 @@ def test_a_typo_in_images_with_prune_deletes_nothing(env: Env) -> None:
     out = one_line(p.stderr)
     assert "error: --images alpah: matches no repository" in p.stderr and "did you mean alpha?" in out
     assert "error: prune refused, nothing deleted: --images alpah" in p.stderr
+    # A dry run says so too.
+    dry = env.cli("--images", "alpah", "--prune", "--dry-run")
+    assert dry.returncode == 1 and "--prune would delete nothing: --images alpah" in one_line(dry.stderr)
     # Also when --max-delete would allow it: the typo alone stops prune.
     p = env.cli("--images", "alpah", "--prune", "--max-delete", "100")
     assert p.returncode == 1 and "--images alpah" in one_line(p.stderr)

@@ -38,11 +38,13 @@ def render_plan(plan: Plan, report: SyncReport, cfg: SyncConfig | None = None) -
         console.print("library: no earlier synced commit (or not an ancestor): full reconciliation")
     console.print(
         f"{len(plan.copies)} to copy, {len(plan.retags)} to retag, {len(plan.up_to_date)} tags up to date, "
-        f"{len(plan.failed)} failed, {len(plan.leaving)} left the selection; "
+        f"{len(plan.failed)} failed, {len(plan.conflicts)} conflicts, {len(plan.leaving)} left the selection; "
         f"{pulls_text(plan, report)}; {budget_text(report)}"
     )
     if cfg is not None:
         console.print(allowance_text(plan, report, cfg))
+        if cfg.prune and plan.prune_blockers:
+            say(f"--prune would delete nothing: {'; '.join(plan.prune_blockers)}")
 
 
 def render_sources(plan: Plan) -> None:
