@@ -211,3 +211,37 @@ def test_signatures_and_referrers_follow_their_images(env: Env) -> None:
 
     assert new.exit_code == 0, new.to_json()
     assert skopeo_raw(f"{dest}:{img.cosign_tag(three.digest)}") == img.cosign_signature(three.digest).manifest.data
+
+
+@skopeo
+def test_referrers_from_the_source_api_get_a_tag_schema_index_at_a_destination_without_one(env: Env) -> None:
+    hub = env.hub
+    hub.referrers_api(True)  # the source answers /v2/<repo>/referrers/<digest> and lists no sha256-* tags
+    subject = img.push_sync(hub.upstream, "team/api", img.index("api-subject", ["linux/amd64"]), ["1.0"])
+    sbom, sig = img.referrer(subject, "api-sbom"), img.referrer(subject, "api-sig", artifact_type="application/x-sig")
+    img.push_sync(hub.upstream, "team/api", img.referrers_index([sbom, sig]), [subject.digest.replace(":", "-")])
+
+    _, report = img.run_sync(env.sync(sources=[{"registry": f"{hub.host}/team/api"}]))
+
+    assert report.exit_code == 0, report.to_json()
+    assert report.sources[0]["artifacts"] == []
+    assert hub.counts[("GET", "referrers", "team/api", 200)] == 1
+    # Distribution 2.8 has no referrers API: hubmirror writes the tag-schema index there.
+    ref_tag = subject.digest.replace(":", "-")
+    assert env.dest_tags("team/api") == ["1.0", ref_tag]
+    listed = env.dest_manifest("team/api", ref_tag)["manifests"]
+    assert sorted(m["digest"] for m in listed) == sorted([sbom.digest, sig.digest])
+    assert {m.get("artifactType") for m in listed} == {img.SPDX, "application/x-sig"}
+    for artifact in (sbom, sig):
+        assert skopeo_raw(f"docker://{env.dest.host}/{NAMESPACE}/team/api@{artifact.digest}") == artifact.manifest.data
+
+
+def test_repo_of_an_official_image_mirrors_every_tag_hub_has_without_reading_the_library(env: Env) -> None:
+    img.run_sync(push_tags(env.hub.upstream, "library/tinyish", ["1.0", "1", "left-the-library"], images=2))
+
+    p = env.cli("--repo", "docker.io/library/tinyish", "--hub-api", env.hub.url, "--library", str(env.root / "none"))
+
+    assert p.returncode == 0, p.stderr
+    assert env.dest_tags("tinyish") == ["1", "1.0", "left-the-library"]
+    assert env.hub.tags_api_requests("library/tinyish") == 1
+    assert env.hub.manifest_heads("library/tinyish") == 0

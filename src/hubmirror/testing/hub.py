@@ -44,7 +44,8 @@ PULL_LIMIT_MESSAGE = (
 )
 FAULT_KINDS = frozenset({"reset", "500", "truncate", "flip"})
 
-_REPO_ROUTE = re.compile(r"^/v2/(?P<name>.+?)/(?P<kind>manifests|blobs|tags)/(?P<rest>.*)$")
+_REPO_ROUTE = re.compile(r"^/v2/(?P<name>.+?)/(?P<kind>manifests|blobs|tags|referrers)/(?P<rest>.*)$")
+_REFERRERS_TAG = re.compile(r"^sha256-[0-9a-f]{64}$")
 _TAGS_API_ROUTE = re.compile(
     r"^/v2/(?:namespaces/(?P<ns>[^/]+)/repositories/(?P<repo>[^/]+)|repositories/(?P<ns2>[^/]+)/(?P<repo2>[^/]+))"
     r"/tags/?$"
@@ -75,7 +76,7 @@ class RequestRecord:
     """One request the emulator answered (the Hub port; CDN requests are in `CdnRecord`)."""
 
     method: str
-    kind: str  # manifest | blob | tag-list | tags-api | token | other
+    kind: str  # manifest | blob | tag-list | referrers | tags-api | token | other
     repo: str  # "" when the request names no repository
     ref: str  # tag or digest for manifests and blobs, else ""
     status: int
@@ -170,6 +171,7 @@ class HubEmulator:
         self._port = 0
         self._cdn_port = 0
         self._pushed: dict[tuple[str, str], datetime] = {}
+        self._referrers_api = False
         self._tag_details: dict[tuple[str, str], list[dict[str, Any]]] = {}
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -351,6 +353,13 @@ class HubEmulator:
         with self._lock:
             self._head_digest = send
 
+    def referrers_api(self, enabled: bool) -> None:
+        """With True, answer the OCI 1.1 referrers API (``GET /v2/<repo>/referrers/<digest>``) from the
+        upstream's tag-schema indexes (``sha256-<hex>``), and hide those tags from ``tags/list``, as a
+        registry with the API does; with False (the default) the API is absent (404, as Distribution 2.8)."""
+        with self._lock:
+            self._referrers_api = enabled
+
     def set_pushed(self, repo: str, tag: str, when: datetime) -> None:
         """The push time the tags API gives for *repo*:*tag* (default: when the API first saw the tag)."""
         with self._lock:
@@ -491,6 +500,16 @@ class HubEmulator:
         }
         return web.json_response(body), user
 
+    async def _referrers(self, repo: str, digest: str) -> web.Response:
+        """The referrers of *digest*: the entries of the upstream's ``sha256-<hex>`` index (empty if none)."""
+        assert self._session is not None
+        tag = digest.replace(":", "-", 1)
+        accept = {"Accept": "application/vnd.oci.image.index.v1+json"}
+        async with self._session.get(f"{self.upstream.url}/v2/{repo}/manifests/{tag}", headers=accept) as up:
+            entries = (json.loads(await up.read()).get("manifests") or []) if up.status == 200 else []
+        body = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}
+        return web.json_response(body, content_type="application/vnd.oci.image.index.v1+json")
+
     # -- the repository tags API (hub.docker.com, reference §F.4) ----------------------------------
 
     async def _tags_api(self, request: web.Request, repo: str) -> web.Response:
@@ -624,7 +643,16 @@ class HubEmulator:
             return await self._manifest(request, ref), user
         if kind == "blob" and method == "GET" and ref.startswith("sha"):
             return await self._blob_redirect(request, repo, ref), user
+        with self._lock:
+            referrers = self._referrers_api
+        if kind == "referrers" and method == "GET" and referrers:
+            return await self._referrers(repo, ref), user
         status, headers, body = await self._forward(request)
+        if kind == "tag-list" and referrers and status == 200:
+            obj = json.loads(body)
+            obj["tags"] = [t for t in obj.get("tags") or [] if not _REFERRERS_TAG.match(t)]
+            body = json.dumps(obj).encode()
+            headers.pop("Content-Length", None)
         fault_path = "tags" if kind == "tag-list" else ""
         return self._respond(request, status, headers, body, fault_path), user
 
@@ -844,6 +872,8 @@ def _classify(path: str) -> tuple[str, str, str]:
         return "manifest", name, rest
     if kind == "tags":
         return ("tag-list" if rest == "list" else "other"), name, ""
+    if kind == "referrers":
+        return "referrers", name, rest
     if rest.startswith("uploads"):
         return "other", name, ""
     return "blob", name, rest
