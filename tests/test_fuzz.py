@@ -67,6 +67,8 @@ def check_config(text: str) -> None:
 
 @FAST
 @given(configs)
+@example({"images": "\x1e"})  # a control character quoted in the message must not split its line
+@example({"\x85key\u2028": 1})
 def test_config_from_generated_yaml(data: dict[str, Any]) -> None:
     check_config(yaml.safe_dump(data, allow_unicode=True))
 

@@ -859,7 +859,13 @@ def _format_errors(exc: ValidationError, origin: _Origin, cli_paths: set[tuple[s
                 break
         where = origin.file or "<config>"
         out.append((line or 0, f"{where}:{line}: {key}: {msg}" if line is not None else f"{where}: {key}: {msg}"))
-    return "\n".join(text for _, text in sorted(out, key=lambda x: x[0]))
+    return "\n".join(_printable(text) for _, text in sorted(out, key=lambda x: x[0]))
+
+
+def _printable(text: str) -> str:
+    """*text* with control and other unprintable characters escaped (``\\x1e``): keys and values quoted
+    from a config file must neither split an error line nor reach the terminal raw."""
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 def _suggest(loc: tuple[str | int, ...]) -> str:
