@@ -193,7 +193,9 @@ async def test_open_blob_chunk_sizes(client: RegistryClient, repo_name: str) -> 
     async with client.open_blob(repo_name, d) as stream:
         sizes = [len(c) async for c in stream]
     assert sum(sizes) == len(data)
-    assert all(64 * 1024 <= s <= 1024 * 1024 for s in sizes[:-1])
+    # What aiohttp has buffered is passed on as it is (no re-chunking copies): at most READ_CHUNK, never
+    # empty; how small a piece is depends on how busy the machine is, so no lower bound is asserted.
+    assert all(0 < s <= client_mod.READ_CHUNK for s in sizes)
     with pytest.raises(NotFound):
         async with client.open_blob(repo_name, digest_of(b"absent")):
             pass
