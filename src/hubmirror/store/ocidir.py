@@ -177,19 +177,16 @@ class OCILayoutStore:
     def _relabel(self, layout: Path, index: dict[str, Any]) -> bool:
         """Give entries an older hubmirror listed under an OCI type the Docker type of their bytes."""
         changed = False
+        actual_types: dict[str, str | None] = {}  # many tags share a digest: read each manifest once
         for entry in index["manifests"]:
             if not isinstance(entry, dict) or entry.get("mediaType") not in (OCI_INDEX, OCI_MANIFEST):
                 continue
             digest = entry.get("digest")
             if not isinstance(digest, str) or not is_digest(digest):
                 continue
-            path = layout / "blobs" / digest.replace(":", "/", 1)
-            try:
-                if path.stat().st_size > MAX_MANIFEST_SIZE:
-                    continue
-                actual = detect_media_type(path.read_bytes(), None)
-            except OSError:
-                continue
+            if digest not in actual_types:
+                actual_types[digest] = _stored_media_type(layout / "blobs" / digest.replace(":", "/", 1))
+            actual = actual_types[digest]
             if actual in _OCI_TWIN and _OCI_TWIN[actual] == entry["mediaType"]:
                 entry["mediaType"] = actual
                 changed = True
@@ -430,6 +427,16 @@ class OCILayoutStore:
         return True
 
     async def close(self) -> None:
+        return None
+
+
+def _stored_media_type(path: Path) -> str | None:
+    """The media type a stored manifest declares (None if unreadable or too large to be one)."""
+    try:
+        if path.stat().st_size > MAX_MANIFEST_SIZE:
+            return None
+        return detect_media_type(path.read_bytes(), None)
+    except OSError:
         return None
 
 

@@ -53,9 +53,9 @@ class Containerd:
         the tar ctr reads): each tag ``T`` of its ``index.json`` becomes image ``base_name:T``. Returns
         the names of all images now known."""
         archive = self.root / f"import-{time.monotonic_ns()}.tar"
-        with tarfile.open(archive, "w") as tar:
+        with tarfile.open(archive, "w") as tar:  # the whole directory, as `tar -C LAYOUT .` packs it
             for path in sorted(layout.rglob("*")):
-                if path.is_file() and not path.name.startswith("."):  # not the lock or temp files
+                if path.is_file():
                     tar.add(path, arcname=str(path.relative_to(layout)))
         try:
             self.check("images", "import", "--no-unpack", "--all-platforms", "--base-name", base_name, str(archive))
