@@ -6,6 +6,7 @@ signed like GitHub signs them; ``/metrics`` is scraped during a run; SIGTERM sto
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -377,3 +378,27 @@ def test_serve_rejects_a_bad_listen_address_and_a_config_without_dest(tmp_path: 
         [HUBMIRROR, "serve", "--config", str(cfg), "--listen", "localhost"], capture_output=True, text=True, env=env
     )
     assert p.returncode == 1 and "expected HOST:PORT" in p.stderr
+
+
+async def test_shutdown_cancels_a_run_that_does_not_stop_within_the_grace_and_the_next_run_recovers(env: Env) -> None:
+    from hubmirror.server import SyncLoop
+    from hubmirror.service import SyncService
+
+    env.seed()
+    env.hub.set_delay(3600)  # the items in flight never finish by themselves
+    loop = SyncLoop(env.config(), SyncService(cache_dir=env.cache), stop_grace=1.0)
+    loop.start()
+    deadline = time.monotonic() + 60
+    while not (loop.current is not None and loop.current.planned and loop.current.in_flight):
+        assert time.monotonic() < deadline, "the run did not start copying"
+        await asyncio.sleep(0.05)
+    await asyncio.wait_for(loop.shutdown(), 60)
+    assert loop.current is None and loop.finished[0].result is None  # cancelled after the grace
+    assert loop.trigger("api") == "refused"
+    env.hub.set_delay(0)
+    with State.open(env.state_path) as state:
+        assert [r.status for r in state.runs()] == ["running"]
+    _, report = await env.sync()
+    assert report.exit_code == 0
+    with State.open(env.state_path) as state:
+        assert [r.status for r in state.runs()] == ["completed", "interrupted"]

@@ -99,8 +99,9 @@ class FinishedRun:
 class SyncLoop:
     """Runs `SyncService` syncs one at a time for a server; `trigger` asks for a run."""
 
-    def __init__(self, cfg: SyncConfig, service: SyncService, *, history: int = 50) -> None:
+    def __init__(self, cfg: SyncConfig, service: SyncService, *, history: int = 50, stop_grace: float = 90.0) -> None:
         self.cfg = cfg
+        self.stop_grace = stop_grace  # how long `shutdown` lets the items in flight finish before cancelling
         self.service = service
         self.current: LiveRun | None = None
         self.finished: deque[FinishedRun] = deque(maxlen=history)
@@ -148,7 +149,9 @@ class SyncLoop:
 
     async def shutdown(self) -> None:
         """Stop: no new run starts; a run in progress finishes the items in flight and records its state
-        (copies not started are deferred); a run still planning is cancelled (it changed nothing yet)."""
+        (copies not started are deferred), or is cancelled after `stop_grace` seconds (tags already pushed
+        stay recorded; the run is marked interrupted by the next); a run still planning is cancelled (it
+        changed nothing yet)."""
         self.stopping = True
         self._pending.clear()
         if self._cron_task is not None:
@@ -159,6 +162,14 @@ class SyncLoop:
                 live.stopping = "finishing the items in flight, then stopping"
                 assert self._control is not None
                 self._control.stop(SHUTDOWN_REASON)
+                task = self._task
+                try:  # a run waiting for the quota window (wait: true) would not end by itself
+                    await asyncio.wait_for(asyncio.shield(task), self.stop_grace)
+                except TimeoutError:
+                    log.warning("the run did not stop within %.0f s; cancelling it", self.stop_grace)
+                    task.cancel()
+                except BaseException:  # the run's own outcome is handled by _run
+                    pass
             else:
                 live.stopping = "cancelled while planning (nothing was changed)"
                 self._task.cancel()
