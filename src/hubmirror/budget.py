@@ -4,17 +4,23 @@ The allowance is read from the source's ``ratelimit-remaining`` header (reported
 reserve, and capped by ``--max-pulls``. When it is spent the run defers the rest, or with ``wait`` sleeps
 until the quota window refills. A quota 429 that comes anyway stops every further GET at once.
 
-A work item sets aside its estimated pulls before it starts (`PullBudget.for_item`), so the budget never
-runs out half-way through an image: what one run fetched is never fetched again by the next.
+Work items are taken in priority order, each setting aside its estimated pulls before it starts
+(`PullBudget.grant`), so an image that fits is never left half-fetched. An item that does not fit what is
+left is passed over and smaller ones further down are taken: a run never stops because of one item, and
+spends its allowance whenever there is work. An image that needs more pulls than a whole window holds is
+given what is left and copied across windows (its child manifests are pushed by digest as they arrive;
+the next run goes on from there).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from ._errors import BudgetExhausted
 from .registry.ratelimit import RateLimit
@@ -29,6 +35,35 @@ class _Prepaid:
 _prepaid: ContextVar[_Prepaid | None] = ContextVar("hubmirror_prepaid_pulls", default=None)
 
 
+def grant_for(estimate: int, left: int | None, capacity: int | None) -> int | None:
+    """Pulls to set aside for a work item of *estimate* pulls when *left* are available now and a run can
+    never have more than *capacity* (a quota window less the reserve; None: unlimited).
+
+    All of it when it fits. An item bigger than a whole window gets what is left (it is copied across
+    windows: what it fetched stays done). None: it does not fit now and is passed over, so that a smaller
+    item further down can be taken.
+    """
+    if estimate <= 0 or left is None:
+        return 0
+    if estimate <= left:
+        return estimate
+    if capacity is not None and estimate > capacity and left > 0:
+        return left
+    return None
+
+
+def allot(estimates: Iterable[int], left: int | None, capacity: int | None) -> list[int | None]:
+    """`grant_for` over items in priority order, each taking from what the earlier ones left: what a run
+    with *left* pulls does (None for an item passed over)."""
+    out: list[int | None] = []
+    for estimate in estimates:
+        granted = grant_for(estimate, left, capacity)
+        if granted is not None and left is not None:
+            left -= granted
+        out.append(granted)
+    return out
+
+
 def allowance(remaining: int | None, *, reserve: int, max_pulls: int | None) -> int | None:
     """Pulls a run may spend now: the quota left minus the reserve, capped by ``--max-pulls``
     (None: unlimited — the source reports no quota and no cap is set)."""
@@ -36,6 +71,49 @@ def allowance(remaining: int | None, *, reserve: int, max_pulls: int | None) -> 
     if max_pulls is not None:
         limits.append(max_pulls)
     return max(0, min(limits)) if limits else None
+
+
+def capacity(limit: int | None, *, reserve: int, max_pulls: int | None) -> int | None:
+    """The most pulls one run can have: a whole quota window of *limit* less the reserve, capped by
+    ``--max-pulls`` (None: unlimited)."""
+    limits = [limit - reserve] if limit is not None else []
+    if max_pulls is not None:
+        limits.append(max_pulls)
+    return max(0, min(limits)) if limits else None
+
+
+@dataclass(frozen=True)
+class Forecast:
+    """When *pulls* pulls will have been spent, at the quota the source announced."""
+
+    pulls: int
+    now: int  # spent by a run now
+    per_window: int  # spent in each later window (a window's limit less the reserve, or --max-pulls)
+    windows: int | None  # quota windows it takes, the current one included (None: never: nothing per window)
+    done_by: datetime | None  # at the latest, when runs follow the windows (None: never, or window unknown)
+
+
+def forecast(
+    pulls: int,
+    *,
+    remaining: int,
+    limit: int,
+    window: int | None,
+    reserve: int,
+    max_pulls: int | None,
+    now: datetime,
+) -> Forecast:
+    """How many quota windows *pulls* take when *remaining* of *limit* per *window* seconds are left now,
+    keeping *reserve* (limit and window as the ``ratelimit-*`` headers announce them)."""
+    first = allowance(remaining, reserve=reserve, max_pulls=max_pulls) or 0
+    per = capacity(limit, reserve=reserve, max_pulls=max_pulls) or 0
+    if pulls <= first:
+        return Forecast(pulls, pulls, per, 1 if pulls else 0, now)
+    if per <= 0:
+        return Forecast(pulls, first, per, None, None)
+    more = math.ceil((pulls - first) / per)
+    done_by = now + timedelta(seconds=more * window) if window else None
+    return Forecast(pulls, first, per, more + (1 if first else 0), done_by)
 
 
 class PullBudget:
@@ -112,27 +190,57 @@ class PullBudget:
                     self.stopped = f"pull quota: {left} left, keeping a reserve of {self.reserve}"
                     raise BudgetExhausted(self.stopped)
 
-    @contextlib.asynccontextmanager
-    async def for_item(self, n: int) -> AsyncIterator[None]:
-        """Set aside *n* pulls (a work item's estimate) before the item starts; raise `BudgetExhausted` if
-        they are not available (after waiting, with ``wait``). GETs inside the block draw on them first;
-        what is left unused is given back at the end. An estimate larger than a whole quota window can
-        hold is not set aside (the item then takes its pulls one by one)."""
+    def left(self) -> int | None:
+        """Pulls this run may still set aside or spend now (None: unlimited)."""
+        limits: list[int] = []
+        if self.max_pulls is not None:
+            limits.append(self.max_pulls - self.granted)
+        quota = self._quota_left()
+        if quota is not None:
+            limits.append(quota)
+        return max(0, min(limits)) if limits else None
+
+    def capacity(self) -> int | None:
+        """The most pulls a run can ever have (`capacity`); an item needing more is copied across windows."""
         rl = self._ratelimit()
-        if rl is not None and n > rl.limit - self.reserve:
-            n = 0
-        if n <= 0:
+        return capacity(rl.limit if rl is not None else None, reserve=self.reserve, max_pulls=self.max_pulls)
+
+    def grant(self, estimate: int) -> int | None:
+        """Set aside pulls for a work item estimated at *estimate* (see `grant_for`); None when it is
+        passed over for now (a smaller item may still fit)."""
+        if estimate <= 0:
+            return 0
+        if self.stopped:
+            return None
+        granted = grant_for(estimate, self.left(), self.capacity())
+        if granted:
+            self.granted += granted
+        return granted
+
+    @contextlib.asynccontextmanager
+    async def spending(self, granted: int) -> AsyncIterator[None]:
+        """Run a work item on the *granted* pulls `grant` set aside: GETs inside the block draw on them
+        first (then on what is left of the run's allowance); what is left unused is given back."""
+        if granted <= 0:
             yield
             return
-        await self.acquire(n)
-        prepaid = _Prepaid(n)
+        prepaid = _Prepaid(granted)
         token = _prepaid.set(prepaid)
         try:
             yield
         finally:
             _prepaid.reset(token)
-            async with self._lock:
-                self.granted -= prepaid.left
+            self.granted -= prepaid.left
+
+    async def wait_until_fits(self, estimate: int) -> bool:
+        """With ``wait``: poll the quota (free HEADs) until an item of *estimate* pulls can be granted;
+        False without ``wait`` or once ``max_wait`` is slept."""
+        if not self.wait or self.probe is None or self.stopped:
+            return False
+        capacity = self.capacity()
+        need = 1 if capacity is not None and estimate > capacity else estimate
+        async with self._lock:
+            return await self._wait_refill(need)
 
     def stop(self, reason: str) -> None:
         """Grant nothing more, not even pulls set aside for items in flight (a quota 429 came anyway)."""

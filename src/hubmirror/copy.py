@@ -128,6 +128,8 @@ class Copier:
         self._inflight: dict[str, asyncio.Future[None]] = {}
         self._children_inflight: dict[tuple[str, str], asyncio.Future[None]] = {}
         self._known: dict[str, set[str]] = {}  # digest → destination repos known to hold it
+        self._indexes: dict[tuple[str, str], Manifest] = {}  # (source repo, digest) → index fetched
+        self._fetching: dict[tuple[str, str], asyncio.Future[None]] = {}
 
     # -- public ------------------------------------------------------------------------------------
 
@@ -289,9 +291,7 @@ class Copier:
         return ",".join(str(p) for p in ctx.platforms or ())
 
     def _selected(self, ctx: _Ctx, platform: Platform | None) -> bool:
-        if ctx.platforms is None:
-            return True
-        return platform is not None and any(platform.matches(p) for p in ctx.platforms)
+        return _platform_selected(ctx.platforms, platform)
 
     # -- indexes -----------------------------------------------------------------------------------
 
@@ -325,14 +325,8 @@ class Copier:
         """Positions of the children of *index* the selection keeps, and the digests of its kept images
         (an attestation goes with the image it describes)."""
         children = index.children
-        kept_images = {c.digest for c in children if not c.is_attestation and self._selected(ctx, c.platform)}
-        keep = [
-            i
-            for i, c in enumerate(children)
-            if (c.digest in kept_images and not c.is_attestation)
-            or (c.is_attestation and c.annotations.get(ATTESTATION_REF_DIGEST) in kept_images)
-        ]
-        return keep, kept_images
+        keep = _kept_positions(children, ctx.platforms)
+        return keep, {children[i].digest for i in keep if not children[i].is_attestation}
 
     def _keeps_all(self, ctx: _Ctx, manifest: Manifest) -> bool:
         """True if the selection keeps *manifest* as it is (every child of an index; any single image)."""
@@ -397,6 +391,35 @@ class Copier:
         self.events.manifest_done(desc, "copied")
 
     async def _get_source(self, ctx: _Ctx, ref: str) -> Manifest:
+        """A source manifest. An index asked for by digest is fetched once per Copier: the same digest
+        reached through two tag groups (an entry's and a SharedTag group's), or by two copies at once,
+        costs one pull; `fetched_index` hands its bytes to the caller (to keep them across runs)."""
+        if not is_digest(ref):
+            return await self._get_source_once(ctx, ref)
+        key = (ctx.src_repo, ref)
+        while True:
+            if (cached := self._indexes.get(key)) is not None:
+                return cached
+            fut = self._fetching.get(key)
+            if fut is None:
+                break
+            await asyncio.shield(fut)  # another copy is fetching it; then look again
+        fut = asyncio.get_running_loop().create_future()
+        self._fetching[key] = fut
+        try:
+            m = await self._get_source_once(ctx, ref)
+            if m.is_index:
+                self._indexes[key] = m
+        finally:
+            del self._fetching[key]
+            fut.set_result(None)
+        return m
+
+    def fetched_index(self, src_repo: str, digest: str) -> Manifest | None:
+        """The index *digest* of *src_repo* if this Copier fetched it from the source (verified bytes)."""
+        return self._indexes.get((src_repo, digest))
+
+    async def _get_source_once(self, ctx: _Ctx, ref: str) -> Manifest:
         """GET a source manifest (a pull; the source store's `PullGate` is asked for it), transient errors
         retried, type checked."""
         for attempt in range(1, MANIFEST_ATTEMPTS + 1):
@@ -545,6 +568,30 @@ class Copier:
             raise
 
 
+def _platform_selected(platforms: Sequence[Platform] | None, platform: Platform | None) -> bool:
+    if platforms is None:
+        return True
+    return platform is not None and any(platform.matches(p) for p in platforms)
+
+
+def _kept_positions(children: Sequence[Descriptor], platforms: Sequence[Platform] | None) -> list[int]:
+    """Positions of the children a copy of an index keeps: the selected platforms' images and their
+    attestation manifests."""
+    kept_images = {c.digest for c in children if not c.is_attestation and _platform_selected(platforms, c.platform)}
+    return [
+        i
+        for i, c in enumerate(children)
+        if (c.digest in kept_images and not c.is_attestation)
+        or (c.is_attestation and c.annotations.get(ATTESTATION_REF_DIGEST) in kept_images)
+    ]
+
+
+def selected_children(index: Manifest, platforms: Sequence[Platform] | None) -> list[Descriptor]:
+    """The child manifests of *index* a copy with *platforms* (None: all) fetches."""
+    children = index.children
+    return [children[i] for i in _kept_positions(children, platforms)]
+
+
 async def copy_location(
     src: str,
     dst: str,
@@ -646,4 +693,4 @@ def _first(eg: BaseExceptionGroup[BaseException]) -> BaseException:
     return eg.exceptions[0]
 
 
-__all__ = ["BlobHow", "Copier", "CopyEvents", "CopyResult", "ManifestHow", "copy_location"]
+__all__ = ["BlobHow", "Copier", "CopyEvents", "CopyResult", "ManifestHow", "copy_location", "selected_children"]

@@ -22,9 +22,10 @@ from typing import Literal, TypeVar
 
 from ._errors import HubmirrorError, InvalidReference, NotFound
 from ._fs import decode_text
-from .copy import PLATFORMS_ANNOTATION, SOURCE_DIGEST_ANNOTATION
+from .budget import allot
+from .copy import PLATFORMS_ANNOTATION, SOURCE_DIGEST_ANNOTATION, selected_children
 from .library import LibraryDiff, TagGroup
-from .media import INDEX_TYPES, OCI_INDEX, OCI_MANIFEST
+from .media import INDEX_TYPES, OCI_INDEX, OCI_MANIFEST, Manifest
 from .platform import Platform
 from .reference import DOCKER_HUB, Reference
 from .sources import SourceListing
@@ -123,6 +124,17 @@ def selection_text(platforms: Sequence[Platform] | None) -> str:
 
 
 @dataclass
+class Affordable:
+    """What a run can do with the pulls it has now (`Plan.affordable`)."""
+
+    whole: int = 0  # copies done completely
+    started: int = 0  # copies bigger than a window, begun now and continued in later windows
+    passed: int = 0  # copies that do not fit now (deferred)
+    pulls: int = 0  # pulls spent
+    unbudgeted: int = 0  # copies from registries the budget does not count (not Docker Hub)
+
+
+@dataclass
 class Plan:
     """What a run will do. Built with HEADs only: no pulls spent."""
 
@@ -164,16 +176,26 @@ class Plan:
         """Manifests the content mirrors are expected to serve (no pulls)."""
         return sum(i.mirror_manifests for i in self.items)
 
-    def affordable(self, allowance: int) -> tuple[int, int]:
-        """How many copies a run with *allowance* pulls would do, and their estimated pulls: items in
-        priority order, each setting aside its estimate, until one does not fit (as the run does)."""
-        fit = spent = 0
-        for item in self.copies:
-            if spent + item.estimated_pulls > allowance:
-                break
-            fit += 1
-            spent += item.estimated_pulls
-        return fit, spent
+    def affordable(
+        self, allowance: int | None, capacity: int | None = None, *, budgeted: str | None = None
+    ) -> Affordable:
+        """What a run with *allowance* pulls would do, as the run does it (`hubmirror.budget.allot`): items in
+        priority order, each taking its estimate when it fits; one that does not is passed over and smaller
+        ones are taken; one bigger than *capacity* (a whole window less the reserve) gets what is left and
+        goes on in later windows. *budgeted*: only copies from that source registry draw on the budget."""
+        copies = [i for i in self.copies if budgeted is None or i.source_registry == budgeted]
+        grants = allot((i.estimated_pulls for i in copies), allowance, capacity)
+        out = Affordable(unbudgeted=len(self.copies) - len(copies))
+        for item, granted in zip(copies, grants, strict=True):
+            if granted is None:
+                out.passed += 1
+            elif granted < item.estimated_pulls:
+                out.started += 1
+                out.pulls += granted
+            else:
+                out.whole += 1
+                out.pulls += item.estimated_pulls
+        return out
 
     @property
     def copies(self) -> list[WorkItem]:
@@ -451,7 +473,14 @@ async def check(
         if t.priority and t.priority[0] == 0:
             item.reason = "deferred"
     items = sorted(pending.values(), key=lambda i: i.priority)
-    await _classify(items, dest=dest, records=list(records.values()), dest_key=dest_key, sources=sources)
+    await _classify(
+        items,
+        dest=dest,
+        records=list(records.values()),
+        dest_key=dest_key,
+        sources=sources,
+        kept=state.aio.kept_manifest,
+    )
     plan.items = items
 
 
@@ -481,8 +510,10 @@ async def _classify(
     records: list[TagRecord],
     dest_key: Callable[[str], str],
     sources: Callable[[str], Store] | None = None,
+    kept: Callable[[str], Awaitable[tuple[str, bytes] | None]] | None = None,
 ) -> None:
-    """Mark items whose content the destination already holds as retags (0 pulls); estimate the rest.
+    """Mark items whose content the destination already holds as retags (0 pulls); estimate the rest
+    (*kept*: the source manifests an earlier run fetched and kept, by digest).
     Content a content mirror holds (its top manifest found there with a free HEAD) is estimated at 0
     pulls: the mirror serves it."""
     by_repo: dict[str, list[TagRecord]] = {}
@@ -507,14 +538,23 @@ async def _classify(
             item.kind = "retag"
             item.estimated_pulls = 0
             return
-        n = max(max(t.n_platforms for t in item.targets), 1)  # unknown: at least one platform
-        if item.platforms is not None:
-            n = len(item.platforms)
-        hints = [t.shared_missing for t in item.targets]
-        if all(h is not None for h in hints):
-            n = min(h for h in hints if h is not None)
-        # an index: itself, plus each platform's image and (usually) its attestation manifest
-        estimate = 1 + 2 * n if item.media_type in INDEX_TYPES else 1
+        held = await kept(item.upstream_digest) if kept is not None else None
+        index = Manifest(held[1], held[0]) if held is not None else None
+        if index is not None and index.digest == item.upstream_digest and index.is_index:
+            # An index fetched by an earlier run whose copy is not finished: exactly the children the
+            # destination still lacks (the index itself costs nothing more).
+            children = selected_children(index, item.platforms)
+            there = await _gather(dest.head_manifest(item.dest_repo, c.digest) for c in children)
+            estimate = sum(1 for d in there if d is None)
+        else:
+            n = max(max(t.n_platforms for t in item.targets), 1)  # unknown: at least one platform
+            if item.platforms is not None:
+                n = len(item.platforms)
+            hints = [t.shared_missing for t in item.targets]
+            if all(h is not None for h in hints):
+                n = min(h for h in hints if h is not None)
+            # an index: itself, plus each platform's image and (usually) its attestation manifest
+            estimate = 1 + 2 * n if item.media_type in INDEX_TYPES else 1
         store = sources(item.source_registry) if sources is not None else None
         if isinstance(store, MirroredStore):
             item.mirror = await store.mirror_with(item.source_repo, item.upstream_digest)

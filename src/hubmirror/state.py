@@ -11,8 +11,9 @@ thread, so SQLite (a busy lock held by another process, an fsync) never stalls t
 may be shared by threads (calls are serialised).
 
 Schema versions: 1 had ``runs``, ``meta`` and ``tags``; 2 added ``tags.created_by_hubmirror`` and the
-``deferred`` table; 3 added ``tags.platforms``, the platform selection each tag was copied with.
-`State.open` migrates older files in place, one transaction per step.
+``deferred`` table; 3 added ``tags.platforms``, the platform selection each tag was copied with; 4 added
+``pending_manifests`` (source manifests of unfinished copies). `State.open` migrates older files in place,
+one transaction per step.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from ._fs import output_problem
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 
 #: Statuses a run can have. ``running`` rows left by a killed sync become ``interrupted`` at the next run.
 RUN_STATUSES: Final = frozenset({"running", "completed", "deferred", "failed", "interrupted"})
@@ -88,7 +89,18 @@ ALTER TABLE tags ADD COLUMN platforms TEXT;
 UPDATE tags SET platforms = '' WHERE dest_digest = upstream_digest;
 """
 
-_MIGRATIONS: Final[dict[int, str]] = {1: _V1, 2: _V2, 3: _V3}
+# Manifests fetched from the source whose copy is not finished (an index bigger than a quota window): the
+# next run uses these bytes instead of spending another pull on them.
+_V4 = """
+CREATE TABLE pending_manifests (
+    digest TEXT PRIMARY KEY,
+    media_type TEXT NOT NULL,
+    data BLOB NOT NULL,
+    since TEXT NOT NULL
+);
+"""
+
+_MIGRATIONS: Final[dict[int, str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
 
 _LIBRARY_COMMIT_KEY = "library_commit:"
 
@@ -517,6 +529,32 @@ class State:
             )
             return cur.rowcount > 0
 
+    # ------------------------------------------------------------------ manifests of unfinished copies
+
+    def keep_manifest(self, digest: str, media_type: str, data: bytes) -> None:
+        """Keep the bytes of a source manifest (an index) whose copy is not finished, so that the next run
+        does not spend a pull on it again. The caller has verified *data* against *digest*."""
+        with self._guard("keep manifest"), self._write():
+            self._conn.execute(
+                "INSERT INTO pending_manifests (digest, media_type, data, since) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (digest) DO NOTHING",
+                (digest, media_type, data, _to_text(_now())),
+            )
+
+    def kept_manifest(self, digest: str) -> tuple[str, bytes] | None:
+        """(media type, bytes) kept by `keep_manifest` for *digest*, or None."""
+        with self._guard("read kept manifest"):
+            row = self._conn.execute(
+                "SELECT media_type, data FROM pending_manifests WHERE digest = ?", (digest,)
+            ).fetchone()
+        return (str(row[0]), bytes(row[1])) if row else None
+
+    def drop_manifest(self, digest: str) -> bool:
+        """Forget a kept manifest once its copy is done; True if there was one."""
+        with self._guard("drop kept manifest"), self._write():
+            cur = self._conn.execute("DELETE FROM pending_manifests WHERE digest = ?", (digest,))
+            return cur.rowcount > 0
+
     # ------------------------------------------------------------------ runs
 
     def begin_run(self, commit: str | None = None) -> int:
@@ -684,6 +722,15 @@ class AsyncState:
 
     async def set_library_commit(self, library: str, commit: str) -> None:
         await self._state.run(self._state.set_library_commit, library, commit)
+
+    async def keep_manifest(self, digest: str, media_type: str, data: bytes) -> None:
+        await self._state.run(self._state.keep_manifest, digest, media_type, data)
+
+    async def kept_manifest(self, digest: str) -> tuple[str, bytes] | None:
+        return await self._state.run(self._state.kept_manifest, digest)
+
+    async def drop_manifest(self, digest: str) -> bool:
+        return await self._state.run(self._state.drop_manifest, digest)
 
 
 _TAG_COLUMNS = (

@@ -27,7 +27,7 @@ from .budget import PullBudget
 from .config import SyncConfig
 from .copy import Copier, CopyEvents, CopyResult
 from .library import Library, LibraryFilter, LibrarySource, TagGroup, diff_library, load_library
-from .media import Descriptor
+from .media import Descriptor, Manifest
 from .plan import (
     Layout,
     Plan,
@@ -348,7 +348,14 @@ def _unique(targets: list[Target]) -> list[Target]:
 
 
 class _Runner:
-    """Executes a plan's work items with one `Copier` per source registry."""
+    """Executes a plan's work items with one `Copier` per source registry.
+
+    Items run concurrently under one `asyncio.TaskGroup`: an unexpected error cancels the others and
+    reaches the caller only once they have stopped, so the state and stores are never closed under an
+    item still running. Copies from the Docker Hub source are granted pulls in priority order
+    (`PullBudget.grant`): one that does not fit is passed over and smaller ones are taken; when items
+    finish under their estimate, what they gave back is offered to the passed-over ones.
+    """
 
     def __init__(
         self,
@@ -369,11 +376,16 @@ class _Runner:
         self.budget = sources.budget
         self.budget.probe = self._probe
         self._copiers: dict[str, Copier] = {}
+        self._sem = asyncio.Semaphore(cfg.concurrency)
+        self.stopped: str | None = None  # why no new copy starts (RunControl.stop)
+        #: (source_ref, dest key) of every item deferred by this run: the deferred rows to keep.
+        self.deferred: set[tuple[str, str]] = set()
         if control is not None:
             control.on_stop(self._stop)
 
     def _stop(self, reason: str) -> None:
         """No new copy starts (they are deferred with *reason*); pulls set aside for items in flight stay."""
+        self.stopped = self.stopped or reason
         self.budget.stopped = self.budget.stopped or reason
 
     async def _probe(self) -> None:
@@ -394,33 +406,83 @@ class _Runner:
         return self._copiers[registry]
 
     async def run(self) -> None:
-        sem = asyncio.Semaphore(self.cfg.concurrency)
+        budgeted = [i for i in self.plan.items if i.kind == "copy" and self.sources.is_hub(i.source_registry)]
+        ids = {id(i) for i in budgeted}
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for item in self.plan.items:  # retags and other registries' copies: no Hub pulls
+                    if id(item) not in ids:
+                        tg.create_task(self._one(item, 0))
+                pending = budgeted
+                while pending and self.stopped is None:
+                    granted: list[tuple[WorkItem, int]] = []
+                    passed: list[WorkItem] = []
+                    for item in pending:
+                        n = self.budget.grant(item.estimated_pulls)
+                        if n is None:
+                            passed.append(item)
+                        else:
+                            granted.append((item, n))
+                    if not granted:
+                        if passed and await self.budget.wait_until_fits(passed[0].estimated_pulls):
+                            continue
+                        break
+                    async with asyncio.TaskGroup() as round_tg:
+                        for item, n in granted:
+                            round_tg.create_task(self._one(item, n))
+                    pending = passed
+                for item in pending:
+                    await self._defer(item, self._why_not(item))
+        except BaseExceptionGroup as eg:
+            raise _first_error(eg) from None
 
-        async def one(item: WorkItem) -> None:
-            async with sem:
-                await self.item(item)
+    def _why_not(self, item: WorkItem) -> str:
+        if self.stopped:
+            return self.stopped
+        if self.budget.stopped:
+            return self.budget.stopped
+        left = self.budget.left()
+        rl = self.hub.ratelimit
+        quota = f" (quota {rl.remaining} left, keeping a reserve of {self.budget.reserve})" if rl is not None else ""
+        return f"needs ~{item.estimated_pulls} pulls, {left} left in this run{quota}"
 
-        await asyncio.gather(*(one(i) for i in self.plan.items))
+    async def _one(self, item: WorkItem, granted: int) -> None:
+        async with self._sem, self.budget.spending(granted):
+            await self.item(item)
 
     async def item(self, item: WorkItem) -> None:
         dest_repo = self.dest.key(item.dest_repo)
-        hub = self.sources.is_hub(item.source_registry)
-        if item.kind == "copy" and hub and self.budget.stopped:
-            await self._defer(item, self.budget.stopped)
+        if item.kind == "copy" and self.stopped:
+            await self._defer(item, self.stopped)
             return
         self.events.item_started(item)
+        copier = self.copier(item.source_registry)
         try:
-            # The item's pulls are set aside first: it never stops half-fetched for want of budget.
-            async with self.budget.for_item(item.estimated_pulls if item.kind == "copy" and hub else 0):
+            try:
                 with counting_mirrored() as mirrored:
-                    result = await self.copier(item.source_registry).copy(
+                    result = await copier.copy(
                         item.source_repo,
                         item.upstream_digest,
                         item.dest_repo,
                         item.tags,
+                        manifest=await self._kept_index(item),
                         platforms=item.platforms,
                         source=Descriptor(item.media_type, item.upstream_digest, 0),  # the plan's HEAD
                     )
+            finally:
+                await self._keep_index(item, copier)
+            if result.skipped:
+                self.report.add(
+                    Outcome.FAILED,
+                    item.canonical,
+                    dest_repo,
+                    item.tags,
+                    digest=item.upstream_digest,
+                    reason=result.skipped,
+                )
+                self.events.item_done(item, Outcome.FAILED)
+                return
+            await self._record(item, result)
         except BudgetExhausted as e:
             await self._defer(item, str(e))
             return
@@ -436,13 +498,6 @@ class _Runner:
             )
             self.events.item_done(item, Outcome.FAILED)
             return
-        if result.skipped:
-            self.report.add(
-                Outcome.FAILED, item.canonical, dest_repo, item.tags, digest=item.upstream_digest, reason=result.skipped
-            )
-            self.events.item_done(item, Outcome.FAILED)
-            return
-        await self._record(item, result)
         outcome = Outcome.RETAGGED if result.up_to_date else Outcome.COPIED
         self.report.add(
             outcome,
@@ -458,6 +513,22 @@ class _Runner:
         )
         self.report.totals.blobs_skipped += result.blobs_skipped
         self.events.item_done(item, outcome)
+
+    async def _kept_index(self, item: WorkItem) -> Manifest | None:
+        """The index an earlier run fetched for *item* and kept in the state (verified), or None."""
+        if item.kind != "copy":
+            return None
+        kept = await self.state.aio.kept_manifest(item.upstream_digest)
+        if kept is None:
+            return None
+        m = Manifest(kept[1], kept[0])
+        return m if m.digest == item.upstream_digest and m.is_index else None
+
+    async def _keep_index(self, item: WorkItem, copier: Copier) -> None:
+        """Keep the index this item fetched while its copy is not finished; forget it once it is."""
+        fetched = copier.fetched_index(item.source_repo, item.upstream_digest)
+        if fetched is not None:
+            await self.state.aio.keep_manifest(fetched.digest, fetched.media_type, fetched.data)
 
     async def _record(self, item: WorkItem, result: CopyResult) -> None:
         key = self.dest.key(item.dest_repo)
@@ -479,11 +550,13 @@ class _Runner:
             if t.tag is not None
         ]
         await self.state.aio.record_tags(records)
+        await self.state.aio.drop_manifest(item.upstream_digest)
         for t in item.targets:
             await self.state.aio.clear_deferred(t.canonical, key)
 
     async def _defer(self, item: WorkItem, reason: str) -> None:
         key = self.dest.key(item.dest_repo)
+        self.deferred.add((item.canonical, key))
         await self.state.aio.defer(item.canonical, key, item.tags, reason)
         self.report.add(
             Outcome.DEFERRED,
@@ -495,6 +568,16 @@ class _Runner:
             reason=reason,
         )
         self.events.item_done(item, Outcome.DEFERRED)
+
+
+def _first_error(eg: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real error of a task group's exception group (not a cancellation)."""
+    for e in eg.exceptions:
+        if isinstance(e, BaseExceptionGroup):
+            return _first_error(e)
+        if not isinstance(e, asyncio.CancelledError):
+            return e
+    return eg.exceptions[0]
 
 
 #: Prune's default --max-delete: this share of the tags hubmirror created in the destination, rounded up.
@@ -668,11 +751,6 @@ async def run_sync(
             report.run_id = run_id
             _add_failed(plan, report, dest)
             await _record_up_to_date(plan, state=state, dest=dest, report=report, run_id=run_id)
-            # Deferred work was taken first by the plan; what this run cannot do is deferred again, and
-            # entries for images that left the selection or became up to date go.
-            for d in await state.aio.deferred():
-                if d.dest_repo.startswith(dest.prefix):
-                    await state.aio.clear_deferred(d.source_ref, d.dest_repo)
             events.plan_ready(plan)
             runner = _Runner(
                 cfg,
@@ -686,6 +764,12 @@ async def run_sync(
                 control=control,
             )
             await runner.run()
+            # Deferred work was taken first by the plan and stays recorded until the run has ended (a crash
+            # keeps its priority): now what this run deferred again stays, and entries for images that
+            # were done, failed, left the selection or became up to date go.
+            for d in await state.aio.deferred():
+                if d.dest_repo.startswith(dest.prefix) and (d.source_ref, d.dest_repo) not in runner.deferred:
+                    await state.aio.clear_deferred(d.source_ref, d.dest_repo)
             if cfg.signatures and plan.sources and (control is None or control.reason is None):
                 events.phase("copying signatures and referrers of the mirrored images")
                 await follow_referrers(

@@ -79,23 +79,73 @@ def budget_text(report: SyncReport) -> str:
 
 
 def allowance_text(plan: Plan, report: SyncReport, cfg: SyncConfig) -> str:
-    """What a run now could do: its pull allowance (quota minus reserve, --max-pulls) and the copies in it."""
-    from ..budget import allowance
+    """What a run now could do (its pull allowance: quota minus reserve, --max-pulls; the copies in it,
+    taken as the run takes them), and how many quota windows and how long the whole plan takes."""
+    from ..budget import allowance, capacity
 
-    remaining, reserve = report.totals.ratelimit_remaining, cfg.ratelimit.effective_reserve
+    t = report.totals
+    remaining, reserve = t.ratelimit_remaining, cfg.ratelimit.effective_reserve
     why = [f"quota {remaining} left, keeping {reserve}"] if remaining is not None else []
     if cfg.max_pulls is not None:
         why.append(f"--max-pulls {cfg.max_pulls}")
-    copies = plan.copies
     budget = allowance(remaining, reserve=reserve, max_pulls=cfg.max_pulls)
+    per_run = capacity(t.ratelimit_limit, reserve=reserve, max_pulls=cfg.max_pulls)
+    fits = plan.affordable(budget, per_run, budgeted=cfg.source)
+    n = len(plan.copies) - fits.unbudgeted
+    other = f" (+ {fits.unbudgeted} from other registries, not counted)" if fits.unbudgeted else ""
     if budget is None:
-        return f"budget: unlimited; all {len(copies)} copies would run now"
-    fit, spent = plan.affordable(budget)
-    deferred = len(copies) - fit
-    text = f"budget now: {budget} pulls ({'; '.join(why)}): {fit} of {len(copies)} copies (≈ {spent} pulls)"
-    if deferred:
-        text += f", {deferred} would be deferred"
-    return text + (" (--wait would wait for the window instead)" if deferred and cfg.wait_for_quota else "")
+        return f"budget: unlimited; all {len(plan.copies)} copies would run now"
+    text = f"budget now: {budget} pulls ({'; '.join(why)}): {fits.whole} of {n} copies{other}"
+    if fits.started:
+        text += f", {fits.started} begun and continued across windows"
+    text += f" (≈ {fits.pulls} pulls)"
+    if fits.passed:
+        text += f", {fits.passed} would be deferred"
+    if fits.passed and cfg.wait_for_quota:
+        text += " (--wait would wait for the window instead)"
+    if remaining is not None and t.ratelimit_limit is not None:
+        text += "\n" + forecast_text(plan, report, cfg)
+    return text
+
+
+def forecast_text(plan: Plan, report: SyncReport, cfg: SyncConfig) -> str:
+    """``pulls needed: N from Docker Hub: W quota windows at the announced limit; done by …``."""
+    from datetime import UTC, datetime
+
+    from ..budget import forecast
+
+    t = report.totals
+    assert t.ratelimit_remaining is not None and t.ratelimit_limit is not None
+    pulls = sum(i.estimated_pulls for i in plan.copies if i.source_registry == cfg.source)
+    fc = forecast(
+        pulls,
+        remaining=t.ratelimit_remaining,
+        limit=t.ratelimit_limit,
+        window=t.ratelimit_window,
+        reserve=cfg.ratelimit.effective_reserve,
+        max_pulls=cfg.max_pulls,
+        now=datetime.now(UTC),
+    )
+    per = f"{t.ratelimit_limit} per {_duration(t.ratelimit_window)}" if t.ratelimit_window else str(t.ratelimit_limit)
+    text = f"pulls needed ≈ {pulls}"
+    if fc.windows is None:
+        return text + f"; the quota ({per}, keeping {cfg.ratelimit.effective_reserve}) leaves none to spend"
+    if fc.windows <= 1:
+        return text + ": all within the quota left now"
+    text += f": {fc.windows} quota windows at {per} ({fc.now} now, then up to {fc.per_window} per window)"
+    if fc.done_by is not None:
+        text += f"; done by about {fc.done_by:%Y-%m-%d %H:%M} UTC with a run every window"
+    return text
+
+
+def _duration(seconds: int | None) -> str:
+    if not seconds:
+        return "window"
+    if seconds % 3600 == 0:
+        return f"{seconds // 3600} h"
+    if seconds % 60 == 0:
+        return f"{seconds // 60} min"
+    return f"{seconds} s"
 
 
 def _split(values: list[str] | None) -> list[str] | None:
