@@ -53,14 +53,19 @@ def grant_for(estimate: int, left: int | None, capacity: int | None) -> int | No
 
 
 def allot(estimates: Iterable[int], left: int | None, capacity: int | None) -> list[int | None]:
-    """`grant_for` over items in priority order, each taking from what the earlier ones left: what a run
-    with *left* pulls does (None for an item passed over)."""
+    """What a run with *left* pulls grants items of *estimates* in priority order (None: passed over):
+    each takes `grant_for` from what the earlier ones left; then what is still left begins the first
+    item passed over (its GETs are kept, it goes on in the next run), so the run spends all it has."""
     out: list[int | None] = []
     for estimate in estimates:
         granted = grant_for(estimate, left, capacity)
         if granted is not None and left is not None:
             left -= granted
         out.append(granted)
+    if left:
+        first = next((i for i, g in enumerate(out) if g is None), None)
+        if first is not None:
+            out[first] = left
     return out
 
 
@@ -216,6 +221,16 @@ class PullBudget:
         if granted:
             self.granted += granted
         return granted
+
+    def grant_rest(self) -> int:
+        """Set aside every pull still left (to begin an item that does not fit whole); 0 if none."""
+        if self.stopped:
+            return 0
+        left = self.left()
+        if not left:
+            return 0
+        self.granted += left
+        return left
 
     @contextlib.asynccontextmanager
     async def spending(self, granted: int) -> AsyncIterator[None]:

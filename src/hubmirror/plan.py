@@ -182,7 +182,8 @@ class Plan:
         """What a run with *allowance* pulls would do, as the run does it (`hubmirror.budget.allot`): items in
         priority order, each taking its estimate when it fits; one that does not is passed over and smaller
         ones are taken; one bigger than *capacity* (a whole window less the reserve) gets what is left and
-        goes on in later windows. *budgeted*: only copies from that source registry draw on the budget."""
+        goes on in later windows, and so does the first one passed over when pulls are left at the end.
+        *budgeted*: only copies from that source registry draw on the budget."""
         copies = [i for i in self.copies if budgeted is None or i.source_registry == budgeted]
         grants = allot((i.estimated_pulls for i in copies), allowance, capacity)
         out = Affordable(unbudgeted=len(self.copies) - len(copies))

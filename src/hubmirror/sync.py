@@ -423,9 +423,15 @@ class _Runner:
                             passed.append(item)
                         else:
                             granted.append((item, n))
-                    if not granted:
-                        if passed and await self.budget.wait_until_fits(passed[0].estimated_pulls):
+                    if not granted and passed:
+                        # Nothing fits whole: what is left begins the first item passed over (what it
+                        # fetches stays done), or with --wait, wait for the window.
+                        rest = self.budget.grant_rest()
+                        if rest:
+                            granted, passed = [(passed[0], rest)], passed[1:]
+                        elif await self.budget.wait_until_fits(passed[0].estimated_pulls):
                             continue
+                    if not granted:
                         break
                     async with asyncio.TaskGroup() as round_tg:
                         for item, n in granted:
