@@ -406,6 +406,9 @@ class SyncConfig(_Model):
     dry_run: bool = False
     max_pulls: int | None = Field(default=None, ge=0)
     wait: bool | None = None
+    #: Requests per second to the Docker Hub source at most (its abuse limit is "thousands per minute"
+    #: for every request, HEADs included); 0: not paced.
+    hub_rate: float = Field(default=20.0, ge=0)
     prune: bool = False
     max_delete: int | None = Field(default=None, ge=0)
     overwrite: bool = False

@@ -130,7 +130,12 @@ def open_destination(cfg: SyncConfig) -> Destination:
 
 
 def _registry_store(
-    cfg: SyncConfig, host: str, *, pull_gate: PullGate | None = None, mirror: bool = False
+    cfg: SyncConfig,
+    host: str,
+    *,
+    pull_gate: PullGate | None = None,
+    mirror: bool = False,
+    rate: float | None = None,
 ) -> RegistryStore:
     host = normalize_registry(host)
     tls = cfg.tls_for(host)
@@ -144,6 +149,7 @@ def _registry_store(
         key_file=tls.key_file,
         pull_gate=pull_gate,
         **opts,
+        rate=rate,
     )
 
 
@@ -178,8 +184,10 @@ class _Sources:
 
     def __getitem__(self, registry: str) -> Store:
         if registry not in self.stores:
-            gate = self.budget if self.is_hub(registry) else None
-            store: Store = _registry_store(self.cfg, registry, pull_gate=gate)
+            if self.is_hub(registry):  # the pull budget, and a pace under Docker Hub's abuse limit
+                store: Store = _registry_store(self.cfg, registry, pull_gate=self.budget, rate=self.cfg.hub_rate)
+            else:
+                store = _registry_store(self.cfg, registry)
             if registry == self.cfg.source:
                 store = with_mirrors(
                     store, self.cfg.source_mirrors, lambda host: _registry_store(self.cfg, host, mirror=True)

@@ -207,6 +207,10 @@ def sync(
     max_pulls: Annotated[int | None, typer.Option(help="Spend at most N source manifest GETs.")] = None,
     reserve: Annotated[int | None, typer.Option(help="Pulls to leave unspent (default 5).")] = None,
     wait: Annotated[bool | None, typer.Option("--wait", help="Wait for the quota window instead of deferring.")] = None,
+    hub_rate: Annotated[
+        float | None,
+        typer.Option(help="Requests per second to the Docker Hub source at most (default 20; 0: unpaced)."),
+    ] = None,
     prune: Annotated[bool | None, typer.Option("--prune", help="Delete tags hubmirror created that left.")] = None,
     max_delete: Annotated[
         int | None, typer.Option(help="Prune refuses to delete more than N tags (default: 10 % of those it manages).")
@@ -259,6 +263,7 @@ def sync(
         "max_pulls": max_pulls,
         "ratelimit.reserve": reserve,
         "wait": wait,
+        "hub_rate": hub_rate,
         "prune": prune,
         "max_delete": max_delete,
         "overwrite": overwrite,

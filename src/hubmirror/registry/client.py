@@ -42,6 +42,16 @@ DEFAULT_UPLOAD_CHUNK = 8 * 1024 * 1024
 #: Blob downloads are passed on in chunks of at most this size.
 READ_CHUNK = 1024 * 1024
 _MAX_REDIRECTS = 10
+#: After an abuse 429 (a 429 that is not the pull quota): the pace an unpaced client takes, and the slowest
+#: pace halving can bring a client to (requests per second).
+THROTTLED_RATE = 10.0
+MIN_RATE = 1.0
+#: The 429s one request may retry on top of its attempts (`RetryPolicy.throttle_retries`, by default).
+MAX_THROTTLES = RetryPolicy.throttle_retries
+#: A paced client may send this many seconds' worth of requests at once; an abuse-throttled one speeds
+#: up again (doubling) after this many seconds without another 429.
+BURST_SECONDS = 2.0
+RECOVER_AFTER = 30.0
 #: Bounds on a tag list: pages followed through ``Link``, seconds spent, bytes per page.
 TAG_LIST_MAX_PAGES = 1000
 TAG_LIST_MAX_SECONDS = 300.0
@@ -145,6 +155,8 @@ class RegistryClient:
     to every request to this registry, token requests to its auth server included.
     Credentials not given are looked up lazily (`hubmirror.registry.credentials.resolve`) unless
     *anonymous* is set. *pull_gate* is asked before every manifest GET (see `hubmirror.store.PullGate`).
+    *rate* paces requests to the registry (Docker Hub's abuse limit applies to every request, HEADs too);
+    a 429 that is not the pull quota pauses every request for its ``Retry-After`` (or a backoff).
     """
 
     def __init__(
@@ -165,6 +177,7 @@ class RegistryClient:
         timeout: aiohttp.ClientTimeout | None = None,
         connections: int = 16,
         pull_gate: PullGate | None = None,
+        rate: float | None = None,
     ) -> None:
         self.registry = normalize_registry(host)
         self.host = api_host(host)
@@ -191,6 +204,13 @@ class RegistryClient:
         self._ratelimit: RateLimit | None = None
         #: Asked before every manifest GET this client sends (the Docker Hub pull budget), if set.
         self.pull_gate = pull_gate
+        #: Requests per second to this registry at most (None: not paced); halved on an abuse 429.
+        self.rate = rate if rate else None
+        self._rate = self.rate or THROTTLED_RATE  # what the pace recovers to after an abuse 429
+        self._tokens = max(1.0, (self.rate or 0.0) * BURST_SECONDS)
+        self._tokens_at = 0.0
+        self._paused_until = 0.0
+        self._throttled_at = 0.0
 
     def __repr__(self) -> str:
         return f"RegistryClient(host={self.host!r}, base={self._base!r}, auth={self._auth!r})"
@@ -333,12 +353,14 @@ class RegistryClient:
         await self._ensure_ready()
         scope_set = merge_scopes(scopes)
         attempt = 0
+        throttles = 0
         reauthed = False
         while True:
             attempt += 1
             h = dict(headers or {})
             same = self._same_origin(url)
             if same:
+                await self._pace()
                 authz = await self._auth.header(self.session, scope_set)
                 if authz:
                     h["Authorization"] = authz
@@ -372,16 +394,52 @@ class RegistryClient:
                 self._auth.invalidate(scope_set)
                 log.debug("%s %s: 401, re-authenticating", method, url)
                 continue
-            if resp.status in RETRYABLE_STATUSES and replayable and attempt < self.retry.attempts:
+            throttle = resp.status == 429 and throttles < self.retry.throttle_retries  # abuse 429s: own count
+            if resp.status in RETRYABLE_STATUSES and replayable and (attempt < self.retry.attempts or throttle):
                 body = await read_some(resp)
-                if is_retryable(resp.status, body):
+                pull = method == "GET" and "/manifests/" in url
+                if is_retryable(resp.status, body, resp.headers, pull=pull):
                     delay = self.retry.delay(attempt, parse_retry_after(resp.headers.get("Retry-After")))
                     resp.release()
                     self.stats.retries += 1
+                    if resp.status == 429:
+                        if throttle:
+                            attempt -= 1
+                        throttles += 1
+                        self._throttled(delay)
                     log.info("%s %s: HTTP %d; retrying in %.2fs", method, url, resp.status, delay)
                     await asyncio.sleep(delay)
                     continue
             return resp
+
+    async def _pace(self) -> None:
+        """Wait for this request's turn: a token bucket of `rate` requests a second (bursts of up to
+        `BURST_SECONDS` of them), and nothing while backing off from an abuse 429."""
+        now = asyncio.get_running_loop().time()
+        start = max(now, self._paused_until)
+        if self.rate:
+            if self.rate < self._rate and now - self._throttled_at > RECOVER_AFTER:
+                self.rate = min(self._rate, self.rate * 2)  # no 429 for a while: speed up again
+                self._throttled_at = now
+            burst = max(1.0, self.rate * BURST_SECONDS)
+            self._tokens = min(burst, self._tokens + (now - self._tokens_at) * self.rate)
+            self._tokens_at = now
+            self._tokens -= 1  # below 0: queued behind the requests already waiting for their turn
+            if self._tokens < 0:
+                start = max(start, now - self._tokens / self.rate)
+        if start > now:
+            await asyncio.sleep(start - now)
+
+    def _throttled(self, delay: float) -> None:
+        """An abuse-limit 429: every request to this registry waits *delay*; the pace halves (an unpaced
+        client starts pacing), once per back-off, and recovers after `RECOVER_AFTER` seconds without one."""
+        now = asyncio.get_running_loop().time()
+        if now >= self._paused_until:
+            self.rate = max(self.rate / 2 if self.rate else THROTTLED_RATE, MIN_RATE)
+            self._tokens = min(self._tokens, 0.0)
+            self._throttled_at = now
+        self._paused_until = max(self._paused_until, now + delay)
+        log.warning("%s: too many requests (HTTP 429, not the pull quota); backing off %.1fs", self.host, delay)
 
     async def _fail(self, resp: aiohttp.ClientResponse, what: str, repository: str | None) -> RegistryError:
         """The error for *resp* (read and released)."""

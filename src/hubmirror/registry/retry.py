@@ -1,7 +1,8 @@
 """Retry policy and error classification for registry responses (§C.6, §D.11).
 
-Connection errors, 5xx, 408 and a *bare* 429 (the abuse limit) are retried with exponential backoff and
-full jitter, honouring ``Retry-After``. A quota 429 (``TOOMANYREQUESTS`` / "pull rate limit") raises
+Connection errors, 5xx, 408 and an abuse-limit 429 are retried with exponential backoff and full jitter,
+honouring ``Retry-After``. A quota 429 (a manifest GET answered with ``ratelimit-remaining: 0``, or without
+quota headers ``TOOMANYREQUESTS`` / "pull rate limit"; see `is_quota_429`) raises
 `QuotaExceeded` at once; 401/403 → `AuthError`; 404 → `NotFound`; anything else → `RegistryError`.
 """
 
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
 from .._errors import AuthError, NotFound, QuotaExceeded, RegistryError
+from .ratelimit import RateLimit
 
 RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 
@@ -29,6 +31,9 @@ class RetryPolicy:
     #: Never wait longer than this for a ``Retry-After``; longer waits fail the request instead.
     max_retry_after: float = 300.0
     jitter: bool = True
+    #: Further retries of a request answered with the abuse limit's 429 (each backing off, slowing the
+    #: client's pace); after them such a 429 counts as an ordinary attempt.
+    throttle_retries: int = 6
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """Seconds to wait before retry number *attempt* (1-based); *retry_after* wins when given."""
@@ -79,18 +84,31 @@ def parse_errors(body: bytes) -> list[ErrorDetail]:
     return out
 
 
-def is_quota_429(status: int, body: bytes) -> bool:
-    """True for Docker Hub's pull-quota 429 (code ``TOOMANYREQUESTS`` or the words "pull rate limit")."""
-    if status != 429:
+def is_quota_429(status: int, body: bytes, headers: Mapping[str, str] | None = None, *, pull: bool = True) -> bool:
+    """True for Docker Hub's pull-quota 429, False for any other 429 (the abuse limit on all requests).
+
+    Only a manifest GET (*pull*) can exceed the pull quota. When the answer carries the ``ratelimit-*``
+    headers they decide: quota when ``ratelimit-remaining`` is 0, the abuse limit when pulls are left.
+    Without them the body does (reference §C.6): code ``TOOMANYREQUESTS`` or the words "pull rate limit"
+    for the quota; the abuse limit's 429 is bare.
+    """
+    if status != 429 or not pull:
         return False
+    if headers is not None:
+        rl = RateLimit.from_headers(headers)
+        if rl is not None:
+            return rl.remaining <= 0
     if any(e.code.upper() == "TOOMANYREQUESTS" for e in parse_errors(body)):
         return True
     return "pull rate limit" in body[:4096].decode("utf-8", "replace").lower()
 
 
-def is_retryable(status: int, body: bytes = b"") -> bool:
-    """True for statuses worth retrying: 408, 5xx gateway/server errors and a bare 429."""
-    return status in RETRYABLE_STATUSES and not is_quota_429(status, body)
+def is_retryable(
+    status: int, body: bytes = b"", headers: Mapping[str, str] | None = None, *, pull: bool = True
+) -> bool:
+    """True for statuses worth retrying: 408, 5xx gateway/server errors and a 429 that is not the pull
+    quota's (the abuse limit: back off and retry)."""
+    return status in RETRYABLE_STATUSES and not is_quota_429(status, body, headers, pull=pull)
 
 
 def error_for(
@@ -111,7 +129,7 @@ def error_for(
         detail = text.splitlines()[0] if text and not text.startswith("<") else ""
     msg = f"{registry}: {what}: HTTP {status}" + (f" ({detail})" if detail else "")
     kw: dict[str, object] = {"status": status, "code": code, "registry": registry, "repository": repository}
-    if status == 429 and is_quota_429(status, body):
+    if status == 429 and is_quota_429(status, body, headers, pull=what.startswith("GET manifest")):
         return QuotaExceeded(msg, retry_after=parse_retry_after(_get(headers, "retry-after")), **kw)
     if status in (401, 403):
         return AuthError(msg, status=status, code=code, registry=registry, repository=repository)

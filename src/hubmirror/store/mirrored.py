@@ -100,7 +100,7 @@ def mirror_client_options() -> dict[str, Any]:
     from ..registry.retry import RetryPolicy
 
     return {
-        "retry": RetryPolicy(attempts=2, base_delay=0.5, max_delay=2.0, max_retry_after=10.0),
+        "retry": RetryPolicy(attempts=2, base_delay=0.5, max_delay=2.0, max_retry_after=10.0, throttle_retries=0),
         "timeout": aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10, sock_read=120),
     }
 

@@ -22,7 +22,8 @@ class RegistryStore:
 
     *host* is a registry name (``docker.io``, ``registry.example:5000``); see `RegistryClient` for
     scheme, TLS and credential rules. ``stats`` and ``ratelimit`` come from the client. *pull_gate* is
-    asked before every manifest GET sent to this registry (the sync gives one to the Docker Hub source).
+    asked before every manifest GET sent to this registry (the sync gives one to the Docker Hub source);
+    *rate* paces every request to it (requests per second).
     """
 
     def __init__(
@@ -40,6 +41,7 @@ class RegistryStore:
         timeout: aiohttp.ClientTimeout | None = None,
         client: RegistryClient | None = None,
         pull_gate: PullGate | None = None,
+        rate: float | None = None,
     ) -> None:
         self.client = client or RegistryClient(
             host,
@@ -52,6 +54,7 @@ class RegistryStore:
             key_file=key_file,
             retry=retry,
             timeout=timeout,
+            rate=rate,
         )
         if pull_gate is not None:
             self.client.pull_gate = pull_gate

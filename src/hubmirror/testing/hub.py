@@ -81,6 +81,7 @@ class RequestRecord:
     ref: str  # tag or digest for manifests and blobs, else ""
     status: int
     user: str | None  # the account the token was issued to; None for anonymous
+    at: float = 0.0  # time.monotonic() when it arrived
 
 
 @dataclass(frozen=True)
@@ -155,6 +156,9 @@ class HubEmulator:
         self._quota: _Quota | None = _Quota(limit, limit, window) if limit is not None else None
         self._abuse_left = 0
         self._abuse_retry_after = 0.0
+        self._abuse_like_quota = False
+        self._abuse_limit: int | None = None  # requests per second before the abuse 429s start
+        self._recent: list[float] = []  # arrival times within the last second (for the abuse limit)
         self._faults: _Faults | None = None
         self._fail_always: Callable[[str, str], bool] | None = None
         self._fail_status = 500
@@ -302,11 +306,23 @@ class HubEmulator:
             self._quota.roll(time.monotonic())
             return self._quota.remaining
 
-    def abuse(self, count: int, retry_after: float = 0.0) -> None:
-        """Answer the next *count* requests (any path) with a bare ``429`` and ``Retry-After``."""
+    def abuse(self, count: int, retry_after: float = 0.0, *, like_quota: bool = False) -> None:
+        """Answer the next *count* requests (any path) with the abuse limit's ``429`` and ``Retry-After``:
+        bare, or with *like_quota* dressed like a quota 429 (``TOOMANYREQUESTS`` body) but with the quota
+        headers saying pulls are left, as a client must still tell apart from the pull quota."""
         with self._lock:
             self._abuse_left = count
             self._abuse_retry_after = retry_after
+            self._abuse_like_quota = like_quota
+
+    def set_abuse_limit(self, per_second: int | None, retry_after: float = 1.0) -> None:
+        """Docker Hub's abuse limit: a request arriving when *per_second* requests already came within the
+        last second is answered with a bare ``429`` and ``Retry-After`` (None: no limit)."""
+        with self._lock:
+            self._abuse_limit = per_second
+            self._abuse_retry_after = retry_after
+            self._abuse_like_quota = False
+            self._recent.clear()
 
     def set_faults(
         self,
@@ -448,11 +464,23 @@ class HubEmulator:
                 abused = self._abuse_left > 0
                 if abused:
                     self._abuse_left -= 1
+                elif self._abuse_limit is not None and path != "/token":
+                    now = time.monotonic()
+                    self._recent = [t for t in self._recent if now - t < 1.0]
+                    abused = len(self._recent) >= self._abuse_limit
+                    if not abused:
+                        self._recent.append(now)
                 retry_after = self._abuse_retry_after
+                quota = self._quota if abused and self._abuse_like_quota else None
+                dressed = quota is not None
+                quota_headers = self._ratelimit_headers(quota) if quota is not None else {}
             if abused:
-                resp = web.Response(
-                    status=429, text="Too Many Requests\n", headers={"Retry-After": _fmt_seconds(retry_after)}
-                )
+                headers = {"Retry-After": _fmt_seconds(retry_after), **quota_headers}
+                if dressed:
+                    resp = _error(429, "TOOMANYREQUESTS", "Too Many Requests")
+                    resp.headers.update(headers)
+                else:
+                    resp = web.Response(status=429, text="Too Many Requests\n", headers=headers)
             elif path == "/token":
                 kind = "token"
                 resp, user = self._token(request)
@@ -466,7 +494,7 @@ class HubEmulator:
         except Exception as e:
             resp = _error(500, "UNKNOWN", f"hub emulator: {type(e).__name__}: {e}")
         with self._lock:
-            self._records.append(RequestRecord(request.method, kind, repo, ref, resp.status, user))
+            self._records.append(RequestRecord(request.method, kind, repo, ref, resp.status, user, at=time.monotonic()))
         return resp
 
     def _token(self, request: web.Request) -> tuple[web.StreamResponse, str | None]:

@@ -1,0 +1,61 @@
+"""Docker Hub's abuse limit (every request counts, HEADs too): requests to the Hub source are paced at
+``--hub-rate``, and a 429 of the abuse limit is backed off and retried, never taken for the pull quota
+(which defers work): told apart by ``ratelimit-remaining`` and ``Retry-After``."""
+
+from __future__ import annotations
+
+from test_sync_support import Env, env_fixture  # noqa: F401  (env_fixture: the `env` fixture)
+
+from hubmirror.plan import Plan
+from hubmirror.report import Outcome
+from hubmirror.sync import SyncEvents
+
+
+def hub_requests(env: Env) -> list[float]:
+    """Arrival times of the requests the Hub port answered (token requests go to the auth service)."""
+    return sorted(r.at for r in env.hub.records if r.kind != "token")
+
+
+def test_requests_to_the_hub_source_are_paced_at_hub_rate(env: Env) -> None:
+    env.seed()
+
+    p = env.cli("--hub-rate", "10")
+
+    assert p.returncode == 0, p.stderr
+    times = hub_requests(env)
+    assert len(times) > 40
+    # 10 a second after a burst of 2 seconds' worth: they cannot have arrived faster than that (a loaded
+    # machine only makes it slower).
+    assert times[-1] - times[0] >= (len(times) - 1 - 20) / 10 * 0.9
+
+
+class AbuseAfterPlan(SyncEvents):
+    """The Hub's abuse limit strikes as the copies start: 429s that look like the quota's (code
+    TOOMANYREQUESTS) but carry a Retry-After and quota headers saying pulls are left."""
+
+    def __init__(self, env: Env) -> None:
+        self.env = env
+
+    def plan_ready(self, plan: Plan) -> None:
+        self.env.hub.abuse(3, retry_after=0.2, like_quota=True)
+
+
+async def test_an_abuse_429_is_backed_off_and_retried_not_taken_for_the_quota(env: Env) -> None:
+    env.seed()
+
+    plan, report = await env.sync(AbuseAfterPlan(env))
+
+    assert plan.copies
+    assert sum(1 for r in env.hub.records if r.status == 429) == 3
+    assert report.exit_code == 0, report.to_json()
+    assert report.by_outcome(Outcome.DEFERRED) == []
+
+
+def test_an_unpaced_sync_that_runs_into_the_abuse_limit_backs_off_and_finishes(env: Env) -> None:
+    env.seed()
+    env.hub.set_abuse_limit(8, retry_after=0.2)  # 8 requests a second, then bare 429s
+
+    p = env.cli("--images", "tiny", "--hub-rate", "0")
+
+    assert p.returncode == 0, p.stderr
+    assert "deferred 0" in p.stderr
