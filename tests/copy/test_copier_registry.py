@@ -202,6 +202,25 @@ async def test_persistent_fault_fails_without_tag(
     assert _temp_files_settled(tmp_path) == []  # interrupted uploads left nothing behind
 
 
+async def test_one_index_reached_by_two_copies_is_fetched_once(
+    hub: HubEmulator, hub_store: RegistryStore, auth_store: RegistryStore, repo_name: str
+) -> None:
+    """The same digest through two tag groups (an entry's and a SharedTag group's), at once or one after
+    the other in a run: one GET of the index, one of each child."""
+    img = await push(hub.upstream, "library/s", index("s", OCI_PLATFORMS[:3]), ["1.0", "latest"])
+    hub.reset_counts()
+    copier = Copier(hub_store, auth_store)
+    await asyncio.gather(
+        copier.copy("library/s", img.digest, repo_name, ["1.0"], platforms=None),
+        copier.copy("library/s", img.digest, repo_name, ["latest"], platforms=None),
+    )
+    await copier.copy("library/s", img.digest, repo_name, ["1"], platforms=[Platform.parse("linux/amd64")])
+    gets = [r.ref for r in hub.records if r.method == "GET" and r.kind == "manifest" and r.status == 200]
+    assert sorted(gets) == sorted([img.digest, *(c.digest for c in img.children)])
+    fetched = copier.fetched_index("library/s", img.digest)
+    assert fetched is not None and fetched.data == img.manifest.data
+
+
 async def test_quota_exceeded_aborts_without_tags(
     hub: HubEmulator, hub_store: RegistryStore, auth_store: RegistryStore, repo_name: str
 ) -> None:
