@@ -284,8 +284,12 @@ async def build_plan(
         more = f" and {len(plan.failed) - 1} more" if len(plan.failed) > 1 else ""
         plan.block_prune(f"{target.canonical} could not be checked ({reason}){more}")
 
+    # A tag source that could not be listed leaves the selection in doubt: prune deletes nothing in this run
+    # (and its own repository's tags are not even counted as leaving).
+    for listing in plan.sources:
+        if listing.error:
+            plan.block_prune(f"tag source {listing.name} could not be listed ({listing.error})")
     selected = {(dest.key(t.dest_repo), t.tag) for t in plan.targets}
-    # A source that could not be listed protects every tag of its repository from pruning.
     protected = {_source_key(listing, dest) for listing in plan.sources if listing.error}
     plan.leaving = [
         r
@@ -838,7 +842,7 @@ def _add_failed(plan: Plan, report: SyncReport, dest: Destination) -> None:
     report.sources = [listing.to_dict() for listing in plan.sources]
     for listing in plan.sources:
         if listing.error:
-            reason = f"{listing.error}; its tags are not pruned in this run"
+            reason = f"{listing.error}; nothing is pruned in this run"
             report.add(Outcome.FAILED, listing.name, _source_key(listing, dest), reason=reason)
     for target, reason in plan.failed:
         tags = [target.tag] if target.tag else []
