@@ -41,6 +41,8 @@ from .registry.tls import TLSSettings, tls_for
 from .sources import DEFAULT_HUB_API, SemverRange, SourceSpec
 
 DEFAULT_SOURCE: Final = "docker.io"
+#: Requests per second to Docker Hub at most, unless ``hub_rate`` says otherwise: well under its abuse limit.
+DEFAULT_HUB_RATE: Final = 20.0
 
 #: Keys under ``credentials.<registry>`` that would hold a secret inline; always rejected.
 SECRET_KEYS: Final = ("password", "token", "identitytoken", "auth", "secret")
@@ -407,8 +409,9 @@ class SyncConfig(_Model):
     max_pulls: int | None = Field(default=None, ge=0)
     wait: bool | None = None
     #: Requests per second to the Docker Hub source at most (its abuse limit is "thousands per minute"
-    #: for every request, HEADs included); 0: not paced.
-    hub_rate: float = Field(default=20.0, ge=0)
+    #: for every request, HEADs included); 0: not paced. Unset: `DEFAULT_HUB_RATE` when the source is
+    #: Docker Hub itself, unpaced for any other source (a pull-through cache, a company mirror).
+    hub_rate: float | None = Field(default=None, ge=0)
     prune: bool = False
     max_delete: int | None = Field(default=None, ge=0)
     overwrite: bool = False
@@ -547,6 +550,14 @@ class SyncConfig(_Model):
         new = self.model_copy(update={"content_mirrors": []})
         new._origin = self._origin
         return new
+
+    @property
+    def source_rate(self) -> float | None:
+        """Requests per second to the source (None: unpaced): ``hub_rate`` if set, else `DEFAULT_HUB_RATE`
+        when the source is Docker Hub itself."""
+        if self.hub_rate is not None:
+            return self.hub_rate or None
+        return DEFAULT_HUB_RATE if normalize_registry(self.source) == DEFAULT_SOURCE else None
 
     @property
     def source_mirrors(self) -> list[str]:

@@ -185,7 +185,7 @@ class _Sources:
     def __getitem__(self, registry: str) -> Store:
         if registry not in self.stores:
             if self.is_hub(registry):  # the pull budget, and a pace under Docker Hub's abuse limit
-                store: Store = _registry_store(self.cfg, registry, pull_gate=self.budget, rate=self.cfg.hub_rate)
+                store: Store = _registry_store(self.cfg, registry, pull_gate=self.budget, rate=self.cfg.source_rate)
             else:
                 store = _registry_store(self.cfg, registry)
             if registry == self.cfg.source:

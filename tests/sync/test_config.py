@@ -250,3 +250,13 @@ def test_credential_references_resolve_to_real_credentials(tmp_path: Path, monke
     with pytest.raises(CredentialsError, match="environment variable HUB_TOKEN is not set") as exc:
         cfg.resolve_credentials("docker.io", {"HUB_USER": "alice"})
     assert "alice" not in str(exc.value)
+
+
+def test_requests_are_paced_by_default_only_when_the_source_is_docker_hub() -> None:
+    """The bench's no-op `sync --list` from a local registry spent most of its time waiting on a 20/s pace
+    meant for Docker Hub's abuse limit: another source (a pull-through cache) is unpaced unless asked."""
+    assert SyncConfig().source_rate == 20.0
+    assert SyncConfig().merge({"source": "registry-1.docker.io"}).source_rate == 20.0
+    assert SyncConfig().merge({"source": "cache.example:5000"}).source_rate is None
+    assert SyncConfig().merge({"source": "cache.example:5000", "hub_rate": 5}).source_rate == 5.0
+    assert SyncConfig().merge({"hub_rate": 0}).source_rate is None
