@@ -627,15 +627,7 @@ async def prune(
     if not plan.leaving and not (enabled and plan.prune_blockers):
         return
     if not enabled:
-        for rec in plan.leaving:
-            report.add(
-                Outcome.KEPT,
-                rec.source_ref,
-                rec.dest_repo,
-                [rec.tag],
-                digest=rec.upstream_digest,
-                reason="left the selection; run with --prune to delete",
-            )
+        _keep_leaving(plan, report, "left the selection; run with --prune to delete")
         return
     refusals = list(plan.prune_blockers)
     managed = sum(1 for r in await state.aio.tags(prefix=dest.prefix) if r.created_by_hubmirror)
@@ -648,15 +640,7 @@ async def prune(
         )
     if refusals:
         report.add(Outcome.FAILED, "--prune", dest.name, reason=f"refused, nothing deleted: {'; '.join(refusals)}")
-        for rec in plan.leaving:
-            report.add(
-                Outcome.KEPT,
-                rec.source_ref,
-                rec.dest_repo,
-                [rec.tag],
-                digest=rec.upstream_digest,
-                reason="left the selection; prune refused (see the --prune row)",
-            )
+        _keep_leaving(plan, report, "left the selection; prune refused (see the --prune row)")
         return
     events.phase(f"pruning {len(plan.leaving)} tags that left the selection")
     by_repo: dict[str, list[TagRecord]] = {}
@@ -670,6 +654,12 @@ async def prune(
             if outcome is Outcome.PRUNED:
                 await state.aio.forget_tag(rec.dest_repo, rec.tag)
             report.add(outcome, rec.source_ref, rec.dest_repo, [rec.tag], digest=rec.upstream_digest, reason=reason)
+
+
+def _keep_leaving(plan: Plan, report: SyncReport, reason: str) -> None:
+    """Report every tag that left the selection as kept, for *reason*."""
+    for rec in plan.leaving:
+        report.add(Outcome.KEPT, rec.source_ref, rec.dest_repo, [rec.tag], digest=rec.upstream_digest, reason=reason)
 
 
 async def _prune_tag(store: Store, repo: str, rec: TagRecord, leaving: set[str]) -> tuple[Outcome, str | None]:

@@ -53,6 +53,20 @@ def version() -> None:
     out.print(__version__, markup=False)
 
 
+#: ``--content-mirror`` and ``--no-content-mirrors``, shared by ``sync`` and ``copy``.
+ContentMirrorOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--content-mirror",
+        metavar="REGISTRY[/PREFIX]",
+        help="Read content by digest from this mirror first (repeatable; replaces the defaults).",
+    ),
+]
+NoContentMirrorsOption = Annotated[
+    bool, typer.Option("--no-content-mirrors", help="Use no content mirrors (not even the defaults).")
+]
+
+
 def say(text: str) -> None:
     """Print *text* to stderr as it is: no rich markup or highlighting (it may hold [brackets] or paths)."""
     console.print(text, markup=False, highlight=False, soft_wrap=True)

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from ._app import app, console, fail, out, say
+from ._app import ContentMirrorOption, NoContentMirrorsOption, app, console, fail, out, say
 
 if TYPE_CHECKING:
     from ..copy import CopyResult
@@ -133,17 +133,8 @@ def copy_command(
         typer.Option("--key-file", metavar="[REGISTRY=]FILE", help="Key of the client certificate, if not in it."),
     ] = None,
     concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Parallel blob transfers.")] = 8,
-    content_mirror: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--content-mirror",
-            metavar="REGISTRY[/PREFIX]",
-            help="Read content by digest from this mirror first (repeatable; replaces the defaults).",
-        ),
-    ] = None,
-    no_content_mirrors: Annotated[
-        bool, typer.Option("--no-content-mirrors", help="Use no content mirrors (not even the defaults).")
-    ] = False,
+    content_mirror: ContentMirrorOption = None,
+    no_content_mirrors: NoContentMirrorsOption = False,
 ) -> None:
     """Copy one image from SRC to DST: indexes byte for byte, blobs verified, tags written last."""
     import asyncio

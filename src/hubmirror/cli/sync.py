@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ._app import app, console, fail, out, say
+from ._app import ContentMirrorOption, NoContentMirrorsOption, app, console, fail, out, say
 
 if TYPE_CHECKING:
     from ..config import SyncConfig
@@ -163,17 +163,8 @@ def sync(
     images_file: Annotated[Path | None, typer.Option(help="File of image names, one per line.")] = None,
     list_file: Annotated[Path | None, typer.Option("--list", help="File of image references, one per line.")] = None,
     source: Annotated[str | None, typer.Option(help="Registry to read docker.io content from.")] = None,
-    content_mirror: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--content-mirror",
-            metavar="REGISTRY[/PREFIX]",
-            help="Read content by digest from this mirror first (repeatable; replaces the defaults).",
-        ),
-    ] = None,
-    no_content_mirrors: Annotated[
-        bool, typer.Option("--no-content-mirrors", help="Use no content mirrors (not even the defaults).")
-    ] = False,
+    content_mirror: ContentMirrorOption = None,
+    no_content_mirrors: NoContentMirrorsOption = False,
     dest: Annotated[str | None, typer.Option(help="REGISTRY/NAMESPACE or oci:PATH.")] = None,
     layout: Annotated[
         str | None,
