@@ -616,6 +616,7 @@ async def prune(
     enabled: bool,
     events: SyncEvents,
     max_delete: int | None = None,
+    dry_run: bool = False,
 ) -> None:
     """Tags hubmirror created that left the selection: delete them with *enabled*, else report them kept.
 
@@ -623,24 +624,28 @@ async def prune(
     than *max_delete* tags would go (default `max_delete_default` of the tags hubmirror manages there).
     Distribution 2.8 deletes only by digest, and that removes every tag on the digest: such a delete is
     done only when no tag that stays shares the digest; otherwise the tag is kept and the report says why.
+
+    With *dry_run* nothing is deleted: the report says what a real run would do (refuse, with the same
+    failure and exit code, or delete), counting the tags the plan's copies would add as managed.
     """
     if not plan.leaving and not (enabled and plan.prune_blockers):
         return
     if not enabled:
         _keep_leaving(plan, report, "left the selection; run with --prune to delete")
         return
-    refusals = list(plan.prune_blockers)
-    managed = sum(1 for r in await state.aio.tags(prefix=dest.prefix) if r.created_by_hubmirror)
-    limit = max_delete if max_delete is not None else max_delete_default(managed)
-    if len(plan.leaving) > limit:
-        how = "--max-delete" if max_delete is not None else f"the default --max-delete: 10 % of the {managed} tags"
-        refusals.append(
-            f"it would delete {len(plan.leaving)} tags, more than {limit} ({how} hubmirror manages there); "
-            f"give --max-delete {len(plan.leaving)} if that is intended"
-        )
+    records = await state.aio.tags(prefix=dest.prefix)
+    managed = _managed_after(plan, records, dest) if dry_run else sum(1 for r in records if r.created_by_hubmirror)
+    refusals = prune_refusals(plan, managed=managed, max_delete=max_delete)
     if refusals:
-        report.add(Outcome.FAILED, "--prune", dest.name, reason=f"refused, nothing deleted: {'; '.join(refusals)}")
-        _keep_leaving(plan, report, "left the selection; prune refused (see the --prune row)")
+        refused = "a real run would refuse, nothing would be deleted" if dry_run else "refused, nothing deleted"
+        report.add(Outcome.FAILED, "--prune", dest.name, reason=f"{refused}: {'; '.join(refusals)}")
+        kept = "a real run's prune would refuse" if dry_run else "prune refused"
+        _keep_leaving(plan, report, f"left the selection; {kept} (see the --prune row)")
+        return
+    if dry_run:
+        for rec in plan.leaving:
+            why = "would delete (left the selection)"
+            report.add(Outcome.PRUNED, rec.source_ref, rec.dest_repo, [rec.tag], digest=rec.upstream_digest, reason=why)
         return
     events.phase(f"pruning {len(plan.leaving)} tags that left the selection")
     by_repo: dict[str, list[TagRecord]] = {}
@@ -654,6 +659,34 @@ async def prune(
             if outcome is Outcome.PRUNED:
                 await state.aio.forget_tag(rec.dest_repo, rec.tag)
             report.add(outcome, rec.source_ref, rec.dest_repo, [rec.tag], digest=rec.upstream_digest, reason=reason)
+
+
+def prune_refusals(plan: Plan, *, managed: int, max_delete: int | None) -> list[str]:
+    """Why prune must delete nothing in this run (empty: it may): the plan's blockers, and more tags
+    leaving than *max_delete* (default `max_delete_default` of the *managed* tags hubmirror created there)."""
+    refusals = list(plan.prune_blockers)
+    limit = max_delete if max_delete is not None else max_delete_default(managed)
+    if len(plan.leaving) > limit:
+        how = "--max-delete" if max_delete is not None else f"the default --max-delete: 10 % of the {managed} tags"
+        refusals.append(
+            f"it would delete {len(plan.leaving)} tags, more than {limit} ({how} hubmirror manages there); "
+            f"give --max-delete {len(plan.leaving)} if that is intended"
+        )
+    return refusals
+
+
+def _managed_after(plan: Plan, records: list[TagRecord], dest: Destination) -> int:
+    """The tags hubmirror will have created in the destination when the plan's copies are recorded, as a
+    real run counts them before it prunes: those recorded now, and each new tag a copy or retag writes
+    (a tag already recorded keeps its flag; one found at the destination first is not created by hubmirror)."""
+    known = {(r.dest_repo, r.tag) for r in records}
+    new = {
+        (dest.key(item.dest_repo), tag)
+        for item in plan.items
+        for tag in item.tags
+        if tag not in item.preexisting and (dest.key(item.dest_repo), tag) not in known
+    }
+    return sum(1 for r in records if r.created_by_hubmirror) + len(new)
 
 
 def _keep_leaving(plan: Plan, report: SyncReport, reason: str) -> None:
@@ -753,6 +786,16 @@ async def run_sync(
             report.commit = plan.commit
             if cfg.dry_run:
                 _plan_report(plan, report, dest)
+                await prune(
+                    plan,
+                    state=state,
+                    dest=dest,
+                    report=report,
+                    enabled=cfg.prune,
+                    events=events,
+                    max_delete=cfg.max_delete,
+                    dry_run=True,
+                )
                 _finish(report, sources, dest, cfg)
                 return plan, report
             run_id = await state.aio.begin_run(plan.commit)

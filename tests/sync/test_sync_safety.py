@@ -2,7 +2,8 @@
 
 * a library file with a syntax error, or a selection term that matches nothing, makes ``sync --prune``
   refuse (exit 1, nothing deleted) and keeps the commit from being recorded as synced;
-* prune refuses to delete more than ``--max-delete`` tags (default 10 % of the tags hubmirror manages);
+* prune refuses to delete more than ``--max-delete`` tags (default 10 % of the tags hubmirror manages),
+  and ``--dry-run --prune`` predicts that refusal (same exit code and report);
 * a destination tag hubmirror did not write, holding other content, is a conflict: left as it is, exit 1,
   never pruned later, replaced only with ``--overwrite``;
 * a change of the platform selection copies the tag again, fetching only the manifests it lacks;
@@ -101,7 +102,8 @@ def test_a_typo_in_images_with_prune_deletes_nothing(env: Env) -> None:
     assert "error: prune refused, nothing deleted: --images alpah" in p.stderr
     # A dry run says so too.
     dry = env.cli("--images", "alpah", "--prune", "--dry-run")
-    assert dry.returncode == 1 and "--prune would delete nothing: --images alpah" in one_line(dry.stderr)
+    assert dry.returncode == 1
+    assert "--prune: a real run would refuse, nothing would be deleted: --images alpah" in one_line(dry.stderr)
     # Also when --max-delete would allow it: the typo alone stops prune.
     p = env.cli("--images", "alpah", "--prune", "--max-delete", "100")
     assert p.returncode == 1 and "--images alpah" in one_line(p.stderr)
@@ -141,6 +143,52 @@ def test_prune_refuses_to_delete_more_than_max_delete(env: Env) -> None:
     config.write_text("prune: true\nmax_delete: 5\n")
     p = env.cli("--images", "beta", "--config", str(config))
     assert p.returncode == 0, p.stderr
+    assert env.dest_tags("alpha") == [] and env.dest_tags("beta") == ALPHA_TAGS
+
+
+def _prune_outcome(rep: dict[str, Any]) -> tuple[int, dict[str, int], list[str]]:
+    """What a report says prune did: exit code, the failed, pruned and kept counts, the failed rows' sources."""
+    counts = {k: rep["counts"][k] for k in ("failed", "pruned", "kept")}
+    return rep["exit_code"], counts, sorted(i["source"] for i in rep["items"] if i["outcome"] == "failed")
+
+
+def test_a_dry_run_with_prune_predicts_the_max_delete_refusal(env: Env) -> None:
+    alpha_and_beta(env)
+
+    # alpha leaves: 5 tags would go, the default --max-delete allows 1. The dry run says a real run refuses.
+    dry = env.cli("--images", "beta", "--prune", "--dry-run", "--json")
+    assert dry.returncode == 1, dry.stderr
+    refusal = [line for line in dry.stderr.splitlines() if "--prune:" in line]
+    assert len(refusal) == 1, dry.stderr
+    assert (
+        "error: --prune: a real run would refuse, nothing would be deleted: it would delete 5 tags, more than 1 "
+        "(the default --max-delete: 10 % of the 10 tags" in refusal[0]
+    )
+    real = env.cli("--images", "beta", "--prune", "--json")
+    assert real.returncode == dry.returncode
+    dry_rep, real_rep = json.loads(dry.stdout), json.loads(real.stdout)
+    assert dry_rep["dry_run"] and not real_rep["dry_run"]
+    expected = (1, {"failed": 1, "pruned": 0, "kept": 5}, ["--prune"])
+    assert _prune_outcome(dry_rep) == _prune_outcome(real_rep) == expected
+    assert env.dest_tags("alpha") == ALPHA_TAGS
+
+    # An explicit --max-delete too low: the same agreement, naming the flag.
+    dry = env.cli("--images", "beta", "--prune", "--max-delete", "4", "--dry-run", "--json")
+    real = env.cli("--images", "beta", "--prune", "--max-delete", "4", "--json")
+    assert "more than 4 (--max-delete hubmirror manages there); give --max-delete 5" in one_line(dry.stderr)
+    assert _prune_outcome(json.loads(dry.stdout)) == _prune_outcome(json.loads(real.stdout))
+    assert real.returncode == dry.returncode == 1
+    assert env.dest_tags("alpha") == ALPHA_TAGS
+
+    # Allowed: the dry run lists the 5 deletions (exit 0) and deletes nothing; the real run deletes them.
+    dry = env.cli("--images", "beta", "--prune", "--max-delete", "5", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    assert "--prune would delete 5 tags" in one_line(dry.stderr) and "refuse" not in dry.stderr
+    assert env.dest_tags("alpha") == ALPHA_TAGS
+    real = env.cli("--images", "beta", "--prune", "--max-delete", "5", "--json")
+    assert real.returncode == 0, real.stderr
+    assert _prune_outcome(json.loads(dry.stdout)) == _prune_outcome(json.loads(real.stdout))
+    assert json.loads(real.stdout)["counts"]["pruned"] == 5
     assert env.dest_tags("alpha") == [] and env.dest_tags("beta") == ALPHA_TAGS
 
 

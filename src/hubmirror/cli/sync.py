@@ -20,6 +20,8 @@ def render_plan(plan: Plan, report: SyncReport, cfg: SyncConfig | None = None) -
     """The dry run's output: what would happen, what it costs, what the budget allows now."""
     from rich.table import Table
 
+    from ..report import Outcome
+
     render_sources(plan)
     table = Table(title="hubmirror sync --dry-run", title_justify="left")
     for col in ("action", "source", "tags", "pulls", "why"):
@@ -43,8 +45,10 @@ def render_plan(plan: Plan, report: SyncReport, cfg: SyncConfig | None = None) -
     )
     if cfg is not None:
         console.print(allowance_text(plan, report, cfg))
-        if cfg.prune and plan.prune_blockers:
-            say(f"--prune would delete nothing: {'; '.join(plan.prune_blockers)}")
+    would_prune = report.by_outcome(Outcome.PRUNED)
+    if would_prune:
+        tags = [f"{i.dest}:{t}" for i in would_prune for t in i.tags]
+        say(f"--prune would delete {len(tags)} tags: {', '.join(tags[:5])}{' …' if len(tags) > 5 else ''}")
 
 
 def render_sources(plan: Plan) -> None:
@@ -313,8 +317,8 @@ def _run_rendered(service: SyncService, cfg: SyncConfig, *, json_out: bool, verb
     for what, reason in result.plan.selection_errors:
         fail(f"{what}: {reason}")
     for item in result.report.by_outcome(Outcome.FAILED):
-        if item.source == "--prune":
-            fail(f"prune {item.reason}")
+        if item.source == "--prune":  # refused (or, in a dry run, a real run would refuse): one line, why
+            fail(f"{'--prune:' if cfg.dry_run else 'prune'} {item.reason}")
     if json_out:
         out.print(result.report.to_json(), markup=False)
     return result.exit_code
