@@ -34,6 +34,12 @@ class SyncMetrics:
         self.pulls = Counter("hubmirror_source_manifest_gets", "Source manifest GETs (Docker Hub pulls).", registry=r)
         self.heads = Counter("hubmirror_source_manifest_heads", "Source manifest HEADs (free).", registry=r)
         self.bytes = Counter("hubmirror_blob_bytes_written", "Blob bytes written to the destination.", registry=r)
+        self.abuse_backoffs = Counter(
+            "hubmirror_abuse_backoffs",
+            "429s of a registry's abuse limit (not the pull quota), backed off and retried, per registry.",
+            ["registry"],
+            registry=r,
+        )
         self.in_progress = Gauge("hubmirror_run_in_progress", "1 while a sync run is in progress.", registry=r)
         # Per source of content: each source registry (role "source") and each content mirror ("mirror").
         by = ["source", "role"]
@@ -74,6 +80,8 @@ class SyncMetrics:
         self.pulls.inc(t.manifest_gets)
         self.heads.inc(t.manifest_heads)
         self.bytes.inc(t.bytes)
+        for name, n in report.abuse_backoffs.items():
+            self.abuse_backoffs.labels(name).inc(n)
         for src in report.content_sources:
             labels = (src.name, src.role)
             self.served_manifests.labels(*labels).inc(src.manifests)

@@ -18,6 +18,7 @@ JSON (`SyncReport.to_json`), schema ``version`` 1::
      "totals": {...Totals fields...},
      "content_sources": [{"name": ..., "role": "source"|"mirror", "manifests": n, "blobs": n, "bytes": n,
                   "pulls": n, "mismatches": n, "errors": n, "dropped": str|null, "bad_digests": [...]}],
+     "abuse_backoffs": {"registry-1.docker.io": n, ...},     # per registry: abuse-limit 429s backed off
      "items": [{"outcome": ..., "source": ..., "dest": ..., "tags": [...], "digest": ..., ...}]}
 """
 
@@ -118,6 +119,7 @@ class Totals:
     ratelimit_remaining: int | None = None  # the source's quota left at the end (None: not limited)
     ratelimit_limit: int | None = None
     ratelimit_window: int | None = None  # seconds, when the source names its window (Docker Hub: 21600)
+    abuse_backoffs: int = 0  # 429s of an abuse limit (not the pull quota) backed off, all registries
 
     def add_stats(self, source: TransferStats, dest: TransferStats) -> None:
         """Add what the source and destination stores counted (blobs_skipped is the sync's to set)."""
@@ -126,6 +128,7 @@ class Totals:
         self.blobs_copied += dest.blob_uploads
         self.blobs_mounted += dest.blob_mounts
         self.bytes += dest.blob_bytes_written
+        self.abuse_backoffs += source.abuse_backoffs + dest.abuse_backoffs
 
 
 @dataclass
@@ -145,6 +148,8 @@ class SyncReport:
     sources: list[dict[str, Any]] = field(default_factory=list)
     #: Per source of content: the source registries and each content mirror (what each served).
     content_sources: list[SourceStats] = field(default_factory=list)
+    #: Per registry the run talked to (sources and the destination): abuse-limit 429s backed off.
+    abuse_backoffs: dict[str, int] = field(default_factory=dict)
 
     def add(
         self,
@@ -226,6 +231,7 @@ class SyncReport:
             "counts": self.counts(),
             "totals": asdict(self.totals),
             "content_sources": [s.as_dict() for s in self.content_sources],
+            "abuse_backoffs": self.abuse_backoffs,
             "items": [i.to_dict() for i in self.items],
             "sources": self.sources,
         }
@@ -255,6 +261,7 @@ class SyncReport:
                 SourceStats(**{k: v for k, v in s.items() if k in sources_known})
                 for s in d.get("content_sources") or []
             ],
+            abuse_backoffs={str(k): int(v) for k, v in (d.get("abuse_backoffs") or {}).items()},
         )
 
     @classmethod
@@ -282,6 +289,8 @@ class SyncReport:
         if t.ratelimit_remaining is not None:
             quota = f"/{t.ratelimit_limit}" if t.ratelimit_limit is not None else ""
             tail.append(f"quota left {t.ratelimit_remaining}{quota}")
+        if t.abuse_backoffs:
+            tail.append(f"{t.abuse_backoffs} abuse-limit 429s backed off (pace too fast? --hub-rate)")
         tail.append(_duration(t.duration))
         prefix = "dry run: " if self.dry_run else ""
         return f"{prefix}{', '.join(parts)} · {' · '.join(tail)} · exit {self.exit_code}"

@@ -859,6 +859,10 @@ def _finish(report: SyncReport, sources: _Sources, dest: Destination, cfg: SyncC
     for store in sources.stores.values():
         report.totals.add_stats(store.stats, TransferStats())
     report.totals.add_stats(TransferStats(), dest.store.stats)
+    # Abuse-limit 429s per registry (the pace is too fast where they add up); an OCI layout has none.
+    stores = [*sources.stores.values(), *([dest.store] if isinstance(dest.store, RegistryStore) else [])]
+    for store in stores:
+        report.abuse_backoffs[store.name] = report.abuse_backoffs.get(store.name, 0) + store.stats.abuse_backoffs
     report.content_sources = sources.source_stats()
     hub = sources.stores.get(cfg.source)
     rl = hub.ratelimit if hub is not None else None

@@ -309,6 +309,8 @@ class RegistryClient:
                     last = e
                     continue
                 if status in RETRYABLE_STATUSES and attempt < self.retry.attempts:
+                    if status == 429:  # not a manifest GET: never the pull quota, the abuse limit
+                        self.stats.abuse_backoffs += 1
                     last = RegistryError(f"{self.host}: GET /v2/: HTTP {status}", status=status)
                     break
                 if status == 401:
@@ -433,6 +435,7 @@ class RegistryClient:
     def _throttled(self, delay: float) -> None:
         """An abuse-limit 429: every request to this registry waits *delay*; the pace halves (an unpaced
         client starts pacing), once per back-off, and recovers after `RECOVER_AFTER` seconds without one."""
+        self.stats.abuse_backoffs += 1
         now = asyncio.get_running_loop().time()
         if now >= self._paused_until:
             self.rate = max(self.rate / 2 if self.rate else THROTTLED_RATE, MIN_RATE)

@@ -30,6 +30,9 @@ class TransferStats:
     blob_bytes_written: int = 0
     blob_mounts: int = 0
     retries: int = 0
+    #: 429s that were not the pull quota (Docker Hub's abuse limit on all requests), each backed off and
+    #: retried: more than a few mean the pace (``--hub-rate``) is too fast.
+    abuse_backoffs: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
