@@ -613,14 +613,14 @@ async def copy_location(
     source's content by digest; None: the defaults when the source is Docker Hub; ``[]``: none.
     """
     from .store._open import open_location, open_registry
-    from .store.mirrored import content_mirrors_for, mirror_client_options, source_stats, with_mirrors
+    from .store.mirrored import content_mirrors_for, source_stats, with_mirrors
 
     src_store, src_repo, src_ref = open_location(src, authfile=authfile, insecure=insecure, tls=tls)
     if not src.startswith("oci:"):
         src_store = with_mirrors(
             src_store,
             content_mirrors_for(src_store.name, content_mirrors),
-            lambda host: open_registry(host, authfile=authfile, insecure=insecure, tls=tls, **mirror_client_options()),
+            lambda host: open_registry(host, authfile=authfile, insecure=insecure, tls=tls, mirror=True),
         )
     try:
         dst_store, dst_repo, dst_ref = open_location(

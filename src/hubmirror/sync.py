@@ -43,12 +43,13 @@ from .plan import (
 )
 from .reference import normalize_registry
 from .referrers import follow_referrers
+from .registry.options import ClientOptions
 from .registry.ratelimit import RateLimit
 from .report import Outcome, SyncReport
 from .sources import SourceListing, list_sources
 from .state import State, TagRecord
 from .store import PullGate, Store, TransferStats
-from .store.mirrored import SourceStats, counting_mirrored, mirror_client_options, source_stats, with_mirrors
+from .store.mirrored import SourceStats, counting_mirrored, mirror_options, source_stats, with_mirrors
 from .store.ocidir import OCILayoutStore
 from .store.registry import RegistryStore
 
@@ -138,19 +139,8 @@ def _registry_store(
     rate: float | None = None,
 ) -> RegistryStore:
     host = normalize_registry(host)
-    tls = cfg.tls_for(host)
-    opts = mirror_client_options() if mirror else {}
-    return RegistryStore(
-        host,
-        credentials=cfg.resolve_credentials(host),
-        insecure=tls.insecure,
-        ca_file=tls.ca_file,
-        cert_file=tls.cert_file,
-        key_file=tls.key_file,
-        pull_gate=pull_gate,
-        **opts,
-        rate=rate,
-    )
+    options = ClientOptions(credentials=cfg.resolve_credentials(host), tls=cfg.tls_for(host), rate=rate)
+    return RegistryStore(host, mirror_options(options) if mirror else options, pull_gate=pull_gate)
 
 
 class _Sources:

@@ -18,6 +18,7 @@ from hubmirror.copy import Copier
 from hubmirror.media import Manifest
 from hubmirror.platform import Platform
 from hubmirror.registry.credentials import Credentials
+from hubmirror.registry.options import ClientOptions
 from hubmirror.registry.retry import RetryPolicy
 from hubmirror.store import OCILayoutStore
 from hubmirror.store.registry import RegistryStore
@@ -54,14 +55,14 @@ def _temp_files_settled(root: Path, wait: float = 15.0) -> list[Path]:
 
 @pytest.fixture
 async def hub_store(hub: HubEmulator) -> AsyncIterator[RegistryStore]:
-    store = RegistryStore(hub.host, anonymous=True, retry=FAST_RETRY)
+    store = RegistryStore(hub.host, ClientOptions(anonymous=True, retry=FAST_RETRY))
     yield store
     await store.close()
 
 
 @pytest.fixture
 async def auth_store(auth_registry: Registry) -> AsyncIterator[RegistryStore]:
-    store = RegistryStore(auth_registry.host, credentials=Credentials(USER, PASSWORD))
+    store = RegistryStore(auth_registry.host, ClientOptions(credentials=Credentials(USER, PASSWORD)))
     yield store
     await store.close()
 
@@ -248,7 +249,7 @@ async def test_the_source_store_asks_its_pull_gate_before_every_manifest_get(
 ) -> None:
     img = await push(hub.upstream, "library/g", index("g", OCI_PLATFORMS[:3]), ["1"])
     hub.reset_counts()
-    short = RegistryStore(hub.host, anonymous=True, retry=FAST_RETRY, pull_gate=Gate(3))
+    short = RegistryStore(hub.host, ClientOptions(anonymous=True, retry=FAST_RETRY), pull_gate=Gate(3))
     try:
         with pytest.raises(BudgetExhausted):
             await Copier(short, auth_store).copy("library/g", "1", repo_name, ["1"])
@@ -258,7 +259,7 @@ async def test_the_source_store_asks_its_pull_gate_before_every_manifest_get(
     assert await auth_store.list_tags(repo_name) == []
 
     gate = Gate(100)
-    store = RegistryStore(hub.host, anonymous=True, retry=FAST_RETRY, pull_gate=gate)
+    store = RegistryStore(hub.host, ClientOptions(anonymous=True, retry=FAST_RETRY), pull_gate=gate)
     try:
         res = await Copier(store, OCILayoutStore(tmp_path / "dst")).copy("library/g", "1", "", ["1"])
         assert 100 - gate.left == res.source_manifest_gets == 1 + len(img.children)

@@ -13,7 +13,7 @@ import pytest
 from _auth import PASSWORD, USER
 from hubmirror import AuthError, DigestMismatch, ManifestTooLarge, NotFound, RegistryError
 from hubmirror.media import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Descriptor, Manifest
-from hubmirror.registry import Credentials, RegistryClient, RetryPolicy
+from hubmirror.registry import ClientOptions, Credentials, RegistryClient, RetryPolicy
 from hubmirror.registry import client as client_mod
 from hubmirror.store import Store
 from hubmirror.store.registry import RegistryStore
@@ -287,7 +287,7 @@ def write_config(tmp_path: Path, host: str, user: str, password: str) -> Path:
 
 async def test_basic_auth_from_config_json(auth_registry: Registry, tmp_path: Path, repo_name: str) -> None:
     cfg = write_config(tmp_path, auth_registry.host, USER, PASSWORD)
-    store = RegistryStore(auth_registry.host, authfile=cfg, retry=FAST)
+    store = RegistryStore(auth_registry.host, ClientOptions(authfile=cfg, retry=FAST))
     try:
         assert isinstance(store, Store)
         data = os.urandom(5000)
@@ -336,7 +336,7 @@ async def test_wrong_password_is_an_auth_error_without_the_password(
 
 
 async def test_registry_store_put_blob_known_and_unknown_size(registry: Registry, repo_name: str) -> None:
-    store = RegistryStore(registry.host, anonymous=True, retry=FAST)
+    store = RegistryStore(registry.host, ClientOptions(anonymous=True, retry=FAST))
     try:
         data = os.urandom(123_456)
         known = Descriptor("application/octet-stream", digest_of(data), len(data))

@@ -11,7 +11,7 @@ import pytest
 from _auth import PASSWORD, USER
 from hubmirror import AuthError, DigestMismatch, QuotaExceeded, RegistryError
 from hubmirror.digest import sha256
-from hubmirror.registry import Credentials, RegistryClient, RetryPolicy
+from hubmirror.registry import ClientOptions, Credentials, RegistryClient, RetryPolicy
 from hubmirror.registry.auth import Token
 from hubmirror.registry.client import MAX_THROTTLES
 from hubmirror.store.registry import RegistryStore
@@ -107,7 +107,7 @@ async def test_mount_uses_one_token_for_source_and_target(push_hub: HubEmulator)
 async def test_blob_redirect_does_not_leak_authorization(hub: HubEmulator) -> None:
     big = layer("big", 2 * 1024 * 1024 + 17)
     await push(hub.upstream, "library/big", index("big", ["linux/amd64"], layers=[big]), ["1"])
-    store = RegistryStore(hub.host, credentials=Credentials(USER, PASSWORD), retry=FAST)
+    store = RegistryStore(hub.host, ClientOptions(credentials=Credentials(USER, PASSWORD), retry=FAST))
     try:
         desc = (
             await store.get_manifest("library/big", (await store.get_manifest("library/big", "1")).children[0].digest)
@@ -208,7 +208,7 @@ async def test_no_secret_in_errors_logs_or_reprs(hub: HubEmulator, caplog: pytes
     caplog.set_level(logging.DEBUG)
     await seed(hub)
     texts: list[str] = []
-    store = RegistryStore(hub.host, credentials=Credentials(USER, PASSWORD), retry=FAST)
+    store = RegistryStore(hub.host, ClientOptions(credentials=Credentials(USER, PASSWORD), retry=FAST))
     try:
         await store.get_manifest("library/alpine", "3")
         hub.expire_tokens()

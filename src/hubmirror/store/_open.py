@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Collection, Mapping
 from pathlib import Path
-from typing import Any
 
 from .._errors import InvalidReference
 from ..digest import is_digest
@@ -65,21 +65,19 @@ def open_registry(
     authfile: str | None = None,
     insecure: Collection[str] = (),
     tls: Mapping[str, TLSSettings] | None = None,
-    **kw: Any,
+    mirror: bool = False,
 ) -> Store:
     """A `RegistryStore` on registry *host*: plain HTTP when *insecure* names it, else TLS as *tls* says for
-    it (the entry ``""``: every registry without its own). *kw* go to `RegistryStore`."""
+    it (the entry ``""``: every registry without its own); with *mirror*, a content mirror's quick retries
+    (`hubmirror.store.mirrored.mirror_options`)."""
     from ..reference import api_host, normalize_registry
+    from ..registry.options import ClientOptions
+    from .mirrored import mirror_options
     from .registry import RegistryStore
 
     host = normalize_registry(host)
     settings = tls_for(tls or {}, host)
-    return RegistryStore(
-        host,
-        authfile=authfile,
-        insecure=True if (host in insecure or api_host(host) in insecure) else settings.insecure,
-        ca_file=settings.ca_file,
-        cert_file=settings.cert_file,
-        key_file=settings.key_file,
-        **kw,
-    )
+    if host in insecure or api_host(host) in insecure:
+        settings = dataclasses.replace(settings, insecure=True)
+    options = ClientOptions(authfile=authfile, tls=settings)
+    return RegistryStore(host, mirror_options(options) if mirror else options)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextvars import ContextVar
@@ -30,6 +31,7 @@ from ..reference import DOCKER_HUB, normalize_registry
 from ._base import BlobStream, Store, TransferStats
 
 if TYPE_CHECKING:
+    from ..registry.options import ClientOptions
     from ..registry.ratelimit import RateLimit
 
 log = logging.getLogger(__name__)
@@ -92,17 +94,18 @@ class SourceStats:
         return asdict(self)
 
 
-def mirror_client_options() -> dict[str, Any]:
-    """`RegistryStore` options for a content mirror: few, quick retries and a short connect timeout, so a
-    mirror that is down or throttling costs little before the next source is asked."""
+def mirror_options(options: ClientOptions) -> ClientOptions:
+    """*options* for a content mirror: few, quick retries and a short connect timeout, so a mirror that is
+    down or throttling costs little before the next source is asked."""
     import aiohttp
 
     from ..registry.retry import RetryPolicy
 
-    return {
-        "retry": RetryPolicy(attempts=2, base_delay=0.5, max_delay=2.0, max_retry_after=10.0, throttle_retries=0),
-        "timeout": aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10, sock_read=120),
-    }
+    return dataclasses.replace(
+        options,
+        retry=RetryPolicy(attempts=2, base_delay=0.5, max_delay=2.0, max_retry_after=10.0, throttle_retries=0),
+        timeout=aiohttp.ClientTimeout(total=None, connect=10, sock_connect=10, sock_read=120),
+    )
 
 
 def with_mirrors(source: Store, specs: Sequence[str], open_store: Callable[[str], Store]) -> Store:
@@ -365,7 +368,7 @@ __all__ = [
     "SourceStats",
     "content_mirrors_for",
     "counting_mirrored",
-    "mirror_client_options",
+    "mirror_options",
     "source_stats",
     "split_mirror",
     "with_mirrors",

@@ -3,59 +3,35 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import AsyncIterator
-
-import aiohttp
 
 from ..media import Descriptor, Manifest
 from ..reference import api_host
 from ..registry.client import RegistryClient
-from ..registry.credentials import Credentials
+from ..registry.options import ClientOptions
 from ..registry.ratelimit import RateLimit
-from ..registry.retry import RetryPolicy
 from ._base import BlobStream, PullGate, TransferStats
 
 
 class RegistryStore:
     """Images in an OCI distribution registry (Docker Hub, Distribution, Harbor, …).
 
-    *host* is a registry name (``docker.io``, ``registry.example:5000``); see `RegistryClient` for
-    scheme, TLS and credential rules. ``stats`` and ``ratelimit`` come from the client. *pull_gate* is
-    asked before every manifest GET sent to this registry (the sync gives one to the Docker Hub source);
-    *rate* paces every request to it (requests per second).
+    *host* is a registry name (``docker.io``, ``registry.example:5000``); *options* say how to reach it
+    (credentials, TLS, retries, pace; see `ClientOptions` and `RegistryClient` for scheme, TLS and
+    credential rules), or *client* is the client to use. ``stats`` and ``ratelimit`` come from the client.
+    *pull_gate* is asked before every manifest GET sent to this registry (the sync gives one to the Docker
+    Hub source).
     """
 
     def __init__(
         self,
         host: str,
+        options: ClientOptions | None = None,
         *,
-        credentials: Credentials | None = None,
-        authfile: str | os.PathLike[str] | None = None,
-        insecure: bool | None = None,
-        ca_file: str | os.PathLike[str] | None = None,
-        cert_file: str | os.PathLike[str] | None = None,
-        key_file: str | os.PathLike[str] | None = None,
-        retry: RetryPolicy | None = None,
-        anonymous: bool = False,
-        timeout: aiohttp.ClientTimeout | None = None,
         client: RegistryClient | None = None,
         pull_gate: PullGate | None = None,
-        rate: float | None = None,
     ) -> None:
-        self.client = client or RegistryClient(
-            host,
-            credentials=credentials,
-            authfile=authfile,
-            anonymous=anonymous,
-            insecure=insecure,
-            ca_file=ca_file,
-            cert_file=cert_file,
-            key_file=key_file,
-            retry=retry,
-            timeout=timeout,
-            rate=rate,
-        )
+        self.client = client or (options or ClientOptions()).client(host)
         if pull_gate is not None:
             self.client.pull_gate = pull_gate
         self.name: str = api_host(host)
