@@ -1,10 +1,11 @@
 """Signatures, attestations and referrers follow their images (issue 10).
 
-After a sync's images are in place (so a signature never arrives before its subject), for every image a
-tag source mirrored verbatim:
+After a sync's images are in place (so a signature never arrives before its subject), for every image
+mirrored verbatim — of a tag source, of the library or of an image list:
 
-* **cosign** tags in the source's listing that name the image's digest (``sha256-<hex>.sig``, ``.att``,
-  ``.sbom``) are copied under the same tag (the `Copier` brings their blobs; unchanged ones cost a HEAD).
+* **cosign** tags that name the image's digest (``sha256-<hex>.sig``, ``.att``, ``.sbom``) are copied under
+  the same tag (the `Copier` brings their blobs; unchanged ones cost a HEAD). A tag source's listing names
+  them; for library and list images the source repository's tags are listed once per run (no pulls).
 * **OCI 1.1 referrers**: the source's tag-schema index ``sha256-<hex>`` (what registries without the
   referrers API, such as Distribution 2.8, hold) is copied with the manifests it lists, digests unchanged.
   For an image copied in this run the source's referrers API (``GET /v2/<repo>/referrers/<digest>``) is
@@ -13,11 +14,14 @@ tag source mirrored verbatim:
 
 Docker Hub's in-toto attestations are entries of the image index itself and come with the index copy.
 An image copied with a platform filter has a new digest, so its signatures (of the upstream digest)
-are not copied. These tags are not recorded in the state, so ``--prune`` never deletes them.
+are not copied. The signature and ``sha256-<hex>`` tags copied are recorded in the state like the image
+tags (`Followed.record`): created by hubmirror when it wrote them, so ``--prune`` deletes them once their
+subject is no longer held by a selected tag (and never one it found already there).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -29,13 +33,16 @@ import aiohttp
 from ._errors import BudgetExhausted, HubmirrorError, NotFound, QuotaExceeded
 from .copy import Copier, CopyResult
 from .media import OCI_INDEX, Descriptor, Manifest
-from .plan import Plan
+from .plan import Plan, Target
 from .report import Outcome, SyncReport
 from .sources import TagInfo, artifact_subject
 from .store import Store
 from .store.registry import RegistryStore
 
 log = logging.getLogger(__name__)
+
+#: Source repositories whose tags are listed at once (library and list images' signatures).
+LIST_CONCURRENCY = 8
 
 
 def referrers_tag(digest: str) -> str:
@@ -67,6 +74,17 @@ class Followed:
     reason: str | None = None
     pulls: int = 0
     bytes: int = 0
+    source_digest: str | None = None  # the source's digest of *ref* (differs from *digest* when merged)
+    written: bool = False  # hubmirror wrote the tag in this run (it was not at the destination so)
+
+    @property
+    def is_tag(self) -> bool:
+        """A tag now at the destination (not a referrer by digest, not a failure)."""
+        return self.outcome in ("copied", "up-to-date") and self.digest is not None and not _is_digest(self.ref)
+
+
+def _is_digest(ref: str) -> bool:
+    return ref.startswith("sha256:")
 
 
 def match_artifacts(tags: Sequence[TagInfo], digests: set[str]) -> dict[str, list[TagInfo]]:
@@ -132,6 +150,7 @@ class ReferrerFollower:
         src = await self.dest.get_manifest(subject.dest_repo, result.digest)
         merged = await self._write_index(subject, list(src.json.get("manifests") or []) + extra)
         result.digest = merged
+        result.tags_written = [tag]
         return result
 
     async def _api_referrers(self, subject: Subject) -> list[Followed]:
@@ -196,7 +215,14 @@ class ReferrerFollower:
             return Followed(subject, ref, "failed", reason=str(e) or type(e).__name__)
         outcome = "up-to-date" if result.up_to_date else "copied"
         return Followed(
-            subject, ref, outcome, result.digest, pulls=result.source_manifest_gets, bytes=result.bytes_copied
+            subject,
+            ref,
+            outcome,
+            result.digest,
+            pulls=result.source_manifest_gets,
+            bytes=result.bytes_copied,
+            source_digest=result.source_digest,
+            written=bool(result.tags_written),
         )
 
 
@@ -208,40 +234,66 @@ async def follow_referrers(
     sources: Callable[[str], Store],
     dest: Store,
     dest_key: Callable[[str], str],
-) -> None:
+    listed: bool = False,
+) -> list[Followed]:
     """The sync's last copy phase: signatures and referrers of the images its tag sources now hold
-    (copied, retagged or up to date, verbatim), each reported as an item of its own."""
+    (copied, retagged or up to date, verbatim), each reported as an item of its own; with *listed*, those
+    of its library and image-list images too (their source repositories' tags are listed for them).
+    Returns what was followed (the caller records the tags in the state)."""
     done = {
         (i.dest, i.digest): i.outcome
         for i in report.items
         if i.outcome in (Outcome.COPIED, Outcome.RETAGGED, Outcome.UP_TO_DATE) and i.digest
     }
+    pairs = [(u.target, u.upstream_digest) for u in plan.up_to_date]
+    pairs += [(t, i.upstream_digest) for i in plan.items for t in i.targets]
     subjects: dict[tuple[str, str], Subject] = {}
+
+    def subject(target: Target, digest: str) -> Subject | None:
+        """The subject of *target*'s image when it is now at the destination, verbatim."""
+        outcome = done.get((dest_key(target.dest_repo), digest))
+        if outcome is None or target.platforms is not None:
+            return None
+        key = (target.dest_repo, digest)
+        if key not in subjects:
+            subjects[key] = Subject(
+                target.canonical,
+                target.source_registry,
+                target.source_repo,
+                target.dest_repo,
+                digest,
+                copied=outcome is Outcome.COPIED,
+            )
+        return subjects[key]
+
+    by_source: set[str] = set()
     for listing in plan.sources:
+        names = {f"{listing.name}:{t.name}" for t in listing.kept}
+        by_source |= names
         if listing.error or not listing.spec.signatures or listing.spec.platforms:
             continue
-        names = {f"{listing.name}:{t.name}" for t in listing.kept}
-        pairs = [(u.target, u.upstream_digest) for u in plan.up_to_date]
-        pairs += [(t, i.upstream_digest) for i in plan.items for t in i.targets]
-        mine: dict[str, Subject] = {}
+        mine = {s.digest: s for t, d in pairs if t.canonical in names and (s := subject(t, d)) is not None}
+        _attach(mine, listing.artifacts)
+    if listed:
+        # Library and image-list images: one tag list per source repository names their cosign tags.
+        repos: dict[tuple[str, str], dict[str, Subject]] = {}
         for target, digest in pairs:
-            outcome = done.get((dest_key(target.dest_repo), digest))
-            if target.canonical not in names or outcome is None:
-                continue
-            key = (target.dest_repo, digest)
-            if key not in subjects:
-                subjects[key] = Subject(
-                    target.canonical,
-                    target.source_registry,
-                    target.source_repo,
-                    target.dest_repo,
-                    digest,
-                    copied=outcome is Outcome.COPIED,
-                )
-            mine[digest] = subjects[key]
-        for digest, tags in match_artifacts(listing.artifacts, set(mine)).items():
-            known = {t.name for t in mine[digest].artifacts}
-            mine[digest].artifacts += [t for t in tags if t.name not in known]
+            if target.canonical not in by_source and (s := subject(target, digest)) is not None:
+                repos.setdefault((target.source_registry, target.source_repo), {})[digest] = s
+        sem = asyncio.Semaphore(LIST_CONCURRENCY)
+
+        async def list_artifacts(registry: str, repo: str, mine: dict[str, Subject]) -> None:
+            async with sem:
+                try:
+                    tags = await sources(registry).list_tags(repo)
+                except (HubmirrorError, aiohttp.ClientError, TimeoutError, OSError) as e:
+                    log.warning("%s/%s: tags not listed, its signatures are not followed: %s", registry, repo, e)
+                    return
+            _attach(mine, [TagInfo(t) for t in tags if artifact_subject(t) is not None])
+
+        async with asyncio.TaskGroup() as tg:
+            for (registry, repo), mine in repos.items():
+                tg.create_task(list_artifacts(registry, repo, mine))
     follower = ReferrerFollower(copier, sources, dest)
     outcomes = {
         "copied": Outcome.COPIED,
@@ -249,20 +301,47 @@ async def follow_referrers(
         "failed": Outcome.FAILED,
         "deferred": Outcome.DEFERRED,
     }
-    for subject in subjects.values():
-        repo = subject.canonical.rsplit(":", 1)[0]
-        for f in await follower.follow(subject):
-            by_digest = f.ref.startswith("sha256:")
+    followed: list[Followed] = []
+    for subj in subjects.values():
+        if not subj.artifacts and not subj.copied:
+            continue
+        repo = subject_repository(subj)
+        for f in await follower.follow(subj):
+            followed.append(f)
+            by_digest = _is_digest(f.ref)
             report.add(
                 outcomes[f.outcome],
                 f"{repo}@{f.ref}" if by_digest else f"{repo}:{f.ref}",
-                dest_key(subject.dest_repo),
+                dest_key(subj.dest_repo),
                 [] if by_digest else [f.ref],
                 digest=f.digest,
-                reason=f.reason or f"follows {subject.canonical}",
+                reason=f.reason or f"follows {subj.canonical}",
                 bytes=f.bytes,
                 pulls=f.pulls,
             )
+    return followed
 
 
-__all__ = ["Followed", "ReferrerFollower", "Subject", "follow_referrers", "match_artifacts", "referrers_tag"]
+def _attach(subjects: dict[str, Subject], tags: Sequence[TagInfo]) -> None:
+    """Give each subject (by digest) the signature/referrer tags among *tags* that name it."""
+    for digest, found in match_artifacts(tags, set(subjects)).items():
+        known = {t.name for t in subjects[digest].artifacts}
+        subjects[digest].artifacts += [t for t in found if t.name not in known]
+
+
+def subject_repository(subject: Subject) -> str:
+    """The source repository as its canonical reference names it: ``docker.io/library/python``."""
+    ref = subject.canonical.split("@", 1)[0]
+    name, _, tag = ref.rpartition(":")
+    return name if name and "/" not in tag else ref
+
+
+__all__ = [
+    "Followed",
+    "ReferrerFollower",
+    "Subject",
+    "follow_referrers",
+    "match_artifacts",
+    "referrers_tag",
+    "subject_repository",
+]

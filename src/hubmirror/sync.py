@@ -42,11 +42,11 @@ from .plan import (
     source_targets,
 )
 from .reference import normalize_registry
-from .referrers import follow_referrers
+from .referrers import Followed, follow_referrers, subject_repository
 from .registry.options import ClientOptions
 from .registry.ratelimit import RateLimit
 from .report import Outcome, SyncReport
-from .sources import SourceListing, list_sources
+from .sources import SourceListing, artifact_subject, list_sources
 from .state import State, TagRecord
 from .store import PullGate, Store, TransferStats
 from .store.mirrored import SourceStats, counting_mirrored, mirror_options, source_stats, with_mirrors
@@ -281,12 +281,35 @@ async def build_plan(
             plan.block_prune(f"tag source {listing.name} could not be listed ({listing.error})")
     selected = {(dest.key(t.dest_repo), t.tag) for t in plan.targets}
     protected = {_source_key(listing, dest) for listing in plan.sources if listing.error}
+    records = await state.aio.tags(prefix=dest.prefix)
+    held = _held_subjects(plan, records, selected, dest)
     plan.leaving = [
         r
-        for r in await state.aio.tags(prefix=dest.prefix)
-        if r.created_by_hubmirror and (r.dest_repo, r.tag) not in selected and r.dest_repo not in protected
+        for r in records
+        if r.created_by_hubmirror
+        and (r.dest_repo, r.tag) not in selected
+        and r.dest_repo not in protected
+        and not _follows_held(r, held)
     ]
     return plan
+
+
+def _held_subjects(
+    plan: Plan, records: list[TagRecord], selected: set[tuple[str, str | None]], dest: Destination
+) -> set[tuple[str, str]]:
+    """(destination repository, digest) of every image a selected tag holds or will hold: what the source
+    has now, and what a recorded selected tag still holds (a copy deferred or failed keeps the old one)."""
+    held = {(dest.key(u.target.dest_repo), u.upstream_digest) for u in plan.up_to_date}
+    held |= {(dest.key(i.dest_repo), i.upstream_digest) for i in plan.items}
+    held |= {(r.dest_repo, r.upstream_digest) for r in records if (r.dest_repo, r.tag) in selected}
+    return held
+
+
+def _follows_held(record: TagRecord, held: set[tuple[str, str]]) -> bool:
+    """A signature or referrers tag (``sha256-<hex>[.sig|.att|.sbom]``) whose subject a selected tag holds:
+    it stays as long as its image does, and leaves with it."""
+    found = artifact_subject(record.tag)
+    return found is not None and (record.dest_repo, found[0]) in held
 
 
 def _source_key(listing: SourceListing, dest: Destination) -> str:
@@ -721,6 +744,28 @@ async def _prune_tag(store: Store, repo: str, rec: TagRecord, leaving: set[str])
     return Outcome.PRUNED, "deleted by digest (the registry cannot delete a tag alone)"
 
 
+async def _record_followed(followed: list[Followed], *, state: State, dest: Destination, run_id: int) -> None:
+    """Record the signature and referrers tags now at the destination, like image tags: created by
+    hubmirror when it wrote them (one found there already stays not created: prune never deletes it; one
+    recorded before keeps its flag). Prune deletes them once no selected tag holds their subject."""
+    records = [
+        TagRecord(
+            dest_repo=dest.key(f.subject.dest_repo),
+            tag=f.ref,
+            source_ref=f"{subject_repository(f.subject)}:{f.ref}",
+            upstream_digest=f.source_digest or f.digest or "",
+            dest_digest=f.digest or "",
+            synced_at=datetime.now(UTC),
+            run_id=run_id,
+            created_by_hubmirror=f.written,
+            platforms="",
+        )
+        for f in followed
+        if f.is_tag
+    ]
+    await state.aio.record_tags(records)
+
+
 async def _record_up_to_date(plan: Plan, *, state: State, dest: Destination, report: SyncReport, run_id: int) -> None:
     """Remember destination tags found already right. One the state had no record of was not created by
     hubmirror (created=False: prune never deletes it); one it had keeps its created flag."""
@@ -811,16 +856,18 @@ async def run_sync(
             for d in await state.aio.deferred():
                 if d.dest_repo.startswith(dest.prefix) and (d.source_ref, d.dest_repo) not in runner.deferred:
                     await state.aio.clear_deferred(d.source_ref, d.dest_repo)
-            if cfg.signatures and plan.sources and (control is None or control.reason is None):
+            if cfg.signatures and (control is None or control.reason is None):
                 events.phase("copying signatures and referrers of the mirrored images")
-                await follow_referrers(
+                followed = await follow_referrers(
                     plan,
                     report,
                     copier=runner.copier,
                     sources=sources.__getitem__,
                     dest=dest.store,
                     dest_key=dest.key,
+                    listed=True,
                 )
+                await _record_followed(followed, state=state, dest=dest, run_id=run_id)
             await prune(
                 plan,
                 state=state,
