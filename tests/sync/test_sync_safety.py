@@ -192,6 +192,24 @@ def test_a_dry_run_with_prune_predicts_the_max_delete_refusal(env: Env) -> None:
     assert env.dest_tags("alpha") == [] and env.dest_tags("beta") == ALPHA_TAGS
 
 
+def test_a_dry_run_counts_the_tags_its_copies_add_as_managed_as_the_real_run_does(env: Env) -> None:
+    alpha_and_beta(env)  # 10 tags managed: the default --max-delete allows 1
+    gamma = ALPHA.replace("alpha", "gamma").replace("4" * 40, "6" * 40)
+    env.commit({"alpha": ALPHA[: ALPHA.index("\nTags: 0.9")] + "\n", "gamma": gamma})
+    env.seed(repos=["gamma"])
+
+    # alpha's 0.9 and 0 leave while gamma's 5 tags arrive: 15 managed when prune runs, so 2 may go.
+    args = ("--images", "alpha,beta,gamma", "--prune", "--json")
+    dry = env.cli(*args, "--dry-run")
+    real = env.cli(*args)
+
+    assert dry.returncode == real.returncode == 0, dry.stderr + real.stderr
+    assert "--prune would delete 2 tags" in one_line(dry.stderr)
+    assert _prune_outcome(json.loads(dry.stdout)) == _prune_outcome(json.loads(real.stdout))
+    assert json.loads(real.stdout)["counts"]["pruned"] == 2
+    assert env.dest_tags("alpha") == ["1", "1.0", "latest"]
+
+
 # ------------------------------------------------------------------------------------------ finding 3
 
 
