@@ -28,6 +28,20 @@ with open(sys.argv[1], "w") as f:
 """
 
 
+def byte_compile_hubmirror() -> None:
+    """Byte-compile the hubmirror package, as ``pip install`` does for a regular install.
+
+    An editable install (``pip install -e``, the dev setup) run with ``PYTHONDONTWRITEBYTECODE=1`` never
+    writes ``__pycache__``: every start would compile ~60 modules from source (~0.15 s), a cost no user's
+    installed copy pays. Stale files are harmless: Python checks each one against its source.
+    """
+    import compileall
+
+    import hubmirror
+
+    compileall.compile_dir(Path(hubmirror.__file__).parent, quiet=1)
+
+
 @dataclass
 class Measured:
     code: int

@@ -19,6 +19,8 @@ import statistics
 import sys
 import time
 
+from _measure import byte_compile_hubmirror
+
 CASES = [["--help"], ["--version"], ["version"], ["sync", "--help"], ["copy", "--help"]]
 
 
@@ -48,6 +50,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--json", action="store_true", help="machine output on stdout")
     args = ap.parse_args()
+    byte_compile_hubmirror()
     exe = shutil.which("hubmirror")
     if exe is None:
         raise SystemExit("no hubmirror on PATH: activate the project's virtualenv first")

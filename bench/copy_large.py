@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _measure import run_measured
+from _measure import byte_compile_hubmirror, run_measured
 
 from hubmirror.testing.images import image, push, streamed_layer
 from hubmirror.testing.registry import start_registry
@@ -33,6 +33,7 @@ def main() -> int:
     ap.add_argument("--to", choices=("registry", "oci"), default="registry", help="destination kind")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
+    byte_compile_hubmirror()
 
     work = Path(tempfile.mkdtemp(prefix="hubmirror-bench-"))
     src = dst = None

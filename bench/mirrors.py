@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from _measure import byte_compile_hubmirror
 
 from hubmirror.testing import images as img
 from hubmirror.testing.hub import HubEmulator
@@ -62,6 +63,7 @@ def main() -> int:
     ap.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     args = ap.parse_args()
+    byte_compile_hubmirror()
     lo, _, hi = args.platforms.partition("-")
     spec = Spec(
         repos=args.repos,

@@ -50,7 +50,7 @@ from urllib.parse import urljoin
 
 import aiohttp
 import yaml
-from _measure import run_measured
+from _measure import byte_compile_hubmirror, run_measured
 
 from hubmirror.library import Library, LibrarySource, Repository, load_library
 from hubmirror.media import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, Manifest
@@ -609,6 +609,7 @@ def main() -> int:
         "includes the profiler)",
     )
     args = ap.parse_args()
+    byte_compile_hubmirror()
 
     def pair(s: str) -> tuple[int, int]:
         lo, _, hi = s.partition("-")

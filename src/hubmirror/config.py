@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import yaml
-from croniter import croniter
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -484,7 +483,11 @@ class SyncConfig(_Model):
     @field_validator("schedule")
     @classmethod
     def _schedule(cls, value: str | None) -> str | None:
-        if value is not None and not croniter.is_valid(value):
+        if value is None:
+            return value
+        from croniter import croniter  # only a config with a schedule needs it (start-up of a one-shot sync)
+
+        if not croniter.is_valid(value):
             raise ValueError(f"{value!r} is not a valid cron expression (e.g. '17 */6 * * *')")
         return value
 

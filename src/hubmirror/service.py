@@ -14,14 +14,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ._errors import ConfigError, HubmirrorError
 from .config import SyncConfig
-from .metrics import SyncMetrics
 from .plan import Plan
 from .report import SyncReport
-from .schedule import run_on_schedule
 from .sync import RunControl, SyncEvents, run_sync
+
+if TYPE_CHECKING:
+    from .metrics import SyncMetrics
 
 
 @dataclass
@@ -48,7 +50,17 @@ class SyncService:
 
     def __init__(self, *, cache_dir: Path | None = None, metrics: SyncMetrics | None = None) -> None:
         self.cache_dir = cache_dir
-        self.metrics = metrics or SyncMetrics()
+        self._metrics = metrics
+
+    @property
+    def metrics(self) -> SyncMetrics:
+        """The metrics, created on first use: a one-shot run without a metrics file never loads
+        prometheus_client (start-up time of a no-op ``hubmirror sync``)."""
+        if self._metrics is None:
+            from .metrics import SyncMetrics
+
+            self._metrics = SyncMetrics()
+        return self._metrics
 
     async def run(
         self, cfg: SyncConfig, *, events: SyncEvents | None = None, control: RunControl | None = None
@@ -82,6 +94,8 @@ class SyncService:
             raise ConfigError("--daemon needs a schedule in the config file (e.g. schedule: '17 */6 * * *')")
         if cfg.metrics_port is not None:
             self.metrics.serve(cfg.metrics_port, cfg.metrics_addr)
+        from .schedule import run_on_schedule
+
         return run_on_schedule(cfg.schedule, job, on_wait=on_wait)
 
     def _record(self, cfg: SyncConfig, report: SyncReport) -> None:
@@ -91,7 +105,7 @@ class SyncService:
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(report.to_json())
-            if not cfg.dry_run:
+            if not cfg.dry_run and (self._metrics is not None or cfg.metrics_file is not None):
                 self.metrics.observe(report)
                 if cfg.metrics_file is not None:
                     path = cfg.metrics_file

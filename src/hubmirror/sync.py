@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import difflib
 import fnmatch
 import logging
 import math
@@ -345,6 +344,8 @@ def _check_library_selection(
     for flag, term in terms:
         matched = [n for n in names if fnmatch.fnmatchcase(n, term)]
         if not matched:
+            import difflib  # only for the hint of an unknown name
+
             close = difflib.get_close_matches(term, names, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             plan.selection_error(f"{flag} {term}", f"matches no repository of {at}{hint}")
