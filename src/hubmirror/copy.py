@@ -143,12 +143,15 @@ class Copier:
         manifest: Manifest | None = None,
         platforms: Sequence[Platform] | Literal["default"] | None = "default",
         source: Descriptor | None = None,
+        dest_tags: Mapping[str, str] | None = None,
     ) -> CopyResult:
         """Copy *src_ref* of *src_repo* into *dst_repo* and point *tags* at it.
 
         *manifest* is the top manifest when the caller already fetched it (saves a source GET).
         *platforms* overrides the Copier's platform selection for this copy (None: copy verbatim).
         *source* is what a HEAD of *src_ref* returned, when the caller already did it (saves a HEAD).
+        *dest_tags* is what the destination's *tags* point at (absent ones left out), when the caller just
+        HEADed them (saves a HEAD per tag).
         Raises `BudgetExhausted` or `QuotaExceeded` (no tag is written), `UnsupportedManifest`,
         `NotFound`, `RegistryError`, `DigestMismatch`, `StoreError`.
         """
@@ -173,7 +176,10 @@ class Copier:
         res.media_type = src_type
 
         # Up to date? Then only missing tags are (re)written; the source is not read.
-        existing = await self._dst_tags(dst_repo, tags)
+        if dest_tags is not None:
+            existing = {t: dest_tags[t] for t in tags if t in dest_tags}
+        else:
+            existing = await self._dst_tags(dst_repo, tags)
         done = await self._already_there(ctx, src_digest, existing)
         if done is not None:
             res.up_to_date = True

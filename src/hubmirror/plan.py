@@ -15,6 +15,7 @@ unless ``--overwrite``. A tag recorded with another platform selection is copied
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -84,6 +85,9 @@ class WorkItem:
     #: Tags that were at the destination before hubmirror recorded them (written with --overwrite, or a
     #: filtered index of an earlier hubmirror whose state is gone): recorded as not created by hubmirror.
     preexisting: set[str] = field(default_factory=set)
+    #: What each destination tag pointed at when the plan HEADed it (absent tags left out); the copier
+    #: uses it instead of HEADing the tags again while it is fresh (`Plan.checked_at`).
+    dest_tags: dict[str, str] = field(default_factory=dict)
 
     @property
     def tags(self) -> list[str]:
@@ -156,6 +160,8 @@ class Plan:
     #: a library file that failed to parse, a selection term that matched nothing, a source that failed
     #: to list (`block_prune`); `prune` then deletes nothing and the run exits 1.
     prune_blockers: list[str] = field(default_factory=list)
+    #: When `check` HEADed the destination tags (``time.monotonic()``); None before.
+    checked_at: float | None = None
 
     def block_prune(self, reason: str) -> None:
         """Make prune refuse this run, with *reason* (a tag source whose listing failed calls this)."""
@@ -415,7 +421,9 @@ async def check(
                 )
         return seen
 
+    started = time.monotonic()
     results = await _gather(one(t) for t in plan.targets)
+    plan.checked_at = started
     pending: dict[tuple[str, str, str, tuple[Platform, ...] | None], WorkItem] = {}
     for seen in results:
         t = seen.target
@@ -463,8 +471,10 @@ async def check(
                 previous_digest=record.upstream_digest if record else dest_digest,
             )
         item.targets.append(t)
-        if dest_digest is not None and record is None and t.tag is not None:
-            item.preexisting.add(t.tag)
+        if dest_digest is not None and t.tag is not None:
+            item.dest_tags[t.tag] = dest_digest
+            if record is None:
+                item.preexisting.add(t.tag)
         if record is not None and record.upstream_digest != upstream:
             item.reason = "rebuilt"
         elif record is not None and record.dest_digest == dest_digest and not _same_selection(record, t):

@@ -14,6 +14,7 @@ import fnmatch
 import logging
 import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -53,6 +54,9 @@ from .store.ocidir import OCILayoutStore
 from .store.registry import RegistryStore
 
 log = logging.getLogger(__name__)
+
+#: Seconds the plan's HEADs of destination tags stand for them (the copier does not HEAD them again).
+DEST_TAGS_FRESH = 300.0
 
 
 class SyncEvents(CopyEvents):
@@ -500,6 +504,7 @@ class _Runner:
                         manifest=await self._kept_index(item),
                         platforms=item.platforms,
                         source=Descriptor(item.media_type, item.upstream_digest, 0),  # the plan's HEAD
+                        dest_tags=item.dest_tags if self._fresh() else None,  # the plan's HEADs, if recent
                     )
             finally:
                 await self._keep_index(item, copier)
@@ -545,6 +550,12 @@ class _Runner:
         )
         self.report.totals.blobs_skipped += result.blobs_skipped
         self.events.item_done(item, outcome)
+
+    def _fresh(self) -> bool:
+        """Are the plan's HEADs of the destination tags recent enough to stand for them (no HEAD again)?
+        Not after a wait for the quota window: someone may have pushed a tag meanwhile."""
+        at = self.plan.checked_at
+        return at is not None and time.monotonic() - at < DEST_TAGS_FRESH
 
     async def _kept_index(self, item: WorkItem) -> Manifest | None:
         """The index an earlier run fetched for *item* and kept in the state (verified), or None."""
