@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import logging
 import ssl
@@ -138,7 +139,13 @@ def merge_scopes(scopes: Iterable[str]) -> frozenset[str]:
     """Merge scopes naming the same resource: ``r:a:pull`` + ``r:a:push`` → ``r:a:pull,push``.
 
     The resource name may contain ``host:port`` (scope.md), so type and actions are split off the ends.
+    Answers are cached (every request merges its scopes, and a run asks for few distinct sets).
     """
+    return _merge_scopes(scopes if isinstance(scopes, (tuple, frozenset)) else tuple(scopes))
+
+
+@functools.lru_cache(maxsize=4096)
+def _merge_scopes(scopes: tuple[str, ...] | frozenset[str]) -> frozenset[str]:
     merged: dict[tuple[str, str], set[str]] = {}
     order: dict[tuple[str, str], list[str]] = {}
     for scope in scopes:

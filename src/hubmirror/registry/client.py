@@ -199,6 +199,7 @@ class RegistryClient:
         # The token server is reached with this registry's TLS settings too.
         self._auth.ssl = False if insecure is True else self._ssl_verified
         self._base: str | None = None
+        self._base_proxy: str | None = None
         self._ready_lock = asyncio.Lock()
         self._unreachable: RegistryError | None = None
         self._ratelimit: RateLimit | None = None
@@ -323,6 +324,7 @@ class RegistryClient:
                     )
                 self._ssl = ssl_opt
                 self._base = f"{scheme}://{self.host}"
+                self._base_proxy = proxy_for(url)  # every request to this origin: looked up once
                 return self._base
             if attempt < self.retry.attempts:
                 self.stats.retries += 1
@@ -374,7 +376,7 @@ class RegistryClient:
                     data=data,
                     allow_redirects=False,
                     ssl=self._ssl if same else self._ssl_verified,
-                    proxy=proxy_for(url),
+                    proxy=self._base_proxy if same else proxy_for(url),
                 )
             except _CONNECTION_ERRORS as e:
                 if not replayable or attempt >= self.retry.attempts:
@@ -476,12 +478,12 @@ class RegistryClient:
             self._ratelimit = rl
 
     @staticmethod
-    def _pull(repo: str) -> list[str]:
-        return [repository_scope(repo, ("pull",))]
+    def _pull(repo: str) -> tuple[str, ...]:
+        return (repository_scope(repo, ("pull",)),)
 
     @staticmethod
-    def _push(repo: str) -> list[str]:
-        return [repository_scope(repo, ("pull", "push"))]
+    def _push(repo: str) -> tuple[str, ...]:
+        return (repository_scope(repo, ("pull", "push")),)
 
     # -- login -------------------------------------------------------------------------------------
 
