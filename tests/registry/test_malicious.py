@@ -11,16 +11,21 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from _auth import PASSWORD, USER
+from hubmirror.digest import verified
+from hubmirror.registry.client import RegistryClient
+from hubmirror.registry.credentials import Credentials
 from hubmirror.testing.images import OCI_MANIFEST, Image, image, push_sync
-from hubmirror.testing.malicious import ENDLESS_LIMIT, MaliciousRegistry
+from hubmirror.testing.malicious import ENDLESS_LIMIT, STALL_LIMIT, MaliciousRegistry
 from hubmirror.testing.registry import Registry
 
 HUBMIRROR = str(Path(sys.executable).parent / "hubmirror")
@@ -110,6 +115,25 @@ def test_truncated_source_blob_fails_naming_the_source(
     needle = "download interrupted" if fault == "truncate" else f"expected {LAYER}"
     one_error(proc, bad, mal.host, needle)
     dest_empty(registry, repo_name, bad)
+
+
+async def test_a_stalled_source_blob_is_resumed_after_the_read_timeout(mal: MaliciousRegistry) -> None:
+    """Half of the blob, then silence on an open connection: after the read timeout (aiohttp's sock_read,
+    watched per download rather than per chunk) the client closes it and GETs the rest with Range."""
+    img = seed(mal)
+    layer = img.layers[0]
+    mal.blob_fault(layer.digest, "stall")
+    timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=1.0)
+    started = time.monotonic()
+    async with RegistryClient(mal.host, credentials=Credentials(USER, PASSWORD), timeout=timeout) as c:
+        async with c.open_blob("library/app", layer.digest) as chunks:
+            data = b"".join([chunk async for chunk in verified(chunks, layer.digest, layer.size)])
+        assert c.stats.retries == 1
+    # The client gave up on the silent connection itself (the server stays silent for STALL_LIMIT seconds).
+    assert time.monotonic() - started < STALL_LIMIT / 2
+    assert hashlib.sha256(data).hexdigest() == layer.digest.split(":", 1)[1]
+    resumes = [r for r in mal.records if (r.method, r.kind, r.ref, r.status) == ("GET", "blob", layer.digest, 206)]
+    assert len(resumes) == 1  # the rest came with Range (the stalled GET is recorded when its handler ends)
 
 
 def test_blob_redirect_to_another_host_carries_no_authorization(

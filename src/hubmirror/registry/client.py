@@ -65,6 +65,54 @@ _LINK_RE = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]*)*)")
 _CONNECTION_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 
 
+class _StallWatch:
+    """aiohttp's ``sock_read`` timeout for a blob body, without its cost.
+
+    aiohttp re-arms a timer for every chunk it receives (a `TimerHandle`, a heap push and a cancel): in a
+    cold sync that was a tenth of the client's own CPU. This watch looks four times per *timeout*: when the
+    reader has been waiting for the peer all along and no byte came for *timeout* seconds, it closes the
+    response; the pending read fails and the download resumes with ``Range`` like any dropped one. Time
+    the reader spends not reading (the upload it feeds is slow) does not count, as in aiohttp.
+    """
+
+    def __init__(self, timeout: float | None, what: str) -> None:
+        self.timeout = timeout  # None: no timeout (as aiohttp's sock_read=None)
+        self.what = what
+        self.received = 0  # bytes read so far (set by the reader)
+        self.waiting = False  # the reader is waiting for the peer (set by the reader)
+        self._resp: aiohttp.ClientResponse | None = None
+        self._period = timeout / 4 if timeout else 0.0
+        self._seen = -1
+        self._idle = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+
+    def watch(self, resp: aiohttp.ClientResponse) -> None:
+        """Watch *resp*'s body (the first response, or a resumed one) instead of aiohttp's timer."""
+        if not self.timeout:
+            return
+        self._resp = resp
+        conn = resp.connection
+        proto = conn.protocol if conn is not None else None
+        if proto is not None:
+            proto.read_timeout = None  # from the next chunk on, aiohttp arms no timer
+        if self._handle is None:
+            self._handle = asyncio.get_running_loop().call_later(self._period, self._tick)
+
+    def _tick(self) -> None:
+        self._idle = self._idle + self._period if self.waiting and self.received == self._seen else 0.0
+        self._seen = self.received
+        if self.timeout and self._idle >= self.timeout and self._resp is not None:
+            log.info("%s: nothing received for %.0fs; closing the connection to resume", self.what, self._idle)
+            self._idle = 0.0
+            self._resp.close()
+        self._handle = asyncio.get_running_loop().call_later(self._period, self._tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+
 def _range_start(value: str | None) -> int | None:
     """The first byte of ``Content-Range: bytes START-END/TOTAL``."""
     m = _CONTENT_RANGE.match(value or "")
@@ -667,16 +715,23 @@ class RegistryClient:
             raise await self._fail(resp, what, repo)
         self.stats.blob_gets += 1
         current = [resp]
+        watch = _StallWatch(self._timeout.sock_read, what)
         try:
-            yield self._resuming(current, url, repo, what)
+            yield self._resuming(current, url, repo, what, watch)
         finally:
+            watch.stop()
             current[0].release()
 
     async def _resuming(
-        self, current: list[aiohttp.ClientResponse], url: str, repo: str, what: str
+        self,
+        current: list[aiohttp.ClientResponse],
+        url: str,
+        repo: str,
+        what: str,
+        watch: _StallWatch,
     ) -> AsyncIterator[bytes]:
-        """The body of ``current[0]`` in chunks of up to `READ_CHUNK` bytes; when the connection drops, GET
-        the rest with ``Range``.
+        """The body of ``current[0]`` in chunks of up to `READ_CHUNK` bytes; when the connection drops (or
+        *watch* finds it stalled), GET the rest with ``Range``.
 
         A chunk is what aiohttp has buffered when asked, passed on as it is: no re-chunking, no copies
         (measured: re-chunking into 1 MiB pieces or a larger read buffer cost more CPU than they saved).
@@ -686,12 +741,18 @@ class RegistryClient:
         stats = self.stats
         while True:
             content = current[0].content
+            watch.watch(current[0])
             try:
-                while piece := await content.read(READ_CHUNK):
+                while True:
+                    watch.waiting = True
+                    piece = await content.read(READ_CHUNK)
+                    watch.waiting = False
+                    if not piece:
+                        return
                     offset += len(piece)
+                    watch.received = offset
                     stats.blob_bytes_read += len(piece)
                     yield piece
-                return
             except _CONNECTION_ERRORS as e:
                 if resumes >= BLOB_RESUMES:
                     raise RegistryError(

@@ -7,7 +7,8 @@ blob redirect to a second "CDN" port (another host: no ``Authorization`` may fol
 - manifests: other bytes under a tag or a digest (a wrong digest, or descriptors with invalid
   digests), no ``Docker-Content-Digest`` on GETs, or a manifest over the 4 MiB cap;
 - blobs: wrong bytes (one flipped), a body that never ends, one cut off midway (the connection is
-  closed, and every ``Range`` resume is cut off too), or a short one with a matching length;
+  closed, and every ``Range`` resume is cut off too), a short one with a matching length, or one that
+  stalls midway (half is sent, then nothing, the connection left open; a ``Range`` resume is served);
 - tag lists: an endless ``Link`` chain of ever-new URLs, or a ``Link`` back to the first page.
 
 Counters (`records`, `count`) come from the emulator. Use it as a source or, with ``allow_push`` and a
@@ -16,6 +17,8 @@ user, as a destination.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -25,13 +28,15 @@ from aiohttp import web
 from .hub import HubEmulator, _classify, _drop
 from .registry import Registry
 
-BlobFault = Literal["flip", "endless", "truncate", "short"]
+BlobFault = Literal["flip", "endless", "truncate", "short", "stall"]
 TagFault = Literal["chain", "loop"]
 
 #: Bytes an endless blob sends at most before the server gives up (a client that never stops is a bug
 #: the test sees as a timeout, not a full disk).
 ENDLESS_LIMIT = 256 * 1024 * 1024
 _ENDLESS_CHUNK = b"\0" * (256 * 1024)
+#: Seconds a stalled blob stays silent at most (a client that never gives up shows as a test timeout).
+STALL_LIMIT = 120
 
 
 class MaliciousRegistry(HubEmulator):
@@ -183,7 +188,11 @@ class MaliciousRegistry(HubEmulator):
         if fault == "short":
             return web.Response(body=data[: len(data) // 2], headers=headers)
         # truncate: promise every byte (or the rest, for a Range resume), send half of it, hang up
+        # stall: the same, but the connection stays open, silent (until the client gives up); a resume is served
         start = _range_start(request.headers.get("Range"))
+        if fault == "stall" and start is not None:
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+            return web.Response(status=206, body=data[start:], headers=headers)
         status = 206 if start is not None else 200
         if start is not None:
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
@@ -192,6 +201,12 @@ class MaliciousRegistry(HubEmulator):
         resp.content_length = len(rest)
         await resp.prepare(request)
         await resp.write(rest[: max(1, len(rest) // 2)])
+        if fault == "stall":
+            with contextlib.suppress(ConnectionError, OSError):
+                for _ in range(STALL_LIMIT):
+                    if request.transport is None or request.transport.is_closing():
+                        break  # the client gave up on it: what it should do
+                    await asyncio.sleep(1)
         _drop(request, reset=False)
         return resp
 
