@@ -302,6 +302,7 @@ def _run_rendered(service: SyncService, cfg: SyncConfig, *, json_out: bool, verb
         TimeElapsedColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,  # in a log (cron, CI, a pipe) no bars: no refresh thread either
     ) as progress:
         result = service.run_once(cfg, events=RichEvents(progress))
         if result.error is not None:
