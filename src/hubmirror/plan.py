@@ -19,13 +19,12 @@ import time
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, TypeVar
+from typing import TYPE_CHECKING, Literal, TypeVar
 
 from ._errors import HubmirrorError, InvalidReference, NotFound
 from ._fs import decode_text
 from .budget import allot
 from .copy import PLATFORMS_ANNOTATION, SOURCE_DIGEST_ANNOTATION, selected_children
-from .library import LibraryDiff, TagGroup
 from .media import INDEX_TYPES, OCI_INDEX, OCI_MANIFEST, Manifest
 from .platform import Platform
 from .reference import DOCKER_HUB, Reference
@@ -33,6 +32,9 @@ from .sources import SourceListing
 from .state import State, TagRecord
 from .store import Store
 from .store.mirrored import MirroredStore
+
+if TYPE_CHECKING:  # the library package is loaded only by runs that read it (not --list ones)
+    from .library import LibraryDiff, TagGroup
 
 T = TypeVar("T")
 

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import aiohttp
 
@@ -26,7 +27,6 @@ from ._errors import BudgetExhausted, ConfigError, HubmirrorError, NotFound, Quo
 from .budget import PullBudget
 from .config import SyncConfig
 from .copy import Copier, CopyEvents, CopyResult
-from .library import Library, LibraryFilter, LibrarySource, TagGroup, diff_library, load_library
 from .media import Descriptor, Manifest
 from .plan import (
     Layout,
@@ -52,6 +52,9 @@ from .store import PullGate, Store, TransferStats
 from .store.mirrored import SourceStats, counting_mirrored, mirror_options, source_stats, with_mirrors
 from .store.ocidir import OCILayoutStore
 from .store.registry import RegistryStore
+
+if TYPE_CHECKING:  # the library package is loaded only by runs that read it (not --list ones)
+    from .library import Library, LibraryFilter, TagGroup
 
 log = logging.getLogger(__name__)
 
@@ -212,6 +215,8 @@ async def build_plan(
     source = cfg.source
     targets: list[Target] = []
     if cfg.reads_library:
+        from .library import LibraryFilter, LibrarySource, diff_library, load_library
+
         events.phase(f"reading the library at {cfg.library}")
         lib_source = await LibrarySource.open(cfg.library, cache_dir)
         library = await load_library(lib_source, cfg.commit)
