@@ -6,8 +6,11 @@ This module stays import-light: ``hubmirror --version`` answers without loading 
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 if TYPE_CHECKING:
     from typer import Typer
@@ -32,7 +35,7 @@ def _build_app(command: str | None = None) -> Typer:
 
 
 def main() -> None:
-    """The console script ``hubmirror``."""
+    """The command line (``console`` is the console script)."""
     if sys.argv[1:] in (["--version"], ["version"]):  # answered before typer is imported
         from .. import __version__
 
@@ -41,10 +44,46 @@ def main() -> None:
     _build_app(sys.argv[1] if len(sys.argv) > 1 else None)()
 
 
+def console() -> None:
+    """The console script ``hubmirror``: `main`, then (for a command that finished) the process ends
+    without the interpreter's teardown. `main` itself ends the usual way, for callers in Python."""
+    command = sys.argv[1] if len(sys.argv) > 1 else None
+    try:
+        main()  # typer ends with SystemExit (its exit code)
+    except SystemExit as done:
+        if command in _SERVICES or sys.getprofile() is not None or sys.gettrace() is not None:
+            raise
+        _exit_now(done.code)
+    _exit_now(0)
+
+
+#: Commands that run servers or child processes: they leave the interpreter the usual way.
+_SERVICES = frozenset({"serve", "demo"})
+
+
+def _exit_now(code: object) -> NoReturn:
+    """End a finished command without the interpreter's teardown (freeing every module and object: ~0.1 s,
+    a tenth of a no-op sync). Everything the command wrote is closed by then (state, report, metrics);
+    the output streams and logging are flushed here. Not under a profiler or debugger, whose results are
+    written at exit."""
+    if code is None:
+        status = 0
+    elif isinstance(code, int):
+        status = code
+    else:  # sys.exit("message"): printed, exit status 1
+        print(code, file=sys.stderr)
+        status = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
+
+
 def __getattr__(name: str) -> Any:
     if name == "app":
         return _build_app()
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["app", "main"]
+__all__ = ["app", "console", "main"]
