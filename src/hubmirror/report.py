@@ -42,6 +42,9 @@ from .store.mirrored import SourceStats
 REPORT_VERSION: Final = 1
 #: More failed, deferred or kept items than this with one reason share one row of the table.
 FOLD_AT: Final = 3
+#: Rows of one outcome the table shows (unless verbose); the rest share one counted row. A first sync
+#: of the whole library copies ~2,250 tag groups: drawing them all took seconds (rich measures every cell).
+MAX_ROWS: Final = 50
 
 
 class Outcome(StrEnum):
@@ -298,7 +301,8 @@ class SyncReport:
     def table(self, *, verbose: bool = False) -> Table:
         """A rich table: one row per item. Unless *verbose*, up-to-date and kept items, and more than
         `FOLD_AT` failed/deferred/kept items sharing a reason (a registry down fails every tag alike), are
-        folded into one counted row."""
+        folded into one counted row; past `MAX_ROWS` rows of one outcome, the rest share one row too (the
+        report JSON lists every item)."""
         table = Table(title="hubmirror sync" + (" (dry run)" if self.dry_run else ""), show_lines=False)
         table.add_column("outcome", no_wrap=True)
         table.add_column("source")
@@ -310,6 +314,8 @@ class SyncReport:
         order = list(Outcome)
         same = Counter((i.outcome, i.reason) for i in self.items)
         folded: dict[tuple[Outcome, str | None], int] = {}
+        shown: Counter[Outcome] = Counter()
+        more: Counter[Outcome] = Counter()
         for item in sorted(self.items, key=lambda i: order.index(i.outcome)):
             key = (item.outcome, item.reason)
             quiet = item.outcome in (Outcome.UP_TO_DATE, Outcome.KEPT) and not item.reason
@@ -317,6 +323,10 @@ class SyncReport:
             if not verbose and (quiet or alike):
                 folded[key] = folded.get(key, 0) + 1
                 continue
+            if not verbose and shown[item.outcome] >= MAX_ROWS:
+                more[item.outcome] += 1
+                continue
+            shown[item.outcome] += 1
             table.add_row(
                 Text(item.outcome.value.replace("_", " "), style=_STYLE[item.outcome]),
                 item.source if verbose else _display(_repository(item.source) if item.tags else item.source),
@@ -325,6 +335,16 @@ class SyncReport:
                 str(item.pulls) if item.pulls else "",
                 decimal(item.bytes) if item.bytes else "",
                 Text(item.reason or "", style="red" if item.outcome is Outcome.FAILED else ""),
+            )
+        for outcome, n in more.items():
+            table.add_row(
+                Text(outcome.value.replace("_", " "), style=_STYLE[outcome]),
+                f"{n} more image/tag groups",
+                "",
+                "",
+                "",
+                "",
+                "--verbose or the report JSON lists them",
             )
         for (outcome, reason), n in folded.items():
             table.add_row(

@@ -8,7 +8,7 @@ import json
 import pytest
 from rich.console import Console
 
-from hubmirror.report import REPORT_VERSION, Outcome, SyncReport
+from hubmirror.report import MAX_ROWS, REPORT_VERSION, Outcome, SyncReport
 from hubmirror.store import TransferStats
 
 D1 = "sha256:" + "a1" * 32
@@ -148,6 +148,21 @@ def test_rendered_table_shows_failures_with_reasons_and_summary() -> None:
     assert last.startswith("copied 1, retagged 1, up to date 2, deferred 1, failed 1, pruned 1, kept 1")
     assert "9 pulls" in last and "quota left 61/100" in last and "52.0 MB" in last and last.endswith("exit 1")
     assert "docker.io/library/redis:7" in render(sample(), verbose=True)
+
+
+def test_a_big_run_shows_the_first_rows_of_an_outcome_and_counts_the_rest() -> None:
+    """A first sync of the whole library copies thousands of tag groups: the table shows MAX_ROWS of them
+    and one counted row; --verbose and the JSON keep every item."""
+    rep = SyncReport(dest=DEST)
+    for i in range(MAX_ROWS + 25):
+        rep.add("copied", f"docker.io/library/img{i}:1", f"{DEST}/img{i}", ["1"], digest=D1, pulls=1)
+    rep.finish()
+    text = render(rep)
+    assert "img0" in text and f"img{MAX_ROWS + 24}" not in text
+    assert "25 more image/tag groups" in text
+    assert f"img{MAX_ROWS + 24}" in render(rep, verbose=True)
+    assert len(json.loads(rep.to_json())["items"]) == MAX_ROWS + 25
+    assert text.strip().splitlines()[-1].startswith(f"copied {MAX_ROWS + 25},")
 
 
 def test_clean_run_renders_summary_only() -> None:

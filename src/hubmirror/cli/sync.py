@@ -220,7 +220,7 @@ def sync(
     metrics_port: Annotated[int | None, typer.Option(help="With --daemon: serve /metrics on this port.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
     daemon: Annotated[bool, typer.Option("--daemon", help="Run on the config's schedule, forever.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List up-to-date tags too.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every item in the table.")] = False,
 ) -> None:
     """Mirror the selected official images (or an image list) into DEST, spending pulls only on changes.
 
