@@ -10,6 +10,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import typer.main
@@ -81,3 +82,20 @@ def test_help_imports_none_of_the_heavy_modules() -> None:
         res = _run(*args, code=code)
         assert res.returncode == 0, res.stderr
         assert json.loads(res.stderr.strip().splitlines()[-1]) == [], f"hubmirror {' '.join(args)}"
+
+
+def test_console_script_keeps_exit_codes_and_output_and_lets_a_profiler_write_its_file(tmp_path: Path) -> None:
+    """The console script ends a finished command without the interpreter's teardown (`os._exit`): the
+    exit code and everything printed must survive it, and a profiler around it must still get its file."""
+    exe = str(Path(sys.executable).parent / "hubmirror")
+    res = subprocess.run([exe, "sync", "--no-such-flag"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "No such option" in res.stderr
+    res = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=60)
+    assert (res.returncode, res.stdout) == (0, f"{__version__}\n")
+    res = subprocess.run([exe, "status", "--help"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.rstrip().endswith("Show this message and exit.")
+    for args in (["--version"], ["status", "--help"]):
+        prof = tmp_path / f"{args[0]}.prof"
+        cmd = [sys.executable, "-m", "cProfile", "-o", str(prof), exe, *args]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+        assert res.returncode == 0 and prof.stat().st_size > 0, res.stderr

@@ -48,13 +48,15 @@ def console() -> None:
     """The console script ``hubmirror``: `main`, then (for a command that finished) the process ends
     without the interpreter's teardown. `main` itself ends the usual way, for callers in Python."""
     command = sys.argv[1] if len(sys.argv) > 1 else None
+    fast = command not in _SERVICES and sys.getprofile() is None and sys.gettrace() is None
     try:
         main()  # typer ends with SystemExit (its exit code)
     except SystemExit as done:
-        if command in _SERVICES or sys.getprofile() is not None or sys.gettrace() is not None:
+        if not fast:
             raise
         _exit_now(done.code)
-    _exit_now(0)
+    if fast:
+        _exit_now(0)
 
 
 #: Commands that run servers or child processes: they leave the interpreter the usual way.
