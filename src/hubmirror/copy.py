@@ -682,7 +682,7 @@ async def _gather(coros: Iterable[Awaitable[T]]) -> list[T]:
             for c in coros:
                 tasks.append(tg.create_task(_as_coro(c)))
     except BaseExceptionGroup as eg:
-        raise _first(eg) from None
+        raise first_error(eg) from None
     return [t.result() for t in tasks]
 
 
@@ -690,10 +690,11 @@ async def _as_coro(aw: Awaitable[T]) -> T:
     return await aw
 
 
-def _first(eg: BaseExceptionGroup[BaseException]) -> BaseException:
+def first_error(eg: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The first real error of a task group's exception group (not a cancellation)."""
     for e in eg.exceptions:
         if isinstance(e, BaseExceptionGroup):
-            return _first(e)
+            return first_error(e)
         if not isinstance(e, asyncio.CancelledError):
             return e
     return eg.exceptions[0]

@@ -26,7 +26,7 @@ import aiohttp
 from ._errors import BudgetExhausted, ConfigError, HubmirrorError, NotFound, QuotaExceeded, RegistryError
 from .budget import PullBudget
 from .config import SyncConfig
-from .copy import Copier, CopyEvents, CopyResult
+from .copy import Copier, CopyEvents, CopyResult, first_error
 from .media import Descriptor, Manifest
 from .plan import (
     Layout,
@@ -475,7 +475,7 @@ class _Runner:
                 for item in pending:
                     await self._defer(item, self._why_not(item))
         except BaseExceptionGroup as eg:
-            raise _first_error(eg) from None
+            raise first_error(eg) from None
 
     def _why_not(self, item: WorkItem) -> str:
         if self.stopped:
@@ -616,16 +616,6 @@ class _Runner:
             reason=reason,
         )
         self.events.item_done(item, Outcome.DEFERRED)
-
-
-def _first_error(eg: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first real error of a task group's exception group (not a cancellation)."""
-    for e in eg.exceptions:
-        if isinstance(e, BaseExceptionGroup):
-            return _first_error(e)
-        if not isinstance(e, asyncio.CancelledError):
-            return e
-    return eg.exceptions[0]
 
 
 #: Prune's default --max-delete: this share of the tags hubmirror created in the destination, rounded up.
@@ -836,8 +826,8 @@ async def run_sync(
                 stack.enter_context(state.lock())
             plan = await build_plan(cfg, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events)
             report.commit = plan.commit
-            if cfg.dry_run:
-                _plan_report(plan, report, dest)
+
+            async def prune_selection() -> None:  # the dry run predicts what the real run deletes
                 await prune(
                     plan,
                     state=state,
@@ -846,8 +836,12 @@ async def run_sync(
                     enabled=cfg.prune,
                     events=events,
                     max_delete=cfg.max_delete,
-                    dry_run=True,
+                    dry_run=cfg.dry_run,
                 )
+
+            if cfg.dry_run:
+                _plan_report(plan, report, dest)
+                await prune_selection()
                 _finish(report, sources, dest, cfg)
                 return plan, report
             run_id = await state.aio.begin_run(plan.commit)
@@ -885,15 +879,7 @@ async def run_sync(
                     listed=True,
                 )
                 await _record_followed(followed, state=state, dest=dest, run_id=run_id)
-            await prune(
-                plan,
-                state=state,
-                dest=dest,
-                report=report,
-                enabled=cfg.prune,
-                events=events,
-                max_delete=cfg.max_delete,
-            )
+            await prune_selection()
             _finish(report, sources, dest, cfg)
             status = {0: "completed", 1: "failed", 2: "deferred"}[report.exit_code]
             # A commit whose selection was in doubt (a file failed to parse, …) is not synced: the next run
