@@ -29,9 +29,8 @@ from _measure import byte_compile_hubmirror
 
 from hubmirror.testing import images as img
 from hubmirror.testing.hub import HubEmulator
-from hubmirror.testing.official import make_library_repo
-from hubmirror.testing.registry import Registry, start_registry
-from sync import HUBMIRROR, NAMESPACE, Bench, Builder, Spec, _load, library_files, seed, verify
+from hubmirror.testing.registry import Registry
+from sync import HUBMIRROR, NAMESPACE, Bench, Registries, Spec, seed, synthetic_library, verify
 
 CASES = ("all", "half", "none")
 
@@ -73,23 +72,13 @@ def main() -> int:
         seed=args.seed,
     )
     work = Path(tempfile.mkdtemp(prefix="hubmirror-bench-mirrors-"))
-    registries: list[Registry] = []
+    registry = Registries(work)
     hub: HubEmulator | None = None
-
-    def registry(name: str) -> Registry:
-        reg = start_registry(work / name)
-        registries.append(reg)
-        return reg
-
     try:
         t0 = time.monotonic()
         source = registry("hub-storage")
         hub = HubEmulator(source, limit=None).start()
-        lib_path = work / "official-images"
-        make_library_repo(lib_path, library_files(spec), message="synthetic library")
-        library = img.run_sync(_load(lib_path))
-        builder = Builder(spec)
-        expected = img.run_sync(seed(source, library, builder))
+        lib_path, library, builder, expected = synthetic_library(work, spec, source)
         names = sorted(library.repositories)
         mirrors = {"all": registry("mirror-all"), "half": registry("mirror-half")}
         img.run_sync(seed(mirrors["all"], library, builder))
@@ -144,8 +133,7 @@ def main() -> int:
     finally:
         if hub is not None:
             hub.stop()
-        for reg in registries:
-            reg.stop()
+        registry.stop()
         if args.keep:
             print(f"kept {work}", file=sys.stderr)
         else:

@@ -278,6 +278,34 @@ class Run:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+class Registries:
+    """The benchmark's ``docker-registry`` processes, each under its own directory of *work*."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self.started: list[Registry] = []
+
+    def __call__(self, name: str) -> Registry:
+        reg = start_registry(self.work / name)
+        self.started.append(reg)
+        return reg
+
+    def stop(self) -> None:
+        for reg in self.started:
+            reg.stop()
+
+
+def synthetic_library(work: Path, spec: Spec, source: Registry) -> tuple[Path, Library, Builder, dict[str, str]]:
+    """The library's git repository under *work* and its images seeded into *source*: (repository path,
+    library, builder, ``repo:tag`` → digest)."""
+    lib_path = work / "official-images"
+    make_library_repo(lib_path, library_files(spec), message="synthetic library")
+    library = img.run_sync(_load(lib_path))
+    builder = Builder(spec)
+    expected = img.run_sync(seed(source, library, builder))
+    return lib_path, library, builder, expected
+
+
 def store_bytes(reg: Registry) -> int:
     """Bytes in the registry's blob store (layers, configs and manifests)."""
     root = reg.root / "data" / "docker" / "registry" / "v2" / "blobs"
@@ -637,24 +665,14 @@ def main() -> int:
     )
     use_skopeo = not args.no_skopeo and shutil.which("skopeo") is not None
     work = Path(tempfile.mkdtemp(prefix="hubmirror-bench-sync-"))
-    registries: list[Registry] = []
+    registry = Registries(work)
     hub: HubEmulator | None = None
-
-    def registry(name: str) -> Registry:
-        reg = start_registry(work / name)
-        registries.append(reg)
-        return reg
-
     try:
         t0 = time.monotonic()
         source = registry("source")
         if not args.direct:
             hub = HubEmulator(source, limit=None).start()
-        lib_path = work / "official-images"
-        make_library_repo(lib_path, library_files(spec), message="synthetic library")
-        library = img.run_sync(_load(lib_path))
-        builder = Builder(spec)
-        expected = img.run_sync(seed(source, library, builder))
+        lib_path, library, builder, expected = synthetic_library(work, spec, source)
         tags: dict[str, list[str]] = {}
         for ref in expected:
             repo, tag = ref.split(":")
@@ -766,8 +784,7 @@ def main() -> int:
     finally:
         if hub is not None:
             hub.stop()
-        for reg in registries:
-            reg.stop()
+        registry.stop()
         if args.keep:
             print(f"kept {work}", file=sys.stderr)
         else:
