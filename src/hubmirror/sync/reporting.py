@@ -1,0 +1,78 @@
+"""The report events of a run: failures the plan found, a dry run's plan, the totals at the end."""
+
+from __future__ import annotations
+
+from ..config import SyncConfig
+from ..plan import Plan
+from ..report import Outcome, SyncReport
+from ..store import TransferStats
+from ..store.registry import RegistryStore
+from .selection import source_key
+from .stores import Destination, Sources
+
+
+def finish_report(report: SyncReport, sources: Sources, dest: Destination, cfg: SyncConfig) -> None:
+    report.finish()
+    for store in sources.stores.values():
+        report.totals.add_stats(store.stats, TransferStats())
+    report.totals.add_stats(TransferStats(), dest.store.stats)
+    # Abuse-limit 429s per registry (the pace is too fast where they add up); an OCI layout has none.
+    stores = [*sources.stores.values(), *([dest.store] if isinstance(dest.store, RegistryStore) else [])]
+    for store in stores:
+        report.abuse_backoffs[store.name] = report.abuse_backoffs.get(store.name, 0) + store.stats.abuse_backoffs
+    report.content_sources = sources.source_stats()
+    hub = sources.stores.get(cfg.source)
+    rl = hub.ratelimit if hub is not None else None
+    if rl is not None:
+        report.totals.ratelimit_remaining = rl.remaining
+        report.totals.ratelimit_limit = rl.limit
+        report.totals.ratelimit_window = rl.window
+
+
+def add_failed(plan: Plan, report: SyncReport, dest: Destination) -> None:
+    """Failures known from the plan: selection errors, tags that could not be checked, conflicts."""
+    for what, reason in plan.selection_errors:
+        report.add(Outcome.FAILED, what, dest.name, reason=reason)
+    report.sources = [listing.to_dict() for listing in plan.sources]
+    for listing in plan.sources:
+        if listing.error:
+            reason = f"{listing.error}; nothing is pruned in this run"
+            report.add(Outcome.FAILED, listing.name, source_key(listing, dest), reason=reason)
+    for target, reason in plan.failed:
+        tags = [target.tag] if target.tag else []
+        report.add(Outcome.FAILED, target.canonical, dest.key(target.dest_repo), tags, reason=reason)
+    for c in plan.conflicts:
+        report.add(
+            Outcome.FAILED,
+            c.target.canonical,
+            dest.key(c.target.dest_repo),
+            [c.target.tag or ""],
+            digest=c.upstream_digest,
+            previous_digest=c.dest_digest,
+            reason=(
+                f"conflict: the destination tag holds {c.dest_digest[:19]}…, which hubmirror did not write; "
+                "left as it is (--overwrite replaces it)"
+            ),
+        )
+
+
+def plan_report(plan: Plan, report: SyncReport, dest: Destination) -> None:
+    """A dry run's report: what would be copied, retagged or deferred (nothing was done)."""
+    add_failed(plan, report, dest)
+    for u in plan.up_to_date:
+        report.add(Outcome.UP_TO_DATE, u.target.canonical, dest.key(u.target.dest_repo), [u.target.tag or ""])
+    for item in plan.items:
+        outcome = Outcome.RETAGGED if item.kind == "retag" else Outcome.COPIED
+        report.add(
+            outcome,
+            item.canonical,
+            dest.key(item.dest_repo),
+            item.tags,
+            digest=item.upstream_digest,
+            previous_digest=item.previous_digest,
+            reason=f"would {item.kind} ({item.reason})",
+            pulls=item.estimated_pulls,
+        )
+
+
+__all__ = ["add_failed", "finish_report", "plan_report"]

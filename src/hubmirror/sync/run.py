@@ -1,0 +1,122 @@
+"""`run_sync`, what ``hubmirror sync`` calls: plan (HEADs only) → copy (within the pull budget) → state →
+signatures → prune → report.
+
+It mirrors the selected official images (and/or an image list, tag sources) into a registry namespace or an
+OCI layout, spends Docker Hub pulls only on content that changed, records every tag in the state database as
+soon as it is pushed, defers what the budget does not allow, and returns a `SyncReport` whose `exit_code` the
+CLI exits with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from ..config import SyncConfig
+from ..plan import Plan
+from ..referrers import follow_referrers
+from ..report import SyncReport
+from ..state import State
+from .events import RunControl, SyncEvents
+from .planning import build_plan
+from .prune import prune
+from .record import record_followed, record_up_to_date
+from .reporting import add_failed, finish_report, plan_report
+from .runner import Runner
+from .stores import Sources, open_destination
+
+
+async def run_sync(
+    cfg: SyncConfig,
+    *,
+    events: SyncEvents | None = None,
+    cache_dir: Path | None = None,
+    control: RunControl | None = None,
+) -> tuple[Plan, SyncReport]:
+    """Run one sync as *cfg* says; returns the plan and the report (``report.exit_code`` for the shell).
+
+    With ``cfg.dry_run`` only the plan is made: no pulls, no writes to the destination or the state.
+    *control* lets the caller stop the run gracefully (`RunControl.stop`).
+    """
+    events = events or SyncEvents()
+    dest = open_destination(cfg)
+    sources = Sources(cfg)
+    report = SyncReport(library=cfg.library if cfg.reads_library else None, dest=cfg.dest)
+    report.dry_run = cfg.dry_run
+    state = await asyncio.to_thread(State.open, cfg.state)
+    try:
+        with contextlib.ExitStack() as stack:
+            if not cfg.dry_run:
+                stack.enter_context(state.lock())
+            plan = await build_plan(cfg, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events)
+            report.commit = plan.commit
+
+            async def prune_selection() -> None:  # the dry run predicts what the real run deletes
+                await prune(
+                    plan,
+                    state=state,
+                    dest=dest,
+                    report=report,
+                    enabled=cfg.prune,
+                    events=events,
+                    max_delete=cfg.max_delete,
+                    dry_run=cfg.dry_run,
+                )
+
+            if cfg.dry_run:
+                plan_report(plan, report, dest)
+                await prune_selection()
+                finish_report(report, sources, dest, cfg)
+                return plan, report
+            run_id = await state.aio.begin_run(plan.commit)
+            report.run_id = run_id
+            add_failed(plan, report, dest)
+            await record_up_to_date(plan, state=state, dest=dest, report=report, run_id=run_id)
+            events.plan_ready(plan)
+            runner = Runner(
+                cfg,
+                plan,
+                state=state,
+                dest=dest,
+                sources=sources,
+                report=report,
+                run_id=run_id,
+                events=events,
+                control=control,
+            )
+            await runner.run()
+            # Deferred work was taken first by the plan and stays recorded until the run has ended (a crash
+            # keeps its priority): now what this run deferred again stays, and entries for images that
+            # were done, failed, left the selection or became up to date go.
+            for d in await state.aio.deferred():
+                if d.dest_repo.startswith(dest.prefix) and (d.source_ref, d.dest_repo) not in runner.deferred:
+                    await state.aio.clear_deferred(d.source_ref, d.dest_repo)
+            if cfg.signatures and (control is None or control.reason is None):
+                events.phase("copying signatures and referrers of the mirrored images")
+                followed = await follow_referrers(
+                    plan,
+                    report,
+                    copier=runner.copier,
+                    sources=sources.__getitem__,
+                    dest=dest.store,
+                    dest_key=dest.key,
+                    listed=True,
+                )
+                await record_followed(followed, state=state, dest=dest, run_id=run_id)
+            await prune_selection()
+            finish_report(report, sources, dest, cfg)
+            status = {0: "completed", 1: "failed", 2: "deferred"}[report.exit_code]
+            # A commit whose selection was in doubt (a file failed to parse, …) is not synced: the next run
+            # looks at it again.
+            if report.exit_code == 0 and plan.commit is not None and not plan.prune_blockers:
+                await state.aio.set_library_commit(cfg.library, plan.commit)
+            await state.aio.finish_run(run_id, status, report.to_dict()["totals"], commit=plan.commit)
+            return plan, report
+    finally:
+        state.close()
+        await sources.close()
+        await dest.store.close()
+
+
+__all__ = ["run_sync"]
