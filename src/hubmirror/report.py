@@ -36,8 +36,8 @@ from rich.filesize import decimal
 from rich.table import Table
 from rich.text import Text
 
-from .store._base import TransferStats
 from .store.mirrored import SourceStats
+from .transfer import TransferStats
 
 REPORT_VERSION: Final = 1
 #: More failed, deferred or kept items than this with one reason share one row of the table.

@@ -27,7 +27,7 @@ from .._errors import DigestMismatch, InvalidReference, ManifestTooLarge, Regist
 from ..digest import is_digest, verify_bytes
 from ..media import ACCEPT, MAX_MANIFEST_SIZE, OCI_INDEX, Descriptor, Manifest, detect_media_type
 from ..reference import api_host, normalize_registry
-from ..store._base import PullGate, TransferStats
+from ..transfer import PullGate, TransferStats
 from ._http import read_capped, read_some
 from ._proxy import proxy_for
 from .auth import Authenticator, merge_scopes, parse_www_authenticate, repository_scope

@@ -6,7 +6,8 @@ wraps a source store so that its content by digest comes from content mirrors fi
 builds one from ``REGISTRY[/PREFIX]`` names).
 """
 
-from ._base import BlobStream, PullGate, Store, TransferStats
+from ..transfer import PullGate, TransferStats
+from ._base import BlobStream, Store
 from ._open import open_location
 from .mirrored import ContentMirror, MirroredStore, SourceStats, with_mirrors
 from .ocidir import OCILayoutStore

@@ -1,53 +1,20 @@
-"""The `Store` protocol and the counters every store keeps."""
+"""The `Store` protocol (the counters every store keeps, `TransferStats`, and the `PullGate` live in
+`hubmirror.transfer`, below the registry client)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager
-from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from ..media import Descriptor, Manifest
+from ..transfer import TransferStats
 
-if TYPE_CHECKING:  # not at runtime: hubmirror.registry imports this module (TransferStats)
+if TYPE_CHECKING:  # types only
     from ..registry.ratelimit import RateLimit
 
 #: An open blob: an async context manager yielding an async iterator of byte chunks.
 BlobStream = AbstractAsyncContextManager[AsyncIterator[bytes]]
-
-
-@dataclass
-class TransferStats:
-    """What a store was asked to do; the sync and `copy --json` report these."""
-
-    manifest_gets: int = 0  # the requests Docker Hub counts as pulls
-    manifest_heads: int = 0
-    manifest_puts: int = 0
-    blob_heads: int = 0
-    blob_gets: int = 0
-    blob_bytes_read: int = 0
-    blob_uploads: int = 0
-    blob_bytes_written: int = 0
-    blob_mounts: int = 0
-    retries: int = 0
-    #: 429s that were not the pull quota (Docker Hub's abuse limit on all requests), each backed off and
-    #: retried: more than a few mean the pace (``--hub-rate``) is too fast.
-    abuse_backoffs: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
-
-
-class PullGate(Protocol):
-    """Permission to send a manifest GET (a Docker Hub "pull"), asked right before the request goes out.
-
-    A `RegistryStore` given a gate asks it before every manifest GET it sends (a HEAD that falls back
-    to GET included); `hubmirror.budget.PullBudget` is the one the sync gives to the Docker Hub source.
-    """
-
-    async def acquire(self, n: int = 1) -> None:
-        """Take *n* pulls (waiting if the gate allows), or raise `hubmirror.BudgetExhausted`."""
-        ...
 
 
 @runtime_checkable

@@ -28,7 +28,8 @@ from .._errors import DigestMismatch, NotFound
 from ..digest import is_digest
 from ..media import Descriptor, Manifest
 from ..reference import DOCKER_HUB, normalize_registry
-from ._base import BlobStream, Store, TransferStats
+from ..transfer import TransferStats
+from ._base import BlobStream, Store
 
 if TYPE_CHECKING:
     from ..registry.options import ClientOptions

@@ -45,7 +45,8 @@ from ..media import (
     Manifest,
     detect_media_type,
 )
-from ._base import BlobStream, TransferStats
+from ..transfer import TransferStats
+from ._base import BlobStream
 
 if TYPE_CHECKING:
     from ..registry.ratelimit import RateLimit

@@ -10,7 +10,8 @@ from ..reference import api_host
 from ..registry.client import RegistryClient
 from ..registry.options import ClientOptions
 from ..registry.ratelimit import RateLimit
-from ._base import BlobStream, PullGate, TransferStats
+from ..transfer import PullGate, TransferStats
+from ._base import BlobStream
 
 
 class RegistryStore:
