@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,6 +16,8 @@ from _auth import PASSWORD, USER
 from hubmirror._errors import HubmirrorError
 from hubmirror.testing.containerd import Containerd, start_containerd
 from hubmirror.testing.hub import HubEmulator
+from hubmirror.testing.postgres import PostgresServer, start_postgres
+from hubmirror.testing.postgres import available as postgres_available
 from hubmirror.testing.registry import Registry, start_registry
 
 __all__ = ["PASSWORD", "USER"]
@@ -70,6 +73,23 @@ def hub(make_registry: Callable[..., Registry]) -> Iterator[HubEmulator]:
     """
     with HubEmulator(make_registry(), users={USER: PASSWORD}) as emulator:
         yield emulator
+
+
+# -- PostgreSQL (hubmirror.testing.postgres) ------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """A real PostgreSQL server for the session (one per xdist worker); `PostgresServer.new_database` gives
+    each test its own database. Skips where PostgreSQL cannot run, except in CI (``CI`` set), where the
+    install step provides it and a skip would hide the PostgreSQL backend's tests."""
+    why = postgres_available()
+    if why is not None:
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+    with start_postgres(tmp_path_factory.mktemp("postgres")) as server:
+        yield server
 
 
 # -- containerd (hubmirror.testing.containerd) ---------------------------------------------------------

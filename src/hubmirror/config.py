@@ -170,6 +170,24 @@ def _mirror(value: str) -> str:
     return normalize_registry(host) + sep + rest
 
 
+def _state_value(value: object) -> object:
+    """``state:``: a path or ``sqlite:///PATH`` (a `Path`), or a ``postgresql://`` URL (text); any other
+    ``SCHEME://`` is refused, never taken for a file name."""
+    from .state import StateLocation  # the state module loads no database driver at import
+
+    if isinstance(value, Path):
+        return value
+    if not isinstance(value, str):
+        return _path_text(value)
+    if not value.strip():
+        raise ValueError("expected a path or a postgresql:// URL, got an empty string")
+    try:
+        location = StateLocation.parse(value)
+    except HubmirrorError as e:
+        raise ValueError(str(e)) from None
+    return location.path if location.path is not None else value.strip()
+
+
 ImageList = Annotated[list[Annotated[str, AfterValidator(_image_pattern)]], BeforeValidator(_a_list)]
 PlatformList = Annotated[list[Annotated[str, AfterValidator(_platform)]], BeforeValidator(_as_list)]
 RegexList = Annotated[list[Annotated[str, AfterValidator(_regex)]], BeforeValidator(_a_list)]
@@ -179,6 +197,8 @@ MirrorList = Annotated[list[Annotated[str, AfterValidator(_mirror)]], BeforeVali
 Seconds = Annotated[float | None, BeforeValidator(parse_duration)]
 #: A filesystem path: text in the file, a `Path` from a flag (strict mode would refuse the text).
 PathValue = Annotated[Path, BeforeValidator(_path_text)]
+#: The state: a SQLite path, or a PostgreSQL URL (`_state_value`).
+StateValue = Annotated[Path | str, BeforeValidator(_state_value)]
 
 
 class _Model(BaseModel):
@@ -402,7 +422,8 @@ class SyncConfig(_Model):
     windows: bool = False
     include_tags: RegexList = Field(default_factory=list)
     exclude_tags: RegexList = Field(default_factory=list)
-    state: PathValue = Field(default_factory=default_state_path)
+    #: A SQLite path (or ``sqlite:///PATH``) or a ``postgresql://USER@HOST:PORT/DB`` URL.
+    state: StateValue = Field(default_factory=default_state_path)
     report: PathValue | None = None
     dry_run: bool = False
     max_pulls: int | None = Field(default=None, ge=0)
@@ -439,10 +460,20 @@ class SyncConfig(_Model):
 
     # ------------------------------------------------------------------ validators
 
-    @field_validator("images_file", "list_file", "state", "report", "metrics_file")
+    @field_validator("images_file", "list_file", "report", "metrics_file")
     @classmethod
     def _paths(cls, value: Path | None, info: ValidationInfo) -> Path | None:
         return _resolve_path(value, info)
+
+    @field_validator("state")
+    @classmethod
+    def _state(cls, value: Path | str, info: ValidationInfo) -> Path | str:
+        """A SQLite path is resolved like any path; a PostgreSQL URL stays as written."""
+        if isinstance(value, Path):
+            resolved = _resolve_path(value, info)
+            assert resolved is not None
+            return resolved
+        return value
 
     @field_validator("library")
     @classmethod
@@ -597,7 +628,7 @@ class SyncConfig(_Model):
         was changed."""
         problems = []
         for what, path in (
-            ("state database", self.state),
+            ("state database", self.state if isinstance(self.state, Path) else None),
             ("report file", self.report),
             ("metrics file", self.metrics_file),
         ):

@@ -14,6 +14,12 @@ Schema versions: 1 had ``runs``, ``meta`` and ``tags``; 2 added ``tags.created_b
 ``deferred`` table; 3 added ``tags.platforms``, the platform selection each tag was copied with; 4 added
 ``pending_manifests`` (source manifests of unfinished copies). `State.open` migrates older files in place,
 one transaction per step.
+
+Two backends, one `State`: SQLite (a path, or ``sqlite:///PATH``; the default) and PostgreSQL
+(``postgresql://USER@HOST:PORT/DB``, a libpq URL: the password comes from the URL, ``PGPASSWORD`` or
+``~/.pgpass`` and is never printed). Every method is written once in the SQL both understand; the PostgreSQL
+connection (`_PgConnection`, psycopg 3, imported only for such a state) takes SQLite's ``?`` placeholders,
+and the migrations are translated (`_pg_ddl`). The sync lock is an advisory lock there.
 """
 
 from __future__ import annotations
@@ -24,18 +30,23 @@ import errno
 import fcntl
 import json
 import os
+import re
+import socket
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
-from typing import Any, Final, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, Protocol, TypeVar
 
 from ._errors import StateError, StateLocked
 from ._fs import output_problem
+
+if TYPE_CHECKING:
+    import psycopg
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -103,6 +114,130 @@ CREATE TABLE pending_manifests (
 _MIGRATIONS: Final[dict[int, str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
 
 _LIBRARY_COMMIT_KEY = "library_commit:"
+
+#: The PostgreSQL advisory lock keys: the sync lock (one run at a time) and migrations.
+_PG_SYNC_LOCK: Final = 0x68756273  # "hubs"
+_PG_MIGRATE_LOCK: Final = 0x6875626D  # "hubm"
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
+_PG_SCHEMES: Final = ("postgresql", "postgres")
+
+
+@dataclass(frozen=True)
+class StateLocation:
+    """Where a state lives: a SQLite file (*path*) or a PostgreSQL database (*url*, a libpq URL)."""
+
+    kind: Literal["sqlite", "postgresql"]
+    path: Path | None = None
+    url: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def parse(cls, value: str | os.PathLike[str]) -> StateLocation:
+        """A path or ``sqlite:///PATH`` (SQLite), or ``postgresql://…`` (PostgreSQL); any other scheme is a
+        `StateError` in one line."""
+        if isinstance(value, os.PathLike):
+            return cls("sqlite", Path(value).expanduser())
+        text = value.strip()
+        m = _SCHEME.match(text)
+        if m is None:
+            return cls("sqlite", Path(text).expanduser())
+        scheme = m.group(1).lower()
+        if scheme == "sqlite":
+            rest = text[m.end() :]
+            if not rest.strip("/"):
+                raise StateError(f"{text}: sqlite:/// needs a path, e.g. sqlite:///var/lib/hubmirror/state.db")
+            return cls("sqlite", Path("/" + rest.lstrip("/")) if rest.startswith("/") else Path(rest))
+        if scheme in _PG_SCHEMES:
+            return cls("postgresql", url=text)
+        raise StateError(
+            f"{redact_dsn(text)}: unknown state scheme {scheme!r}: give a path, sqlite:///PATH or "
+            "postgresql://USER@HOST:PORT/DB"
+        )
+
+    def __str__(self) -> str:
+        return str(self.path) if self.kind == "sqlite" else redact_dsn(self.url or "")
+
+
+def redact_dsn(url: str) -> str:
+    """*url* without a password (``postgresql://user:secret@h/db`` → ``postgresql://user@h/db``) and without
+    a ``password=`` query parameter."""
+    out = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/@:]*)(:[^/@]*)?@", r"\1\2@", url)
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", out, flags=re.IGNORECASE)
+
+
+class _Cursor(Protocol):
+    """What `State` uses of a cursor (sqlite3's and psycopg's alike)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+
+class _Conn(Protocol):
+    """What `State` uses of a connection: `sqlite3.Connection`, or `_PgConnection`."""
+
+    def execute(self, sql: str, params: Any = (), /) -> _Cursor: ...
+
+    def executemany(self, sql: str, rows: Any, /) -> Any: ...
+
+    def close(self) -> None: ...
+
+
+class _PgConnection:
+    """A psycopg 3 connection (autocommit: transactions are the explicit ``BEGIN``/``COMMIT`` of `State`)
+    that speaks SQLite's dialect as `State` writes it: ``?`` placeholders, ``BEGIN IMMEDIATE``, and
+    booleans stored as integers."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = (), /) -> _Cursor:
+        return self._conn.execute(_pg_sql(sql), _pg_params(params))
+
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> None:
+        with self._conn.cursor() as cur:
+            cur.executemany(_pg_sql(sql), [_pg_params(r) for r in rows])
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def _pg_sql(sql: str) -> str:
+    """SQLite's statement for PostgreSQL: ``?`` → ``%s`` outside quotes, ``%`` escaped, ``BEGIN IMMEDIATE``
+    → ``BEGIN``."""
+    if sql.strip().upper() == "BEGIN IMMEDIATE":
+        return "BEGIN"
+    out: list[str] = []
+    quote: str | None = None
+    for c in sql:
+        if quote is not None:
+            out.append("%%" if c == "%" else c)
+            if c == quote:
+                quote = None
+        elif c in "'\"":
+            quote = c
+            out.append(c)
+        elif c == "?":
+            out.append("%s")
+        elif c == "%":
+            out.append("%%")
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+def _pg_params(params: Sequence[Any]) -> tuple[Any, ...]:
+    return tuple(int(p) if isinstance(p, bool) else p for p in params)
+
+
+def _pg_ddl(script: str) -> str:
+    """A migration of ours for PostgreSQL: identity columns and ``bytea``."""
+    script = script.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY")
+    return re.sub(r"\bBLOB\b", "BYTEA", script)
 
 
 def _now() -> datetime:
@@ -209,12 +344,18 @@ def _read_pid(fd: int) -> int | None:
 class State:
     """An open state database. Create with `State.open`; use as a context manager to close it."""
 
-    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
-        self.path = path
+    def __init__(self, location: StateLocation, conn: sqlite3.Connection | _PgConnection) -> None:
+        self._conn: _Conn
+        self.location = location
+        #: The SQLite file (None for PostgreSQL).
+        self.path = location.path
+        #: How messages name this state: the file, or the PostgreSQL URL without its password.
+        self.where = str(location)
         self._conn = conn
+        self._pg = isinstance(conn, _PgConnection)
         self._mutex = threading.RLock()
         self._lock_depth = 0
-        self._file_lock = _FileLock(path.with_name(path.name + ".lock"))
+        self._file_lock = _FileLock(self.path.with_name(self.path.name + ".lock")) if self.path is not None else None
         self._executor: ThreadPoolExecutor | None = None
         self.aio = AsyncState(self)
 
@@ -222,12 +363,17 @@ class State:
 
     @classmethod
     def open(cls, path: str | os.PathLike[str]) -> State:
-        """Open *path*, creating it (and its directory) or migrating an older schema.
+        """Open the state at *path* (a SQLite path or ``sqlite:///PATH``, or a ``postgresql://`` URL), creating
+        it (and a SQLite file's directory) or migrating an older schema.
 
-        Raises `StateError` naming the path if the file is not a usable state database; the file is
-        then left exactly as it was.
+        Raises `StateError` in one line naming the state (never a password) if it is not a usable state
+        database or cannot be reached; a SQLite file is then left exactly as it was.
         """
-        p = Path(path).expanduser()
+        location = StateLocation.parse(path)
+        if location.kind == "postgresql":
+            return cls._open_postgresql(location)
+        assert location.path is not None
+        p = location.path
         problem = output_problem(p)
         if problem is not None:
             raise StateError(f"{p}: cannot use as the state database: {problem}")
@@ -241,7 +387,7 @@ class State:
             conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False, timeout=10.0)
         except sqlite3.Error as e:
             raise StateError(f"{p}: cannot open state database: {e}") from None
-        state = cls(p, conn)
+        state = cls(location, conn)
         try:
             state._setup()
         except BaseException:
@@ -249,51 +395,101 @@ class State:
             raise
         return state
 
+    @classmethod
+    def _open_postgresql(cls, location: StateLocation) -> State:
+        try:
+            import psycopg
+        except ImportError:  # pragma: no cover - a dependency of the package
+            raise StateError(f"{location}: the PostgreSQL driver (psycopg) is not installed") from None
+        assert location.url is not None
+        try:
+            raw = psycopg.connect(
+                location.url,
+                autocommit=True,
+                connect_timeout=10,
+                application_name=f"hubmirror pid {os.getpid()} on {socket.gethostname()}"[:63],
+            )
+        except psycopg.Error as e:
+            raise StateError(f"{location}: cannot connect to the state database: {_first_line(e)}") from None
+        state = cls(location, _PgConnection(raw))
+        try:
+            state._setup()
+        except BaseException:
+            raw.close()
+            raise
+        return state
+
     def _setup(self) -> None:
+        if self._pg:
+            self._setup_postgresql()
+            return
         with self._guard("open"):
             # Read something first: a file that is not SQLite fails here, before any write.
-            tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            tables = self._tables()
             version = self._version(tables)
-            if version > SCHEMA_VERSION:
-                raise StateError(
-                    f"{self.path}: state schema version {version} is newer than this hubmirror "
-                    f"understands ({SCHEMA_VERSION}); upgrade hubmirror"
-                )
+            self._check_version(version)
             mode = self._conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
-                raise StateError(f"{self.path}: cannot switch the state database to WAL mode (got {mode})")
+                raise StateError(f"{self.where}: cannot switch the state database to WAL mode (got {mode})")
             # NORMAL in WAL mode: a committed transaction survives a killed process; only an OS crash or
             # power cut can lose the last few commits, and the file stays consistent either way.
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute("PRAGMA foreign_keys = ON")
-            while version < SCHEMA_VERSION:
-                with self._write():
-                    # Re-read inside the transaction: another process may have migrated meanwhile.
-                    tables = {r[0] for r in self._conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-                    version = self._version(tables)
-                    if version >= SCHEMA_VERSION:
-                        break
-                    step = version + 1
-                    for statement in _split_sql(_MIGRATIONS[step]):
-                        self._conn.execute(statement)
-                    if step == 1:
-                        self._conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
-                        self._conn.execute("INSERT INTO schema_version (version) VALUES (1)")
-                    else:
-                        self._conn.execute("UPDATE schema_version SET version = ?", (step,))
-                    version = step
+            self._migrate(version)
+
+    def _setup_postgresql(self) -> None:
+        with self._guard("open"):
+            version = self._version(self._tables())
+            self._check_version(version)
+            if version < SCHEMA_VERSION:
+                self._migrate(version)
+
+    def _tables(self) -> set[str]:
+        if self._pg:
+            sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        else:
+            sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        return {str(r[0]) for r in self._conn.execute(sql)}
+
+    def _check_version(self, version: int) -> None:
+        if version > SCHEMA_VERSION:
+            raise StateError(
+                f"{self.where}: state schema version {version} is newer than this hubmirror "
+                f"understands ({SCHEMA_VERSION}); upgrade hubmirror"
+            )
+
+    def _migrate(self, version: int) -> None:
+        """Apply the migrations after *version*, one transaction each (the caller holds ``_guard``)."""
+        while version < SCHEMA_VERSION:
+            with self._write():
+                if self._pg:  # one process migrates at a time; the others wait, then see it done
+                    self._conn.execute("SELECT pg_advisory_xact_lock(?)", (_PG_MIGRATE_LOCK,))
+                # Re-read inside the transaction: another process may have migrated meanwhile.
+                version = self._version(self._tables())
+                if version >= SCHEMA_VERSION:
+                    break
+                step = version + 1
+                script = _pg_ddl(_MIGRATIONS[step]) if self._pg else _MIGRATIONS[step]
+                for statement in _split_sql(script):
+                    self._conn.execute(statement)
+                if step == 1:
+                    self._conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+                    self._conn.execute("INSERT INTO schema_version (version) VALUES (1)")
+                else:
+                    self._conn.execute("UPDATE schema_version SET version = ?", (step,))
+                version = step
 
     def _version(self, tables: set[str]) -> int:
         if "schema_version" not in tables:
             if tables:
                 raise StateError(
-                    f"{self.path}: not a hubmirror state database (it has tables {', '.join(sorted(tables))} "
+                    f"{self.where}: not a hubmirror state database (it has tables {', '.join(sorted(tables))} "
                     "but no schema_version); left untouched"
                 )
             return 0
         row = self._conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
         if row is None or row[0] is None:
-            raise StateError(f"{self.path}: schema_version table is empty; left untouched")
+            raise StateError(f"{self.where}: schema_version table is empty; left untouched")
         return int(row[0])
 
     @property
@@ -307,7 +503,8 @@ class State:
             self._executor.shutdown(wait=True)  # writes in flight finish (each is one short transaction)
             self._executor = None
         with self._mutex:
-            self._file_lock.release()
+            if self._file_lock is not None:
+                self._file_lock.release()
             self._lock_depth = 0
             self._conn.close()
 
@@ -324,13 +521,13 @@ class State:
         self.close()
 
     def __repr__(self) -> str:
-        return f"State({str(self.path)!r})"
+        return f"State({self.where!r})"
 
     # ------------------------------------------------------------------ plumbing
 
     @contextlib.contextmanager
     def _guard(self, what: str) -> Iterator[None]:
-        """Serialise access and turn sqlite errors into `StateError` naming the file."""
+        """Serialise access and turn database errors into `StateError` naming the state."""
         with self._mutex:
             try:
                 yield
@@ -338,12 +535,16 @@ class State:
                 detail = str(e)
                 if "not a database" in detail or "malformed" in detail or "corrupt" in detail:
                     raise StateError(
-                        f"{self.path}: state database is corrupt ({detail}) during {what}; the file was left "
+                        f"{self.where}: state database is corrupt ({detail}) during {what}; the file was left "
                         "untouched: move it away to start afresh"
                     ) from None
-                raise StateError(f"{self.path}: {what} failed: {detail}") from None
+                raise StateError(f"{self.where}: {what} failed: {detail}") from None
             except sqlite3.Error as e:
-                raise StateError(f"{self.path}: {what} failed: {e}") from None
+                raise StateError(f"{self.where}: {what} failed: {e}") from None
+            except Exception as e:
+                if self._pg and _is_psycopg_error(e):
+                    raise StateError(f"{self.where}: {what} failed: {_first_line(e)}") from None
+                raise
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
@@ -352,7 +553,8 @@ class State:
         try:
             yield
         except BaseException:
-            self._conn.execute("ROLLBACK")
+            with contextlib.suppress(Exception):  # a broken connection: the server rolls back itself
+                self._conn.execute("ROLLBACK")
             raise
         self._conn.execute("COMMIT")
 
@@ -367,7 +569,7 @@ class State:
         """
         with self._mutex:
             if self._lock_depth == 0:
-                self._file_lock.acquire()
+                self._acquire_lock()
             self._lock_depth += 1
         try:
             yield
@@ -375,7 +577,30 @@ class State:
             with self._mutex:
                 self._lock_depth -= 1
                 if self._lock_depth == 0:
-                    self._file_lock.release()
+                    self._release_lock()
+
+    def _acquire_lock(self) -> None:
+        if self._file_lock is not None:
+            self._file_lock.acquire()
+            return
+        with self._guard("lock"):  # a session advisory lock: PostgreSQL drops it when the holder disconnects
+            got = self._conn.execute("SELECT pg_try_advisory_lock(?)", (_PG_SYNC_LOCK,)).fetchone()[0]
+            if got:
+                return
+            row = self._conn.execute(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.objid = ? AND l.granted",
+                (_PG_SYNC_LOCK,),
+            ).fetchone()
+        who = f" ({row[0]})" if row and row[0] else ""
+        raise StateLocked(f"{self.where}: another hubmirror sync{who} is using this state")
+
+    def _release_lock(self) -> None:
+        if self._file_lock is not None:
+            self._file_lock.release()
+            return
+        with contextlib.suppress(StateError), self._guard("unlock"):
+            self._conn.execute("SELECT pg_advisory_unlock(?)", (_PG_SYNC_LOCK,))
 
     # ------------------------------------------------------------------ tags
 
@@ -564,11 +789,11 @@ class State:
             self._conn.execute(
                 "UPDATE runs SET status = 'interrupted' WHERE status = 'running'",
             )
-            cur = self._conn.execute(
-                "INSERT INTO runs (started, status, \"commit\") VALUES (?, 'running', ?)", (_to_text(_now()), commit)
-            )
-            assert cur.lastrowid is not None
-            return int(cur.lastrowid)
+            row = self._conn.execute(
+                "INSERT INTO runs (started, status, \"commit\") VALUES (?, 'running', ?) RETURNING id",
+                (_to_text(_now()), commit),
+            ).fetchone()
+            return int(row[0])
 
     def finish_run(
         self,
@@ -588,7 +813,7 @@ class State:
                 (_to_text(_now()), status, text, commit, run_id),
             )
             if cur.rowcount == 0:
-                raise StateError(f"{self.path}: no run with id {run_id}")
+                raise StateError(f"{self.where}: no run with id {run_id}")
 
     def runs(self, limit: int = 20) -> list[RunRecord]:
         """The latest *limit* runs, newest first."""
@@ -648,7 +873,7 @@ class State:
         """What ``hubmirror status`` shows: tags tracked, libraries synced, deferred work, latest runs."""
         tags = self.tags()
         return {
-            "state": str(self.path),
+            "state": self.where,
             "tags": len(tags),
             "tags_created": sum(1 for t in tags if t.created_by_hubmirror),
             "repositories": len({t.dest_repo for t in tags}),
@@ -685,6 +910,17 @@ class AsyncState:
 
     def __init__(self, state: State) -> None:
         self._state = state
+
+    @contextlib.asynccontextmanager
+    async def lock(self) -> AsyncIterator[None]:
+        """`State.lock`, taken and released on the state's worker thread (a PostgreSQL advisory lock is a
+        round trip to the server)."""
+        cm = self._state.lock()
+        await self._state.run(cm.__enter__)
+        try:
+            yield
+        finally:
+            await self._state.run(cm.__exit__, None, None, None)
 
     async def tag(self, dest_repo: str, tag: str) -> TagRecord | None:
         return await self._state.run(self._state.tag, dest_repo, tag)
@@ -764,6 +1000,17 @@ def _deferred_item(row: Sequence[Any]) -> DeferredItem:
     )
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _is_psycopg_error(e: BaseException) -> bool:
+    import psycopg  # loaded already: only a PostgreSQL state gets here
+
+    return isinstance(e, psycopg.Error)
+
+
 def _split_sql(script: str) -> list[str]:
     """Statements of a migration script (ours: no semicolons inside strings)."""
     return [s.strip() for s in script.split(";") if s.strip()]
@@ -777,6 +1024,7 @@ __all__ = [
     "RunRecord",
     "State",
     "StateError",
+    "StateLocation",
     "StateLocked",
     "TagRecord",
 ]

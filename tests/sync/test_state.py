@@ -9,16 +9,35 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from hubmirror import StateError, StateLocked
 from hubmirror.state import SCHEMA_VERSION, State
+from hubmirror.testing.postgres import PostgresServer
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
 REPO = "127.0.0.1:5000/mirror/python"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty state of each backend: a SQLite file, or a database on the tests' PostgreSQL server."""
+    if request.param == "sqlite":
+        return str(tmp_path / "nested" / "state.db")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.new_database()
+
+
+def _password(where: str) -> str | None:
+    """The password inside a ``postgresql://user:password@host`` URL."""
+    if "://" not in where or "@" not in where:
+        return None
+    userinfo = where.split("://", 1)[1].split("@", 1)[0]
+    return userinfo.split(":", 1)[1] if ":" in userinfo else None
 
 
 def spawn(code: str, *args: str) -> subprocess.Popen[str]:
@@ -31,8 +50,8 @@ def spawn(code: str, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def test_create_record_and_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "nested" / "state.db"
+def test_create_record_and_reopen(where: str) -> None:
+    path = where
     with State.open(path) as st:
         assert st.schema_version == SCHEMA_VERSION
         run = st.begin_run(commit="abc123")
@@ -53,12 +72,12 @@ def test_create_record_and_reopen(tmp_path: Path) -> None:
         [last] = st.runs(5)
         assert (last.status, last.commit, last.summary) == ("completed", "abc123", {"copied": 1, "retagged": 1})
         assert last.finished is not None and last.finished >= last.started
-        # WAL mode is on, so readers never block the writer.
-        assert st._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        if st.path is not None:  # SQLite: WAL mode is on, so readers never block the writer.
+            assert st._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_record_updates_digest_but_keeps_created_flag(tmp_path: Path) -> None:
-    with State.open(tmp_path / "s.db") as st:
+def test_record_updates_digest_but_keeps_created_flag(where: str) -> None:
+    with State.open(where) as st:
         # Tag found already at the destination before hubmirror ever pushed it: not ours.
         st.record_tag(REPO, "old", source_ref="docker.io/library/python:old", upstream_digest=D1, created=False)
         st.record_tag(REPO, "new", source_ref="docker.io/library/python:new", upstream_digest=D1)
@@ -73,15 +92,15 @@ def test_record_updates_digest_but_keeps_created_flag(tmp_path: Path) -> None:
         assert st.dest_repos() == [REPO]
 
 
-def test_deferred_work_round_trip(tmp_path: Path) -> None:
-    with State.open(tmp_path / "s.db") as st:
+def test_deferred_work_round_trip(where: str) -> None:
+    with State.open(where) as st:
         first = st.defer("docker.io/library/python:3.12", REPO, ["3.12", "3"], "pull budget spent")
         st.defer("docker.io/library/golang:1.22", "r/mirror/golang", ["1.22"], "quota 429")
         again = st.defer("docker.io/library/python:3.12", REPO, ["3", "latest"], "pull budget spent (2nd run)")
         assert again.id == first.id and again.since == first.since
         assert again.tags == ("3.12", "3", "latest")
         assert again.reason == "pull budget spent (2nd run)"
-    with State.open(tmp_path / "s.db") as st:
+    with State.open(where) as st:
         items = st.deferred()
         assert [i.source_ref for i in items] == ["docker.io/library/python:3.12", "docker.io/library/golang:1.22"]
         assert st.clear_deferred("docker.io/library/python:3.12", REPO) is True
@@ -89,10 +108,10 @@ def test_deferred_work_round_trip(tmp_path: Path) -> None:
         assert [i.dest_repo for i in st.deferred()] == ["r/mirror/golang"]
 
 
-def test_interrupted_run_is_marked_at_next_begin(tmp_path: Path) -> None:
-    with State.open(tmp_path / "s.db") as st:
+def test_interrupted_run_is_marked_at_next_begin(where: str) -> None:
+    with State.open(where) as st:
         killed = st.begin_run()
-    with State.open(tmp_path / "s.db") as st:
+    with State.open(where) as st:
         current = st.begin_run()
         statuses = {r.id: r.status for r in st.runs(10)}
         assert statuses == {killed: "interrupted", current: "running"}
@@ -191,8 +210,8 @@ HOLD_LOCK = """
 """
 
 
-def test_lock_held_by_another_process_then_released_by_sigkill(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
+def test_lock_held_by_another_process_then_released_by_sigkill(where: str) -> None:
+    path = where
     child = spawn(HOLD_LOCK, str(path))
     try:
         assert child.stdout is not None
@@ -200,10 +219,22 @@ def test_lock_held_by_another_process_then_released_by_sigkill(tmp_path: Path) -
         with State.open(path) as st:
             with pytest.raises(StateLocked, match=rf"pid {child.pid}\b") as exc, st.lock():
                 pass
-            assert str(path) in str(exc.value)
+            assert st.where in str(exc.value)
+            secret = _password(where)
+            assert secret is None or secret not in str(exc.value)
             child.send_signal(signal.SIGKILL)
             child.wait()
-            with st.lock():  # the kernel released it: no stale lock after kill -9
+            # No stale lock after kill -9: the kernel drops the file lock, PostgreSQL the dead session's lock.
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    with st.lock():
+                        break
+                except StateLocked:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+            with st.lock():
                 rec = st.record_tag(REPO, "x", source_ref="docker.io/library/python:x", upstream_digest=D1)
                 assert rec.tag == "x"
     finally:
@@ -212,8 +243,8 @@ def test_lock_held_by_another_process_then_released_by_sigkill(tmp_path: Path) -
             child.wait()
 
 
-def test_lock_is_exclusive_within_one_process_and_reentrant(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
+def test_lock_is_exclusive_within_one_process_and_reentrant(where: str) -> None:
+    path = where
     with State.open(path) as a, State.open(path) as b:
         with a.lock():
             with a.lock():  # re-entrant on the same State
@@ -224,8 +255,8 @@ def test_lock_is_exclusive_within_one_process_and_reentrant(tmp_path: Path) -> N
             pass
 
 
-def test_lock_released_cleanly_lets_next_sync_in(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
+def test_lock_released_cleanly_lets_next_sync_in(where: str) -> None:
+    path = where
     child = spawn(HOLD_LOCK, str(path))
     assert child.stdout is not None and child.stdin is not None
     assert child.stdout.readline().strip() == "locked"
@@ -253,8 +284,8 @@ WRITER = """
 """
 
 
-def test_kill_minus_9_mid_run_keeps_complete_rows(tmp_path: Path) -> None:
-    path = tmp_path / "state.db"
+def test_kill_minus_9_mid_run_keeps_complete_rows(where: str) -> None:
+    path = where
     child = spawn(WRITER, str(path))
     assert child.stdout is not None
     last = -1
@@ -266,8 +297,18 @@ def test_kill_minus_9_mid_run_keeps_complete_rows(tmp_path: Path) -> None:
     for line in child.stdout:
         last = int(line)
 
+    deadline = time.monotonic() + 30  # PostgreSQL ends the dead session (and its lock) when it notices
+    while True:
+        try:
+            with State.open(path) as st, st.lock():
+                break
+        except StateLocked:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
     with State.open(path) as st, st.lock():  # lock free again, file consistent
-        assert st._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        if st.path is not None:
+            assert st._conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         rows = st.tags("r/mirror/busy")
         # Every tag acknowledged before the kill is there; at most the in-flight one beyond it.
         assert last + 1 <= len(rows) <= last + 2
@@ -284,8 +325,8 @@ def test_kill_minus_9_mid_run_keeps_complete_rows(tmp_path: Path) -> None:
         assert st.runs()[1].status == "interrupted"
 
 
-async def test_usable_from_threads_via_to_thread(tmp_path: Path) -> None:
-    with State.open(tmp_path / "s.db") as st:
+async def test_usable_from_threads_via_to_thread(where: str) -> None:
+    with State.open(where) as st:
         await asyncio.gather(
             *(
                 asyncio.to_thread(

@@ -12,7 +12,9 @@ from ._app import app, console, fail, out, say
 
 @app.command()
 def status(
-    state: Annotated[Path | None, typer.Option(help="SQLite state file (default: the config's).")] = None,
+    state: Annotated[
+        str | None, typer.Option(help="State: SQLite PATH or postgresql:// URL (default: the config's).")
+    ] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML config file naming the state.")] = None,
     runs: Annotated[int, typer.Option(help="How many recent runs to show.")] = 5,
     json_out: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
@@ -24,14 +26,15 @@ def status(
 
     from .._errors import HubmirrorError
     from ..config import default_state_path, load_config
-    from ..state import State
+    from ..state import State, StateLocation
 
     try:
-        path = state or (load_config(config).state if config else default_state_path())
-        if not path.exists():
-            say(f"no state at {path}: no sync has run with it yet")
+        where = state or (load_config(config).state if config else default_state_path())
+        location = StateLocation.parse(where)
+        if location.path is not None and not location.path.exists():
+            say(f"no state at {location}: no sync has run with it yet")
             raise typer.Exit(1)
-        with State.open(path) as st:
+        with State.open(where) as st:
             info = st.overview(runs)
     except HubmirrorError as e:
         fail(e)

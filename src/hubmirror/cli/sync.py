@@ -196,7 +196,10 @@ def sync(
         bool | None,
         typer.Option("--signatures/--no-signatures", help="Copy signatures, attestations and referrers (default on)."),
     ] = None,
-    state: Annotated[Path | None, typer.Option(help="SQLite state file.")] = None,
+    state: Annotated[
+        str | None,
+        typer.Option(help="State: a SQLite file (PATH or sqlite:///PATH) or postgresql://USER@HOST:PORT/DB."),
+    ] = None,
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON to FILE.")] = None,
     dry_run: Annotated[bool | None, typer.Option("--dry-run", help="Plan only: no pulls, no writes.")] = None,
     max_pulls: Annotated[int | None, typer.Option(help="Spend at most N source manifest GETs.")] = None,

@@ -78,8 +78,7 @@ def create_app(loop: SyncLoop, secrets: Secrets) -> web.Application:
 
 
 def _read_status(loop: SyncLoop) -> dict[str, Any]:
-    loop.cfg.state.parent.mkdir(parents=True, exist_ok=True)
-    with State.open(loop.cfg.state) as state:
+    with State.open(loop.cfg.state) as state:  # a SQLite file's folder is made if missing
         return collect(state, loop)
 
 

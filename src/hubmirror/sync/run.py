@@ -46,9 +46,9 @@ async def run_sync(
     report.dry_run = cfg.dry_run
     state = await asyncio.to_thread(State.open, cfg.state)
     try:
-        with contextlib.ExitStack() as stack:
+        async with contextlib.AsyncExitStack() as stack:
             if not cfg.dry_run:
-                stack.enter_context(state.lock())
+                await stack.enter_async_context(state.aio.lock())
             plan = await build_plan(cfg, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events)
             report.commit = plan.commit
 
