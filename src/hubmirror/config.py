@@ -396,6 +396,32 @@ class SourceEntry(_Model):
             raise ValueError(str(e)) from None
 
 
+NotifyEvent = Literal["failure", "recovery", "slo_breach", "deferred", "success"]
+_DEFAULT_NOTIFY: Final[tuple[NotifyEvent, ...]] = ("failure", "recovery", "slo_breach")
+
+
+class NotifyEntry(_Model):
+    """One ``notify:`` entry: a receiver of JSON POSTs (a Slack/Mattermost incoming webhook, any HTTP endpoint)
+    and the events it gets (default: failure, recovery, slo_breach)."""
+
+    url: str = Field(repr=False)
+    events: list[NotifyEvent] = Field(default_factory=lambda: list(_DEFAULT_NOTIFY))
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", value.strip()):
+            raise ValueError("expected an http:// or https:// URL (the URL itself is not shown: it may hold a secret)")
+        return value.strip()
+
+    @field_validator("events")
+    @classmethod
+    def _some(cls, value: list[NotifyEvent]) -> list[NotifyEvent]:
+        if not value:
+            raise ValueError("an empty list would notify nothing: leave `events` out for the default")
+        return value
+
+
 class _Origin:
     """Where a config came from: the file name and the line of each key path."""
 
@@ -455,6 +481,10 @@ class SyncConfig(_Model):
     immutable: RegexList = Field(default_factory=list)
     hub_api: str | None = DEFAULT_HUB_API  # Docker Hub's tags API; null: always tags/list + HEADs
     signatures: bool = True  # signatures, attestations and referrers follow their images
+    #: Receivers of run notifications (`hubmirror.notify`).
+    notify: list[NotifyEntry] = Field(default_factory=list)
+    #: How long a change may wait to reach the mirror before it breaks the freshness objective (``6h``).
+    freshness_slo: Seconds = Field(default=None, gt=0)
 
     _origin: _Origin | None = PrivateAttr(None)
 
@@ -927,7 +957,9 @@ def _suggest(loc: tuple[str | int, ...]) -> str:
             model = RateLimitConfig
         elif model is SyncConfig and part == "sources":
             model = SourceEntry
-        elif model is SourceEntry and isinstance(part, int):
+        elif model is SyncConfig and part == "notify":
+            model = NotifyEntry
+        elif (model is NotifyEntry and isinstance(part, int)) or (model is SourceEntry and isinstance(part, int)):
             continue
         elif model is SyncConfig and part in ("credentials", "tls"):
             model, per_host = None, Credential if part == "credentials" else TLSEntry
@@ -945,6 +977,7 @@ __all__ = [
     "DEFAULT_SOURCE",
     "SECRET_KEYS",
     "Credential",
+    "NotifyEntry",
     "RateLimitConfig",
     "SourceEntry",
     "SyncConfig",

@@ -10,6 +10,7 @@ server keeps the results for its status page).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -73,6 +74,8 @@ class SyncService:
             self._record(cfg, result.report)
         except HubmirrorError as e:
             result.error = str(e)
+        if cfg.notify and not cfg.dry_run:
+            await notify_run(cfg, result)
         return result
 
     def run_once(
@@ -114,4 +117,52 @@ class SyncService:
             raise HubmirrorError(f"cannot write {path}: {e.strerror or e} (the run itself finished)") from None
 
 
-__all__ = ["RunResult", "SyncService"]
+async def notify_run(cfg: SyncConfig, result: RunResult) -> None:
+    """Send the notifications *result* calls for to ``cfg.notify`` (after the run: a receiver never fails or
+    slows it), remembering in the state what was announced (the last outcome, an SLO breach)."""
+    from .notify import LAST_OUTCOME_KEY, SLO_BREACHED_KEY, Lagging, Receiver, events_for, send
+    from .state import State
+
+    def read() -> tuple[str | None, str | None, list[Lagging]]:
+        with State.open(cfg.state) as st:
+            by_repo: dict[str, Lagging] = {}
+            for d in st.deferred():
+                lag = by_repo.get(d.dest_repo)
+                if lag is None:
+                    by_repo[d.dest_repo] = Lagging(d.dest_repo, d.since, len(d.tags))
+                else:
+                    lag.since, lag.tags = min(lag.since, d.since), lag.tags + len(d.tags)
+            return st.get_meta(LAST_OUTCOME_KEY), st.get_meta(SLO_BREACHED_KEY), list(by_repo.values())
+
+    try:
+        last, announced, lagging = await asyncio.to_thread(read)
+    except HubmirrorError:
+        last, announced, lagging = None, None, []
+    notices = events_for(
+        report=result.report,
+        error=result.error,
+        exit_code=result.exit_code,
+        last_outcome=last,
+        lagging=lagging,
+        slo=cfg.freshness_slo,
+        slo_announced=announced is not None,
+        dest=cfg.dest,
+    )
+    receivers = [Receiver(n.url, tuple(n.events)) for n in cfg.notify]
+    await send(receivers, notices)
+    now_late = any(n.event == "slo_breach" for n in notices) or (
+        announced is not None
+        and cfg.freshness_slo is not None
+        and any((datetime.now(UTC) - lag.since).total_seconds() > cfg.freshness_slo for lag in lagging)
+    )
+
+    def write() -> None:
+        with State.open(cfg.state) as st:
+            st.set_meta(LAST_OUTCOME_KEY, "failed" if result.exit_code == 1 else "ok")
+            st.set_meta(SLO_BREACHED_KEY, "1" if now_late else None)
+
+    with contextlib.suppress(HubmirrorError):
+        await asyncio.to_thread(write)
+
+
+__all__ = ["RunResult", "SyncService", "notify_run"]
