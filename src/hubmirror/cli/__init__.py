@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 #: The command modules; each registers the command (or group) of its name on import.
-_COMMANDS = ("copy", "demo", "library", "login", "serve", "status", "sync", "verify")
+_COMMANDS = ("check", "copy", "demo", "library", "login", "serve", "status", "sync", "verify")
 
 
 def _build_app(command: str | None = None) -> Typer:
