@@ -9,12 +9,16 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     generate_latest,
     start_http_server,
     write_to_textfile,
 )
 
 from .report import Outcome, SyncReport
+
+#: Buckets of the lag histogram: a minute to a week (Docker picks a commit up in a median of 3 minutes).
+LAG_BUCKETS = (60.0, 300.0, 900.0, 1800.0, 3600.0, 7200.0, 21600.0, 43200.0, 86400.0, 172800.0, 604800.0)
 
 
 class SyncMetrics:
@@ -62,6 +66,27 @@ class SyncMetrics:
         self.dropped = Gauge(
             "hubmirror_content_mirror_dropped", "1 if the content mirror was dropped in the last run.", by, registry=r
         )
+        # Freshness: how long upstream changes take to reach the mirror (labels: repository, never tag).
+        self.tag_lag = Histogram(
+            "hubmirror_tag_lag_seconds",
+            "Seconds from an upstream change of a tag to its write at the destination, one per tag written.",
+            ["repository"],
+            buckets=LAG_BUCKETS,
+            registry=r,
+        )
+        self.pending_changes = Gauge(
+            "hubmirror_pending_changes",
+            "Tags whose upstream changed and that are not yet written (deferred, failed or not reached).",
+            registry=r,
+        )
+        self.oldest_pending = Gauge(
+            "hubmirror_oldest_pending_change_seconds",
+            "Age of the oldest upstream change not yet at the destination (0 when none).",
+            registry=r,
+        )
+        self.last_success = Gauge(
+            "hubmirror_last_success_timestamp_seconds", "When the last run that did everything finished.", registry=r
+        )
         for outcome in Outcome:
             self.items.labels(outcome.value)
 
@@ -80,6 +105,12 @@ class SyncMetrics:
         self.pulls.inc(t.manifest_gets)
         self.heads.inc(t.manifest_heads)
         self.bytes.inc(t.bytes)
+        for repository, seconds in report.lags:
+            self.tag_lag.labels(repository).observe(seconds)
+        self.pending_changes.set(report.pending_changes)
+        self.oldest_pending.set(report.oldest_pending)
+        if report.exit_code == 0 and report.finished is not None:
+            self.last_success.set(report.finished.timestamp())
         for name, n in report.abuse_backoffs.items():
             self.abuse_backoffs.labels(name).inc(n)
         for src in report.content_sources:

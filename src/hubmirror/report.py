@@ -153,6 +153,11 @@ class SyncReport:
     content_sources: list[SourceStats] = field(default_factory=list)
     #: Per registry the run talked to (sources and the destination): abuse-limit 429s backed off.
     abuse_backoffs: dict[str, int] = field(default_factory=dict)
+    #: Freshness: per tag written, (destination repository, seconds since its upstream change); and the
+    #: upstream changes still not at the destination after the run, and the age of the oldest (seconds).
+    lags: list[tuple[str, float]] = field(default_factory=list)
+    pending_changes: int = 0
+    oldest_pending: float = 0.0
 
     def add(
         self,
@@ -235,6 +240,11 @@ class SyncReport:
             "totals": asdict(self.totals),
             "content_sources": [s.as_dict() for s in self.content_sources],
             "abuse_backoffs": self.abuse_backoffs,
+            "freshness": {
+                "lags": [{"repository": r, "seconds": round(sec, 3)} for r, sec in self.lags],
+                "pending_changes": self.pending_changes,
+                "oldest_pending_seconds": round(self.oldest_pending, 3),
+            },
             "items": [i.to_dict() for i in self.items],
             "sources": self.sources,
         }
@@ -260,6 +270,9 @@ class SyncReport:
             dest=d.get("dest"),
             dry_run=bool(d.get("dry_run", False)),
             sources=list(d.get("sources") or []),
+            lags=[(str(x["repository"]), float(x["seconds"])) for x in (d.get("freshness") or {}).get("lags", [])],
+            pending_changes=int((d.get("freshness") or {}).get("pending_changes", 0)),
+            oldest_pending=float((d.get("freshness") or {}).get("oldest_pending_seconds", 0.0)),
             content_sources=[
                 SourceStats(**{k: v for k, v in s.items() if k in sources_known})
                 for s in d.get("content_sources") or []

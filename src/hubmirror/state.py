@@ -12,7 +12,8 @@ may be shared by threads (calls are serialised).
 
 Schema versions: 1 had ``runs``, ``meta`` and ``tags``; 2 added ``tags.created_by_hubmirror`` and the
 ``deferred`` table; 3 added ``tags.platforms``, the platform selection each tag was copied with; 4 added
-``pending_manifests`` (source manifests of unfinished copies). `State.open` migrates older files in place,
+``pending_manifests`` (source manifests of unfinished copies); 5 added ``pending_changes`` (upstream changes
+not yet mirrored, for the freshness lag). `State.open` migrates older files in place,
 one transaction per step.
 
 Two backends, one `State`: SQLite (a path, or ``sqlite:///PATH``; the default) and PostgreSQL
@@ -51,7 +52,7 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 
 #: Statuses a run can have. ``running`` rows left by a killed sync become ``interrupted`` at the next run.
 RUN_STATUSES: Final = frozenset({"running", "completed", "deferred", "failed", "interrupted"})
@@ -111,7 +112,21 @@ CREATE TABLE pending_manifests (
 );
 """
 
-_MIGRATIONS: Final[dict[int, str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
+# Upstream changes not yet at the destination, per tag: since when (the earliest upstream change time known)
+# and why they wait. A row goes when the destination holds the new digest; its age is the tag's lag.
+_V5 = """
+CREATE TABLE pending_changes (
+    dest_repo TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    upstream_digest TEXT NOT NULL,
+    changed_at TEXT NOT NULL,
+    seen_at TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (dest_repo, tag)
+);
+"""
+
+_MIGRATIONS: Final[dict[int, str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
 
 _LIBRARY_COMMIT_KEY = "library_commit:"
 
@@ -288,6 +303,19 @@ class DeferredItem:
     tags: tuple[str, ...]
     reason: str
     since: datetime
+
+
+@dataclass(frozen=True)
+class PendingChange:
+    """An upstream change of one destination tag not yet at the destination: since *changed_at* (the
+    earliest upstream change time known, or when hubmirror first saw it), waiting for *reason*."""
+
+    dest_repo: str
+    tag: str
+    upstream_digest: str
+    changed_at: datetime
+    seen_at: datetime
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -780,6 +808,69 @@ class State:
             cur = self._conn.execute("DELETE FROM pending_manifests WHERE digest = ?", (digest,))
             return cur.rowcount > 0
 
+    # ------------------------------------------------------------------ freshness
+
+    def note_changes(self, changes: Iterable[PendingChange]) -> None:
+        """Remember upstream changes not yet mirrored; a tag already pending keeps its earliest change time
+        (and its first sighting), takes the newest digest and reason."""
+        rows = [
+            (c.dest_repo, c.tag, c.upstream_digest, _to_text(c.changed_at), _to_text(c.seen_at), c.reason)
+            for c in changes
+        ]
+        if not rows:
+            return
+        with self._guard("note changes"), self._write():
+            self._conn.executemany(
+                """
+                INSERT INTO pending_changes (dest_repo, tag, upstream_digest, changed_at, seen_at, reason)
+                VALUES (?, ?, ?, ?, ?, ?)
+                ON CONFLICT (dest_repo, tag) DO UPDATE SET
+                    upstream_digest = excluded.upstream_digest,
+                    reason = excluded.reason,
+                    changed_at = CASE WHEN excluded.changed_at < pending_changes.changed_at
+                                      THEN excluded.changed_at ELSE pending_changes.changed_at END
+                """,
+                rows,
+            )
+
+    def settle_changes(self, dest_repo: str, tags: Sequence[str]) -> list[PendingChange]:
+        """The pending changes of *tags* now at the destination, removed (their age is each tag's lag)."""
+        if not tags:
+            return []
+        marks = ", ".join("?" for _ in tags)
+        with self._guard("settle changes"), self._write():
+            rows = self._conn.execute(
+                f"SELECT {_CHANGE_COLUMNS} FROM pending_changes WHERE dest_repo = ? AND tag IN ({marks})",
+                (dest_repo, *tags),
+            ).fetchall()
+            if rows:
+                self._conn.execute(
+                    f"DELETE FROM pending_changes WHERE dest_repo = ? AND tag IN ({marks})", (dest_repo, *tags)
+                )
+        return [_change(r) for r in rows]
+
+    def pending_changes(self, *, prefix: str | None = None) -> list[PendingChange]:
+        """Upstream changes not yet mirrored (of the repositories whose name starts with *prefix*), oldest
+        first."""
+        sql = f"SELECT {_CHANGE_COLUMNS} FROM pending_changes"
+        args: list[str | int] = []
+        if prefix is not None:
+            sql += " WHERE substr(dest_repo, 1, ?) = ?"
+            args += [len(prefix), prefix]
+        with self._guard("read pending changes"):
+            rows = self._conn.execute(sql + " ORDER BY changed_at, dest_repo, tag", args).fetchall()
+        return [_change(r) for r in rows]
+
+    def set_change_reasons(self, reasons: Mapping[tuple[str, str], str]) -> None:
+        """Say why pending changes still wait ((dest_repo, tag) → reason: the quota, a failure, …)."""
+        if not reasons:
+            return
+        with self._guard("note change reasons"), self._write():
+            self._conn.executemany(
+                "UPDATE pending_changes SET reason = ? WHERE dest_repo = ? AND tag = ?",
+                [(why, repo, tag) for (repo, tag), why in reasons.items()],
+            )
+
     # ------------------------------------------------------------------ runs
 
     def begin_run(self, commit: str | None = None) -> int:
@@ -968,11 +1059,28 @@ class AsyncState:
     async def drop_manifest(self, digest: str) -> bool:
         return await self._state.run(self._state.drop_manifest, digest)
 
+    async def note_changes(self, changes: Iterable[PendingChange]) -> None:
+        await self._state.run(self._state.note_changes, list(changes))
+
+    async def settle_changes(self, dest_repo: str, tags: Sequence[str]) -> list[PendingChange]:
+        return await self._state.run(self._state.settle_changes, dest_repo, list(tags))
+
+    async def pending_changes(self, *, prefix: str | None = None) -> list[PendingChange]:
+        return await self._state.run(self._state.pending_changes, prefix=prefix)
+
+    async def set_change_reasons(self, reasons: Mapping[tuple[str, str], str]) -> None:
+        await self._state.run(self._state.set_change_reasons, dict(reasons))
+
 
 _TAG_COLUMNS = (
     "dest_repo, tag, source_ref, upstream_digest, dest_digest, synced_at, run_id, created_by_hubmirror, platforms"
 )
 _DEFERRED_COLUMNS = "id, source_ref, dest_repo, tags, reason, since"
+_CHANGE_COLUMNS = "dest_repo, tag, upstream_digest, changed_at, seen_at, reason"
+
+
+def _change(row: Sequence[Any]) -> PendingChange:
+    return PendingChange(row[0], row[1], row[2], _from_text(row[3]), _from_text(row[4]), row[5])
 
 
 def _tag_record(row: Sequence[Any]) -> TagRecord:
@@ -1021,6 +1129,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "AsyncState",
     "DeferredItem",
+    "PendingChange",
     "RunRecord",
     "State",
     "StateError",

@@ -11,6 +11,7 @@ import shutil
 import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .._defaults import DEFAULT_LIBRARY
@@ -199,6 +200,15 @@ class LibrarySource:
         except LibraryError:
             raise LibraryError(f"unknown revision {name!r} in {self.spec}") from None
         return out.decode().strip()
+
+    async def commit_time(self, commit: str) -> datetime | None:
+        """When *commit* was committed (the library change's upstream time), or None if git cannot say."""
+        try:
+            out = await run_git(self.git_dir, "show", "-s", "--format=%ct", commit)
+        except LibraryError:
+            return None
+        text = out.decode().strip()
+        return datetime.fromtimestamp(int(text), UTC) if text.isdigit() else None
 
     async def list_files(self, commit: str) -> list[TreeFile]:
         """Every blob directly under ``library/`` at *commit* (``git ls-tree``)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING, Literal
 
 from ..budget import allot
@@ -42,6 +43,9 @@ class Target:
     known_media_type: str = ""
     #: A tag that never moves (a source's ``immutable`` patterns): once recorded, it is not checked again.
     immutable: bool = False
+    #: When upstream last changed the tag, where known: the library commit that changed its entry, Docker Hub's
+    #: push time from the tags API. The freshness lag of a change starts there (`hubmirror.sync.freshness`).
+    changed_at: datetime | None = None
 
 
 @dataclass

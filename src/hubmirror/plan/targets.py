@@ -4,6 +4,7 @@ source, and where each lands in the destination (`dest_repository`)."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -39,8 +40,10 @@ def library_targets(
     layout: Layout = "flat",
     images_order: Sequence[str] = (),
     changed: frozenset[tuple[str, str]] = frozenset(),
+    changed_at: datetime | None = None,
 ) -> list[Target]:
-    """A target per tag of each selected library tag group (official images live at docker.io/library)."""
+    """A target per tag of each selected library tag group (official images live at docker.io/library).
+    The *changed* (repository, tag) pairs changed upstream at *changed_at* (the library commit's time)."""
     order = {name: i for i, name in enumerate(images_order)}
     groups = list(groups)
     entry_platforms = {(g.repo, g.entries[0]): set(g.platforms) for g in groups if not g.shared and g.entries}
@@ -70,6 +73,7 @@ def library_targets(
                     # config order, then what git says changed, then newest (file order) first
                     priority=(1, order.get(group.repo, len(order)), hot, gpos, i),
                     shared_missing=missing,
+                    changed_at=changed_at if not hot else None,
                 )
             )
     return targets
@@ -145,6 +149,7 @@ def source_targets(listing: SourceListing, *, namespace: str, layout: Layout = "
                 # (the copier reads the real type with the manifest).
                 known_media_type=OCI_INDEX if n > 1 else OCI_MANIFEST,
                 immutable=spec.is_immutable(t.name),
+                changed_at=t.pushed,
             )
         )
     return targets

@@ -9,6 +9,7 @@ from ..plan import Plan, WorkItem, selection_text
 from ..referrers import Followed, subject_repository
 from ..report import Outcome, SyncReport
 from ..state import State, TagRecord
+from . import freshness
 from .stores import Destination
 
 
@@ -80,6 +81,15 @@ async def record_up_to_date(plan: Plan, *, state: State, dest: Destination, repo
         if u.target.tag is not None and not u.recorded
     ]
     await state.aio.record_tags(records)
+    # Changes pending from an earlier run that are now right (copied then, recorded now; or pushed by others).
+    pending = {(c.dest_repo, c.tag) for c in await state.aio.pending_changes(prefix=dest.prefix)}
+    settled: dict[str, list[str]] = {}
+    for u in plan.up_to_date:
+        key = dest.key(u.target.dest_repo)
+        if u.target.tag is not None and (key, u.target.tag) in pending:
+            settled.setdefault(key, []).append(u.target.tag)
+    for key, tags in settled.items():
+        await freshness.settle(state, key, tags, report)
     groups: dict[tuple[str, str], list[str]] = {}
     first: dict[tuple[str, str], str] = {}
     for u in plan.up_to_date:

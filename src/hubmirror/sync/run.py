@@ -18,6 +18,7 @@ from ..plan import Plan
 from ..referrers import follow_referrers
 from ..report import SyncReport
 from ..state import State
+from . import freshness
 from .events import RunControl, SyncEvents
 from .planning import build_plan
 from .prune import prune
@@ -73,6 +74,7 @@ async def run_sync(
             report.run_id = run_id
             add_failed(plan, report, dest)
             await record_up_to_date(plan, state=state, dest=dest, report=report, run_id=run_id)
+            await freshness.note_changes(plan, state=state, dest=dest)
             events.plan_ready(plan)
             runner = Runner(
                 cfg,
@@ -105,6 +107,7 @@ async def run_sync(
                 )
                 await record_followed(followed, state=state, dest=dest, run_id=run_id)
             await prune_selection()
+            await freshness.finish(plan, report, state=state, dest=dest)
             finish_report(report, sources, dest, cfg)
             status = {0: "completed", 1: "failed", 2: "deferred"}[report.exit_code]
             # A commit whose selection was in doubt (a file failed to parse, …) is not synced: the next run

@@ -18,6 +18,7 @@ from ..plan import Plan, WorkItem
 from ..report import Outcome, SyncReport
 from ..state import State
 from ..store.mirrored import counting_mirrored
+from . import freshness
 from .events import RunControl, SyncEvents
 from .record import record_copied
 from .stores import Destination, Sources
@@ -226,6 +227,7 @@ class Runner:
 
     async def _record(self, item: WorkItem, result: CopyResult) -> None:
         await record_copied(item, result, state=self.state, dest=self.dest, run_id=self.run_id)
+        await freshness.settle(self.state, self.dest.key(item.dest_repo), item.tags, self.report)
 
     async def _defer(self, item: WorkItem, reason: str) -> None:
         key = self.dest.key(item.dest_repo)

@@ -49,6 +49,7 @@ async def select_targets(
         previous = await state.aio.library_commit(cfg.library)
         plan.previous_commit = previous
         changed: frozenset[tuple[str, str]] = frozenset()
+        changed_at = None
         if previous and previous != library.commit:
             try:
                 ancestor = await lib_source.is_ancestor(previous, library.commit)
@@ -57,6 +58,7 @@ async def select_targets(
             if ancestor:
                 plan.diff = await diff_library(lib_source, previous, library.commit)
                 changed = frozenset(plan.diff.tags_added) | frozenset(plan.diff.tags_changed)
+                changed_at = await lib_source.commit_time(library.commit)
             else:
                 plan.full_reconcile = True
         elif previous is None:
@@ -79,6 +81,7 @@ async def select_targets(
             layout=dest.layout,
             images_order=[g for g in cfg.images if "*" not in g],
             changed=changed,
+            changed_at=changed_at,
         )
     if cfg.list_file is not None:
         refs = [(n, r) for n, r in read_image_list(cfg.list_file) if r.tag is None or cfg.tag_selected(r.tag)]
