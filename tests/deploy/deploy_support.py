@@ -3,7 +3,9 @@ hubmirror of this test run on PATH (the deployment's own install step aside)."""
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+import hubmirror
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -77,10 +81,44 @@ def _launcher(bin_dir: Path, can_run: bool) -> None:
     if system is None:
         pytest.skip(f"the non-root user cannot run {sys.executable}, and there is no /usr/bin/{version}")
     site = sysconfig.get_paths()["purelib"]
+    if not _readable_by_others(Path(site)) or not _readable_by_others(Path(hubmirror.__file__).parent):
+        site = str(_copy_runtime(bin_dir.parent / "site-packages"))  # a clone under a private directory
     target.write_text(
         f"#!{system} -sS\nimport site\nsite.addsitedir({site!r})\nfrom hubmirror.cli import console\nconsole()\n"
     )
     target.chmod(0o755)
+
+
+def _readable_by_others(path: Path) -> bool:
+    """Whether every directory from / to *path* lets others in (mode o+x)."""
+    return all(p.stat().st_mode & 0o001 for p in [path, *path.parents])
+
+
+def _copy_runtime(dest: Path) -> Path:
+    """hubmirror and its runtime dependencies (not the dev ones), copied where the non-root user can read them."""
+    dest.mkdir()
+    shutil.copytree(Path(hubmirror.__file__).parent, dest / "hubmirror")
+    todo, seen = ["hubmirror"], set()
+    while todo:
+        name = re.split(r"[ ;<>=!~\[]", todo.pop(), maxsplit=1)[0].lower().replace("_", "-")
+        if name in seen:
+            continue
+        seen.add(name)
+        try:
+            dist = importlib.metadata.distribution(name)
+        except importlib.metadata.PackageNotFoundError:  # another platform's (colorama on Windows)
+            continue
+        for req in dist.requires or []:
+            if "extra ==" not in req:
+                todo.append(req)
+        if name == "hubmirror":
+            continue
+        for f in dist.files or []:
+            src = Path(str(f.locate()))
+            if src.is_file() and not str(f).startswith(".."):
+                (dest / f).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(src, dest / f)
+    return dest
 
 
 @contextmanager
