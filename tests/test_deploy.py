@@ -54,12 +54,13 @@ def check_cli(argv: list[str]) -> dict[str, Any]:
     return dict(ctx.params)
 
 
-def check_config(params: dict[str, Any], files: dict[str, str]) -> None:
-    """The ``--config`` of a command is one of the shipped configs (path inside the container → text)."""
+def check_config(params: dict[str, Any], files: dict[str, str], needs: tuple[str, ...] = ("dest", "schedule")) -> None:
+    """The ``--config`` of a command is one of the shipped configs (path inside the container → text), and it
+    sets *needs* (a server needs a destination and a schedule; the workflow gives --dest itself)."""
     path = str(params["config"])
     assert path in files, f"--config {path} is not a config that ships with the deployment"
     cfg = parse_config(files[path], name=path)
-    assert cfg.dest and cfg.schedule
+    assert all(getattr(cfg, key) for key in needs), (path, needs)
 
 
 def test_dockerfile_passes_hadolint_runs_hubmirror_serve_as_non_root_with_state_on_a_volume() -> None:
@@ -78,21 +79,21 @@ def test_dockerfile_passes_hadolint_runs_hubmirror_serve_as_non_root_with_state_
     argv = json.loads(ops["ENTRYPOINT"]) + json.loads(ops["CMD"])
     params = check_cli(argv)
     assert params["listen"] == "0.0.0.0:8080" and ops["EXPOSE"] == "8080"
-    check_config(params, {"/etc/hubmirror/hubmirror.yaml": (DEPLOY / "hubmirror.yaml").read_text()})
-    load_config(DEPLOY / "hubmirror.yaml")
+    # The image's default command reads the config that compose and Kubernetes mount there.
+    check_config(params, {"/etc/hubmirror/hubmirror.yaml": (DEPLOY / "compose" / "hubmirror.yaml").read_text()})
 
 
 def test_compose_file_passes_the_compose_spec_and_runs_serve_next_to_a_distribution_registry() -> None:
-    path = DEPLOY / "compose.yaml"
+    path = DEPLOY / "compose" / "compose.yaml"
     validate(tool("check-jsonschema"), "--builtin-schema", "vendor.compose-spec", str(path))
     doc = yaml.safe_load(path.read_text())
     services = doc["services"]
     assert services["registry"]["image"].startswith("registry:2")
     hm = services["hubmirror"]
-    assert (DEPLOY / hm["build"]["context"] / hm["build"]["dockerfile"]).resolve() == (DEPLOY / "Dockerfile")
+    assert (path.parent / hm["build"]["context"] / hm["build"]["dockerfile"]).resolve() == (DEPLOY / "Dockerfile")
     params = check_cli(["hubmirror", *hm["command"]])
     mounts = {m.split(":")[1]: m.split(":")[0] for m in hm["volumes"]}
-    config_file = (DEPLOY / mounts[str(params["config"])]).read_text()
+    config_file = (path.parent / mounts[str(params["config"])]).read_text()
     check_config(params, {str(params["config"]): config_file})
     cfg = parse_config(config_file)
     assert cfg.dest is not None and cfg.dest.split("/")[0] == "registry:5000"  # the registry service
@@ -107,7 +108,8 @@ def _k8s(name: str) -> list[dict[str, Any]]:
 
 
 def test_kubernetes_manifests_pass_strict_schema_validation_and_run_the_real_cli() -> None:
-    files = sorted(str(p) for p in (DEPLOY / "kubernetes").glob("*.yaml"))
+    # The manifests one by one (tests/deploy/test_kubernetes.py validates what kustomize renders from them).
+    files = sorted(str(p) for p in (DEPLOY / "kubernetes").glob("*.yaml") if p.name != "kustomization.yaml")
     out = validate(tool("kubernetes-validate"), "--strict", *files)
     assert "passed" in out and "failed" not in out
     (config_map,) = _k8s("config.yaml")
@@ -140,7 +142,8 @@ def test_kubernetes_manifests_pass_strict_schema_validation_and_run_the_real_cli
     assert cron["concurrencyPolicy"] == "Forbid"
     job_pod = cron["jobTemplate"]["spec"]["template"]["spec"]
     (sync,) = job_pod["containers"]
-    params = check_cli(["hubmirror", *sync["args"]])
+    assert sync["command"][:2] == ["/bin/sh", "-c"] and 'hubmirror "$@"' in sync["command"][2]
+    params = check_cli(["hubmirror", *sync["args"]])  # the script passes its arguments to hubmirror
     check_config(params, configs)
     claims = {v["persistentVolumeClaim"]["claimName"] for v in job_pod["volumes"] if "persistentVolumeClaim" in v}
     assert claims and claims <= pvcs
@@ -154,7 +157,7 @@ def _unit(path: Path) -> dict[str, str]:
 
 def test_systemd_units_pass_systemd_analyze_verify_and_run_the_real_cli(tmp_path: Path) -> None:
     analyze = tool("systemd-analyze")
-    units = sorted((DEPLOY / "systemd").iterdir())
+    units = sorted(p for p in (DEPLOY / "systemd").iterdir() if p.suffix in (".service", ".timer"))
     # verify insists that ExecStart's binary exists: where hubmirror is not installed at the units' path,
     # check copies that point at this hubmirror instead (the only change).
     for unit in units:
@@ -171,8 +174,17 @@ def test_systemd_units_pass_systemd_analyze_verify_and_run_the_real_cli(tmp_path
     )
     params = check_cli(shlex.split(serve["ExecStart"]))
     assert str(params["listen"]).startswith("127.0.0.1:")
+    config = {"/etc/hubmirror/hubmirror.yaml": (DEPLOY / "systemd" / "hubmirror.yaml").read_text()}
+    check_config(params, config)
     params = check_cli(shlex.split(sync["ExecStart"]))
-    assert sync["Type"] == "oneshot" and sync["SuccessExitStatus"] == "2"  # deferred work is not a failure
+    check_config(params, config, needs=("dest",))
+    assert sync["Type"] == "oneshot" and sync["SuccessExitStatus"] == "75"  # deferred work is not a failure
+    # The state and cache land in the directories systemd gives the dynamic user.
+    for unit in (serve, sync):
+        env = dict(kv.split("=", 1) for kv in shlex.split(unit["Environment"]))
+        assert env["XDG_STATE_HOME"] == "/var/lib/" + unit["StateDirectory"]
+        assert env["XDG_CACHE_HOME"] == "/var/cache/" + unit["CacheDirectory"]
+    assert "state" not in yaml.safe_load(config["/etc/hubmirror/hubmirror.yaml"])
     cal = validate(analyze, "calendar", timer["OnCalendar"])
     assert "Next elapse" in cal
 
@@ -206,4 +218,8 @@ def test_github_workflow_passes_actionlint_and_runs_sync_every_six_hours_keeping
     report = str(params["report"])
     upload = next(s for s in steps if s.get("uses", "").startswith("actions/upload-artifact@"))
     assert upload["with"]["path"] == report and upload["if"] == "always()"
-    load_config(Path(__file__).resolve().parents[1] / str(params["config"]))
+    assert str(params["config"]) == "deploy/github/hubmirror.yaml"  # the workflow's own config
+    config = Path(__file__).resolve().parents[1] / str(params["config"])
+    load_config(config)
+    assert "state" not in yaml.safe_load(config.read_text())  # the default: under XDG_STATE_HOME, in the cache
+    # tests/deploy/test_github_workflow.py runs the workflow's steps as a non-root runner.

@@ -225,10 +225,10 @@ class Credential(_Model):
     (``docker-credential-<helper>``), or ``username_env`` + ``password_env`` (environment variable names).
     """
 
-    authfile: PathValue | None = None
-    helper: str | None = None
-    username_env: str | None = None
-    password_env: str | None = None
+    authfile: PathValue | None = None  # a docker config.json or containers auth.json holding this registry's login
+    helper: str | None = None  # NAME of a credential helper: docker-credential-NAME is run
+    username_env: str | None = None  # the environment variable holding the user name
+    password_env: str | None = None  # the environment variable holding the password or token
     # Declared only to reject them with a clear message (and the right line number).
     password: Any = Field(default=None, exclude=True, repr=False)
     token: Any = Field(default=None, exclude=True, repr=False)
@@ -303,10 +303,10 @@ class TLSEntry(_Model):
     """``tls: {REGISTRY: {ca_file:, cert_file:, key_file:, insecure:}}``: how to reach one registry over TLS,
     for every request to it (token requests to its auth server included)."""
 
-    ca_file: PathValue | None = None
-    cert_file: PathValue | None = None
-    key_file: PathValue | None = None
-    insecure: bool | None = None
+    ca_file: PathValue | None = None  # a CA certificate (PEM) trusted for this registry, besides the system's
+    cert_file: PathValue | None = None  # a client certificate (PEM) for mutual TLS
+    key_file: PathValue | None = None  # the client certificate's key, if not in cert_file
+    insecure: bool | None = None  # true: HTTPS unverified, then plain HTTP; false: verified HTTPS only
 
     @field_validator("ca_file", "cert_file", "key_file")
     @classmethod
@@ -326,10 +326,10 @@ class TLSEntry(_Model):
 class RateLimitConfig(_Model):
     """How to spend Docker Hub's pull quota (reference §C.7)."""
 
-    reserve: int = Field(default=5, ge=0)
-    min_remaining: int | None = Field(default=None, ge=0)
-    wait: bool = False
-    max_wait: Seconds = Field(default=21600.0, ge=0)
+    reserve: int = Field(default=5, ge=0)  # pulls of the quota never spent (left for people and other tools)
+    min_remaining: int | None = Field(default=None, ge=0)  # the same as reserve (the larger of the two counts)
+    wait: bool = False  # when the quota is spent, wait for the window to refill instead of deferring
+    max_wait: Seconds = Field(default=21600.0, ge=0)  # wait at most this long (90s, 15m, 6h or seconds)
 
     @property
     def effective_reserve(self) -> int:
@@ -354,18 +354,18 @@ class SourceEntry(_Model):
     tags API where it answers), ``registry`` (always the registry's ``tags/list``) or ``hub``
     (``NAMESPACE/REPO`` on Docker Hub, tags API), with this source's own policies."""
 
-    repo: str | None = None
-    registry: str | None = None
-    hub: str | None = None
-    include: RegexList = Field(default_factory=list)
-    exclude: RegexList = Field(default_factory=list)
-    semver: SemverText = None
-    prerelease: bool = False
-    keep: int | None = Field(default=None, ge=1)
-    keep_by: Literal["semver", "pushed"] | None = None
-    platforms: PlatformList = Field(default_factory=list)
-    immutable: RegexList = Field(default_factory=list)
-    signatures: bool | None = None
+    repo: str | None = None  # REGISTRY/REPO; docker.io names are listed with Docker Hub's tags API where it answers
+    registry: str | None = None  # REGISTRY/REPO, always listed with the registry's tags/list (and a free HEAD per tag)
+    hub: str | None = None  # NAMESPACE/REPO on Docker Hub, listed with its tags API (tags/list if that fails)
+    include: RegexList = Field(default_factory=list)  # whole-tag regexes: keep only tags matching one
+    exclude: RegexList = Field(default_factory=list)  # whole-tag regexes: drop tags matching one
+    semver: SemverText = None  # a version range of tags, e.g. '>=1.27 <2', '~1.4', '^2', '1.x'
+    prerelease: bool = False  # let pre-release tags (-rc1, -beta2, …) pass the semver policy
+    keep: int | None = Field(default=None, ge=1)  # keep the newest N tags
+    keep_by: Literal["semver", "pushed"] | None = None  # what "newest" means for keep (default: see tag sources)
+    platforms: PlatformList = Field(default_factory=list)  # platforms to keep (OS/ARCH[/VARIANT]); default all
+    immutable: RegexList = Field(default_factory=list)  # tags that never move: checked once, then not requested
+    signatures: bool | None = None  # copy this source's signatures and referrers (default: the top-level key)
 
     @model_validator(mode="after")
     def _one_kind(self) -> SourceEntry:
@@ -462,12 +462,12 @@ class SyncConfig(_Model):
     max_delete: int | None = Field(default=None, ge=0)
     overwrite: bool = False
     concurrency: int = Field(default=8, ge=1, le=64)
-    blob_concurrency: int = Field(default=4, ge=1, le=64)
+    blob_concurrency: int = Field(default=4, ge=1, le=64)  # blobs copied in parallel within one image
     insecure: HostList = Field(default_factory=list)
-    schedule: str | None = None
+    schedule: str | None = None  # cron expression for sync --daemon and serve, e.g. '17 */6 * * *'
     metrics_file: PathValue | None = None
     metrics_port: int | None = Field(default=None, ge=1, le=65535)
-    metrics_addr: str = "127.0.0.1"
+    metrics_addr: str = "127.0.0.1"  # the address sync --daemon serves /metrics on (with metrics_port)
     credentials: dict[Host, Credential] = Field(default_factory=dict)
     tls: dict[Host, TLSEntry] = Field(default_factory=dict)
     ratelimit: RateLimitConfig = Field(default_factory=RateLimitConfig)

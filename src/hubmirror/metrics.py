@@ -28,7 +28,7 @@ class SyncMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.last_run = Gauge("hubmirror_last_run_timestamp_seconds", "When the last sync run finished.", registry=r)
-        self.exit_code = Gauge("hubmirror_last_run_exit_code", "0 done, 1 failures, 2 deferred by budget.", registry=r)
+        self.exit_code = Gauge("hubmirror_last_run_exit_code", "0 done, 1 failures, 75 deferred by budget.", registry=r)
         self.duration = Gauge("hubmirror_last_run_duration_seconds", "Wall time of the last run.", registry=r)
         self.items = Gauge("hubmirror_last_run_items", "Image/tag groups by outcome.", ["outcome"], registry=r)
         self.remaining = Gauge(

@@ -4,12 +4,18 @@ Exit codes (`SyncReport.exit_code`, returned by ``hubmirror sync``):
 
 * ``0`` — everything selected is done (copied, retagged, up to date, pruned or kept).
 * ``1`` — at least one item failed (see its reason).
-* ``2`` — nothing failed, but work was deferred because the pull budget ran out (``--max-pulls``, the
+* ``75`` — nothing failed, but work was deferred because the pull budget ran out (``--max-pulls``, the
   Hub quota minus the reserve, or a quota 429 that came anyway); run again after the quota window.
+  75 is ``EX_TEMPFAIL`` of sysexits.h (mail transfer agents report a deferred delivery with it): a
+  temporary condition, not a failure. It is never ``2``, which typer/click give a usage error (a
+  mistyped flag), so a deployment that takes 75 as success still sees a broken command line fail.
+
+`SyncReport.run_status` names the same outcome as the state records a run (``completed``, ``failed``,
+``deferred``).
 
 JSON (`SyncReport.to_json`), schema ``version`` 1::
 
-    {"version": 1, "exit_code": 0|1|2, "started": ISO, "finished": ISO, "run_id": int|null,
+    {"version": 1, "exit_code": 0|1|75, "started": ISO, "finished": ISO, "run_id": int|null,
      "commit": str|null, "library": str|null, "dest": str|null, "dry_run": bool,
      "successful": ["docker.io/library/python:3.12", ...],   # source tags now right at the destination
      "failed": ["docker.io/library/foo:1", ...],              # source tags that failed
@@ -45,6 +51,13 @@ FOLD_AT: Final = 3
 #: Rows of one outcome the table shows (unless verbose); the rest share one counted row. A first sync
 #: of the whole library copies ~2,250 tag groups: drawing them all took seconds (rich measures every cell).
 MAX_ROWS: Final = 50
+
+#: Exit codes of a sync (see the module docstring).
+EXIT_DONE: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_DEFERRED: Final = 75  # EX_TEMPFAIL (sysexits.h); usage errors are 2
+#: A run's status in the state, per exit code.
+RUN_STATUS: Final = {EXIT_DONE: "completed", EXIT_FAILED: "failed", EXIT_DEFERRED: "deferred"}
 
 
 class Outcome(StrEnum):
@@ -199,13 +212,18 @@ class SyncReport:
 
     @property
     def exit_code(self) -> int:
-        """0: all done; 1: any failure; 2: deferred by budget only (see the module docstring)."""
+        """0: all done; 1: any failure; 75 (EX_TEMPFAIL): deferred by budget only (see the module docstring)."""
         outcomes = {i.outcome for i in self.items}
         if Outcome.FAILED in outcomes:
-            return 1
+            return EXIT_FAILED
         if Outcome.DEFERRED in outcomes:
-            return 2
-        return 0
+            return EXIT_DEFERRED
+        return EXIT_DONE
+
+    @property
+    def run_status(self) -> str:
+        """The run's status as the state records it: ``completed``, ``failed`` or ``deferred``."""
+        return RUN_STATUS[self.exit_code]
 
     def _refs(self, outcomes: frozenset[Outcome]) -> list[str]:
         return [ref for i in self.items if i.outcome in outcomes for ref in i.source_tags()]
@@ -418,7 +436,7 @@ class SyncReport:
             console.print(self.sources_table())
             for line in self.mirror_warnings():
                 console.print(Text(line, style="yellow"))
-        style = {0: "green", 1: "bold red", 2: "yellow"}[self.exit_code]
+        style = {EXIT_DONE: "green", EXIT_FAILED: "bold red", EXIT_DEFERRED: "yellow"}[self.exit_code]
         console.print(Text(self.summary_line(), style=style))
 
 
@@ -465,4 +483,14 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.1f}s"
 
 
-__all__ = ["REPORT_VERSION", "Outcome", "ReportItem", "SyncReport", "Totals"]
+__all__ = [
+    "EXIT_DEFERRED",
+    "EXIT_DONE",
+    "EXIT_FAILED",
+    "REPORT_VERSION",
+    "RUN_STATUS",
+    "Outcome",
+    "ReportItem",
+    "SyncReport",
+    "Totals",
+]

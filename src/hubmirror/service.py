@@ -4,7 +4,8 @@
 writes the report file and the Prometheus metrics after it, and turns a `HubmirrorError` that stops a
 run before it starts (an unreachable library, a bad destination) into a `RunResult` with one message.
 `run_scheduled` is the daemon loop. Rendering is left to the callers (the CLI draws with rich, the
-server keeps the results for its status page).
+server keeps the results for its status page). Exit codes are those of `hubmirror.report`: 0 done,
+1 failed, 75 (``EX_TEMPFAIL``) work deferred by the pull budget; 2 stays typer's usage error.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 from ._errors import ConfigError, HubmirrorError
 from .config import SyncConfig
 from .plan import Plan
-from .report import SyncReport
+from .report import EXIT_DONE, EXIT_FAILED, SyncReport
 from .sync import RunControl, SyncEvents, run_sync
 
 if TYPE_CHECKING:
@@ -39,11 +40,12 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        """The shell's exit code: the report's (a dry run that found no failure is 0); 1 after an error."""
+        """The shell's exit code: the report's (0 done, 1 failed, 75 deferred by the pull budget; a dry run
+        that found no failure is 0, as it defers nothing); 1 after an error that stopped the run."""
         if self.report is None:
-            return 1
+            return EXIT_FAILED
         code = self.report.exit_code
-        return 0 if self.dry_run and code != 1 else code
+        return EXIT_DONE if self.dry_run and code != EXIT_FAILED else code
 
 
 class SyncService:

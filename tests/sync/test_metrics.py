@@ -23,9 +23,9 @@ def test_cli_run_writes_a_textfile_with_exit_code_outcomes_and_pulls(env: Env, t
     env.seed()
     prom = tmp_path / "textfile" / "hubmirror.prom"
     p = env.cli("--max-pulls", "7", "--metrics-file", str(prom))
-    assert p.returncode == 2, p.stderr
+    assert p.returncode == 75, p.stderr
     text = prom.read_text()
-    assert _value(text, "hubmirror_last_run_exit_code") == 2
+    assert _value(text, "hubmirror_last_run_exit_code") == 75
     assert 0 < _value(text, "hubmirror_source_manifest_gets_total") <= 7
     assert _value(text, 'hubmirror_last_run_items{outcome="deferred"}') > 0
     assert _value(text, "hubmirror_source_ratelimit_remaining") == env.hub.remaining

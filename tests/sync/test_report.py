@@ -9,6 +9,7 @@ import pytest
 from rich.console import Console
 
 from hubmirror.report import MAX_ROWS, REPORT_VERSION, Outcome, SyncReport
+from hubmirror.server.status import _EXIT
 from hubmirror.store import TransferStats
 
 D1 = "sha256:" + "a1" * 32
@@ -54,8 +55,8 @@ def sample() -> SyncReport:
     [
         ([], 0),
         (["copied", "retagged", "up_to_date", "pruned", "kept"], 0),
-        (["copied", "deferred"], 2),
-        (["deferred", "deferred"], 2),
+        (["copied", "deferred"], 75),
+        (["deferred", "deferred"], 75),
         (["copied", "failed"], 1),
         (["deferred", "failed", "up_to_date"], 1),
         (["failed"], 1),
@@ -66,6 +67,8 @@ def test_exit_code_per_outcome_mix(outcomes: list[str], code: int) -> None:
     for i, outcome in enumerate(outcomes):
         rep.add(outcome, f"docker.io/library/img{i}:1", f"{DEST}/img{i}", ["1"])
     assert rep.exit_code == code
+    # The state's run status and the server's mapping back to an exit code agree with the report.
+    assert _EXIT[rep.run_status] == code
 
 
 def test_json_round_trip_and_stable_schema() -> None:

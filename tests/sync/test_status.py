@@ -19,7 +19,7 @@ def status(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
 def test_status_shows_tags_library_commit_deferred_work_and_runs(env: Env) -> None:
     env.seed()
     first = env.cli("--max-pulls", "7")
-    assert first.returncode == 2, first.stderr
+    assert first.returncode == 75, first.stderr
     p = status(env.state_path, "--json")
     assert p.returncode == 0, p.stderr
     info = json.loads(p.stdout)

@@ -1,5 +1,5 @@
 """The pull budget: the sync reads the quota from free HEADs, keeps the reserve, defers what it cannot
-afford (exit 2) and resumes later without redoing anything; ``--max-pulls`` caps a run; a quota 429
+afford (exit 75) and resumes later without redoing anything; ``--max-pulls`` caps a run; a quota 429
 that comes anyway stops the run's GETs at once and is reported as deferred work."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ async def test_budget_copies_what_the_quota_allows_and_the_next_run_finishes_the
     plan, first = await env.sync()
 
     assert plan.pulls_needed == 60
-    assert first.exit_code == 2
+    assert first.exit_code == 75
     assert quota_429s(env) == 0
     spent = gets(env)
     assert 0 < len(spent) <= 20 - 5  # the reserve of 5 is kept
@@ -66,16 +66,29 @@ async def test_budget_copies_what_the_quota_allows_and_the_next_run_finishes_the
         assert state.deferred() == []
 
 
+def test_a_deferred_run_exits_75_and_a_mistyped_flag_exits_2(env: Env) -> None:
+    """Deferred work is EX_TEMPFAIL (75), which deployments take as success; a typo in a deployed command
+    line is typer's usage error (2), which they do not."""
+    env.seed()
+    typo = env.cli("--max-pull", "7")
+    assert typo.returncode == 2 and "No such option" in typo.stderr, typo.stderr
+    assert env.hub.manifest_gets() == 0 and not env.state_path.exists()  # nothing ran
+
+    deferred = env.cli("--max-pulls", "7")
+    assert deferred.returncode == 75, deferred.stderr
+    assert "exit 75" in " ".join(deferred.stderr.split())  # the summary line names it
+
+
 def test_max_pulls_caps_a_run_and_reports_the_rest_as_deferred(env: Env) -> None:
     env.seed()
     report = env.root / "report.json"
 
     p = env.cli("--max-pulls", "7", "--report", str(report))
 
-    assert p.returncode == 2, p.stderr
+    assert p.returncode == 75, p.stderr
     assert 0 < env.hub.manifest_gets() <= 7
     rep = json.loads(report.read_text())
-    assert rep["exit_code"] == 2
+    assert rep["exit_code"] == 75
     assert rep["deferred"] and rep["successful"]
     assert rep["totals"]["manifest_gets"] <= 7
     reasons = {i["reason"] for i in rep["items"] if i["outcome"] == "deferred"}
@@ -108,7 +121,7 @@ async def test_quota_429_that_comes_anyway_is_deferred_work_not_a_failure_storm(
     plan, report = await env.sync(ExhaustAfterPlan(env), **{"ratelimit.reserve": 0})
 
     assert len(plan.copies) >= 4
-    assert report.exit_code == 2, report.to_json()
+    assert report.exit_code == 75, report.to_json()
     assert report.by_outcome(Outcome.FAILED) == []
     # at most one per item in flight when the quota ran out (concurrency 4), then no GET at all
     assert 1 <= quota_429s(env) <= 4
@@ -126,7 +139,7 @@ async def test_quota_429_that_comes_anyway_is_deferred_work_not_a_failure_storm(
 async def test_deferred_work_for_an_image_that_left_the_selection_is_forgotten(env: Env) -> None:
     env.seed()
     _, first = await env.sync(max_pulls=1)
-    assert first.exit_code == 2
+    assert first.exit_code == 75
     with State.open(env.state_path) as state:
         assert {d.source_ref.split(":")[0] for d in state.deferred()} >= {"docker.io/library/tiny"}
 

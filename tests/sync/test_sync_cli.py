@@ -116,9 +116,9 @@ def test_report_file_lists_successful_and_failed_tags_with_exit_codes(env: Env) 
     assert "missing" in bad.stderr
 
     capped = env.cli("--report", str(report), "--images", "pyish", "--max-pulls", "0")
-    assert capped.returncode == 2
+    assert capped.returncode == 75
     rep = json.loads(report.read_text())
-    assert rep["exit_code"] == 2 and rep["failed"] == [] and rep["deferred"]
+    assert rep["exit_code"] == 75 and rep["failed"] == [] and rep["deferred"]
 
 
 class SecondSyncMeanwhile(SyncEvents):

@@ -2,13 +2,19 @@
 
 The proof is a real containerd (Debian's package, started here with its own root, state and socket) that
 pulls ``docker.io/library/NAME:TAG`` and ``docker.io/USER/APP:TAG`` with a ``hosts.toml`` whose server is
-unreachable and whose only host is the mirror, as a node configured from the README would.
+unreachable and whose only host is the mirror, and podman (or skopeo, which reads the same
+containers-registries.conf) through a ``registries.conf`` mirror: each config is the snippet of
+docs/drop-in-mirrors.md as written there, the plain-HTTP variants here (the test registries speak HTTP).
 """
 
 from __future__ import annotations
 
+import json
+import os
+import re
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,19 +51,27 @@ def containerd(tmp_path: Path) -> Iterator[Containerd]:
         yield c
 
 
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "drop-in-mirrors.md"
+#: Where the docs' snippets say the mirror is, and where a test's upstream cannot be reached (loopback, port 9).
+DOC_MIRROR, UNREACHABLE = "registry.local:5000", "127.0.0.1:9"
+
+
+def snippet(name: str) -> str:
+    """The code block after ``<!-- snippet: NAME -->`` in docs/drop-in-mirrors.md."""
+    m = re.search(rf"<!-- snippet: {re.escape(name)} -->\n```\w*\n(.*?)```", DOCS.read_text(), re.S)
+    assert m, f"docs/drop-in-mirrors.md has no snippet {name}"
+    return m.group(1)
+
+
 def _hosts_dir(root: Path, mirror_host: str, prefix: str) -> Path:
-    """A containerd hosts directory for docker.io, as the README gives it: the upstream server unreachable,
-    the mirror the only host (plain HTTP here; ``override_path`` when the mirror lives under a prefix)."""
+    """A containerd hosts directory for docker.io with the docs' plain-HTTP hosts.toml: the upstream server
+    unreachable, the mirror the only host (``override_path`` when the mirror lives under a prefix)."""
     d = root / "certs.d"
     (d / "docker.io").mkdir(parents=True)
-    path = f"/v2/{prefix}" if prefix else ""
-    override = "  override_path = true\n" if prefix else ""
-    (d / "docker.io" / "hosts.toml").write_text(
-        'server = "https://127.0.0.1:9"\n\n'
-        f'[host."http://{mirror_host}{path}"]\n'
-        '  capabilities = ["pull", "resolve"]\n'
-        f"{override}"
-    )
+    text = snippet("containerd-http-prefix" if prefix else "containerd-http")
+    assert f'[host."http://{DOC_MIRROR}' in text
+    text = text.replace("https://registry-1.docker.io", f"https://{UNREACHABLE}").replace(DOC_MIRROR, mirror_host)
+    (d / "docker.io" / "hosts.toml").write_text(text.replace("/v2/hub", f"/v2/{prefix}"))
     return d
 
 
@@ -111,3 +125,58 @@ def test_layout_is_checked(env: Env) -> None:
     assert p.returncode == 1
     assert "layout" in p.stderr and "'flat' or 'mirror'" in p.stderr
     assert "Traceback" not in p.stderr
+
+
+def _registries_conf(path: Path, mirror: str, *, insecure: bool) -> Path:
+    """The docs' registries.conf (plain-HTTP variant or not), the mirror at *mirror*, Docker Hub unreachable."""
+    text = snippet("podman-http" if insecure else "podman-https")
+    assert f'location = "{DOC_MIRROR}/hub"' in text and ("insecure = true" in text) == insecure
+    text = text.replace('location = "docker.io"', f'location = "{UNREACHABLE}"').replace(f"{DOC_MIRROR}/hub", mirror)
+    path.write_text(text)
+    return path
+
+
+def _pull(root: Path, conf: Path, name: str) -> tuple[bool, str, str]:
+    """Pull *name* as podman does with *conf* (ok, digest, output); skopeo (same registries.conf) without podman."""
+    env = {**os.environ, "CONTAINERS_REGISTRIES_CONF": str(conf)}
+    if shutil.which("podman") is not None and os.geteuid() == 0:
+        run = Path(tempfile.mkdtemp(prefix="pm-", dir="/tmp"))  # podman refuses a runroot over 50 characters
+        store = ["--root", str(root / "podman"), "--runroot", str(run), "--storage-driver", "vfs"]
+        try:
+            p = subprocess.run(["podman", *store, "pull", name], capture_output=True, text=True, env=env, timeout=120)
+            if p.returncode != 0:
+                return False, "", p.stderr
+            inspect = ["podman", *store, "image", "inspect", "--format", "{{.Digest}}", name]
+            q = subprocess.run(inspect, capture_output=True, text=True, env=env, timeout=60)
+            return True, q.stdout.strip(), p.stderr
+        finally:
+            shutil.rmtree(run, ignore_errors=True)
+    p = subprocess.run(
+        ["skopeo", "--registries-conf", str(conf), "inspect", f"docker://{name}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    return p.returncode == 0, json.loads(p.stdout)["Digest"] if p.returncode == 0 else "", p.stderr
+
+
+@pytest.mark.skipif(shutil.which("podman") is None and shutil.which("skopeo") is None, reason="needs podman or skopeo")
+def test_podman_pulls_through_a_plain_http_mirror_with_insecure_true_and_not_without(env: Env) -> None:
+    official = img.push_sync(
+        env.hub.upstream, "library/tinyish", img.index("tinyish", ["linux/amd64"], layers=[img.tar_layer("t")]), ["1"]
+    )
+    listing = env.root / "images.txt"
+    listing.write_text("tinyish:1\n")
+    p = env.cli("--list", str(listing), "--layout", "mirror", dest=f"{env.dest.host}/hub")
+    assert p.returncode == 0, p.stderr
+    mirror = f"{env.dest.host}/hub"
+
+    plain = _registries_conf(env.root / "https.conf", mirror, insecure=False)
+    ok, _, err = _pull(env.root / "a", plain, "docker.io/library/tinyish:1")
+    assert not ok and "HTTP response to HTTPS client" in err, err  # the HTTPS snippet on a plain-HTTP mirror
+
+    conf = _registries_conf(env.root / "http.conf", mirror, insecure=True)
+    ok, digest, err = _pull(env.root / "b", conf, "docker.io/library/tinyish:1")
+    assert ok, err
+    assert digest == official.digest

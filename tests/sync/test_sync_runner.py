@@ -26,7 +26,7 @@ class DiesWhenCopyingStarts(SyncEvents):
 async def test_deferred_work_keeps_its_priority_when_the_next_run_dies(env: Env) -> None:
     env.seed()
     _, first = await env.sync(max_pulls=1)
-    assert first.exit_code == 2
+    assert first.exit_code == 75
     with State.open(env.state_path) as state:
         before = {(d.source_ref, d.dest_repo, d.tags, d.since) for d in state.deferred()}
     assert before

@@ -15,8 +15,8 @@ def demo(
     workdir: Annotated[Path | None, typer.Option(help="Keep the demo's registries and state here.")] = None,
     keep: Annotated[bool, typer.Option(help="Do not delete the temporary directory.")] = False,
 ) -> None:
-    """Run an offline demo: a Docker Hub emulator and a mirror registry on loopback, then sync three times,
-    and fill a fresh destination from a content mirror with 0 Hub pulls."""
+    """Run an offline demo: a Docker Hub emulator and a mirror registry on loopback, then sync four times:
+    copy, no-op, a rebuilt image, and a fresh destination filled from a content mirror with 0 Hub pulls."""
     from .._errors import HubmirrorError
     from ..demo import run_demo
 

@@ -227,7 +227,8 @@ def sync(
 ) -> None:
     """Mirror the selected official images (or an image list) into DEST, spending pulls only on changes.
 
-    Exit codes: 0 all done; 1 failures; 2 work deferred by the pull budget (run again later).
+    Exit codes: 0 all done; 1 failures; 75 work deferred by the pull budget (run again later; EX_TEMPFAIL);
+    2 a usage error (an unknown flag, a bad value).
     """
     import logging
 

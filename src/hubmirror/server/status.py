@@ -11,7 +11,7 @@ from ..state import RunRecord, State
 from .runner import SyncLoop
 
 #: A run's status in the state → the exit code the CLI would have given.
-_EXIT = {"completed": 0, "failed": 1, "deferred": 2}
+_EXIT = {"completed": 0, "failed": 1, "deferred": 75}
 
 
 def _iso(when: datetime | None) -> str | None:

@@ -109,7 +109,7 @@ async def run_sync(
             await prune_selection()
             await freshness.finish(plan, report, state=state, dest=dest)
             finish_report(report, sources, dest, cfg)
-            status = {0: "completed", 1: "failed", 2: "deferred"}[report.exit_code]
+            status = report.run_status
             # A commit whose selection was in doubt (a file failed to parse, …) is not synced: the next run
             # looks at it again.
             if report.exit_code == 0 and plan.commit is not None and not plan.prune_blockers:
