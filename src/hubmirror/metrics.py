@@ -84,6 +84,7 @@ class SyncMetrics:
             "Age of the oldest upstream change not yet at the destination (0 when none).",
             registry=r,
         )
+        self._freshness_slo: Gauge | None = None  # only exported once a freshness_slo is set (no false 0)
         self.last_success = Gauge(
             "hubmirror_last_success_timestamp_seconds", "When the last run that did everything finished.", registry=r
         )
@@ -121,6 +122,14 @@ class SyncMetrics:
             self.mismatches.labels(*labels).inc(src.mismatches)
             if src.role == "mirror":
                 self.dropped.labels(*labels).set(1 if src.dropped else 0)
+
+    def set_freshness_slo(self, seconds: float) -> None:
+        """Export the config's ``freshness_slo`` (the alerting rules compare the oldest pending change with it)."""
+        if self._freshness_slo is None:
+            self._freshness_slo = Gauge(
+                "hubmirror_freshness_slo_seconds", "The config's freshness_slo, in seconds.", registry=self.registry
+            )
+        self._freshness_slo.set(seconds)
 
     def text(self) -> bytes:
         """The metrics in Prometheus text format (for a ``/metrics`` handler)."""

@@ -112,6 +112,8 @@ class SyncService:
                 path.write_text(report.to_json())
             if not cfg.dry_run and (self._metrics is not None or cfg.metrics_file is not None):
                 self.metrics.observe(report)
+                if cfg.freshness_slo is not None:
+                    self.metrics.set_freshness_slo(cfg.freshness_slo)
                 if cfg.metrics_file is not None:
                     path = cfg.metrics_file
                     self.metrics.write(cfg.metrics_file)
