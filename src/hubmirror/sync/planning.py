@@ -51,11 +51,17 @@ async def build_plan(
     for listing in plan.sources:
         if listing.error:
             plan.block_prune(f"tag source {listing.name} could not be listed ({listing.error})")
+    plan.leaving = leaving_tags(plan, await state.aio.tags(prefix=dest.prefix), dest)
+    return plan
+
+
+def leaving_tags(plan: Plan, records: list[TagRecord], dest: Destination) -> list[TagRecord]:
+    """The recorded tags hubmirror created that left *plan*'s selection (its targets), but not those of a
+    tag source that could not be listed, nor signatures whose image stays."""
     selected = {(dest.key(t.dest_repo), t.tag) for t in plan.targets}
     protected = {source_key(listing, dest) for listing in plan.sources if listing.error}
-    records = await state.aio.tags(prefix=dest.prefix)
     held = _held_subjects(plan, records, selected, dest)
-    plan.leaving = [
+    return [
         r
         for r in records
         if r.created_by_hubmirror
@@ -63,7 +69,6 @@ async def build_plan(
         and r.dest_repo not in protected
         and not _follows_held(r, held)
     ]
-    return plan
 
 
 def _held_subjects(
@@ -84,4 +89,4 @@ def _follows_held(record: TagRecord, held: set[tuple[str, str]]) -> bool:
     return found is not None and (record.dest_repo, found[0]) in held
 
 
-__all__ = ["build_plan"]
+__all__ = ["build_plan", "leaving_tags"]

@@ -1,0 +1,241 @@
+"""One worker of a run shared by several ``hubmirror sync`` processes on one PostgreSQL state.
+
+Every worker reads the whole selection (git, no pulls), joins the job's run (or starts it) and then, one
+destination repository at a time, claims it (`claim.Claims`), plans it (free HEADs), copies it on pulls
+taken from the quota the workers share (`claim.SharedQuota`), records it and marks it done. When no
+repository is left to claim it waits while others still hold some (a worker that dies leaves its
+repository to the others once its lease runs out). Once every repository is done, the last worker to
+finish closes the run: prune, the run record, the library commit. Each worker's report covers what it did;
+its ``run`` part covers the whole run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+from ..config import SyncConfig
+from ..plan import Plan, Target, check
+from ..referrers import follow_referrers
+from ..report import EXIT_DEFERRED, EXIT_DONE, EXIT_FAILED, RUN_STATUS, SyncReport, Totals
+from ..state import State
+from ..store import TransferStats
+from . import freshness
+from .claim import Claims, SharedQuota, quota_key
+from .events import RunControl, SyncEvents
+from .planning import leaving_tags
+from .prune import prune
+from .record import record_followed, record_up_to_date
+from .reporting import add_failed, finish_report
+from .runner import Runner
+from .selection import select_targets, unique
+from .stores import Destination, Sources
+
+#: A lease when the config gives none (`SyncConfig.lease`).
+DEFAULT_LEASE = 30.0
+
+
+async def run_worker(
+    cfg: SyncConfig,
+    *,
+    state: State,
+    dest: Destination,
+    sources: Sources,
+    report: SyncReport,
+    events: SyncEvents,
+    cache_dir: Path | None,
+    control: RunControl | None,
+) -> tuple[Plan, SyncReport]:
+    """Take part in the run of *cfg*'s job on the cooperative *state*; the whole selection's plan (its
+    targets, and for the closer what left it) and this worker's report."""
+    whole = await _select(cfg, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events)
+    report.commit = whole.commit
+    key = quota_key(cfg)
+    sources.budget.pool = SharedQuota(state, key, reserve=sources.budget.reserve)
+    claims = Claims(state, lease=cfg.lease or DEFAULT_LEASE)
+    by_unit: dict[str, list[Target]] = {}
+    for t in whole.targets:
+        by_unit.setdefault(dest.key(t.dest_repo), []).append(t)
+    run_id = await claims.join(dest.prefix, list(by_unit), commit=whole.commit, quota=key)
+    report.run_id = run_id
+    events.phase(f"worker {claims.worker} on run {run_id} ({len(by_unit)} repositories)")
+    add_failed(whole, report, dest)  # the selection's own problems: every worker sees them
+    async with claims.heartbeat():
+        try:
+            while control is None or control.reason is None:
+                unit = await claims.next()
+                if unit is None:
+                    break
+                blockers = await _work_unit(
+                    cfg, whole, unit, by_unit.get(unit, []), state=state, dest=dest, sources=sources,
+                    report=report, run_id=run_id, events=events, control=control,
+                )  # fmt: skip
+                await claims.done(unit, blockers=blockers, summary=_summary(report, sources, dest))
+        except BaseException:
+            await claims.release()
+            raise
+        await freshness.note_reasons(report, state=state)
+        closer = await claims.close(_summary(report, sources, dest))
+        if closer:
+            await _close(cfg, whole, claims, state=state, dest=dest, sources=sources, report=report, events=events)
+        else:
+            finish_report(report, sources, dest, cfg)
+            summaries, _ = await state.run(state.run_work, run_id)
+            report.run = _whole_run(summaries)
+    return whole, report
+
+
+async def _select(
+    cfg: SyncConfig,
+    *,
+    state: State,
+    dest: Destination,
+    sources: Sources,
+    cache_dir: Path | None,
+    events: SyncEvents,
+) -> Plan:
+    """The whole selection's targets in priority order (deferred work first), as `build_plan` makes them,
+    without the check: each worker checks only the repositories it claims."""
+    whole = Plan()
+    targets = await select_targets(
+        cfg, whole, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events
+    )
+    deferred = {(d.dest_repo, tag) for d in await state.aio.deferred() for tag in d.tags}
+    targets = [
+        replace(t, priority=(0, *t.priority[1:])) if (dest.key(t.dest_repo), t.tag) in deferred else t for t in targets
+    ]
+    whole.targets = unique(targets)
+    for listing in whole.sources:
+        if listing.error:
+            whole.block_prune(f"tag source {listing.name} could not be listed ({listing.error})")
+    return whole
+
+
+async def _work_unit(
+    cfg: SyncConfig,
+    whole: Plan,
+    unit: str,
+    targets: list[Target],
+    *,
+    state: State,
+    dest: Destination,
+    sources: Sources,
+    report: SyncReport,
+    run_id: int,
+    events: SyncEvents,
+    control: RunControl | None,
+) -> list[str]:
+    """Plan, copy and record one claimed destination repository; what must stop prune (checks that failed)."""
+    plan = Plan(commit=whole.commit, targets=targets)
+    await check(
+        plan, sources=sources.__getitem__, dest=dest.store, state=state, dest_key=dest.key, overwrite=cfg.overwrite
+    )
+    blockers = [f"{t.canonical} could not be checked ({reason})" for t, reason in plan.failed]
+    listed = report.sources
+    add_failed(plan, report, dest)
+    report.sources = listed
+    await record_up_to_date(plan, state=state, dest=dest, report=report, run_id=run_id)
+    await freshness.note_changes(plan, state=state, dest=dest)
+    events.phase(f"{unit}: {len(plan.copies)} to copy, {len(plan.retags)} to retag, ~{plan.pulls_needed} pulls")
+    budget = sources.budget
+    await budget.top_up(sum(i.estimated_pulls for i in plan.copies if sources.is_hub(i.source_registry)))
+    try:
+        runner = Runner(
+            cfg, plan, state=state, dest=dest, sources=sources, report=report, run_id=run_id, events=events,
+            control=control,
+        )  # fmt: skip
+        await runner.run()
+        for d in await state.aio.deferred():  # this repository's deferred rows not deferred again go
+            if d.dest_repo == unit and (d.source_ref, d.dest_repo) not in runner.deferred:
+                await state.aio.clear_deferred(d.source_ref, d.dest_repo)
+        if cfg.signatures and runner.stopped is None:
+            followed = await follow_referrers(
+                plan,
+                report,
+                copier=runner.copier,
+                sources=sources.__getitem__,
+                dest=dest.store,
+                dest_key=dest.key,
+                listed=True,
+            )
+            await record_followed(followed, state=state, dest=dest, run_id=run_id)
+    finally:
+        await budget.release()
+    return blockers
+
+
+async def _close(
+    cfg: SyncConfig,
+    whole: Plan,
+    claims: Claims,
+    *,
+    state: State,
+    dest: Destination,
+    sources: Sources,
+    report: SyncReport,
+    events: SyncEvents,
+) -> None:
+    """The last worker: prune what left the selection (unless a worker's check failed), settle freshness,
+    record the run with every worker's totals, and the library commit when the whole run is done."""
+    run_id = report.run_id
+    assert run_id is not None
+    _, blockers = await state.run(state.run_work, run_id)
+    for reason in blockers[:1]:
+        more = f" and {len(blockers) - 1} more" if len(blockers) > 1 else ""
+        whole.block_prune(reason + more)
+    whole.leaving = leaving_tags(whole, await state.aio.tags(prefix=dest.prefix), dest)
+    await prune(
+        whole, state=state, dest=dest, report=report, enabled=cfg.prune, events=events, max_delete=cfg.max_delete
+    )
+    await freshness.finish(whole, report, state=state, dest=dest)
+    finish_report(report, sources, dest, cfg)
+    summaries, _ = await state.run(state.run_work, run_id)
+    summaries[claims.worker] = _summary(report, sources, dest)
+    report.run = _whole_run(summaries)
+    if report.exit_code == EXIT_DONE and whole.commit is not None and not whole.prune_blockers:
+        await state.aio.set_library_commit(cfg.library, whole.commit)
+    totals = dict(report.run["totals"])
+    totals.update(
+        ratelimit_remaining=report.totals.ratelimit_remaining,
+        ratelimit_limit=report.totals.ratelimit_limit,
+        ratelimit_window=report.totals.ratelimit_window,
+    )
+    await state.aio.finish_run(run_id, report.run_status, totals, commit=whole.commit)
+    await state.run(state.end_run, run_id)
+
+
+def _summary(report: SyncReport, sources: Sources, dest: Destination) -> dict[str, Any]:
+    """What this worker did so far: its items' exit code and counts, and its transfer totals."""
+    totals = Totals()
+    for store in sources.stores.values():
+        totals.add_stats(store.stats, TransferStats())
+    totals.add_stats(TransferStats(), dest.store.stats)
+    totals.blobs_skipped = report.totals.blobs_skipped
+    totals.duration = report.totals.duration
+    own = SyncReport(items=report.items)
+    return {"exit_code": own.exit_code, "counts": own.counts(), "totals": asdict(totals)}
+
+
+_PER_RUN = frozenset({"ratelimit_remaining", "ratelimit_limit", "ratelimit_window"})
+
+
+def _whole_run(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Every worker's summary added up: the run's exit code and status, counts and totals."""
+    counts: dict[str, int] = {}
+    totals: dict[str, float] = {}
+    codes = set()
+    for s in summaries.values():
+        codes.add(int(s.get("exit_code", EXIT_DONE)))
+        for k, v in (s.get("counts") or {}).items():
+            counts[k] = counts.get(k, 0) + int(v)
+        for k, v in (s.get("totals") or {}).items():
+            if k in _PER_RUN or not isinstance(v, int | float):
+                continue
+            totals[k] = max(totals.get(k, 0), v) if k == "duration" else totals.get(k, 0) + v
+    code = EXIT_FAILED if EXIT_FAILED in codes else EXIT_DEFERRED if EXIT_DEFERRED in codes else EXIT_DONE
+    status = RUN_STATUS[code]
+    return {"workers": len(summaries), "exit_code": code, "status": status, "counts": counts, "totals": totals}
+
+
+__all__ = ["DEFAULT_LEASE", "run_worker"]
