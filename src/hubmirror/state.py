@@ -1224,8 +1224,9 @@ class State:
         return got
 
     def settle_pulls(self, quota_key: str, taken: int, unused: int, *, now: float) -> None:
-        """Of the *taken* pulls (`take_pulls`), *unused* go back to the quota *quota_key*; the rest were spent."""
-        if taken <= 0:
+        """*taken* pulls (`take_pulls`) are no longer out; *unused* pulls taken (then or before) go back to the
+        quota *quota_key*, the rest were spent."""
+        if taken <= 0 and unused <= 0:
             return
         with self._guard("settle pulls"), self._write():
             self._conn.execute(

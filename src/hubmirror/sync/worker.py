@@ -11,11 +11,13 @@ its ``run`` part covers the whole run.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from ..config import SyncConfig
+from ..copy import first_error
 from ..plan import Plan, Target, check
 from ..referrers import follow_referrers
 from ..report import EXIT_DEFERRED, EXIT_DONE, EXIT_FAILED, RUN_STATUS, SyncReport, Totals
@@ -34,6 +36,9 @@ from .stores import Destination, Sources
 
 #: A lease when the config gives none (`SyncConfig.lease`).
 DEFAULT_LEASE = 30.0
+#: Repositories one worker works on at once (each claimed, planned and copied on its own; their items
+#: share the config's ``concurrency``).
+LANES = 4
 
 
 async def run_worker(
@@ -61,19 +66,29 @@ async def run_worker(
     report.run_id = run_id
     events.phase(f"worker {claims.worker} on run {run_id} ({len(by_unit)} repositories)")
     add_failed(whole, report, dest)  # the selection's own problems: every worker sees them
+    semaphore = asyncio.Semaphore(cfg.concurrency)  # the items copied at once, whatever repository
+
+    async def lane() -> None:
+        """Claim, plan, copy and record repositories one after the other until none is left."""
+        while control is None or control.reason is None:
+            unit = await claims.next()
+            if unit is None:
+                return
+            blockers = await _work_unit(
+                cfg, whole, unit, by_unit.get(unit, []), state=state, dest=dest, sources=sources,
+                report=report, run_id=run_id, events=events, control=control, semaphore=semaphore,
+            )  # fmt: skip
+            await claims.done(unit, blockers=blockers, summary=_summary(report, sources, dest))
+
     async with claims.heartbeat():
         try:
-            while control is None or control.reason is None:
-                unit = await claims.next()
-                if unit is None:
-                    break
-                blockers = await _work_unit(
-                    cfg, whole, unit, by_unit.get(unit, []), state=state, dest=dest, sources=sources,
-                    report=report, run_id=run_id, events=events, control=control,
-                )  # fmt: skip
-                await claims.done(unit, blockers=blockers, summary=_summary(report, sources, dest))
-        except BaseException:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(min(LANES, cfg.concurrency)):
+                    tg.create_task(lane())
+        except BaseException as e:
             await claims.release()
+            if isinstance(e, BaseExceptionGroup):
+                raise first_error(e) from None
             raise
         await freshness.note_reasons(report, state=state)
         closer = await claims.close(_summary(report, sources, dest))
@@ -125,6 +140,7 @@ async def _work_unit(
     run_id: int,
     events: SyncEvents,
     control: RunControl | None,
+    semaphore: asyncio.Semaphore,
 ) -> list[str]:
     """Plan, copy and record one claimed destination repository; what must stop prune (checks that failed)."""
     plan = Plan(commit=whole.commit, targets=targets)
@@ -143,7 +159,7 @@ async def _work_unit(
     try:
         runner = Runner(
             cfg, plan, state=state, dest=dest, sources=sources, report=report, run_id=run_id, events=events,
-            control=control,
+            control=control, semaphore=semaphore,
         )  # fmt: skip
         await runner.run()
         for d in await state.aio.deferred():  # this repository's deferred rows not deferred again go
@@ -238,4 +254,4 @@ def _whole_run(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return {"workers": len(summaries), "exit_code": code, "status": status, "counts": counts, "totals": totals}
 
 
-__all__ = ["DEFAULT_LEASE", "run_worker"]
+__all__ = ["DEFAULT_LEASE", "LANES", "run_worker"]
