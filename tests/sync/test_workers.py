@@ -4,7 +4,7 @@ with a real PostgreSQL server, the Hub emulator and a real destination registry.
 Three workers divide one job by destination repository (every tag right, the minimum of manifest GETs, no
 blob uploaded twice to one repository, the work spread); a worker SIGKILLed mid-run loses its lease and the
 others finish its repository in the same run; three workers with 20 pulls left spend at most 20 together,
-provoke no 429 and all exit as deferred.
+provoke no 429 and all exit as deferred; the last worker prunes, once for the run.
 """
 
 from __future__ import annotations
@@ -212,3 +212,24 @@ def test_three_workers_share_twenty_pulls(env: Env, postgres: PostgresServer) ->
         key = f"{env.hub.host} anonymous"
         quota = st.pull_quota(key)
         assert quota is not None and quota[1] == 0  # every pull taken was settled
+
+
+def test_the_last_worker_prunes_once_for_the_run(env: Env, postgres: PostgresServer) -> None:
+    env.commit(repos_library())
+    env.seed()
+    where = postgres.new_database()
+    assert wait_all(start_workers(env, where, 1)) == [0]  # one worker alone does the whole job
+    files = repos_library()
+    files["r6"] = files["r6"].replace("\nTags: 2.0, 2\nArchitectures: amd64, arm64v8\nDirectory: 2\n", "")
+    env.commit(files)
+
+    workers = start_workers(env, where, 3, "--prune")
+    assert wait_all(workers) == [0, 0, 0], [log_of(env, i) for i in range(3)]
+
+    assert env.dest_tags("r6") == ["1", "1.0"]
+    pruned = [[t for i in r["items"] if i["outcome"] == "pruned" for t in i["tags"]] for r in reports(workers)]
+    assert [sorted(p) for p in pruned if p] == [["2", "2.0"]]  # by one worker, the one that closed the run
+    with State.open(where) as st:
+        assert [r.status for r in st.runs()] == ["completed", "completed"]
+        assert {r.tag for r in st.tags(env.key("r6"))} == {"1", "1.0"}
+        assert st.library_commit(str(env.library_repo)) == env.commits[-1]
