@@ -1,5 +1,6 @@
 """Claims, leases and the shared pull quota in the state (`State.join_run` … `State.take_pulls`), on both
-backends (the sync uses them on PostgreSQL only; the SQL is written once)."""
+backends (the sync uses them on PostgreSQL only; the SQL is written once); a `PullBudget` with a pool grants
+only pulls taken from it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from hubmirror._errors import BudgetExhausted
+from hubmirror.budget import PullBudget
+from hubmirror.registry.ratelimit import RateLimit
 from hubmirror.state import State
 from hubmirror.testing.postgres import PostgresServer
 
@@ -96,3 +100,45 @@ def test_the_shared_quota_is_debited_settled_and_rebased(where: str) -> None:
         # A new run forgets what the quota held (the first worker to read it counts it again).
         st.join_run(JOB, UNITS, "a", commit=None, lease=10, now=9, quota_key=KEY)
         assert st.pull_quota(KEY) == (None, 0)
+
+
+class FakePool:
+    """A shared quota of *left* pulls, as `hubmirror.sync.claim.SharedQuota` keeps it in the state."""
+
+    def __init__(self, left: int) -> None:
+        self.left, self.out = left, 0
+
+    async def take(self, n: int, observed: RateLimit | None) -> int:
+        got = min(n, self.left)
+        self.left -= got
+        self.out += got
+        return got
+
+    async def settle(self, unused: int) -> None:
+        self.left += unused
+        self.out = 0
+
+
+async def test_a_budget_with_a_pool_grants_only_pulls_taken_from_it() -> None:
+    budget = PullBudget(lambda: RateLimit(100, 90), reserve=5)
+    pool = FakePool(12)
+    budget.pool = pool
+    assert budget.grant(5) is None  # nothing taken yet: nothing granted
+    await budget.top_up(10)  # what a repository's copies need
+    assert pool.left == 2 and budget.left() == 10
+    granted = budget.grant(8)
+    assert granted == 8 and budget.left() == 2
+    async with budget.spending(8):
+        for _ in range(6):
+            await budget.acquire()  # 6 of the 8
+    assert budget.left() == 4  # 2 unused came back
+    await budget.acquire(3)  # GETs outside a work item draw on what is held first
+    assert pool.left == 2 and budget.left() == 1
+    await budget.acquire(2)  # then on the pool
+    assert pool.left == 1 and budget.left() == 0
+    await budget.release()
+    assert pool.left == 1  # nothing held to give back
+    await budget.acquire()
+    with pytest.raises(BudgetExhausted, match="workers sharing it"):
+        await budget.acquire()
+    assert budget.granted == 12 and pool.left == 0  # every pull of the pool, not one more
