@@ -103,7 +103,7 @@ def copied_by(rep: dict[str, Any]) -> list[str]:
 def test_three_workers_divide_one_job(env: Env, postgres: PostgresServer) -> None:
     env.commit(repos_library())
     env.seed()
-    env.hub.set_delay(0.3)  # each repository takes a moment: the three overlap
+    env.hub.set_delay(0.5)  # each repository takes a moment: the three overlap
     where = postgres.new_database()
 
     workers = start_workers(env, where, 3)
@@ -132,6 +132,7 @@ def test_three_workers_divide_one_job(env: Env, postgres: PostgresServer) -> Non
     for rep in reps:
         assert rep["run"]["workers"] == 3 and rep["run"]["status"] == "completed"
         assert rep["run"]["totals"]["manifest_gets"] == env.hub.manifest_gets()
+    assert sum(1 for rep in reps if rep["run"]["closer"]) == 1  # one closed the run
 
     # The next run of the three: nothing to pull, nothing to upload.
     env.hub.reset_counts()
@@ -191,7 +192,7 @@ def _claimed_worker(where: str, workers: Workers, timeout: float = 60) -> tuple[
 def test_three_workers_share_twenty_pulls(env: Env, postgres: PostgresServer) -> None:
     env.commit(repos_library())
     env.seed()
-    env.hub.set_delay(0.3)
+    env.hub.set_delay(1.0)  # the run lasts until the three have joined it
     reserve = 5
     env.hub.set_limit(100, remaining=20 + reserve)
     where = postgres.new_database()
@@ -230,6 +231,7 @@ def test_the_last_worker_prunes_once_for_the_run(env: Env, postgres: PostgresSer
     pruned = [[t for i in r["items"] if i["outcome"] == "pruned" for t in i["tags"]] for r in reports(workers)]
     assert [sorted(p) for p in pruned if p] == [["2", "2.0"]]  # by one worker, the one that closed the run
     with State.open(where) as st:
-        assert [r.status for r in st.runs()] == ["completed", "completed"]
+        # (a worker that starts after this run was closed, on a loaded machine, runs a no-op run of its own)
+        assert {r.status for r in st.runs()} == {"completed"}
         assert {r.tag for r in st.tags(env.key("r6"))} == {"1", "1.0"}
         assert st.library_commit(str(env.library_repo)) == env.commits[-1]

@@ -97,7 +97,7 @@ async def run_worker(
         else:
             finish_report(report, sources, dest, cfg)
             summaries, _ = await state.run(state.run_work, run_id)
-            report.run = _whole_run(summaries)
+            report.run = _whole_run(summaries, closer=False)
     return whole, report
 
 
@@ -208,8 +208,12 @@ async def _close(
     finish_report(report, sources, dest, cfg)
     summaries, _ = await state.run(state.run_work, run_id)
     summaries[claims.worker] = _summary(report, sources, dest)
-    report.run = _whole_run(summaries)
-    if report.exit_code == EXIT_DONE and whole.commit is not None and not whole.prune_blockers:
+    report.run = _whole_run(summaries, closer=True)
+    # The commit the run started with (a worker joining later may have read a newer one): synced only if
+    # this worker's selection was made from it too.
+    started = next((r.commit for r in await state.run(state.runs, 50) if r.id == run_id), None)
+    done = report.exit_code == EXIT_DONE and not whole.prune_blockers
+    if done and whole.commit is not None and started == whole.commit:
         await state.aio.set_library_commit(cfg.library, whole.commit)
     totals = dict(report.run["totals"])
     totals.update(
@@ -236,8 +240,9 @@ def _summary(report: SyncReport, sources: Sources, dest: Destination) -> dict[st
 _PER_RUN = frozenset({"ratelimit_remaining", "ratelimit_limit", "ratelimit_window"})
 
 
-def _whole_run(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Every worker's summary added up: the run's exit code and status, counts and totals."""
+def _whole_run(summaries: dict[str, dict[str, Any]], *, closer: bool) -> dict[str, Any]:
+    """Every worker's summary added up: the run's exit code and status, counts and totals; *closer*: this
+    worker closed the run (its report is the one notifications are sent for)."""
     counts: dict[str, int] = {}
     totals: dict[str, float] = {}
     codes = set()
@@ -251,7 +256,14 @@ def _whole_run(summaries: dict[str, dict[str, Any]]) -> dict[str, Any]:
             totals[k] = max(totals.get(k, 0), v) if k == "duration" else totals.get(k, 0) + v
     code = EXIT_FAILED if EXIT_FAILED in codes else EXIT_DEFERRED if EXIT_DEFERRED in codes else EXIT_DONE
     status = RUN_STATUS[code]
-    return {"workers": len(summaries), "exit_code": code, "status": status, "counts": counts, "totals": totals}
+    return {
+        "workers": len(summaries),
+        "closer": closer,
+        "exit_code": code,
+        "status": status,
+        "counts": counts,
+        "totals": totals,
+    }
 
 
 __all__ = ["DEFAULT_LEASE", "LANES", "run_worker"]
