@@ -196,6 +196,10 @@ async def _close(
     record the run with every worker's totals, and the library commit when the whole run is done."""
     run_id = report.run_id
     assert run_id is not None
+    units = {u[0] for u in await state.run(state.work_units, run_id)}
+    for d in await state.aio.deferred():  # deferred work of repositories that left the selection goes
+        if d.dest_repo.startswith(dest.prefix) and d.dest_repo not in units:
+            await state.aio.clear_deferred(d.source_ref, d.dest_repo)
     _, blockers = await state.run(state.run_work, run_id)
     for reason in blockers[:1]:
         more = f" and {len(blockers) - 1} more" if len(blockers) > 1 else ""
