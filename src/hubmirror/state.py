@@ -36,6 +36,7 @@ import re
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -1235,6 +1236,35 @@ class State:
                 (unused, taken, taken, now, _to_text(_now()), quota_key),
             )
 
+    def work_in_progress(self, *, now: float) -> list[dict[str, Any]]:
+        """Runs workers share that are not closed: per run its job, status, units per status and each
+        worker with its status and the seconds left on its lease (negative: it ran out)."""
+        with self._guard("read work"):
+            runs = self._conn.execute(
+                "SELECT run_id, job, status FROM work_runs WHERE status IN ('open', 'closing') ORDER BY run_id"
+            ).fetchall()
+            out = []
+            for run_id, job, status in runs:
+                units = self._conn.execute(
+                    "SELECT status, COUNT(*) FROM work_units WHERE run_id = ? GROUP BY status", (run_id,)
+                ).fetchall()
+                workers = self._conn.execute(
+                    "SELECT worker, status, lease_until FROM work_workers WHERE run_id = ? ORDER BY worker", (run_id,)
+                ).fetchall()
+                out.append(
+                    {
+                        "run": int(run_id),
+                        "job": job,
+                        "status": status,
+                        "units": {str(k): int(n) for k, n in units},
+                        "workers": [
+                            {"worker": w, "status": st, "lease_left": round(float(lease) - now, 1)}
+                            for w, st, lease in workers
+                        ],
+                    }
+                )
+        return out
+
     def pull_quota(self, quota_key: str) -> tuple[int | None, int] | None:
         """(pulls available, pulls taken and not settled) of the shared quota *quota_key*, or None."""
         with self._guard("read pull quota"):
@@ -1297,6 +1327,7 @@ class State:
                 }
                 for d in self.deferred()
             ],
+            **({"work": self.work_in_progress(now=time.time())} if self.cooperative else {}),
             "runs": [
                 {
                     "id": r.id,

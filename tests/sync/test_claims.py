@@ -43,6 +43,13 @@ def test_workers_join_one_run_and_claim_each_unit_once(where: str) -> None:
         for unit in UNITS:
             assert st.finish_unit(run, unit, "a", blockers=["x"] if unit == UNITS[0] else [], summary={"n": 1})
         assert st.units_left(run) == 0
+        work = st.work_in_progress(now=115)
+        assert [(w["run"], w["status"], w["units"]) for w in work] == [(run, "open", {"done": 3})]
+        assert [(x["worker"], x["status"], x["lease_left"]) for x in work[0]["workers"]] == [
+            ("a", "working", 6.0),
+            ("b", "working", -3.0),  # its lease ran out
+        ]
+        assert ("work" in st.overview()) is st.cooperative  # `hubmirror status` shows it for PostgreSQL
         assert st.close_run(run, "b", {"exit_code": 0})
         assert not st.close_run(run, "a", {"exit_code": 0})  # closed once
         summaries, blockers = st.run_work(run)
