@@ -1143,7 +1143,13 @@ class State:
                 "UPDATE work_runs SET status = 'closing', closer = ? WHERE run_id = ? AND status = 'open'",
                 (worker, run_id),
             )
-            return cur.rowcount > 0
+            if cur.rowcount == 0:
+                return False
+            # The closer stays a live worker while it closes: one arriving meanwhile joins this run.
+            self._conn.execute(
+                "UPDATE work_workers SET status = 'working' WHERE run_id = ? AND worker = ?", (run_id, worker)
+            )
+            return True
 
     def run_work(self, run_id: int) -> tuple[dict[str, dict[str, Any]], list[str]]:
         """Run *run_id*'s workers → the summary each kept (what it did), and every unit's prune blockers."""
@@ -1162,6 +1168,9 @@ class State:
         """The closer is done: run *run_id* is closed (the next sync of its job starts a new run)."""
         with self._guard("end run"), self._write():
             self._conn.execute("UPDATE work_runs SET status = 'closed' WHERE run_id = ?", (run_id,))
+            self._conn.execute(
+                "UPDATE work_workers SET status = 'finished' WHERE run_id = ? AND status = 'working'", (run_id,)
+            )
 
     def work_units(self, run_id: int) -> list[tuple[str, str, str | None, int]]:
         """(unit, status, worker, attempts) of every unit of run *run_id*, in priority order."""

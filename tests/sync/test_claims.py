@@ -52,8 +52,13 @@ def test_workers_join_one_run_and_claim_each_unit_once(where: str) -> None:
         assert ("work" in st.overview()) is st.cooperative  # `hubmirror status` shows it for PostgreSQL
         assert st.close_run(run, "b", {"exit_code": 0})
         assert not st.close_run(run, "a", {"exit_code": 0})  # closed once
+        joined, started = st.join_run(JOB, UNITS, "c", commit="c1", lease=10, now=111)
+        assert (joined, started) == (run, False)  # b is closing it: c joins, finds nothing to do
+        assert st.claim_unit(run, "c", lease=10, now=111) is None
+        assert not st.close_run(run, "c", {"exit_code": 0})
         summaries, blockers = st.run_work(run)
-        assert summaries == {"a": {"exit_code": 0}, "b": {"exit_code": 0}} and blockers == ["x"]
+        assert summaries == {"a": {"exit_code": 0}, "b": {"exit_code": 0}, "c": {"exit_code": 0}}
+        assert blockers == ["x"]
         st.end_run(run)
         assert [(u[1], u[2]) for u in st.work_units(run)] == [("done", "a")] * 3
         nxt, started = st.join_run(JOB, UNITS, "a", commit="c2", lease=10, now=200)
