@@ -22,11 +22,12 @@ from .stores import Destination
 NOT_REACHED = "not yet copied"
 
 
-async def note_changes(plan: Plan, *, state: State, dest: Destination) -> None:
+async def note_changes(plan: Plan, *, state: State, dest: Destination, prefix: str | None = None) -> None:
     """Every tag the plan's items write: pending since its upstream change (kept from an earlier run when
-    older). A tag hubmirror never recorded starts its clock now."""
+    older). A tag hubmirror never recorded starts its clock now. *prefix*: the plan's repositories all
+    start with it (default: the destination's)."""
     now = datetime.now(UTC)
-    recorded = {(r.dest_repo, r.tag) for r in await state.aio.tags(prefix=dest.prefix)}
+    recorded = {(r.dest_repo, r.tag) for r in await state.aio.tags(prefix=prefix or dest.prefix)}
     changes = []
     for item in plan.items:
         key = dest.key(item.dest_repo)

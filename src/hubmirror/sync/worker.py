@@ -144,15 +144,19 @@ async def _work_unit(
 ) -> list[str]:
     """Plan, copy and record one claimed destination repository; what must stop prune (checks that failed)."""
     plan = Plan(commit=whole.commit, targets=targets)
+
+    def dest_key(repo: str) -> str:  # the state is read for this repository only (its name as the prefix)
+        return dest.key(repo) if repo else unit
+
     await check(
-        plan, sources=sources.__getitem__, dest=dest.store, state=state, dest_key=dest.key, overwrite=cfg.overwrite
+        plan, sources=sources.__getitem__, dest=dest.store, state=state, dest_key=dest_key, overwrite=cfg.overwrite
     )
     blockers = [f"{t.canonical} could not be checked ({reason})" for t, reason in plan.failed]
     listed = report.sources
     add_failed(plan, report, dest)
     report.sources = listed
-    await record_up_to_date(plan, state=state, dest=dest, report=report, run_id=run_id)
-    await freshness.note_changes(plan, state=state, dest=dest)
+    await record_up_to_date(plan, state=state, dest=dest, report=report, run_id=run_id, prefix=unit)
+    await freshness.note_changes(plan, state=state, dest=dest, prefix=unit)
     events.phase(f"{unit}: {len(plan.copies)} to copy, {len(plan.retags)} to retag, ~{plan.pulls_needed} pulls")
     budget = sources.budget
     await budget.top_up(sum(i.estimated_pulls for i in plan.copies if sources.is_hub(i.source_registry)))
