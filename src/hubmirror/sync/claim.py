@@ -53,7 +53,7 @@ class Claims:
         self.worker = worker or worker_name()
         self.run_id: int | None = None
         self.started = False  # this worker started the run
-        self.lost: set[str] = set()  # units another worker took over after this one's lease ran out
+        self._wake = asyncio.Event()  # set when one of this worker's units is done
 
     async def join(self, job: str, units: list[str], *, commit: str | None, quota: str | None) -> int:
         self.run_id, self.started = await self.state.run(
@@ -84,13 +84,18 @@ class Claims:
                 return unit
             if not await self.state.run(self.state.units_left, self._run):
                 return None
-            await asyncio.sleep(min(1.0, self.lease / 4))
+            # Others hold units: wait for one of ours to finish, or look again shortly (another worker
+            # may finish, or die and leave its unit once its lease runs out).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(1.0, self.lease / 4))
 
     async def done(self, unit: str, *, blockers: list[str], summary: dict[str, Any]) -> None:
         if not await self.state.run(
             self.state.finish_unit, self._run, unit, self.worker, blockers=blockers, summary=summary
         ):
             log.warning("%s: another worker took this repository over (this worker's lease ran out)", unit)
+        self._wake.set()  # lanes waiting on this worker's units look again
+        self._wake = asyncio.Event()
 
     async def close(self, summary: dict[str, Any]) -> bool:
         """This worker is finished; True if it closes the run (prune, the run record)."""
