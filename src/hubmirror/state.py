@@ -21,7 +21,9 @@ Two backends, one `State`: SQLite (a path, or ``sqlite:///PATH``; the default) a
 (``postgresql://USER@HOST:PORT/DB``, a libpq URL: the password comes from the URL, ``PGPASSWORD`` or
 ``~/.pgpass`` and is never printed). Every method is written once in the SQL both understand; the PostgreSQL
 connection (`_PgConnection`, psycopg 3, imported only for such a state) takes SQLite's ``?`` placeholders,
-and the migrations are translated (`_pg_ddl`). The sync lock is an advisory lock there.
+and the migrations are translated (`_pg_ddl`). The sync lock is an advisory lock there, but the sync does not
+take it: several syncs cooperate on one run instead (`join_run`, `claim_unit`, `take_pulls`;
+``hubmirror.sync.worker``).
 """
 
 from __future__ import annotations
@@ -1126,9 +1128,12 @@ class State:
                 ).fetchone()[0]
             )
 
-    def close_run(self, run_id: int, worker: str, summary: Mapping[str, Any]) -> bool:
+    def close_run(
+        self, run_id: int, worker: str, summary: Mapping[str, Any], *, now: float, stopped: bool = False
+    ) -> bool:
         """*worker* is finished (with *summary*); True if it is the one to close the run: every unit is done
-        and no other worker closes it. The closer prunes, records the run and calls `end_run`."""
+        (or, *stopped*, it was asked to stop and no other worker is alive to do the rest) and no other worker
+        closes it. The closer prunes (not when units are left), records the run and calls `end_run`."""
         with self._guard("close run"), self._write():
             self._conn.execute(
                 "UPDATE work_workers SET status = 'finished', summary = ? WHERE run_id = ? AND worker = ?",
@@ -1137,6 +1142,11 @@ class State:
             left = self._conn.execute(
                 "SELECT COUNT(*) FROM work_units WHERE run_id = ? AND status <> 'done'", (run_id,)
             ).fetchone()[0]
+            if left and stopped:
+                left = self._conn.execute(
+                    "SELECT COUNT(*) FROM work_workers WHERE run_id = ? AND status = 'working' AND lease_until >= ?",
+                    (run_id, now),
+                ).fetchone()[0]
             if left:
                 return False
             cur = self._conn.execute(

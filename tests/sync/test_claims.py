@@ -50,12 +50,12 @@ def test_workers_join_one_run_and_claim_each_unit_once(where: str) -> None:
             ("b", "working", -3.0),  # its lease ran out
         ]
         assert ("work" in st.overview()) is st.cooperative  # `hubmirror status` shows it for PostgreSQL
-        assert st.close_run(run, "b", {"exit_code": 0})
-        assert not st.close_run(run, "a", {"exit_code": 0})  # closed once
+        assert st.close_run(run, "b", {"exit_code": 0}, now=111)
+        assert not st.close_run(run, "a", {"exit_code": 0}, now=111)  # closed once
         joined, started = st.join_run(JOB, UNITS, "c", commit="c1", lease=10, now=111)
         assert (joined, started) == (run, False)  # b is closing it: c joins, finds nothing to do
         assert st.claim_unit(run, "c", lease=10, now=111) is None
-        assert not st.close_run(run, "c", {"exit_code": 0})
+        assert not st.close_run(run, "c", {"exit_code": 0}, now=111)
         summaries, blockers = st.run_work(run)
         assert summaries == {"a": {"exit_code": 0}, "b": {"exit_code": 0}, "c": {"exit_code": 0}}
         assert blockers == ["x"]

@@ -97,9 +97,12 @@ class Claims:
         self._wake.set()  # lanes waiting on this worker's units look again
         self._wake = asyncio.Event()
 
-    async def close(self, summary: dict[str, Any]) -> bool:
-        """This worker is finished; True if it closes the run (prune, the run record)."""
-        return await self.state.run(self.state.close_run, self._run, self.worker, summary)
+    async def close(self, summary: dict[str, Any], *, stopped: bool = False) -> bool:
+        """This worker is finished (*stopped*: asked to stop); True if it closes the run (prune, the run
+        record)."""
+        return await self.state.run(
+            self.state.close_run, self._run, self.worker, summary, now=time.time(), stopped=stopped
+        )
 
     async def release(self) -> None:
         """This worker stops before the run is done (an error): the others take its units at once."""

@@ -20,7 +20,7 @@ from ..config import SyncConfig
 from ..copy import first_error
 from ..plan import Plan, Target, check
 from ..referrers import follow_referrers
-from ..report import EXIT_DEFERRED, EXIT_DONE, EXIT_FAILED, RUN_STATUS, SyncReport, Totals
+from ..report import EXIT_DEFERRED, EXIT_DONE, EXIT_FAILED, RUN_STATUS, Outcome, SyncReport, Totals
 from ..state import State
 from ..store import TransferStats
 from . import freshness
@@ -90,8 +90,14 @@ async def run_worker(
             if isinstance(e, BaseExceptionGroup):
                 raise first_error(e) from None
             raise
+        stopped = control is not None and control.reason is not None
+        left = await state.run(state.units_left, run_id) if stopped else 0
+        if left:  # what is left is the other workers' (or, with none, the next run's)
+            assert control is not None
+            why = f"{control.reason}; {left} repositories left to the other workers or the next run"
+            report.add(Outcome.DEFERRED, "run", dest.name, reason=why)
         await freshness.note_reasons(report, state=state)
-        closer = await claims.close(_summary(report, sources, dest))
+        closer = await claims.close(_summary(report, sources, dest), stopped=stopped)
         if closer:
             await _close(cfg, whole, claims, state=state, dest=dest, sources=sources, report=report, events=events)
         else:
