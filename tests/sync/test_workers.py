@@ -55,6 +55,24 @@ def start_workers(env: Env, where: str, n: int, *extra: str, lease: str = "30s")
     return out
 
 
+def hold_until_joined(env: Env, where: str, n: int, *, then: float, timeout: float = 60) -> None:
+    """Blob downloads are held until *n* workers have joined the run (a loaded machine starts them far
+    apart), then take *then* seconds each."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with State.open(where) as st:
+                work = st.work_in_progress(now=time.time())
+        except Exception:  # the first worker may still be creating the schema
+            work = []
+        if any(len(w["workers"]) >= n for w in work):
+            env.hub.set_delay(then)
+            return
+        time.sleep(0.1)
+    env.hub.set_delay(then)
+    raise AssertionError(f"{n} workers did not join one run")
+
+
 def wait_all(workers: Workers, timeout: float = 120) -> list[int]:
     return [p.wait(timeout=timeout) for p, _ in workers]
 
@@ -103,10 +121,11 @@ def copied_by(rep: dict[str, Any]) -> list[str]:
 def test_three_workers_divide_one_job(env: Env, postgres: PostgresServer) -> None:
     env.commit(repos_library())
     env.seed()
-    env.hub.set_delay(0.5)  # each repository takes a moment: the three overlap
+    env.hub.set_delay(3600)  # copies wait until the three have joined: the first cannot do it all alone
     where = postgres.new_database()
 
     workers = start_workers(env, where, 3)
+    hold_until_joined(env, where, 3, then=0.1)
     codes = wait_all(workers)
 
     assert codes == [0, 0, 0], [log_of(env, i) for i in range(3)]
@@ -192,12 +211,13 @@ def _claimed_worker(where: str, workers: Workers, timeout: float = 60) -> tuple[
 def test_three_workers_share_twenty_pulls(env: Env, postgres: PostgresServer) -> None:
     env.commit(repos_library())
     env.seed()
-    env.hub.set_delay(1.0)  # the run lasts until the three have joined it
+    env.hub.set_delay(3600)  # the run lasts until the three have joined it
     reserve = 5
     env.hub.set_limit(100, remaining=20 + reserve)
     where = postgres.new_database()
 
     workers = start_workers(env, where, 3, "--reserve", str(reserve))
+    hold_until_joined(env, where, 3, then=0.1)
     codes = wait_all(workers)
 
     spent = [r for r in env.hub.records if r.method == "GET" and r.kind == "manifest" and r.status == 200]
