@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import asdict, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -246,7 +247,7 @@ def _summary(report: SyncReport, sources: Sources, dest: Destination) -> dict[st
         totals.add_stats(store.stats, TransferStats())
     totals.add_stats(TransferStats(), dest.store.stats)
     totals.blobs_skipped = report.totals.blobs_skipped
-    totals.duration = report.totals.duration
+    totals.duration = (datetime.now(UTC) - report.started).total_seconds()
     own = SyncReport(items=report.items)
     return {"exit_code": own.exit_code, "counts": own.counts(), "totals": asdict(totals)}
 
