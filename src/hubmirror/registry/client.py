@@ -33,7 +33,7 @@ from ._proxy import proxy_for
 from .auth import Authenticator, merge_scopes, parse_www_authenticate, repository_scope
 from .credentials import Credentials, resolve
 from .ratelimit import RateLimit
-from .retry import RETRYABLE_STATUSES, RetryPolicy, error_for, is_retryable, parse_retry_after
+from .retry import RETRYABLE_STATUSES, RetryPolicy, error_for, is_retryable, retry_after_hint
 
 log = logging.getLogger(__name__)
 
@@ -189,6 +189,11 @@ def _ssl_context(
     return ctx
 
 
+def _safe_url(url: str) -> str:
+    """*url* without its query: a blob CDN's signed URL carries its signature there, an upload its state."""
+    return str(URL(url, encoded=True).with_query(None).with_fragment(None))
+
+
 def _media_type(headers: Mapping[str, str]) -> str:
     return (headers.get("Content-Type") or "").split(";", 1)[0].strip()
 
@@ -259,7 +264,8 @@ class RegistryClient:
         self._tokens = max(1.0, (self.rate or 0.0) * BURST_SECONDS)
         self._tokens_at = 0.0
         self._paused_until = 0.0
-        self._throttled_at = 0.0
+        self._throttled_at = 0.0  # when the pace last changed (halved, or doubled back)
+        self._halved_at = -BURST_SECONDS
 
     def __repr__(self) -> str:
         return f"RegistryClient(host={self.host!r}, base={self._base!r}, auth={self._auth!r})"
@@ -433,7 +439,7 @@ class RegistryClient:
                     ) from None
                 self.stats.retries += 1
                 delay = self.retry.delay(attempt)
-                log.info("%s %s: %s; retrying in %.2fs", method, url, type(e).__name__, delay)
+                log.info("%s %s: %s; retrying in %.2fs", method, _safe_url(url), type(e).__name__, delay)
                 await asyncio.sleep(delay)
                 continue
             if resp.status == 401 and same and replayable and not reauthed:
@@ -444,14 +450,14 @@ class RegistryClient:
                 if www:
                     self._auth.set_challenges(parse_www_authenticate(www))
                 self._auth.invalidate(scope_set)
-                log.debug("%s %s: 401, re-authenticating", method, url)
+                log.debug("%s %s: 401, re-authenticating", method, _safe_url(url))
                 continue
             throttle = resp.status == 429 and throttles < self.retry.throttle_retries  # abuse 429s: own count
             if resp.status in RETRYABLE_STATUSES and replayable and (attempt < self.retry.attempts or throttle):
                 body = await read_some(resp)
                 pull = method == "GET" and "/manifests/" in url
                 if is_retryable(resp.status, body, resp.headers, pull=pull):
-                    delay = self.retry.delay(attempt, parse_retry_after(resp.headers.get("Retry-After")))
+                    delay = self.retry.delay(attempt, retry_after_hint(resp.headers, body))
                     resp.release()
                     self.stats.retries += 1
                     if resp.status == 429:
@@ -459,7 +465,7 @@ class RegistryClient:
                             attempt -= 1
                         throttles += 1
                         self._throttled(delay)
-                    log.info("%s %s: HTTP %d; retrying in %.2fs", method, url, resp.status, delay)
+                    log.info("%s %s: HTTP %d; retrying in %.2fs", method, _safe_url(url), resp.status, delay)
                     await asyncio.sleep(delay)
                     continue
             return resp
@@ -484,13 +490,16 @@ class RegistryClient:
 
     def _throttled(self, delay: float) -> None:
         """An abuse-limit 429: every request to this registry waits *delay*; the pace halves (an unpaced
-        client starts pacing), once per back-off, and recovers after `RECOVER_AFTER` seconds without one."""
+        client starts pacing), once per back-off and at most once per `BURST_SECONDS`, and recovers after
+        `RECOVER_AFTER` seconds without one."""
         self.stats.abuse_backoffs += 1
         now = asyncio.get_running_loop().time()
-        if now >= self._paused_until:
+        # Requests already on the wire when the limit struck get their 429s too, and Docker Hub's own hint
+        # may be under a millisecond: one halving per `BURST_SECONDS`, not one per 429.
+        if now >= self._paused_until and now - self._halved_at >= BURST_SECONDS:
             self.rate = max(self.rate / 2 if self.rate else THROTTLED_RATE, MIN_RATE)
             self._tokens = min(self._tokens, 0.0)
-            self._throttled_at = now
+            self._throttled_at = self._halved_at = now
         self._paused_until = max(self._paused_until, now + delay)
         log.warning("%s: too many requests (HTTP 429, not the pull quota); backing off %.1fs", self.host, delay)
 

@@ -1,0 +1,69 @@
+"""`RegistryClient` against the real Docker Hub's manners, as the emulator's modes answer them: abuse 429s
+that are not the quota, unknown repositories answered 401 ``insufficient_scope``, a throttled token server,
+expiring CDN URLs, and a quota 429 that stops every further GET (charged per GET sent)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from _auth import PASSWORD, USER
+from hubmirror import QuotaExceeded
+from hubmirror.registry import Credentials, RegistryClient, RetryPolicy
+from hubmirror.testing.hub import HubEmulator
+from hubmirror.testing.images import Index, index, push
+
+FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.01)
+#: Backoffs this long would time a test out: it only ends quickly if the server's hint is honoured.
+SLOW = RetryPolicy(attempts=5, base_delay=120, max_delay=120)
+
+
+def manifest_gets(method: str, path: str) -> bool:
+    return method == "GET" and "/manifests/" in path
+
+
+async def seed(hub: HubEmulator, repo: str = "library/alpine", tags: tuple[str, ...] = ("3",)) -> Index:
+    return await push(hub.upstream, repo, index(repo, ["linux/amd64", "linux/arm64/v8"]), tags)
+
+
+def client_for(
+    hub: HubEmulator, *, user: bool = False, password: str = PASSWORD, retry: RetryPolicy = FAST
+) -> RegistryClient:
+    creds = Credentials(USER, password) if user else None
+    return RegistryClient(hub.host, credentials=creds, anonymous=not user, retry=retry)
+
+
+# -- 1. abuse 429s are not the quota ----------------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+async def test_a_paid_accounts_toomanyrequests_with_hubs_abuse_message_is_backed_off_not_taken_for_the_quota(
+    hub: HubEmulator,
+) -> None:
+    idx = await seed(hub)
+    hub.disable_ratelimit()  # a paid account: no ratelimit-* headers at all
+    async with client_for(hub, retry=SLOW) as c:
+        await c.head_manifest("library/alpine", "3")
+        hub.abuse(2, retry_after=0.3, hub_message=True, match=manifest_gets)
+        started = time.monotonic()
+        got = await c.get_manifest("library/alpine", "3")
+        waited = time.monotonic() - started
+        assert got.digest == idx.digest
+        assert c.stats.abuse_backoffs == 2 and c.stats.retries == 2
+        assert c.rate is not None  # the client paces itself from now on
+    assert [r.status for r in hub.records if r.method == "GET" and r.kind == "manifest"] == [429, 429, 200]
+    assert waited >= 0.5  # the message's "retry-after: 300ms", twice (the SLOW backoff would take minutes)
+
+
+async def test_a_quota_429_is_told_by_its_headers_or_its_words_not_by_its_code(hub: HubEmulator) -> None:
+    await seed(hub)
+    hub.set_limit(10, remaining=0)
+    async with client_for(hub, retry=SLOW) as c:
+        with pytest.raises(QuotaExceeded):  # ratelimit-remaining: 0 and "pull rate limit"
+            await c.get_manifest("library/alpine", "3")
+    hub.disable_ratelimit()
+    hub.abuse(1, hub_message=True, match=manifest_gets)
+    async with client_for(hub, retry=SLOW) as c:
+        assert (await c.get_manifest("library/alpine", "3")).media_type  # TOOMANYREQUESTS alone: retried
+        assert c.stats.abuse_backoffs == 1
