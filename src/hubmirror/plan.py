@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TypeVar
 
-from ._errors import HubmirrorError, InvalidReference, NotFound
+from ._errors import HubmirrorError, InvalidReference, NotAccessible, NotFound
 from ._fs import decode_text
 from .budget import allot
 from .copy import PLATFORMS_ANNOTATION, SOURCE_DIGEST_ANNOTATION, selected_children
@@ -405,6 +405,9 @@ async def check(
             else:
                 seen.src = await head(sources(t.source_registry), t.source_repo, t.source_ref)
             seen.dst = await head(dest, t.dest_repo, t.tag or t.source_ref)
+        except NotAccessible as e:  # a 401 insufficient_scope: missing, or not readable with these credentials
+            seen.error = str(e)
+            return seen
         except NotFound:
             seen.src = seen.dst = None
         except HubmirrorError as e:

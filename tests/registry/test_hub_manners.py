@@ -9,7 +9,7 @@ import time
 import pytest
 
 from _auth import PASSWORD, USER
-from hubmirror import QuotaExceeded
+from hubmirror import AuthError, NotAccessible, NotFound, QuotaExceeded
 from hubmirror.registry import Credentials, RegistryClient, RetryPolicy
 from hubmirror.testing.hub import HubEmulator
 from hubmirror.testing.images import Index, index, push
@@ -67,3 +67,41 @@ async def test_a_quota_429_is_told_by_its_headers_or_its_words_not_by_its_code(h
     async with client_for(hub, retry=SLOW) as c:
         assert (await c.get_manifest("library/alpine", "3")).media_type  # TOOMANYREQUESTS alone: retried
         assert c.stats.abuse_backoffs == 1
+
+
+# -- 2. unknown repositories answer 401 insufficient_scope ----------------------------------------------
+
+
+@pytest.mark.parametrize("user", [False, True], ids=["anonymous", "logged-in"])
+async def test_an_unknown_repository_is_not_found_or_not_accessible_not_a_login_failure(
+    hub: HubEmulator, user: bool
+) -> None:
+    idx = await seed(hub)
+    blob = idx.images[0].layers[0]
+    hub.hide_unknown_repositories()
+    async with client_for(hub, user=user) as c:
+        assert (await c.head_manifest("library/alpine", "3")) is not None  # a repository it has: as before
+        for call in (
+            c.head_manifest("library/nosuch", "1"),
+            c.get_manifest("library/nosuch", "1"),
+            c.list_tags("library/nosuch"),
+            c.head_blob("library/nosuch", blob.digest),
+        ):
+            with pytest.raises(NotAccessible) as exc:
+                await call
+            e = exc.value
+            assert isinstance(e, NotFound)
+            assert str(e) == f"{hub.host}/library/nosuch: not found, or not accessible with these credentials"
+            assert (e.registry, e.repository, e.status) == (hub.host, "library/nosuch", 401)
+    assert ("GET", "manifest", "library/nosuch", 401) in hub.counts
+    assert hub.manifest_gets("library/nosuch") == 0  # no 404 anywhere: Hub answered 401 each time
+
+
+async def test_a_login_the_token_server_refuses_is_still_reported_as_rejected_credentials(hub: HubEmulator) -> None:
+    await seed(hub)
+    hub.hide_unknown_repositories()
+    async with client_for(hub, user=True, password="not-the-password") as c:
+        with pytest.raises(AuthError) as exc:
+            await c.head_manifest("library/nosuch", "1")
+    assert not isinstance(exc.value, NotFound)
+    assert "were rejected" in str(exc.value) and "not-the-password" not in str(exc.value)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from test_sync_support import (  # noqa: F401  (env_fixture: the `env` fixture)
     NAMESPACE,
     Env,
@@ -73,3 +74,48 @@ def test_a_paid_account_answered_toomanyrequests_by_the_abuse_limit_backs_off_an
     assert rep["abuse_backoffs"][env.hub.host] >= 4
     assert [r.status for r in env.hub.records if r.status == 429] == [429] * 4
     assert_mirrored(env, seeded)
+
+
+# -- 2. unknown repositories: 401 insufficient_scope ------------------------------------------------
+
+
+@pytest.mark.parametrize("login", [False, True], ids=["anonymous", "logged-in"])
+def test_an_unknown_repository_in_a_list_is_reported_as_not_found_or_not_accessible(env: Env, login: bool) -> None:
+    seeded = env.seed(repos=["tiny"])
+    env.hub.hide_unknown_repositories()
+    listing = env.root / "images.txt"
+    listing.write_text("tiny:1.0\nnosuch:1\n")
+    creds = {}
+    if login:
+        prefix = "HUBMIRROR_" + env.hub.host.replace(".", "_").replace(":", "_") + "_"
+        creds = {prefix + "USERNAME": "hubuser", prefix + "PASSWORD": "s3cret-pa55"}
+        env.hub._users["hubuser"] = "s3cret-pa55"
+
+    p = env.cli("--list", str(listing), "--json", env=creds)
+
+    assert p.returncode == 1, p.stderr
+    one_line(p.stderr)
+    message = f"{env.hub.host}/library/nosuch: not found, or not accessible with these credentials"
+    assert message in " ".join(p.stderr.split())
+    for wrong in ("refused anonymous access", "no credentials were found", "were rejected", "hubmirror login"):
+        assert wrong not in p.stderr
+    rep = json.loads(p.stdout)
+    assert rep["failed"] == ["docker.io/library/nosuch:1"]
+    [failed] = [i for i in rep["items"] if i["outcome"] == "failed"]
+    assert failed["reason"] == message
+    assert env.dest_digest("tiny", "1.0") == seeded["tiny:1.0"]
+    assert "s3cret-pa55" not in p.stdout + p.stderr
+
+
+def test_a_login_the_token_server_refuses_is_still_reported_as_such(env: Env) -> None:
+    env.seed(repos=["tiny"])
+    env.hub.hide_unknown_repositories()
+    listing = env.root / "images.txt"
+    listing.write_text("tiny:1.0\n")
+    prefix = "HUBMIRROR_" + env.hub.host.replace(".", "_").replace(":", "_") + "_"
+
+    p = env.cli("--list", str(listing), env={prefix + "USERNAME": "hubuser", prefix + "PASSWORD": "wrong-pa55"})
+
+    assert p.returncode == 1, p.stderr
+    assert "were rejected" in p.stderr and "not found, or not accessible" not in p.stderr
+    assert "wrong-pa55" not in p.stderr

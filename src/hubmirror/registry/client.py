@@ -23,7 +23,7 @@ from urllib.parse import quote, urljoin
 import aiohttp
 from yarl import URL
 
-from .._errors import DigestMismatch, InvalidReference, ManifestTooLarge, RegistryError
+from .._errors import DigestMismatch, InvalidReference, ManifestTooLarge, NotAccessible, RegistryError
 from ..digest import is_digest, verify_bytes
 from ..media import ACCEPT, MAX_MANIFEST_SIZE, OCI_INDEX, Descriptor, Manifest, detect_media_type
 from ..reference import api_host, normalize_registry
@@ -510,9 +510,28 @@ class RegistryClient:
         except _CONNECTION_ERRORS:
             body = b""
         resp.release()
+        if resp.status == 401 and repository and self._insufficient_scope(resp):
+            return NotAccessible(
+                f"{self.registry}/{repository}: not found, or not accessible with these credentials",
+                status=401,
+                code="UNAUTHORIZED",
+                registry=self.registry,
+                repository=repository,
+            )
         if resp.status in (401, 403):
             return self._auth.rejected(resp.status, what, repository=repository)
         return error_for(resp.status, body, resp.headers, what=what, registry=self.host, repository=repository)
+
+    def _insufficient_scope(self, resp: aiohttp.ClientResponse) -> bool:
+        """A pull (GET or HEAD) the registry itself answered 401 ``error="insufficient_scope"`` after a fresh
+        token (`_send` re-authenticates once first): the token server granted no access to the repository,
+        as Docker Hub's does for one that does not exist (distribution #4354) — not a login failure."""
+        if resp.method not in ("GET", "HEAD") or not self._same_origin(str(resp.url)):
+            return False
+        for challenge in parse_www_authenticate(resp.headers.get("WWW-Authenticate", "")):
+            if challenge.scheme == "bearer" and challenge.params.get("error") == "insufficient_scope":
+                return True
+        return False
 
     def _url(self, repo: str, *parts: str) -> str:
         assert self._base is not None
