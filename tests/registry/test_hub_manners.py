@@ -9,7 +9,7 @@ import time
 import pytest
 
 from _auth import PASSWORD, USER
-from hubmirror import AuthError, NotAccessible, NotFound, QuotaExceeded
+from hubmirror import AuthError, NotAccessible, NotFound, QuotaExceeded, RegistryError
 from hubmirror.registry import Credentials, RegistryClient, RetryPolicy
 from hubmirror.testing.hub import HubEmulator
 from hubmirror.testing.images import Index, index, push
@@ -105,3 +105,36 @@ async def test_a_login_the_token_server_refuses_is_still_reported_as_rejected_cr
             await c.head_manifest("library/nosuch", "1")
     assert not isinstance(exc.value, NotFound)
     assert "were rejected" in str(exc.value) and "not-the-password" not in str(exc.value)
+
+
+# -- 3. the token server answers 429 or 5xx ---------------------------------------------------------
+
+
+@pytest.mark.timeout(60)
+async def test_the_token_servers_429s_are_retried_honouring_retry_after_and_counted_as_abuse_backoffs(
+    hub: HubEmulator,
+) -> None:
+    idx = await seed(hub)
+    hub.throttle_tokens(3, retry_after=0.2)
+    async with client_for(hub, retry=SLOW) as c:
+        started = time.monotonic()
+        head = await c.head_manifest("library/alpine", "3")
+        assert head is not None and head.digest == idx.digest
+        assert time.monotonic() - started >= 0.55
+        assert c.stats.abuse_backoffs == 3
+    statuses = [r.status for r in hub.records if r.kind == "token"]
+    assert statuses == [429, 429, 429, 200]
+
+
+async def test_the_token_servers_5xx_are_retried_and_a_lasting_one_fails_in_one_line(hub: HubEmulator) -> None:
+    await seed(hub)
+    hub.throttle_tokens(2, status=503, retry_after=None)
+    async with client_for(hub) as c:
+        assert await c.head_manifest("library/alpine", "3") is not None
+        assert c.stats.retries == 2 and c.stats.abuse_backoffs == 0
+    hub.throttle_tokens(100, status=502, retry_after=None)
+    async with client_for(hub) as c:
+        with pytest.raises(RegistryError) as exc:
+            await c.head_manifest("library/alpine", "3")
+    assert not isinstance(exc.value, AuthError)
+    assert "answered HTTP 502 (3 attempts)" in str(exc.value) and "\n" not in str(exc.value)

@@ -119,3 +119,24 @@ def test_a_login_the_token_server_refuses_is_still_reported_as_such(env: Env) ->
     assert p.returncode == 1, p.stderr
     assert "were rejected" in p.stderr and "not found, or not accessible" not in p.stderr
     assert "wrong-pa55" not in p.stderr
+
+
+# -- 3. the token server answers 429 or 5xx ---------------------------------------------------------
+
+
+@skopeo
+@pytest.mark.parametrize(("status", "retry_after"), [(429, 0.1), (503, None)])
+def test_a_throttled_token_server_is_waited_for_and_everything_is_copied(
+    env: Env, status: int, retry_after: float | None
+) -> None:
+    seeded = env.seed()
+    env.hub.throttle_tokens(3, status=status, retry_after=retry_after)
+
+    p = env.cli("--json")
+
+    assert p.returncode == 0, p.stderr
+    one_line(p.stderr)
+    assert [r.status for r in env.hub.records if r.kind == "token"][:4] == [status] * 3 + [200]
+    rep = json.loads(p.stdout)
+    assert rep["abuse_backoffs"][env.hub.host] == (3 if status == 429 else 0)
+    assert_mirrored(env, seeded)

@@ -249,8 +249,10 @@ class RegistryClient:
         self._ssl_verified = _ssl_context(self.registry, ca_file, cert_file, key_file)
         self._tls_configured = bool(ca_file or cert_file)
         self._ssl: ssl.SSLContext | bool = self._ssl_verified
-        # The token server is reached with this registry's TLS settings too.
+        # The token server is reached with this registry's TLS settings too, and retried by its policy.
         self._auth.ssl = False if insecure is True else self._ssl_verified
+        self._auth.retry = self.retry
+        self._auth.on_retry = self._token_retry
         self._base: str | None = None
         self._base_proxy: str | None = None
         self._ready_lock = asyncio.Lock()
@@ -502,6 +504,13 @@ class RegistryClient:
             self._throttled_at = self._halved_at = now
         self._paused_until = max(self._paused_until, now + delay)
         log.warning("%s: too many requests (HTTP 429, not the pull quota); backing off %.1fs", self.host, delay)
+
+    def _token_retry(self, status: int, delay: float) -> None:
+        """The token server answered *status* (0: not at all) and is asked again after *delay*: a retry,
+        and a 429 the abuse limit's (counted, and every request to this registry waits and slows)."""
+        self.stats.retries += 1
+        if status == 429:
+            self._throttled(delay)
 
     async def _fail(self, resp: aiohttp.ClientResponse, what: str, repository: str | None) -> RegistryError:
         """The error for *resp* (read and released)."""
