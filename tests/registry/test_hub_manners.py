@@ -10,9 +10,10 @@ import pytest
 
 from _auth import PASSWORD, USER
 from hubmirror import AuthError, NotAccessible, NotFound, QuotaExceeded, RegistryError
+from hubmirror.digest import sha256
 from hubmirror.registry import Credentials, RegistryClient, RetryPolicy
 from hubmirror.testing.hub import HubEmulator
-from hubmirror.testing.images import Index, index, push
+from hubmirror.testing.images import Index, index, layer, push
 
 FAST = RetryPolicy(attempts=3, base_delay=0.001, max_delay=0.01)
 #: Backoffs this long would time a test out: it only ends quickly if the server's hint is honoured.
@@ -138,3 +139,60 @@ async def test_the_token_servers_5xx_are_retried_and_a_lasting_one_fails_in_one_
             await c.head_manifest("library/alpine", "3")
     assert not isinstance(exc.value, AuthError)
     assert "answered HTTP 502 (3 attempts)" in str(exc.value) and "\n" not in str(exc.value)
+
+
+# -- 4. the blob CDN's signed URLs expire -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("status", [403, 401])
+async def test_an_expired_cdn_url_is_replaced_by_a_fresh_redirect(hub: HubEmulator, status: int) -> None:
+    big = layer("cdn-expired", 300_000)
+    await push(hub.upstream, "library/cdn", index("cdn", ["linux/amd64"], layers=[big]), ["1"])
+    hub.expire_cdn_urls(2, status=status)
+    async with client_for(hub, retry=SLOW) as c, c.open_blob("library/cdn", big.digest) as stream:
+        data = b"".join([chunk async for chunk in stream])
+    assert sha256(data) == big.digest
+    assert [r.status for r in hub.cdn_records] == [status, status, 200]
+    assert hub.blob_gets(big.digest) == 3  # the registry was asked for a fresh redirect each time
+    assert not hub.cdn_saw_authorization
+
+
+async def test_cdn_5xx_are_retried_through_a_fresh_redirect(hub: HubEmulator) -> None:
+    big = layer("cdn-5xx", 100_000)
+    await push(hub.upstream, "library/cdn", index("cdn", ["linux/amd64"], layers=[big]), ["1"])
+    hub.cdn_fail(2, 503)
+    async with client_for(hub) as c, c.open_blob("library/cdn", big.digest) as stream:
+        assert sha256(b"".join([chunk async for chunk in stream])) == big.digest
+    assert [r.status for r in hub.cdn_records] == [503, 503, 200]
+    assert hub.blob_gets(big.digest) == 3
+
+
+async def test_a_resume_whose_cdn_url_expired_goes_on_with_range_from_a_fresh_redirect(hub: HubEmulator) -> None:
+    big = layer("cdn-resume", 900_000)
+    await push(hub.upstream, "library/cdn", index("cdn", ["linux/amd64"], layers=[big]), ["1"])
+    hub.set_faults(1.0, kinds=["truncate"], paths=["blobs"])
+    async with client_for(hub) as c, c.open_blob("library/cdn", big.digest) as stream:
+        first = await anext(stream)  # the cut response is under way
+        hub.set_faults(0)
+        hub.expire_cdn_urls(1)  # the resume's first redirect: expired
+        data = first + b"".join([chunk async for chunk in stream])
+    assert sha256(data) == big.digest
+    assert [r.status for r in hub.cdn_records] == [200, 403, 206]
+
+
+async def test_a_cdn_that_keeps_refusing_fails_the_blob_in_one_line_without_blaming_the_login(
+    hub: HubEmulator,
+) -> None:
+    big = layer("cdn-refused", 10_000)
+    await push(hub.upstream, "library/cdn", index("cdn", ["linux/amd64"], layers=[big]), ["1"])
+    hub.expire_cdn_urls(100)
+    async with client_for(hub, user=True) as c:
+        with pytest.raises(RegistryError) as exc:
+            async with c.open_blob("library/cdn", big.digest) as stream:
+                async for _ in stream:
+                    pass
+    message = str(exc.value)
+    assert not isinstance(exc.value, AuthError)
+    assert "blob CDN" in message and "HTTP 403" in message and "4 fresh redirects" in message
+    assert "login" not in message and "rejected" not in message and "sig=" not in message and "\n" not in message
+    assert hub.blob_gets(big.digest) == 4

@@ -140,3 +140,22 @@ def test_a_throttled_token_server_is_waited_for_and_everything_is_copied(
     rep = json.loads(p.stdout)
     assert rep["abuse_backoffs"][env.hub.host] == (3 if status == 429 else 0)
     assert_mirrored(env, seeded)
+
+
+# -- 4. blob CDN URLs that expire, and CDN 5xx ----------------------------------------------------------
+
+
+@skopeo
+def test_expired_cdn_urls_and_cdn_errors_are_replaced_by_fresh_redirects(env: Env) -> None:
+    seeded = env.seed()
+    env.hub.expire_cdn_urls(5)
+    env.hub.cdn_fail(2, 503)
+
+    p = env.cli("--json")
+
+    assert p.returncode == 0, p.stderr
+    one_line(p.stderr)
+    assert "hubmirror login" not in p.stderr and "rejected" not in p.stderr
+    statuses = [r.status for r in env.hub.cdn_records]
+    assert statuses.count(403) == 5 and statuses.count(503) == 2
+    assert_mirrored(env, seeded)

@@ -61,6 +61,10 @@ _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 BLOB_RESUMES = 3
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: Fresh redirects asked of the registry for one blob request when its CDN refuses (401/403: the signed URL
+#: expired) or fails (5xx); the statuses a CDN request is still retried on as it is.
+CDN_REFRESHES = 3
+_CDN_RETRY_STATUSES = frozenset({408, 429})
 _LINK_RE = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]*)*)")
 _CONNECTION_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 
@@ -404,11 +408,13 @@ class RegistryClient:
         headers: Mapping[str, str] | None = None,
         data: Any = None,
         replayable: bool = True,
+        retry_statuses: frozenset[int] = RETRYABLE_STATUSES,
     ) -> aiohttp.ClientResponse:
         """Send one request with auth, re-challenging once on 401 and retrying transient failures.
 
         Returns the response (caller releases it). Redirects are not followed here.
-        *replayable* False (streamed bodies) disables every resend.
+        *replayable* False (streamed bodies) disables every resend. Answers with a status outside
+        *retry_statuses* are returned, not retried.
         """
         await self._ensure_ready()
         scope_set = merge_scopes(scopes)
@@ -455,7 +461,7 @@ class RegistryClient:
                 log.debug("%s %s: 401, re-authenticating", method, _safe_url(url))
                 continue
             throttle = resp.status == 429 and throttles < self.retry.throttle_retries  # abuse 429s: own count
-            if resp.status in RETRYABLE_STATUSES and replayable and (attempt < self.retry.attempts or throttle):
+            if resp.status in retry_statuses and replayable and (attempt < self.retry.attempts or throttle):
                 body = await read_some(resp)
                 pull = method == "GET" and "/manifests/" in url
                 if is_retryable(resp.status, body, resp.headers, pull=pull):
@@ -707,7 +713,47 @@ class RegistryClient:
     async def _follow(
         self, method: str, url: str, repo: str, what: str, headers: Mapping[str, str] | None = None
     ) -> aiohttp.ClientResponse:
-        """Send *method* to *url*, following redirects; ``Authorization`` only goes to the registry itself."""
+        """Send *method* to *url*, following redirects; ``Authorization`` only goes to the registry itself.
+
+        A redirect elsewhere is a blob CDN's signed URL (reference §C.6): a 401/403 there means the URL
+        expired or was refused, not that the login is wrong, and a 5xx is the CDN's; either way the registry
+        is asked again for a fresh redirect (with the same *headers*: a resume keeps its ``Range``), up to
+        `CDN_REFRESHES` times, 5xx backing off.
+        """
+        refreshes = 0
+        while True:
+            resp, cdn = await self._redirected(method, url, repo, what, headers)
+            if cdn is None or not (resp.status in (401, 403) or resp.status >= 500):
+                return resp
+            status = resp.status
+            resp.release()
+            if refreshes >= CDN_REFRESHES:
+                raise RegistryError(
+                    f"{self.host}: {what}: the blob CDN {cdn} answered HTTP {status} to {refreshes + 1} "
+                    f"fresh redirects ({'signed URL refused or expired' if status < 500 else 'server error'})",
+                    status=status,
+                    registry=self.registry,
+                    repository=repo,
+                )
+            refreshes += 1
+            self.stats.retries += 1
+            delay = self.retry.delay(refreshes, retry_after_hint(resp.headers)) if status >= 500 else 0.0
+            log.info(
+                "%s: the blob CDN %s answered HTTP %d; asking %s for a fresh redirect%s",
+                what,
+                cdn,
+                status,
+                self.host,
+                f" in {delay:.2f}s" if delay else "",
+            )
+            if delay:
+                await asyncio.sleep(delay)
+
+    async def _redirected(
+        self, method: str, url: str, repo: str, what: str, headers: Mapping[str, str] | None
+    ) -> tuple[aiohttp.ClientResponse, str | None]:
+        """The answer to *method* *url* after its redirects, and the host it came from when that is not the
+        registry (a CDN; None: the registry answered itself). A CDN's 401/403/5xx is returned unretried."""
         resp = await self._send(method, url, scopes=self._pull(repo), what=what, repository=repo, headers=headers)
         hops = 0
         while resp.status in _REDIRECTS:
@@ -717,9 +763,19 @@ class RegistryClient:
             if not location or hops > _MAX_REDIRECTS:
                 raise RegistryError(f"{self.host}: {what}: bad or endless redirect", registry=self.host)
             url = urljoin(str(resp.url), location)
-            log.debug("%s: redirected to %s", what, URL(url, encoded=True).with_query(None))
-            resp = await self._send(method, url, scopes=self._pull(repo), what=what, repository=repo, headers=headers)
-        return resp
+            log.debug("%s: redirected to %s", what, _safe_url(url))
+            same = self._same_origin(url)
+            resp = await self._send(
+                method,
+                url,
+                scopes=self._pull(repo),
+                what=what,
+                repository=repo,
+                headers=headers,
+                retry_statuses=RETRYABLE_STATUSES if same else _CDN_RETRY_STATUSES,
+            )
+        cdn = None if self._same_origin(str(resp.url)) else URL(str(resp.url), encoded=True).host
+        return resp, cdn
 
     async def head_blob(self, repo: str, digest: str) -> int | None:
         """The size of blob *digest* in *repo* (-1 if the registry does not say), or None if absent."""
