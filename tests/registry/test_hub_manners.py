@@ -4,12 +4,14 @@ expiring CDN URLs, and a quota 429 that stops every further GET (charged per GET
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import pytest
 
 from _auth import PASSWORD, USER
-from hubmirror import AuthError, NotAccessible, NotFound, QuotaExceeded, RegistryError
+from hubmirror import AuthError, BudgetExhausted, NotAccessible, NotFound, QuotaExceeded, RegistryError
+from hubmirror.budget import PullBudget
 from hubmirror.digest import sha256
 from hubmirror.registry import Credentials, RegistryClient, RetryPolicy
 from hubmirror.testing.hub import HubEmulator
@@ -196,3 +198,53 @@ async def test_a_cdn_that_keeps_refusing_fails_the_blob_in_one_line_without_blam
     assert "blob CDN" in message and "HTTP 403" in message and "4 fresh redirects" in message
     assert "login" not in message and "rejected" not in message and "sig=" not in message and "\n" not in message
     assert hub.blob_gets(big.digest) == 4
+
+
+# -- issue 14: a quota 429 stops every further GET; each GET sent is charged ------------------------------
+
+
+async def test_after_a_quota_429_no_manifest_get_is_sent_until_the_quota_shows_pulls_again(hub: HubEmulator) -> None:
+    idx = await seed(hub)
+    hub.set_limit(10, remaining=1)
+    async with client_for(hub, retry=SLOW) as c:
+        await c.get_manifest("library/alpine", "3")
+        with pytest.raises(QuotaExceeded):
+            await c.get_manifest("library/alpine", idx.children[0].digest)
+        for child in idx.children:
+            with pytest.raises(QuotaExceeded) as exc:
+                await c.get_manifest("library/alpine", child.digest)
+            assert "not sent" in str(exc.value) and exc.value.repository == "library/alpine"
+        assert hub.manifest_gets() == 2  # one served, one 429: nothing after it
+        assert await c.head_manifest("library/alpine", "3") is not None  # HEADs are free and still go out
+        with pytest.raises(QuotaExceeded):
+            await c.get_manifest("library/alpine", "3")  # the HEAD showed 0 left: still stopped
+        hub.refill()
+        await c.head_manifest("library/alpine", "3")  # shows pulls left again
+        assert (await c.get_manifest("library/alpine", "3")).digest == idx.digest
+    assert hub.manifest_gets() == 3
+
+
+async def test_a_quota_429_stops_gets_for_its_window_when_nothing_says_pulls_are_back(hub: HubEmulator) -> None:
+    idx = await seed(hub)
+    hub.set_limit(10, remaining=0, window=1)
+    async with client_for(hub, retry=SLOW) as c:
+        with pytest.raises(QuotaExceeded):
+            await c.get_manifest("library/alpine", "3")
+        with pytest.raises(QuotaExceeded):
+            await c.get_manifest("library/alpine", "3")
+        assert hub.manifest_gets() == 1
+        await asyncio.sleep(1.2)  # the window (w=1) has passed
+        assert (await c.get_manifest("library/alpine", "3")).digest == idx.digest
+    assert hub.manifest_gets() == 2
+
+
+async def test_the_pull_gate_is_charged_for_every_manifest_get_sent_retries_included(hub: HubEmulator) -> None:
+    await seed(hub)
+    budget = PullBudget(lambda: None, max_pulls=2)
+    async with client_for(hub) as c:
+        c.pull_gate = budget
+        await c.head_manifest("library/alpine", "3")
+        hub.fail_always("/manifests/", 503)
+        with pytest.raises(BudgetExhausted):
+            await c.get_manifest("library/alpine", "3")  # two GETs, each a pull; the third is not sent
+    assert hub.manifest_gets() == budget.granted == 2

@@ -7,6 +7,7 @@ exit code, what stderr says, and the destination as skopeo and the registry API 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 import pytest
 from test_sync_support import (  # noqa: F401  (env_fixture: the `env` fixture)
@@ -19,6 +20,9 @@ from test_sync_support import (  # noqa: F401  (env_fixture: the `env` fixture)
 )
 
 from hubmirror.digest import sha256
+from hubmirror.testing import images as img
+from hubmirror.testing.hub import HubEmulator
+from hubmirror.testing.registry import Registry
 
 #: A run that deferred work exits 2 (75, EX_TEMPFAIL, once issue 14's exit codes are in).
 DEFERRED = (2, 75)
@@ -159,3 +163,43 @@ def test_expired_cdn_urls_and_cdn_errors_are_replaced_by_fresh_redirects(env: En
     statuses = [r.status for r in env.hub.cdn_records]
     assert statuses.count(403) == 5 and statuses.count(503) == 2
     assert_mirrored(env, seeded)
+
+
+# -- issue 14: stop GETs at the first quota 429 of any registry; charge each GET sent ---------------------
+
+
+def test_a_pull_through_cache_with_a_quota_gets_no_get_after_its_first_quota_429(
+    env: Env, make_registry: Callable[..., Registry]
+) -> None:
+    with HubEmulator(make_registry()) as cache:  # a registry that is not the source, with Hub's quota
+        for i in range(20):
+            img.push_sync(cache.upstream, "team/app", img.image(f"app-{i}"), [f"{i}"])
+        cache.set_limit(100, remaining=2)
+        listing = env.root / "images.txt"
+        listing.write_text("".join(f"{cache.host}/team/app:{i}\n" for i in range(20)))
+
+        p = env.cli("--list", str(listing), "--json")
+
+        rep = json.loads(p.stdout)
+        assert p.returncode == rep["exit_code"] in DEFERRED, p.stderr
+        one_line(p.stderr)
+        assert len(rep["successful"]) == 2 and len(rep["deferred"]) == 18
+        gets = [r.status for r in cache.records if r.method == "GET" and r.kind == "manifest"]
+        assert gets.count(200) == 2
+        # What was already on the wire when the first 429 came may get one too; nothing after it.
+        assert 1 <= gets.count(429) <= 4 and len(gets) <= 6, gets
+
+
+def test_the_pull_budget_counts_every_manifest_get_sent_retries_included(env: Env) -> None:
+    env.seed(repos=["pyish"])
+    env.hub.set_faults(0.5, seed=11, kinds=["500"], paths=["manifests"])  # half the GETs fail once or more
+
+    p = env.cli("--images", "pyish", "--max-pulls", "6", "--json")
+
+    rep = json.loads(p.stdout)
+    assert p.returncode == rep["exit_code"] in DEFERRED, p.stderr
+    one_line(p.stderr)
+    assert rep["deferred"]  # the budget ran out: the retries were charged too
+    faulted = sum(1 for r in env.hub.records if r.kind == "manifest" and r.method == "GET" and r.status == 500)
+    assert faulted > 0
+    assert env.hub.manifest_gets() <= 6  # every GET on the wire, the failed ones too, within --max-pulls

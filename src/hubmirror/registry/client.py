@@ -1,9 +1,11 @@
 """`RegistryClient`: the OCI distribution API of one registry host over one shared aiohttp session.
 
 Manifests (HEAD/GET/PUT/DELETE, verified, 4 MiB cap), blobs (HEAD, streaming GET across redirects
-without leaking ``Authorization``, monolithic and chunked uploads, cross-repository mount), tag listing
-with ``Link`` pagination. Authentication, retries, rate-limit headers and transfer counters are handled
-here so callers only see results or `hubmirror` errors.
+without leaking ``Authorization``, a fresh redirect when a CDN's signed URL is refused, monolithic and
+chunked uploads, cross-repository mount), tag listing with ``Link`` pagination. Authentication, retries
+(abuse-limit 429s apart from the pull quota's), rate-limit headers, the pull gate and transfer counters
+are handled here so callers only see results or `hubmirror` errors (a pull answered 401
+``insufficient_scope``: `NotAccessible`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from urllib.parse import quote, urljoin
 import aiohttp
 from yarl import URL
 
-from .._errors import DigestMismatch, InvalidReference, ManifestTooLarge, NotAccessible, RegistryError
+from .._errors import DigestMismatch, InvalidReference, ManifestTooLarge, NotAccessible, QuotaExceeded, RegistryError
 from ..digest import is_digest, verify_bytes
 from ..media import ACCEPT, MAX_MANIFEST_SIZE, OCI_INDEX, Descriptor, Manifest, detect_media_type
 from ..reference import api_host, normalize_registry
@@ -66,6 +68,9 @@ _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 CDN_REFRESHES = 3
 _CDN_RETRY_STATUSES = frozenset({408, 429})
 _LINK_RE = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]*)*)")
+#: How long manifest GETs stay stopped after a quota 429 that gives neither ``Retry-After`` nor a window
+#: (Docker Hub's documented window); a free HEAD showing pulls left lifts the stop sooner.
+QUOTA_STOP = 21600.0
 _CONNECTION_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 
 
@@ -211,9 +216,11 @@ class RegistryClient:
     insecure-registry rule), False forces verified HTTPS. *ca_file*, *cert_file* and *key_file* apply
     to every request to this registry, token requests to its auth server included.
     Credentials not given are looked up lazily (`hubmirror.registry.credentials.resolve`) unless
-    *anonymous* is set. *pull_gate* is asked before every manifest GET (see `hubmirror.store.PullGate`).
-    *rate* paces requests to the registry (Docker Hub's abuse limit applies to every request, HEADs too);
-    a 429 that is not the pull quota pauses every request for its ``Retry-After`` (or a backoff).
+    *anonymous* is set. *pull_gate* is asked before every manifest GET sent, retries included (see
+    `hubmirror.store.PullGate`); after a quota 429 no manifest GET is sent to this registry for a while
+    (`QuotaExceeded` at once; HEADs still go out). *rate* paces requests to the registry (Docker Hub's
+    abuse limit applies to every request, HEADs too); a 429 that is not the pull quota pauses every
+    request for its ``Retry-After`` (or a backoff) and slows the pace.
     """
 
     def __init__(
@@ -272,6 +279,11 @@ class RegistryClient:
         self._paused_until = 0.0
         self._throttled_at = 0.0  # when the pace last changed (halved, or doubled back)
         self._halved_at = -BURST_SECONDS
+        #: After a quota 429: no manifest GET goes out until this loop time (or a later answer shows pulls
+        #: left again); the 429's error, and when it came.
+        self._quota_until = 0.0
+        self._quota_error: QuotaExceeded | None = None
+        self._quota_at = 0.0
 
     def __repr__(self) -> str:
         return f"RegistryClient(host={self.host!r}, base={self._base!r}, auth={self._auth!r})"
@@ -408,13 +420,16 @@ class RegistryClient:
         headers: Mapping[str, str] | None = None,
         data: Any = None,
         replayable: bool = True,
+        pull: bool = False,
         retry_statuses: frozenset[int] = RETRYABLE_STATUSES,
     ) -> aiohttp.ClientResponse:
         """Send one request with auth, re-challenging once on 401 and retrying transient failures.
 
         Returns the response (caller releases it). Redirects are not followed here.
-        *replayable* False (streamed bodies) disables every resend. Answers with a status outside
-        *retry_statuses* are returned, not retried.
+        *replayable* False (streamed bodies) disables every resend. *pull* marks a manifest GET (a Docker
+        Hub pull): each one put on the wire, a retry's too, is refused at once while this registry's pull
+        quota is known to be spent (`QuotaExceeded`) and charged to the `pull_gate`. Answers with a status
+        outside *retry_statuses* are returned, not retried.
         """
         await self._ensure_ready()
         scope_set = merge_scopes(scopes)
@@ -425,6 +440,10 @@ class RegistryClient:
             attempt += 1
             h = dict(headers or {})
             same = self._same_origin(url)
+            if pull:
+                self._check_quota(what, repository)
+                if self.pull_gate is not None:
+                    await self.pull_gate.acquire(1)  # each GET sent is a pull, a retry's too
             if same:
                 await self._pace()
                 authz = await self._auth.header(self.session, scope_set)
@@ -463,7 +482,6 @@ class RegistryClient:
             throttle = resp.status == 429 and throttles < self.retry.throttle_retries  # abuse 429s: own count
             if resp.status in retry_statuses and replayable and (attempt < self.retry.attempts or throttle):
                 body = await read_some(resp)
-                pull = method == "GET" and "/manifests/" in url
                 if is_retryable(resp.status, body, resp.headers, pull=pull):
                     delay = self.retry.delay(attempt, retry_after_hint(resp.headers, body))
                     resp.release()
@@ -563,10 +581,47 @@ class RegistryClient:
             raise InvalidReference(f"{self.host}/{repo}: invalid {what} {ref[:100]!r}")
         return self._url(repo, kind, ref)
 
-    def _note_ratelimit(self, headers: Mapping[str, str]) -> None:
+    def _note_ratelimit(self, headers: Mapping[str, str], sent_at: float | None = None) -> None:
+        """Keep the quota the answer reports; one to a request sent after a quota 429 showing pulls left
+        again lifts the stop on GETs (`_check_quota`)."""
         rl = RateLimit.from_headers(headers)
         if rl is not None:
             self._ratelimit = rl
+            if rl.remaining > 0 and self._quota_error is not None and sent_at is not None and sent_at > self._quota_at:
+                log.info("%s: the pull quota has %d pulls left again; manifest GETs resume", self.host, rl.remaining)
+                self._quota_error = None
+                self._quota_until = 0.0
+
+    def _quota_exceeded(self, err: QuotaExceeded, headers: Mapping[str, str]) -> None:
+        """A quota 429 came (from any registry: Docker Hub, or a pull-through cache in front of it): no
+        further manifest GET to this registry is sent until its ``Retry-After`` passes, else the quota
+        window its headers announce, else `QUOTA_STOP` seconds; an answer showing pulls left (a free HEAD)
+        lifts that sooner."""
+        now = asyncio.get_running_loop().time()
+        rl = RateLimit.from_headers(headers)
+        wait = err.retry_after if err.retry_after is not None else (rl.window if rl and rl.window else QUOTA_STOP)
+        self._quota_error = err
+        self._quota_at = now
+        self._quota_until = max(self._quota_until, now + wait)
+
+    def _check_quota(self, what: str, repository: str | None) -> None:
+        """Raise `QuotaExceeded` instead of sending a manifest GET while the pull quota is known spent."""
+        err = self._quota_error
+        if err is None:
+            return
+        now = asyncio.get_running_loop().time()
+        if now >= self._quota_until:
+            self._quota_error = None
+            return
+        raise QuotaExceeded(
+            f"{self.host}: {what}: not sent: the pull quota is spent (HTTP 429 {now - self._quota_at:.0f}s ago); "
+            f"no manifest GET to {self.host} for {self._quota_until - now:.0f}s more",
+            retry_after=self._quota_until - now,
+            status=429,
+            code=err.code,
+            registry=self.host,
+            repository=repository,
+        )
 
     @staticmethod
     def _pull(repo: str) -> tuple[str, ...]:
@@ -597,8 +652,11 @@ class RegistryClient:
     # -- manifests ---------------------------------------------------------------------------------
 
     async def _manifest_request(self, method: str, repo: str, ref: str, what: str) -> aiohttp.ClientResponse:
-        """HEAD or GET a manifest with every modern type in Accept; note the quota headers it carries."""
+        """HEAD or GET a manifest with every modern type in Accept; note the quota headers it carries.
+
+        A GET is a pull: see `_send`. A quota 429 stops every further GET to this registry for a while."""
         await self._ensure_ready()
+        sent_at = asyncio.get_running_loop().time()
         resp = await self._send(
             method,
             self._ref_url(repo, "manifests", ref),
@@ -606,8 +664,9 @@ class RegistryClient:
             what=what,
             repository=repo,
             headers={"Accept": ACCEPT},
+            pull=method == "GET",
         )
-        self._note_ratelimit(resp.headers)
+        self._note_ratelimit(resp.headers, sent_at)
         return resp
 
     async def head_manifest(self, repo: str, ref: str) -> Descriptor | None:
@@ -635,11 +694,13 @@ class RegistryClient:
     async def get_manifest(self, repo: str, ref: str) -> Manifest:
         """The exact bytes of *ref*, verified against the requested digest or ``Docker-Content-Digest``."""
         what = f"GET manifest {repo}:{ref}" if not is_digest(ref) else f"GET manifest {repo}@{ref}"
-        if self.pull_gate is not None:
-            await self.pull_gate.acquire(1)  # a pull, wherever the GET comes from (a HEAD's fallback too)
+        # Each GET sent asks the pull gate first (in `_send`), wherever it comes from (a HEAD's fallback too).
         resp = await self._manifest_request("GET", repo, ref, what)
         if resp.status != 200:
-            raise await self._fail(resp, what, repo)
+            err = await self._fail(resp, what, repo)
+            if isinstance(err, QuotaExceeded):
+                self._quota_exceeded(err, resp.headers)
+            raise err
         try:
             length = resp.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > MAX_MANIFEST_SIZE:
