@@ -165,6 +165,29 @@ def test_expired_cdn_urls_and_cdn_errors_are_replaced_by_fresh_redirects(env: En
     assert_mirrored(env, seeded)
 
 
+# -- all at once -----------------------------------------------------------------------------------
+
+
+@skopeo
+def test_paid_account_with_abuse_429s_expiring_cdn_urls_and_a_throttled_token_server(env: Env) -> None:
+    seeded = env.seed()
+    env.hub.disable_ratelimit()
+    env.hub.set_abuse_limit(6, hub_message=True)  # every kind of request, the Hub's way
+    env.hub.abuse(3, retry_after=0.05, hub_message=True, match=manifest_gets)
+    env.hub.throttle_tokens(2, retry_after=0.1)
+    env.hub.expire_cdn_urls(4)
+    env.hub.cdn_fail(1, 502)
+
+    p = env.cli("--hub-rate", "0", "--json")
+
+    assert p.returncode == 0, p.stderr
+    one_line(p.stderr)
+    rep = json.loads(p.stdout)
+    assert rep["failed"] == [] and rep["deferred"] == []
+    assert rep["abuse_backoffs"][env.hub.host] >= 5
+    assert_mirrored(env, seeded)
+
+
 # -- issue 14: stop GETs at the first quota 429 of any registry; charge each GET sent ---------------------
 
 
