@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .._errors import HubmirrorError, NotFound
+from .._errors import HubmirrorError, NotAccessible, NotFound
 from ..copy import PLATFORMS_ANNOTATION, SOURCE_DIGEST_ANNOTATION
 from ..platform import Platform
 from ..state import State, TagRecord
@@ -141,6 +141,9 @@ async def _look(
             else:
                 seen.src = await head(sources(t.source_registry), t.source_repo, t.source_ref)
             seen.dst = await head(dest, t.dest_repo, t.tag or t.source_ref)
+        except NotAccessible as e:  # a 401 insufficient_scope: missing, or not readable with these credentials
+            seen.error = str(e)
+            return seen
         except NotFound:
             seen.src = seen.dst = None
         except HubmirrorError as e:

@@ -176,7 +176,10 @@ class Runner:
             await self._defer(item, str(e))
             return
         except QuotaExceeded as e:
-            self.budget.stop(f"quota 429 from {item.source_registry}: {e}")
+            # Docker Hub's quota stops the Hub budget; another registry's (a pull-through cache's) stops only
+            # that registry's GETs, which its client refuses from now on by itself.
+            if self.sources.is_hub(item.source_registry):
+                self.budget.stop(f"quota 429 from {item.source_registry}: {e}")
             await self._defer(item, f"quota 429 (toomanyrequests) from {item.source_registry}")
             return
         except (TimeoutError, HubmirrorError, aiohttp.ClientError, OSError) as e:
