@@ -41,10 +41,12 @@ def serve(
 
     from .._errors import HubmirrorError
     from ..config import load_config
+    from ..redact import install_log_filter
     from ..server import API_TOKEN_ENV, WEBHOOK_SECRET_ENV, Secrets
     from ..server import serve as run_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_filter()  # no credential in a URL reaches the log (defence in depth: messages omit them)
     try:
         cfg = load_config(config)
         host, port = parse_listen(listen)
