@@ -149,6 +149,7 @@ def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
         "quota": _quota(records, report),
         "current": current.to_dict() if current is not None else None,
         "pending": loop.pending,
+        "pending_triggers": loop.pending_count,
         "next_run": _iso(loop.next_scheduled),
         "schedule": cfg.schedule,
         "runs": out_runs,
