@@ -13,8 +13,10 @@ may be shared by threads (calls are serialised).
 Schema versions: 1 had ``runs``, ``meta`` and ``tags``; 2 added ``tags.created_by_hubmirror`` and the
 ``deferred`` table; 3 added ``tags.platforms``, the platform selection each tag was copied with; 4 added
 ``pending_manifests`` (source manifests of unfinished copies); 5 added ``pending_changes`` (upstream changes
-not yet mirrored, for the freshness lag). `State.open` migrates older files in place,
-one transaction per step.
+not yet mirrored, for the freshness lag); 6 keys the library commits by the library URL without its
+credentials (`hubmirror.redact.redact_url`), where 5 and older used the URL as given, token and all (a SQLite
+file is then rebuilt, so that no copy of the old key is left in its free pages or the WAL; PostgreSQL's table
+is vacuumed). `State.open` migrates older files in place, one transaction per step.
 
 Two backends, one `State`: SQLite (a path, or ``sqlite:///PATH``; the default) and PostgreSQL
 (``postgresql://USER@HOST:PORT/DB``, a libpq URL: the password comes from the URL, ``PGPASSWORD`` or
@@ -45,6 +47,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, Protocol, Type
 
 from ._errors import StateError, StateLocked
 from ._fs import output_problem
+from .redact import redact_url
 
 if TYPE_CHECKING:
     import psycopg
@@ -52,7 +55,7 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 
 #: Statuses a run can have. ``running`` rows left by a killed sync become ``interrupted`` at the next run.
 RUN_STATUSES: Final = frozenset({"running", "completed", "deferred", "failed", "interrupted"})
@@ -126,9 +129,27 @@ CREATE TABLE pending_changes (
 );
 """
 
-_MIGRATIONS: Final[dict[int, str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
-
 _LIBRARY_COMMIT_KEY = "library_commit:"
+
+
+def _v6(conn: _Conn) -> bool:
+    """Library commits keyed by the library URL as given (``http://user:TOKEN@host/…``) are keyed by the URL
+    without its credentials, as `State.library_commit` now looks them up. True if a key changed."""
+    k = _LIBRARY_COMMIT_KEY
+    changed = False
+    for key, value in conn.execute("SELECT key, value FROM meta").fetchall():  # a handful of rows
+        key = str(key)
+        if not key.startswith(k) or (safe := k + redact_url(key[len(k) :])) == key:
+            continue
+        conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+        conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (safe, value))
+        changed = True
+    return changed
+
+
+#: Each step: an SQL script, or a function of the connection (in the step's transaction) that returns True
+#: if the database must then be rebuilt (`State._purge`) because it removed something that must not linger.
+_MIGRATIONS: Final[dict[int, str | Callable[[_Conn], bool]]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _v6}
 
 #: The PostgreSQL advisory lock keys: the sync lock (one run at a time) and migrations.
 _PG_SYNC_LOCK: Final = 0x68756273  # "hubs"
@@ -488,6 +509,7 @@ class State:
 
     def _migrate(self, version: int) -> None:
         """Apply the migrations after *version*, one transaction each (the caller holds ``_guard``)."""
+        purge = False
         while version < SCHEMA_VERSION:
             with self._write():
                 if self._pg:  # one process migrates at a time; the others wait, then see it done
@@ -497,15 +519,36 @@ class State:
                 if version >= SCHEMA_VERSION:
                     break
                 step = version + 1
-                script = _pg_ddl(_MIGRATIONS[step]) if self._pg else _MIGRATIONS[step]
-                for statement in _split_sql(script):
-                    self._conn.execute(statement)
+                migration = _MIGRATIONS[step]
+                if not isinstance(migration, str):
+                    purge = migration(self._conn) or purge
+                else:
+                    for statement in _split_sql(_pg_ddl(migration) if self._pg else migration):
+                        self._conn.execute(statement)
                 if step == 1:
                     self._conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
                     self._conn.execute("INSERT INTO schema_version (version) VALUES (1)")
                 else:
                     self._conn.execute("UPDATE schema_version SET version = ?", (step,))
                 version = step
+        if purge:
+            self._purge()
+
+    def _purge(self) -> None:
+        """After a migration removed rows that held a secret: rebuild a SQLite file (VACUUM) and empty its WAL,
+        so that no byte of them stays in free pages; vacuum PostgreSQL's ``meta`` (dead row versions). Best
+        effort: another process reading the file may keep the WAL from being emptied."""
+        try:
+            if self._pg:
+                self._conn.execute("VACUUM meta")
+            else:
+                self._conn.execute("VACUUM")
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.OperationalError:
+            pass
+        except Exception as e:
+            if not (self._pg and _is_psycopg_error(e)):
+                raise
 
     def _version(self, tables: set[str]) -> int:
         if "schema_version" not in tables:
@@ -945,12 +988,13 @@ class State:
                 )
 
     def library_commit(self, library: str) -> str | None:
-        """The official-images commit last synced completely (no deferral) from *library* (its URL/path)."""
-        return self.get_meta(_LIBRARY_COMMIT_KEY + library)
+        """The official-images commit last synced completely (no deferral) from *library* (its URL/path;
+        recorded under the URL without credentials, `redact_url`)."""
+        return self.get_meta(_LIBRARY_COMMIT_KEY + redact_url(library))
 
     def set_library_commit(self, library: str, commit: str) -> None:
         """Record *commit* as synced; call only when the run did the library part without deferral."""
-        self.set_meta(_LIBRARY_COMMIT_KEY + library, commit)
+        self.set_meta(_LIBRARY_COMMIT_KEY + redact_url(library), commit)
 
     def library_commits(self) -> dict[str, str]:
         """Every library source → the commit last synced completely from it."""

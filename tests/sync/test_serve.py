@@ -108,8 +108,15 @@ PUSH = {
 
 
 @contextmanager
-def serving(env: Env, *, extra_env: dict[str, str] | None = None, **cfg: Any) -> Iterator[Serve]:
-    """``hubmirror serve --config FILE --listen 127.0.0.1:PORT`` for *env* (config keys override)."""
+def serving(
+    env: Env,
+    *,
+    extra_env: dict[str, str] | None = None,
+    flags: tuple[str, ...] = (),
+    preexec_fn: Callable[[], None] | None = None,
+    **cfg: Any,
+) -> Iterator[Serve]:
+    """``hubmirror serve --config FILE --listen 127.0.0.1:PORT [FLAGS]`` for *env* (config keys override)."""
     config: dict[str, Any] = {
         "library": str(env.library_repo),
         "source": env.hub.host,
@@ -126,11 +133,12 @@ def serving(env: Env, *, extra_env: dict[str, str] | None = None, **cfg: Any) ->
     environ = env.cli_env({"XDG_CACHE_HOME": str(env.cache), **(extra_env or {})})
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [HUBMIRROR, "serve", "--config", str(path), "--listen", f"127.0.0.1:{port}"],
+            [HUBMIRROR, "serve", "--config", str(path), "--listen", f"127.0.0.1:{port}", *flags],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=environ,
             text=True,
+            preexec_fn=preexec_fn,
         )
     srv = Serve(proc, f"http://127.0.0.1:{port}", log)
     try:
@@ -309,7 +317,7 @@ def test_webhooks_start_one_run_merge_into_one_follow_up_and_bad_signatures_star
         # Three pushes during a run: exactly one follow-up run.
         env.seed(repos=["tiny"], generation={"tiny": {"1.0": 1}})  # rebuilt upstream: the run copies it
         env.hub.set_delay(3600)  # held until the three pushes are in
-        assert json.loads(srv.webhook(PUSH)[1])["run"] == "started"
+        assert json.loads(srv.webhook({**PUSH, "after": "b" * 40})[1])["run"] == "started"  # another push
         srv.wait("run 3 copying", _copying)
         answers = [json.loads(srv.webhook({**PUSH, "after": f"{i}" * 40})[1])["run"] for i in range(1, 4)]
         assert answers == ["queued", "queued", "queued"]

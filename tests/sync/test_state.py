@@ -165,6 +165,27 @@ def test_migrates_from_v1(tmp_path: Path) -> None:
         assert len(st.deferred()) == 1
 
 
+def test_v6_keys_library_commits_by_the_url_without_its_credentials(where: str) -> None:
+    """A state of schema 5 kept the library commit under the URL as given, token and all: the migration keys
+    it by the URL without credentials (the same library for the next run), on both backends."""
+    url = "https://x-access-token:tok3n-0123456789@git.example.com/official-images.git"
+    plain = "https://github.com/docker-library/official-images.git"
+    with State.open(where) as st:
+        st.set_meta("library_commit:" + url, "c0ffee")  # as schema 5 wrote it
+        st.set_meta("library_commit:" + plain, "beef")
+        st._conn.execute("UPDATE schema_version SET version = 5")
+    with State.open(where) as st:
+        assert st.schema_version == SCHEMA_VERSION
+        assert st.library_commits() == {"https://***@git.example.com/official-images.git": "c0ffee", plain: "beef"}
+        assert st.library_commit(url) == "c0ffee"  # looked up without the token, whichever token
+        assert st.library_commit(url.replace("tok3n", "other")) == "c0ffee"
+        st.set_library_commit(url, "d00d")
+        assert st.library_commits()["https://***@git.example.com/official-images.git"] == "d00d"
+    if "://" not in where:  # SQLite: the file was rebuilt, no copy of the token is left
+        files = [Path(where), Path(where + "-wal")]
+        assert not [f for f in files if f.exists() and b"tok3n-0123456789" in f.read_bytes()]
+
+
 def test_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "future.db"
     State.open(path).close()

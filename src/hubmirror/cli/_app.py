@@ -73,10 +73,17 @@ def say(text: str) -> None:
 
 
 def fail(message: object, prefix: str = "error:") -> None:
-    """Print an error to stderr; *message* is shown as it is (brackets in it are not rich markup)."""
-    console.print(Text.assemble((prefix, "red"), " ", str(message)), highlight=False, soft_wrap=True)
+    """Print an error to stderr; *message* is shown as it is (brackets in it are not rich markup), except
+    that URLs in it lose their credentials (`hubmirror.redact`)."""
+    from ..redact import redact_text
+
+    text = redact_text(str(message))
+    console.print(Text.assemble((prefix, "red"), " ", text), highlight=False, soft_wrap=True)
 
 
 def warn(message: object) -> None:
-    """Print a warning to stderr; *message* is shown as it is."""
-    console.print(Text.assemble(("warning:", "yellow"), " ", str(message)), highlight=False, soft_wrap=True)
+    """Print a warning to stderr; *message* is shown as it is (URLs without credentials)."""
+    from ..redact import redact_text
+
+    text = redact_text(str(message))
+    console.print(Text.assemble(("warning:", "yellow"), " ", text), highlight=False, soft_wrap=True)

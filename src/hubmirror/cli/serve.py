@@ -28,6 +28,24 @@ def parse_listen(value: str) -> tuple[str, int]:
 def serve(
     config: Annotated[Path, typer.Option("--config", "-c", help="YAML config file (as for sync, plus schedule:).")],
     listen: Annotated[str, typer.Option(help="HOST:PORT to listen on.")] = DEFAULT_LISTEN,
+    header_timeout: Annotated[
+        float,
+        typer.Option(
+            min=0.1, help="Seconds a connection has to send a complete request head (idle connections close then)."
+        ),
+    ] = 20.0,
+    body_timeout: Annotated[
+        float, typer.Option(min=0.1, help="Seconds a webhook delivery has to send its whole body.")
+    ] = 60.0,
+    max_connections: Annotated[
+        int,
+        typer.Option(
+            min=1, help="Open connections at most (the longest idle one is closed for a new one; capped by ulimit -n)."
+        ),
+    ] = 256,
+    max_webhook_reads: Annotated[
+        int, typer.Option(min=1, help="Webhook bodies read at the same time at most (more get 503).")
+    ] = 2,
 ) -> None:
     """Run the sync on the config's schedule and on webhooks, one run at a time, with a status page.
 
@@ -41,10 +59,18 @@ def serve(
 
     from .._errors import HubmirrorError
     from ..config import load_config
-    from ..server import API_TOKEN_ENV, WEBHOOK_SECRET_ENV, Secrets
+    from ..redact import install_log_filter
+    from ..server import API_TOKEN_ENV, WEBHOOK_SECRET_ENV, Limits, Secrets
     from ..server import serve as run_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_filter()  # no credential in a URL reaches the log (defence in depth: messages omit them)
+    limits = Limits(
+        header_timeout=header_timeout,
+        body_timeout=body_timeout,
+        max_connections=max_connections,
+        max_webhook_reads=max_webhook_reads,
+    )
     try:
         cfg = load_config(config)
         host, port = parse_listen(listen)
@@ -57,7 +83,14 @@ def serve(
     secrets = Secrets(os.environ.get(WEBHOOK_SECRET_ENV) or None, os.environ.get(API_TOKEN_ENV) or None)
     try:
         code = asyncio.run(
-            run_server(cfg, host=host, port=port, secrets=secrets, on_listen=lambda u: say(f"listening on {u}"))
+            run_server(
+                cfg,
+                host=host,
+                port=port,
+                secrets=secrets,
+                limits=limits,
+                on_listen=lambda u: say(f"listening on {u}"),
+            )
         )
     except OSError as e:
         fail(f"cannot listen on {listen}: {e.strerror or e}")

@@ -234,8 +234,10 @@ def sync(
 
     from .._errors import ConfigError, HubmirrorError
     from ..config import SyncConfig, load_config
+    from ..redact import install_log_filter
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    install_log_filter()  # no credential in a URL reaches the log (defence in depth: messages omit them)
     cli: dict[str, Any] = {
         "library": library,
         "commit": commit,

@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 #: What items deferred by a shutdown say (the next run takes them first).
 SHUTDOWN_REASON = "hubmirror serve was stopped during the run; the next run takes this first"
+#: Triggers waiting for the next run merge into it: the reasons of this many (distinct) are kept, with how
+#: often each came; the rest are only counted.
+PENDING_REASONS = 10
 
 
 @dataclass
@@ -109,7 +112,8 @@ class SyncLoop:
         self.next_scheduled: datetime | None = None
         self.runs_started = 0
         self.stopping = False
-        self._pending: list[str] = []
+        self._pending: dict[str, int] = {}  # the first PENDING_REASONS reasons → how many triggers gave each
+        self._pending_count = 0
         self._wake = asyncio.Event()
         self._control: RunControl | None = None
         self._task: asyncio.Task[RunResult] | None = None
@@ -120,16 +124,28 @@ class SyncLoop:
 
     @property
     def pending(self) -> list[str]:
-        """Reasons of the triggers waiting for the next run (merged into one run)."""
-        return list(self._pending)
+        """Reasons of the triggers waiting for the next run (merged into one run): at most `PENDING_REASONS`
+        (``api (×3)`` for a reason given more than once), then how many other triggers there are."""
+        shown = [f"{r} (×{n})" if n > 1 else r for r, n in self._pending.items()]
+        others = self._pending_count - sum(self._pending.values())
+        if others:
+            shown.append(f"{others} more trigger{'s' if others > 1 else ''}")
+        return shown
+
+    @property
+    def pending_count(self) -> int:
+        """How many triggers wait for the next run."""
+        return self._pending_count
 
     def trigger(self, reason: str) -> str:
         """Ask for a run: ``started`` (none was running), ``queued`` (it follows the run in progress; further
         triggers merge into it) or ``refused`` (shutting down)."""
         if self.stopping:
             return "refused"
-        queued = self.current is not None or bool(self._pending)
-        self._pending.append(reason)
+        queued = self.current is not None or self._pending_count > 0
+        self._pending_count += 1
+        if reason in self._pending or len(self._pending) < PENDING_REASONS:
+            self._pending[reason] = self._pending.get(reason, 0) + 1
         self._wake.set()
         return "queued" if queued else "started"
 
@@ -154,6 +170,7 @@ class SyncLoop:
         changed nothing yet)."""
         self.stopping = True
         self._pending.clear()
+        self._pending_count = 0
         if self._cron_task is not None:
             self._cron_task.cancel()
         live = self.current
@@ -192,9 +209,10 @@ class SyncLoop:
         while not self.stopping:
             await self._wake.wait()
             self._wake.clear()
-            if self.stopping or not self._pending:
+            if self.stopping or not self._pending_count:
                 continue
-            reasons, self._pending = self._pending, []
+            reasons = self.pending
+            self._pending, self._pending_count = {}, 0
             await self._run(reasons)
 
     async def _run(self, reasons: list[str]) -> None:
@@ -225,4 +243,4 @@ class SyncLoop:
             log.warning("sync run %d: %s", live.number, result.error)
 
 
-__all__ = ["SHUTDOWN_REASON", "FinishedRun", "LiveRun", "SyncLoop"]
+__all__ = ["PENDING_REASONS", "SHUTDOWN_REASON", "FinishedRun", "LiveRun", "SyncLoop"]

@@ -1,11 +1,16 @@
 """What the status page and ``GET /api/status`` show: the state's runs, repositories, deferred work and
-library commits, with the server's own view (the run in progress, the last report's failures, triggers)."""
+library commits, with the server's own view (the run in progress, the last report's failures, triggers).
+
+Both are served without authentication: every text in them goes through `public` (URLs without their
+credentials; a rejected credential named by its registry, not by its user or where it came from).
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..redact import hide_credential_owners, redact_text, redact_url
 from ..report import Outcome, SyncReport
 from ..state import RunRecord, State
 from .runner import SyncLoop
@@ -59,8 +64,20 @@ def _quota(runs: list[RunRecord], last: SyncReport | None) -> dict[str, Any]:
     }
 
 
+def public(value: Any) -> Any:
+    """*value* (JSON-ready data) with every string as a page without authentication may show it."""
+    if isinstance(value, str):
+        return hide_credential_owners(redact_text(value))
+    if isinstance(value, dict):
+        return {public(k): public(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [public(v) for v in value]
+    return value
+
+
 def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
-    """The whole status as JSON-ready data (``runs`` newest first; ``repositories`` by destination name)."""
+    """The whole status as JSON-ready data (``runs`` newest first; ``repositories`` by destination name),
+    fit for a page without authentication (`public`)."""
     cfg = loop.cfg
     records = state.runs(runs)
     out_runs = [_run(r) for r in records]
@@ -121,10 +138,10 @@ def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
         newest = loop.current.commit
     synced = state.library_commit(cfg.library) if cfg.reads_library else None
     current = loop.current
-    return {
+    status = {
         "dest": cfg.dest,
         "library": {
-            "source": cfg.library if cfg.reads_library else None,
+            "source": redact_url(cfg.library) if cfg.reads_library else None,
             "synced": synced,
             "newest": newest,
             "up_to_date": synced is not None and synced == newest,
@@ -132,6 +149,7 @@ def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
         "quota": _quota(records, report),
         "current": current.to_dict() if current is not None else None,
         "pending": loop.pending,
+        "pending_triggers": loop.pending_count,
         "next_run": _iso(loop.next_scheduled),
         "schedule": cfg.schedule,
         "runs": out_runs,
@@ -148,6 +166,8 @@ def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
             "now": _iso(datetime.now(UTC)),
         },
     }
+    shown: dict[str, Any] = public(status)
+    return shown
 
 
-__all__ = ["collect"]
+__all__ = ["collect", "public"]
