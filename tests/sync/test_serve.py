@@ -108,8 +108,10 @@ PUSH = {
 
 
 @contextmanager
-def serving(env: Env, *, extra_env: dict[str, str] | None = None, **cfg: Any) -> Iterator[Serve]:
-    """``hubmirror serve --config FILE --listen 127.0.0.1:PORT`` for *env* (config keys override)."""
+def serving(
+    env: Env, *, extra_env: dict[str, str] | None = None, args: tuple[str, ...] = (), **cfg: Any
+) -> Iterator[Serve]:
+    """``hubmirror serve --config FILE --listen 127.0.0.1:PORT [ARGS]`` for *env* (config keys override)."""
     config: dict[str, Any] = {
         "library": str(env.library_repo),
         "source": env.hub.host,
@@ -126,7 +128,7 @@ def serving(env: Env, *, extra_env: dict[str, str] | None = None, **cfg: Any) ->
     environ = env.cli_env({"XDG_CACHE_HOME": str(env.cache), **(extra_env or {})})
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [HUBMIRROR, "serve", "--config", str(path), "--listen", f"127.0.0.1:{port}"],
+            [HUBMIRROR, "serve", "--config", str(path), "--listen", f"127.0.0.1:{port}", *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=environ,

@@ -201,7 +201,8 @@ async def serve(
             on_listen(f"http://{host if ':' not in host else f'[{host}]'}:{port}/")
         loop.start()
         await stop.wait()
-        log.info("stopping at %s", datetime.now(UTC).isoformat(timespec="seconds"))
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        log.info("stopping at %s", at, extra={"fields": {"event": "stopping", "at": at}})
         await loop.shutdown()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
