@@ -237,6 +237,7 @@ def quota_resumed(wait: QuotaWait) -> None:
 
 def next_run(code: int, at: datetime) -> None:
     """``sync --daemon``: the run's exit code, and when the next one starts."""
+    at = at if at.tzinfo is not None else at.astimezone()
     _emit(
         logging.INFO,
         f"exit code {code}; next run at {at:%Y-%m-%d %H:%M %Z}".rstrip(),

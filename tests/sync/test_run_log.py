@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import re
 import signal
+import subprocess
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -143,3 +145,32 @@ def test_sync_wait_says_what_it_waits_for_and_when_it_resumes(env: Env, fmt: str
     finished = next(o for o in objs if o.get("event") == "run_finished")
     assert (finished["outcome"], finished["exit_code"]) == ("completed", 0)
     assert [o.get("event") for o in objs].index("quota_wait") < [o.get("event") for o in objs].index("run_finished")
+
+
+def test_sync_daemon_logs_its_runs_and_the_next_one_as_json(env: Env) -> None:
+    env.seed(repos=["tiny"])
+    config = env.root / "daemon.yaml"
+    config.write_text("schedule: '0 0 1 1 *'\nimages: [tiny]\n")
+    log = env.root / "daemon.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*env.cli_args("--config", str(config), "--daemon", "--log-format", "json")],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env.cli_env(),
+            text=True,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while '"event": "next_run"' not in log.read_text():
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 0
+    objs = _json_lines(log.read_text())
+    assert [o.get("event") for o in objs] == ["run_started", "run_finished", "next_run"]
+    assert objs[0]["reason"] == "schedule"
+    assert (objs[1]["outcome"], objs[1]["exit_code"], objs[1]["failed"]) == ("completed", 0, 0)
+    assert objs[2]["exit_code"] == 0 and datetime.fromisoformat(objs[2]["at"]) > datetime.now(UTC)
