@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -223,9 +224,16 @@ def test_status_page_in_chromium_and_metrics_during_and_after_a_sync(env: Env) -
             assert st["runs"][0]["status"] == "running" and st["runs"][0]["exit_code"] is None
             during = srv.metrics()
             assert during["hubmirror_run_in_progress"] == 1
+            # The blobs held at the CDN have sizes known from their manifests: bytes of the images begun.
+            st = srv.wait("byte totals", lambda s: _copying(s) and s["current"]["bytes_total"] > 0)
+            assert 0 <= st["current"]["bytes_done"] < st["current"]["bytes_total"]
             browser.get(srv.url + "/")
             current = browser.find_element(By.ID, "current")
             assert "copying" in current.text
+            assert re.fullmatch(
+                r"[\d.]+ (B|KiB|MiB) of [\d.]+ (KiB|MiB)", browser.find_element(By.ID, "current-bytes").text
+            )
+            assert re.search(r"\(\S+ (B|KiB) of \S+ (KiB|MiB)\)", browser.find_element(By.ID, "current-inflight").text)
             assert browser.find_element(By.CSS_SELECTOR, "#runs .badge.running")
             _shot(browser, "status-during-sync.png")
             # The page updates the run in progress in place (no reload) as items finish.
