@@ -26,7 +26,7 @@ def test_status_page_shows_the_check_progress_orders_and_filters_repositories_an
             st = srv.wait(
                 "the check phase under way",
                 lambda s: (
-                    s["current"] is not None and 0 < s["current"]["tags_checked"] <= s["current"]["tags_to_check"] - 4
+                    s["current"] is not None and 0 < s["current"]["tags_checked"] <= s["current"]["tags_to_check"] - 6
                 ),
             )
             total = st["current"]["tags_to_check"]
