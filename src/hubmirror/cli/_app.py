@@ -7,6 +7,7 @@ and import what a command does at the start of its body. ``tests/test_cli_help.p
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -64,6 +65,24 @@ ContentMirrorOption = Annotated[
 ]
 NoContentMirrorsOption = Annotated[
     bool, typer.Option("--no-content-mirrors", help="Use no content mirrors (not even the defaults).")
+]
+
+
+class LogFormat(StrEnum):
+    """``--log-format``: log lines as text, or one JSON object per line."""
+
+    text = "text"
+    json = "json"
+
+
+#: ``--log-format``, shared by ``serve`` and ``sync`` (and ``sync --daemon``).
+LogFormatOption = Annotated[
+    LogFormat,
+    typer.Option(
+        "--log-format",
+        help="Log lines as text, or as one JSON object per line on stderr (json: run start and end with outcome"
+        " and exit_code, failed items, deferrals, quota waits; no progress bars or table).",
+    ),
 ]
 
 

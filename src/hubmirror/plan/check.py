@@ -65,16 +65,19 @@ async def check(
     state: State,
     dest_key: Callable[[str], str],
     overwrite: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> None:
     """HEAD every source and destination tag; fill *plan* with up-to-date targets, conflicts and work items.
 
     The state is read once (off the event loop). A destination tag with no record and other content than
     the source is a conflict unless *overwrite*, or unless it is a filtered index hubmirror wrote (its
-    annotations name the source digest).
+    annotations name the source digest). *progress* is told (done, total) as the targets are looked at.
     """
     records = {(r.dest_repo, r.tag): r for r in await state.aio.tags(prefix=dest_key(""))}
     started = time.monotonic()
-    seen_all = await _look(plan.targets, sources=sources, dest=dest, records=records, dest_key=dest_key)
+    seen_all = await _look(
+        plan.targets, sources=sources, dest=dest, records=records, dest_key=dest_key, progress=progress
+    )
     plan.checked_at = started
     pending: dict[_WorkKey, WorkItem] = {}
     for seen in seen_all:
@@ -109,8 +112,10 @@ async def _look(
     dest: Store,
     records: dict[tuple[str, str], TagRecord],
     dest_key: Callable[[str], str],
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[_Seen]:
-    """HEAD each target's source and destination tag (at most `CHECK_CONCURRENCY` at once)."""
+    """HEAD each target's source and destination tag (at most `CHECK_CONCURRENCY` at once); *progress*
+    is told (done, total) at the start and as each target's HEADs end."""
     sem = asyncio.Semaphore(CHECK_CONCURRENCY)
 
     async def head(store: Store, repo: str, ref: str) -> tuple[str, str] | None:
@@ -161,7 +166,19 @@ async def _look(
                 )
         return seen
 
-    return await _gather(one(t) for t in targets)
+    done, total = 0, len(targets)
+
+    async def counted(t: Target) -> _Seen:
+        nonlocal done
+        seen = await one(t)
+        done += 1
+        if progress is not None:
+            progress(done, total)
+        return seen
+
+    if progress is not None:
+        progress(0, total)
+    return await _gather(counted(t) for t in targets)
 
 
 # ---------------------------------------------------------------------------------------- verdicts

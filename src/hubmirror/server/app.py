@@ -124,6 +124,7 @@ def _template() -> jinja2.Template:
     env.filters["size"] = _size
     env.filters["ago"] = _ago
     env.filters["when"] = _when
+    env.filters["clock"] = _clock
     env.filters["duration"] = _duration
     env.filters["short"] = lambda c: (c or "")[:12]
     return env.from_string(text)
@@ -177,7 +178,7 @@ async def _page(request: web.Request) -> web.Response:
         data = await _status(request.app[_LOOP])
     except HubmirrorError as e:
         return web.Response(status=503, text=f"hubmirror: the state cannot be read: {e}\n")
-    html = request.app[_TEMPLATE].render(s=data)
+    html = request.app[_TEMPLATE].render(s=data, q=request.query.get("q", ""))
     return web.Response(text=html, content_type="text/html", charset="utf-8")
 
 
@@ -340,7 +341,8 @@ async def serve(
             on_listen(f"http://{host if ':' not in host else f'[{host}]'}:{port}/")
         loop.start()
         await stop.wait()
-        log.info("stopping at %s", datetime.now(UTC).isoformat(timespec="seconds"))
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        log.info("stopping at %s", at, extra={"fields": {"event": "stopping", "at": at}})
         await loop.shutdown()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -375,6 +377,11 @@ def _parse(when: object) -> datetime | None:
 def _when(when: object) -> str:
     t = _parse(when)
     return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if t is not None else "–"
+
+
+def _clock(when: object) -> str:
+    t = _parse(when)
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if t is not None else "–"
 
 
 def _ago(when: object) -> str:

@@ -12,12 +12,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .. import runlog
+from ..budget import QuotaWait
 from ..config import SyncConfig
+from ..copy import CopyEvents
 from ..plan import Plan, WorkItem
 from ..report import Outcome, SyncReport
 from ..schedule import next_run
 from ..service import RunResult, SyncService
-from ..sync import RunControl, SyncEvents
+from ..sync import ItemBytes, RunControl, SyncEvents
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +37,15 @@ class LiveRun:
 
     number: int  # this server's run counter (1 = the first run since start)
     triggers: list[str]
-    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))  # when the run began (planning)
+    copying_started: datetime | None = None  # when planning ended and copying began
     phase: str = "starting"
     planned: bool = False
+    checked: int = 0  # the check's tags looked at (manifest HEADs), of `to_check`
+    to_check: int = 0
+    bytes_done: int = 0  # blob bytes of the items started, at the destination …
+    bytes_total: int = 0  # … of those their manifests list so far
+    waiting: dict[str, Any] | None = None  # a wait for the pull quota in progress (`QuotaWait.fields`)
     commit: str | None = None
     to_copy: int = 0
     to_retag: int = 0
@@ -45,6 +54,7 @@ class LiveRun:
     done: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     in_flight: dict[int, str] = field(default_factory=dict)
+    item_bytes: dict[int, ItemBytes] = field(default_factory=dict)
     stopping: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -52,8 +62,18 @@ class LiveRun:
             "number": self.number,
             "triggers": self.triggers,
             "started": self.started.isoformat(),
+            "began": self.started.isoformat(),
+            "copying_started": self.copying_started.isoformat() if self.copying_started else None,
             "elapsed": round((datetime.now(UTC) - self.started).total_seconds(), 1),
             "phase": self.phase,
+            "tags_checked": self.checked,
+            "tags_to_check": self.to_check,
+            "bytes_done": self.bytes_done,
+            "bytes_total": self.bytes_total,
+            "in_flight_bytes": {
+                self.in_flight[k]: [b.done, b.total] for k, b in self.item_bytes.items() if k in self.in_flight
+            },
+            "waiting": self.waiting,
             "commit": self.commit,
             "to_copy": self.to_copy,
             "to_retag": self.to_retag,
@@ -73,17 +93,36 @@ class _LiveEvents(SyncEvents):
     def phase(self, text: str) -> None:
         self.live.phase = text
 
+    def checked(self, done: int, total: int) -> None:
+        self.live.checked, self.live.to_check = done, total
+
+    def quota_wait(self, wait: QuotaWait) -> None:
+        self.live.waiting = wait.fields() if wait.state == "waiting" else None
+        (runlog.quota_wait if wait.state != "resumed" else runlog.quota_resumed)(wait)
+
     def plan_ready(self, plan: Plan) -> None:
         live = self.live
         live.planned, live.commit, live.phase = True, plan.commit, "copying"
+        live.copying_started = datetime.now(UTC)
         live.to_copy, live.to_retag, live.up_to_date = len(plan.copies), len(plan.retags), len(plan.up_to_date)
         live.total = len(plan.items)
 
     def item_started(self, item: WorkItem) -> None:
         self.live.in_flight[id(item)] = item.canonical
 
+    def item_events(self, item: WorkItem) -> CopyEvents:
+        live = self.live
+
+        def changed(done: int, total: int) -> None:
+            live.bytes_done += done
+            live.bytes_total += total
+
+        counter = live.item_bytes[id(item)] = ItemBytes(changed)
+        return counter
+
     def item_done(self, item: WorkItem, outcome: Outcome) -> None:
         self.live.in_flight.pop(id(item), None)
+        self.live.item_bytes.pop(id(item), None)
         self.live.done += 1
         self.live.outcomes[outcome.value] += 1
 
@@ -219,6 +258,9 @@ class SyncLoop:
         self.runs_started += 1
         live = LiveRun(self.runs_started, reasons)
         self.current = live
+        runlog.run_started(
+            live.number, reasons, library=self.cfg.library if self.cfg.reads_library else None, dest=self.cfg.dest
+        )
         self._control = RunControl()
         self.service.metrics.in_progress.set(1)
         self._task = asyncio.create_task(self.service.run(self.cfg, events=_LiveEvents(live), control=self._control))
@@ -239,8 +281,10 @@ class SyncLoop:
         self.finished.appendleft(FinishedRun(live.number, reasons, live.started, datetime.now(UTC), result))
         if result is not None and result.report is not None:
             self.last_report = result.report
-        if result is not None and result.error is not None:
-            log.warning("sync run %d: %s", live.number, result.error)
+        if result is None:
+            runlog.run_cancelled(live.number, reasons, began=live.started)
+        else:
+            runlog.run_finished(result, live.number, reasons, began=live.started)
 
 
 __all__ = ["PENDING_REASONS", "SHUTDOWN_REASON", "FinishedRun", "LiveRun", "SyncLoop"]

@@ -23,16 +23,32 @@ def _iso(when: datetime | None) -> str | None:
     return when.astimezone(UTC).isoformat(timespec="seconds") if when is not None else None
 
 
-def _run(r: RunRecord) -> dict[str, Any]:
+#: A repository's state on the status page → its place (failing first, then behind, then the rest).
+_ORDER = {"failed": 0, "behind": 1, "ok": 2}
+
+
+def _run(r: RunRecord, current_began: datetime | None = None) -> dict[str, Any]:
+    """A run of the state. Its ``started`` is when its planning ended (the state records the run then) and
+    copying began; ``began`` is when the run itself began (its duration counts from there)."""
     s = r.summary or {}
+    duration = s.get("duration")
+    began: datetime | None = None
+    if r.finished is not None and isinstance(duration, int | float):
+        began = min(r.started, r.finished - timedelta(seconds=duration))
+    elif r.status == "running":
+        began = current_began
+    began = began or r.started
     return {
         "id": r.id,
         "status": r.status,
         "exit_code": _EXIT.get(r.status),
         "pulls": s.get("manifest_gets", 0),
         "bytes": s.get("bytes", 0),
-        "duration": s.get("duration"),
+        "duration": duration,
+        "planning": round((r.started - began).total_seconds(), 1),  # seconds from began to copying started
+        "began": _iso(began),
         "started": _iso(r.started),
+        "copying_started": _iso(r.started),
         "finished": _iso(r.finished),
         "commit": r.commit,
         "error": None,
@@ -76,11 +92,15 @@ def public(value: Any) -> Any:
 
 
 def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
-    """The whole status as JSON-ready data (``runs`` newest first; ``repositories`` by destination name),
-    fit for a page without authentication (`public`)."""
+    """The whole status as JSON-ready data (``runs`` newest first; ``repositories`` failing first, then behind
+    (work deferred), then the rest, each by destination name), fit for a page without authentication
+    (`public`)."""
     cfg = loop.cfg
     records = state.runs(runs)
-    out_runs = [_run(r) for r in records]
+    live = loop.current
+    # The newest run still running is the one in progress here (an older one was interrupted).
+    running = next((r.id for r in records if r.status == "running"), None)
+    out_runs = [_run(r, live.started if live is not None and r.id == running else None) for r in records]
     # Runs that stopped before they reached the state (an unreachable library or registry) are known to
     # this server only; they count as failed (exit code 1).
     for f in loop.finished:
@@ -93,13 +113,16 @@ def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
                     "pulls": 0,
                     "bytes": 0,
                     "duration": (f.finished - f.started).total_seconds(),
+                    "planning": None,
+                    "began": _iso(f.started),
                     "started": _iso(f.started),
+                    "copying_started": None,
                     "finished": _iso(f.finished),
                     "commit": None,
                     "error": f.result.error,
                 }
             )
-    out_runs.sort(key=lambda r: r["started"] or "", reverse=True)
+    out_runs.sort(key=lambda r: r["began"] or "", reverse=True)
     out_runs = out_runs[:runs]
 
     report = loop.last_report
@@ -125,6 +148,7 @@ def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
     repositories = [
         {
             "name": name,
+            "state": "failed" if name in failed else "behind" if name in deferred else "ok",
             "tags": r["tags"],
             "last_change": _iso(r["last_change"]),
             "deferred": deferred.get(name, []),
@@ -132,6 +156,7 @@ def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
         }
         for name, r in sorted(repos.items())
     ]
+    repositories.sort(key=lambda r: _ORDER[r["state"]])  # failing, then behind, then the rest (by name)
 
     newest = next((r.commit for r in records if r.commit), None)
     if loop.current is not None and loop.current.commit:

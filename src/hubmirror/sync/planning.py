@@ -39,7 +39,13 @@ async def build_plan(
     plan.targets = unique(targets)
     events.phase(f"checking {len(plan.targets)} tags (manifest HEADs, free)")
     await check(
-        plan, sources=sources.__getitem__, dest=dest.store, state=state, dest_key=dest.key, overwrite=cfg.overwrite
+        plan,
+        sources=sources.__getitem__,
+        dest=dest.store,
+        state=state,
+        dest_key=dest.key,
+        overwrite=cfg.overwrite,
+        progress=events.checked,
     )
     if plan.failed:
         target, reason = plan.failed[0]

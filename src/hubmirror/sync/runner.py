@@ -57,6 +57,7 @@ class Runner:
         self.hub = sources[cfg.source]
         self.budget = sources.budget
         self.budget.probe = self._probe
+        self.budget.on_wait = events.quota_wait
         self._copiers: dict[str, Copier] = {}
         self._sem = asyncio.Semaphore(cfg.concurrency)
         self.stopped: str | None = None  # why no new copy starts (RunControl.stop)
@@ -157,6 +158,7 @@ class Runner:
                         platforms=item.platforms,
                         source=Descriptor(item.media_type, item.upstream_digest, 0),  # the plan's HEAD
                         dest_tags=item.dest_tags if self._fresh() else None,  # the plan's HEADs, if recent
+                        events=self.events.item_events(item),
                     )
             finally:
                 await self._keep_index(item, copier)
