@@ -196,6 +196,13 @@ def sync(
         bool | None,
         typer.Option("--signatures/--no-signatures", help="Copy signatures, attestations and referrers (default on)."),
     ] = None,
+    job: Annotated[
+        str | None,
+        typer.Option(
+            help="This job's name: prune deletes only the tags of the running job (default: named by where its"
+            " selection is defined: config file, list file, library and --images, --repo)."
+        ),
+    ] = None,
     state: Annotated[Path | None, typer.Option(help="SQLite state file.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON to FILE.")] = None,
     dry_run: Annotated[bool | None, typer.Option("--dry-run", help="Plan only: no pulls, no writes.")] = None,
@@ -252,6 +259,7 @@ def sync(
         "immutable": immutable,
         "hub_api": hub_api,
         "signatures": signatures,
+        "job": job,
         "state": state,
         "report": report,
         "dry_run": dry_run,
