@@ -120,7 +120,8 @@ async def prune(
     for rec in plan.leaving:
         by_repo.setdefault(rec.dest_repo, []).append(rec)
     for key, records in by_repo.items():
-        for done in await RepoPrune(dest.store, dest.repo(key), records).run():
+        repo_prune = RepoPrune(dest.store, dest.repo(key), records)
+        for done in await repo_prune.run():
             rec = done.record
             if done.deleted is not None:
                 digest, how = done.deleted
@@ -130,6 +131,8 @@ async def prune(
             report.add(
                 done.outcome, rec.source_ref, rec.dest_repo, [rec.tag], digest=rec.upstream_digest, reason=done.reason
             )
+        if repo_prune.error is not None:
+            report.add(Outcome.FAILED, "--prune", key, reason=f"nothing deleted in {key}: {repo_prune.error}")
 
 
 def prune_refusals(plan: Plan, *, managed: int, max_delete: int | None) -> list[str]:
@@ -231,6 +234,8 @@ class RepoPrune:
     def __init__(self, store: Store, repo: str, records: Iterable[TagRecord]) -> None:
         self.store, self.repo = store, repo
         self.records = list(records)
+        #: Why nothing could be deleted in the repository (what the tags that stay reach was not readable).
+        self.error: str | None = None
 
     async def run(self) -> list[Pruned]:
         out: list[Pruned] = []
@@ -256,7 +261,8 @@ class RepoPrune:
         try:
             kept = await self.kept(set(current))
         except _ERRORS as e:
-            why = f"not deleted: what the tags that stay reference could not be read ({e})"
+            self.error = f"what the tags that stay reference could not be read: {e}"
+            why = "not deleted: what the tags that stay reference could not be read (see the --prune row)"
             return out + [Pruned(rec, Outcome.KEPT, why) for rec, _ in current.values()]
         gone: dict[str, str] = {}  # digest deleted by digest → the tag deleted first with it
         for tag, (rec, digest) in current.items():
