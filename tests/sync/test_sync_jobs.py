@@ -141,6 +141,8 @@ def v4_state(path: Path) -> None:
     """Turn *path*, a state this hubmirror wrote, into what the hubmirror before jobs wrote (schema 4)."""
     conn = sqlite3.connect(path)
     try:
+        if conn.execute("SELECT MAX(version) FROM schema_version").fetchone()[0] == 4:
+            return  # written by the hubmirror before jobs itself
         conn.executescript(
             """
             DROP TABLE tag_owners;
