@@ -23,6 +23,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+import aiohttp
+
 from .._errors import HubmirrorError, NotFound
 from ..copy import PLATFORMS_ANNOTATION, SOURCE_DIGEST_ANNOTATION, selected_children
 from ..media import INDEX_TYPES, Manifest
@@ -33,6 +35,9 @@ from .estimate import classify
 from .model import Conflict, Plan, Target, UpToDate, WorkItem, selection_text
 
 T = TypeVar("T")
+
+#: What a request to the destination may fail with while the children are looked at.
+_REQUEST_ERRORS = (HubmirrorError, aiohttp.ClientError, TimeoutError, OSError)
 
 #: Manifest HEADs in flight at once during the check (HEADs are free on Docker Hub).
 CHECK_CONCURRENCY = 32
@@ -223,7 +228,7 @@ async def _find_missing(seen_all: list[_Seen], *, dest: Store) -> bool:
                     m = await dest.get_manifest(repo, digest)
                 except NotFound:
                     return False
-        except HubmirrorError:
+        except _REQUEST_ERRORS:
             complete = False
             return True
         if not m.is_index:
@@ -245,7 +250,7 @@ async def _find_missing(seen_all: list[_Seen], *, dest: Store) -> bool:
                 m = await dest.get_manifest(repo, digest)
         except NotFound:
             return [digest]
-        except HubmirrorError:
+        except _REQUEST_ERRORS:
             complete = False
             return []
         if not m.is_index:
