@@ -188,7 +188,9 @@ class Copier:
             existing = await self._dst_tags(dst_repo, tags)
         done = await self._already_there(ctx, src_digest, existing)
         if done is not None:
-            res.up_to_date = True
+            # An index whose children were deleted at the destination gets them back before a tag is put
+            # on it: a tag never points at an index a client cannot pull.
+            res.up_to_date = not await self._complete(ctx, done)
             res.digest = done.digest
             res.media_type = done.media_type
             res.filtered = done.digest != src_digest
@@ -279,6 +281,23 @@ class Copier:
             if self._keeps_all(ctx, m):
                 return m
         return None
+
+    async def _complete(self, ctx: _Ctx, top: Manifest) -> bool:
+        """Copy the children of *top*, an index already at the destination, that the destination lacks
+        (deleted behind hubmirror's back, or by an older prune); True if any was missing."""
+        if not top.is_index:
+            return False
+
+        async def there(desc: Descriptor) -> bool:
+            async with self._manifest_sem:
+                return await self.dst.head_manifest(ctx.dst_repo, desc.digest) is not None
+
+        children = [c for c in top.children if not c.is_foreign]
+        found = await _gather(there(c) for c in children)
+        missing = [c for c, ok in zip(children, found, strict=True) if not ok]
+        if missing:
+            await self._copy_children(ctx, missing)
+        return bool(missing)
 
     async def _held_by_dest(self, ctx: _Ctx, src_digest: str) -> Manifest | None:
         """The source's top manifest when the destination holds it by digest (an earlier verbatim copy being

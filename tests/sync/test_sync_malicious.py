@@ -1,8 +1,8 @@
 """`sync --prune` into a destination whose tag list never ends, or loops (`hubmirror.testing.malicious`).
 
-Distribution 2.8 deletes by digest only, so prune lists the repository's tags to find tags sharing the
-digest: that list is bounded (pages, time, loops) and a broken one stops the run with one clear line
-naming the registry and repository, with nothing deleted.
+Before it deletes anything in a repository, prune lists its tags to find what the tags that stay reference:
+that list is bounded (pages, time, loops) and a broken one fails the run with one clear line naming the
+registry and repository, with nothing deleted there.
 """
 
 from __future__ import annotations

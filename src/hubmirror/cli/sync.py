@@ -206,6 +206,13 @@ def sync(
         bool | None,
         typer.Option("--signatures/--no-signatures", help="Copy signatures, attestations and referrers (default on)."),
     ] = None,
+    job: Annotated[
+        str | None,
+        typer.Option(
+            help="This job's name: prune deletes only the tags of the running job (default: named by where its"
+            " selection is defined: config file, list file, library and --images, --repo)."
+        ),
+    ] = None,
     state: Annotated[
         str | None,
         typer.Option(help="State: a SQLite file (PATH or sqlite:///PATH) or postgresql://USER@HOST:PORT/DB."),
@@ -274,6 +281,7 @@ def sync(
         "immutable": immutable,
         "hub_api": hub_api,
         "signatures": signatures,
+        "job": job,
         "state": state,
         "report": report,
         "dry_run": dry_run,
