@@ -489,7 +489,7 @@ class MirroredStore:
 
     def _observe(self, name: str, nbytes: int, seconds: float) -> None:
         """A blob download of *nbytes* that waited *seconds* for its source *name*: learn its speed."""
-        if nbytes >= _SPEED_SAMPLE and seconds > 0.01:
+        if nbytes >= _SPEED_SAMPLE and seconds >= 0.001:
             speed = nbytes / seconds
             old = self._speeds.get(name)
             self._speeds[name] = speed if old is None else (old + speed) / 2
@@ -689,12 +689,13 @@ class _Relay:
         while True:
             chunks, current = self._chunks, self._current
             assert chunks is not None
-            name = current[1].name if current is not None else ""
-            floor = self.store._slowest_allowed(current[1]) if current is not None else 0.0
-            window = current[1].stall_timeout if current is not None else math.inf
+            mirror = current[1] if current is not None else None
+            floor = self.store._slowest_allowed(mirror) if mirror is not None else 0.0
+            window = mirror.stall_timeout if mirror is not None else math.inf
             got = waited = 0.0  # this window's bytes and seconds spent waiting for them
             total = total_wait = 0.0
             start_offset = self.offset
+            last = loop.time()  # when the last byte came (or the stream started)
             try:
                 while True:
                     t0 = loop.time()
@@ -702,54 +703,57 @@ class _Relay:
                         piece = await anext(chunks)
                     except StopAsyncIteration:
                         break
-                    dt = loop.time() - t0
+                    last = loop.time()
                     n = len(piece)
                     got += n
-                    waited += dt
+                    waited += last - t0
                     total += n
-                    total_wait += dt
-                    if waited >= window:
-                        speed = got / waited
-                        if speed < floor:
-                            raise _Crawling(
-                                f"crawling at {_speed(speed)} (below {_speed(floor)}) at byte {self.offset + n}"
-                            )
-                        got = waited = 0.0
+                    total_wait += last - t0
                     if current is not None and n and current not in self.served:
                         self.served.append(current)
                     self.offset += n
-                    if current is not None:
-                        current[1].stats.bytes += n
+                    if mirror is not None:
+                        mirror.stats.bytes += n
                     yield piece
+                    if waited >= window:
+                        speed = got / waited
+                        if speed < floor:
+                            raise _Crawling(f"crawling at {_speed(speed)} (slower than {_speed(floor)})")
+                        got = waited = 0.0
             except (GeneratorExit, asyncio.CancelledError):
                 raise
             except Exception as e:
                 if current is None:
                     raise  # the source's own download failed (its client resumed it already)
-                self._hand_over(current, e)
+                idle = loop.time() - last
+                why = f"stalled ({idle:.0f}s without a byte)" if idle >= window * 0.75 else _describe(e)
+                self._hand_over(current, e, why)
                 await self.open()
                 continue
-            self.store._observe(name or "source", int(total), total_wait)
+            self.store._observe(mirror.name if mirror is not None else "", int(total), total_wait)
             if current is not None and 0 <= self.offset < size:
-                short = RegistryError(f"{name}: blob {self.desc.digest} ended at byte {self.offset} of {size}")
-                self._hand_over(current, short)
+                short = RegistryError(f"the download ended at byte {self.offset} of {size}")
+                self._hand_over(current, short, str(short))
                 await self.open()
                 continue
-            if current is not None and self.offset > start_offset:
-                current[1].stats.blobs += 1
+            if mirror is not None and self.offset > start_offset:
+                mirror.stats.blobs += 1
             return
 
-    def _hand_over(self, current: tuple[int, ContentMirror], e: BaseException) -> None:
+    def _hand_over(self, current: tuple[int, ContentMirror], e: BaseException, why: str) -> None:
+        """Give *current*'s download up (a failure of that mirror); the next source reads on from `offset`."""
         i, m = current
         m.stats.interrupted += 1
         log.warning(
-            "content mirror %s: blob %s: %s; reading on from byte %d at the next source",
+            "content mirror %s: blob %s %s at byte %d; reading on from there at the next source",
             m.name,
             self.desc.digest,
-            _describe(e),
+            why,
             self.offset,
         )
-        self.store._failed(i, m, self.desc.digest, e)
+        failure = RegistryError(f"blob {self.desc.digest} {why} at byte {self.offset}")
+        failure.__cause__ = e
+        self.store._failed(i, m, self.desc.digest, failure)
 
 
 async def _skipped(chunks: AsyncIterator[bytes], offset: int) -> AsyncIterator[bytes]:
