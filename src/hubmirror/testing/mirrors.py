@@ -30,7 +30,7 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Self
 
 import aiohttp
 from aiohttp import web
@@ -95,7 +95,7 @@ class MirrorEmulator:
     def url(self) -> str:
         return f"http://{self.host}"
 
-    def start(self) -> MirrorEmulator:
+    def start(self) -> Self:
         """Start serving in a background thread; returns once the port accepts connections."""
         if self._thread is not None:
             return self
@@ -136,7 +136,7 @@ class MirrorEmulator:
         self._thread.join(20)
         self._thread = None
 
-    def __enter__(self) -> MirrorEmulator:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
