@@ -488,9 +488,10 @@ class MirroredStore:
             return result
 
     def _observe(self, name: str, nbytes: int, seconds: float) -> None:
-        """A blob download of *nbytes* that waited *seconds* for its source *name*: learn its speed."""
-        if nbytes >= _SPEED_SAMPLE and seconds >= 0.001:
-            speed = nbytes / seconds
+        """A blob download of *nbytes* that waited *seconds* for its source *name*: learn its speed (at least
+        *nbytes* a millisecond: a download whose bytes were all there whenever asked for is at least that fast)."""
+        if nbytes >= _SPEED_SAMPLE:
+            speed = nbytes / max(seconds, 0.001)
             old = self._speeds.get(name)
             self._speeds[name] = speed if old is None else (old + speed) / 2
 
