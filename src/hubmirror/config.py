@@ -168,9 +168,40 @@ def _host(value: str) -> str:
     return _check_host(value.strip())
 
 
+#: The keys of a ``content_mirrors`` mapping entry (the same options as after the commas of the text form).
+_MIRROR_KEYS: Final = ("mirror", "rate", "stall_timeout", "min_speed")
+
+
+def _mirror_entry(value: object) -> object:
+    """A ``content_mirrors`` entry given as a mapping (``{mirror: public.ecr.aws/docker, rate: 1}``) → its
+    text form (``public.ecr.aws/docker,rate=1``), which ``--content-mirror`` takes as well."""
+    if not isinstance(value, dict):
+        return value
+    unknown = sorted(str(k) for k in value if k not in _MIRROR_KEYS)
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(unknown)} (a content mirror takes {', '.join(_MIRROR_KEYS)})")
+    name = value.get("mirror")
+    if not isinstance(name, str) or not name.strip() or "," in name:
+        raise ValueError("a content mirror given as a mapping needs mirror: REGISTRY[/PREFIX]")
+    parts = [name.strip()]
+    for key in _MIRROR_KEYS[1:]:
+        option = value.get(key)
+        if option is None:
+            continue
+        if isinstance(option, bool) or not isinstance(option, int | float | str) or "," in str(option):
+            raise ValueError(f"{key}: expected a number or text like 20s or 64k, got {option!r}")
+        parts.append(f"{key}={option}")
+    return ",".join(parts)
+
+
 def _mirror(value: str) -> str:
-    host, sep, rest = _check_registry_path(value.strip(), "a content mirror (REGISTRY[/PREFIX])").partition("/")
-    return normalize_registry(host) + sep + rest
+    """``REGISTRY[/PREFIX][,rate=N][,stall_timeout=SECONDS][,min_speed=BYTES]``, checked and normalised."""
+    from .store.mirrored import MirrorSpec
+
+    spec = MirrorSpec.parse(value)
+    what = "a content mirror (REGISTRY[/PREFIX][,rate=N][,stall_timeout=SECONDS][,min_speed=BYTES])"
+    host, sep, rest = _check_registry_path(spec.name, what).partition("/")
+    return str(spec.with_name(normalize_registry(host) + sep + rest))
 
 
 def _state_value(value: object) -> object:
@@ -196,7 +227,9 @@ PlatformList = Annotated[list[Annotated[str, AfterValidator(_platform)]], Before
 RegexList = Annotated[list[Annotated[str, AfterValidator(_regex)]], BeforeValidator(_a_list)]
 HostList = Annotated[list[Annotated[str, AfterValidator(_host)]], BeforeValidator(_a_list)]
 Host = Annotated[str, AfterValidator(_host)]
-MirrorList = Annotated[list[Annotated[str, AfterValidator(_mirror)]], BeforeValidator(_a_list)]
+MirrorList = Annotated[
+    list[Annotated[str, BeforeValidator(_mirror_entry), AfterValidator(_mirror)]], BeforeValidator(_a_list)
+]
 Seconds = Annotated[float | None, BeforeValidator(parse_duration)]
 #: A filesystem path: text in the file, a `Path` from a flag (strict mode would refuse the text).
 PathValue = Annotated[Path, BeforeValidator(_path_text)]
@@ -444,7 +477,9 @@ class SyncConfig(_Model):
     list_file: PathValue | None = Field(default=None, alias="list")
     source: str = DEFAULT_SOURCE
     #: Content mirrors (``REGISTRY[/PREFIX]``) for the source's content by digest; None: the defaults
-    #: when the source is Docker Hub (mirror.gcr.io, public.ecr.aws/docker); ``[]``: none.
+    #: when the source is Docker Hub (mirror.gcr.io, public.ecr.aws/docker); ``[]``: none. An entry may
+    #: carry its manners: ``REGISTRY[/PREFIX],rate=N,stall_timeout=S,min_speed=B`` or the mapping
+    #: ``{mirror: REGISTRY[/PREFIX], rate: N, stall_timeout: S, min_speed: B}`` (`MirrorSpec`).
     content_mirrors: MirrorList | None = None
     dest: str | None = None
     layout: Literal["flat", "mirror"] = "flat"

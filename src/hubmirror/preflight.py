@@ -177,7 +177,7 @@ async def _check_source(cfg: SyncConfig, report: CheckReport, registry: str, ref
 
 async def _check_mirror(cfg: SyncConfig, report: CheckReport, spec: str, ref: Reference, digest: str | None) -> None:
     host, prefix = split_mirror(spec)
-    area = f"content mirror {spec}"
+    area = f"content mirror {spec.split(',', 1)[0].strip().strip('/')}"  # its options (",rate=1") left out
     repo = f"{prefix}/{ref.repository}" if prefix else ref.repository
     async with _client(cfg, host, mirror=True) as client:
         try:

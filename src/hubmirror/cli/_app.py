@@ -59,8 +59,9 @@ ContentMirrorOption = Annotated[
     list[str] | None,
     typer.Option(
         "--content-mirror",
-        metavar="REGISTRY[/PREFIX]",
-        help="Read content by digest from this mirror first (repeatable; replaces the defaults).",
+        metavar="REGISTRY[/PREFIX][,rate=N][,stall_timeout=S][,min_speed=B]",
+        help="Read content by digest from this mirror first (repeatable; replaces the defaults). Options: rate="
+        "requests/s (public.ecr.aws: 1), stall_timeout=seconds without a byte (20s), min_speed=bytes/s (32k).",
     ),
 ]
 NoContentMirrorsOption = Annotated[

@@ -99,7 +99,7 @@ class RichEvents(SyncEvents):
         console.print(
             f"plan: {len(plan.copies)} to copy, {len(plan.retags)} to retag, {len(plan.up_to_date)} tags up to date,"
             f" ~{plan.pulls_needed} pulls"
-            + (f", ~{plan.mirror_manifests} manifests from mirrors" if plan.mirror_manifests else "")
+            + (f", up to {plan.mirror_manifests} manifests from mirrors" if plan.mirror_manifests else "")
         )
         if plan.items:
             self.overall = self.progress.add_task("images", total=len(plan.items))

@@ -37,7 +37,9 @@ def render_plan(plan: Plan, report: SyncReport, cfg: SyncConfig | None = None) -
     for col in ("action", "source", "tags", "pulls", "why"):
         table.add_column(col)
     for item in plan.items:
-        pulls = str(item.estimated_pulls) + (f" ({item.mirror_manifests} from {item.mirror})" if item.mirror else "")
+        pulls = str(item.estimated_pulls) + (
+            f" (up to {item.mirror_manifests} from {item.mirror})" if item.mirror else ""
+        )
         table.add_row(item.kind, item.canonical, ", ".join(item.tags), pulls, item.reason)
     console.print(table)
     if plan.diff is not None:
@@ -79,10 +81,16 @@ def render_sources(plan: Plan) -> None:
 
 
 def pulls_text(plan: Plan, report: SyncReport) -> str:
-    """What the copies cost: "N manifests from mirrors, M pulls from Hub" when content mirrors are used."""
+    """What the copies cost: "up to N manifests from mirrors …, M pulls from Hub" when content mirrors are used.
+
+    N is an upper bound: a mirror found holding an item's index may still lack some of its children (mirror.gcr.io
+    caches only what is pulled often), and what a mirror lacks is pulled from the source instead."""
     if not report.mirrors:
         return f"pulls needed ≈ {plan.pulls_needed}"
-    return f"≈ {plan.mirror_manifests} manifests from mirrors, {plan.pulls_needed} pulls from Hub"
+    return (
+        f"up to {plan.mirror_manifests} manifests from mirrors (an upper bound: what a mirror lacks is pulled "
+        f"instead), ≈ {plan.pulls_needed} pulls from Hub"
+    )
 
 
 def budget_text(report: SyncReport) -> str:

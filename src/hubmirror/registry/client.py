@@ -329,6 +329,22 @@ class RegistryClient:
         """How many tokens this client fetched from the token server."""
         return self._auth.token_fetches
 
+    @property
+    def has_credentials(self) -> bool:
+        """True if requests are sent with credentials (given, or found by the lookup once connected)."""
+        return self._credentials is not None
+
+    def reset_auth(self, *, anonymous: bool = False) -> None:
+        """Forget every cached token (a registry that answers a stale bearer with 400 instead of 401, as ECR
+        Public does); with *anonymous*, forget the credentials too: later requests are anonymous (an
+        expired ``docker login public.ecr.aws`` is refused with 403 where anonymous pulls work)."""
+        if anonymous:
+            self._credentials = None
+            self._lookup_credentials = False
+        auth = Authenticator(self.registry, self._credentials)
+        auth.challenge, auth.ssl, auth.token_fetches = self._auth.challenge, self._auth.ssl, self._auth.token_fetches
+        self._auth = auth
+
     # -- connection setup --------------------------------------------------------------------------
 
     def _candidates(self) -> list[tuple[str, ssl.SSLContext | bool]]:
@@ -854,24 +870,45 @@ class RegistryClient:
         return int(length) if length and length.isdigit() else -1
 
     @contextlib.asynccontextmanager
-    async def open_blob(self, repo: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
+    async def open_blob(
+        self, repo: str, digest: str, *, offset: int = 0, resumes: int | None = None, stall: float | None = None
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
         """Stream blob *digest*, following redirects (no ``Authorization`` to other hosts).
 
         Yields an async iterator of chunks of up to `READ_CHUNK` (1 MiB). A download cut
-        off midway is resumed with a ``Range`` request from where it stopped (up to `BLOB_RESUMES`
-        times). Not verified here: the caller checks size and digest.
+        off midway is resumed with a ``Range`` request from where it stopped (up to *resumes* times,
+        default `BLOB_RESUMES`; 0: the interruption is raised, for the caller to read the rest elsewhere).
+        With *offset*, only the bytes from there on are asked for (``Range``; a server that cannot is an
+        error). *stall*: seconds without a byte before the download counts as interrupted (default: the
+        client's ``sock_read``). Not verified here: the caller checks size and digest.
         """
         await self._ensure_ready()
         what = f"GET blob {repo}@{digest}"
         url = self._ref_url(repo, "blobs", digest)
-        resp = await self._follow("GET", url, repo, what)
-        if resp.status != 200:
+        headers = {"Range": f"bytes={offset}-"} if offset else None
+        resp = await self._follow("GET", url, repo, what, headers=headers)
+        if resp.status != (206 if offset else 200):
+            if offset and resp.status == 200:
+                resp.release()
+                raise RegistryError(
+                    f"{self.host}: {what}: cannot read from byte {offset} (no Range support)",
+                    registry=self.host,
+                    repository=repo,
+                )
             raise await self._fail(resp, what, repo)
+        if offset and _range_start(resp.headers.get("Content-Range")) != offset:
+            resp.release()
+            raise RegistryError(
+                f"{self.host}: {what}: asked for bytes from {offset}, answered Content-Range "
+                f"{resp.headers.get('Content-Range')!r}",
+                registry=self.host,
+                repository=repo,
+            )
         self.stats.blob_gets += 1
         current = [resp]
-        watch = _StallWatch(self._timeout.sock_read, what)
+        watch = _StallWatch(stall if stall is not None else self._timeout.sock_read, what)
         try:
-            yield self._resuming(current, url, repo, what, watch)
+            yield self._resuming(current, url, repo, what, watch, offset, BLOB_RESUMES if resumes is None else resumes)
         finally:
             watch.stop()
             current[0].release()
@@ -883,14 +920,15 @@ class RegistryClient:
         repo: str,
         what: str,
         watch: _StallWatch,
+        offset: int = 0,
+        max_resumes: int = BLOB_RESUMES,
     ) -> AsyncIterator[bytes]:
-        """The body of ``current[0]`` in chunks of up to `READ_CHUNK` bytes; when the connection drops (or
-        *watch* finds it stalled), GET the rest with ``Range``.
+        """The body of ``current[0]`` (from byte *offset*) in chunks of up to `READ_CHUNK` bytes; when the
+        connection drops (or *watch* finds it stalled), GET the rest with ``Range`` (*max_resumes* times).
 
         A chunk is what aiohttp has buffered when asked, passed on as it is: no re-chunking, no copies
         (measured: re-chunking into 1 MiB pieces or a larger read buffer cost more CPU than they saved).
         """
-        offset = 0
         resumes = 0
         stats = self.stats
         while True:
@@ -908,7 +946,7 @@ class RegistryClient:
                     stats.blob_bytes_read += len(piece)
                     yield piece
             except _CONNECTION_ERRORS as e:
-                if resumes >= BLOB_RESUMES:
+                if resumes >= max_resumes:
                     raise RegistryError(
                         f"{self.host}: {what}: download interrupted at byte {offset} ({resumes} resumes): "
                         f"{type(e).__name__}",

@@ -676,16 +676,24 @@ class HubEmulator:
     # -- the repository tags API (hub.docker.com, reference §F.4) ----------------------------------
 
     async def _tags_api(self, request: web.Request, repo: str) -> web.Response:
-        """``{count, next, previous, results}``, newest push first; anonymous; no pulls counted."""
+        """``{count, next, previous, results}``, newest push first; anonymous; no pulls counted. Its busy
+        modes (429 + ``X-Retry-After``, tags moving while listed, small pages) are switched with
+        `hubmirror.testing.tags_api.tags_api_modes`."""
+        from .tags_api import tags_api_modes
+
+        modes = tags_api_modes(self)
         with self._lock:
             failing = self._fail_always is not None and self._fail_always(request.method, request.path)
             fail_status = self._fail_status
         if failing:
             return web.json_response({"message": "injected persistent failure"}, status=fail_status)
+        throttled = modes.throttled()
+        if throttled is not None:
+            return web.json_response({"message": "Too Many Requests", "errinfo": {}}, status=429, headers=throttled)
         if request.method != "GET":
             return web.json_response({"message": "method not allowed"}, status=405)
         try:
-            size = min(max(int(request.query.get("page_size", "10")), 1), 100)
+            size = min(max(int(request.query.get("page_size", "10")), 1), 100, modes.max_page_size())
             page = max(int(request.query.get("page", "1")), 1)
         except ValueError:
             return web.json_response({"message": "invalid page or page_size"}, status=400)
@@ -712,6 +720,13 @@ class HubEmulator:
             "previous": link(page - 1) if page > 1 else None,
             "results": chunk,
         }
+        if body["next"] is not None and modes.take_move(repo):
+            # The oldest tag is pushed again while the client pages: it moves to the first page.
+            with self._lock:
+                newest = max(self._pushed[(repo, t)] for t in tags)
+                self._pushed[(repo, results[-1]["name"])] = max(
+                    datetime.now(UTC), datetime.fromtimestamp(newest.timestamp() + 0.001, UTC)
+                )
         return web.json_response(body)
 
     async def _tag_result(self, repo: str, tag: str, pushed: datetime) -> dict[str, Any]:
