@@ -202,7 +202,11 @@ async def _check_mirror(cfg: SyncConfig, report: CheckReport, spec: str, ref: Re
 
 
 async def _check_tags_api(cfg: SyncConfig, report: CheckReport, ref: Reference) -> None:
-    if cfg.hub_api is None or normalize_registry(cfg.source) != DOCKER_HUB or ref.registry != DOCKER_HUB:
+    from .sources import DEFAULT_HUB_API
+
+    pointed = cfg.hub_api is not None and cfg.hub_api.rstrip("/") != DEFAULT_HUB_API  # e.g. at an emulator
+    hub = normalize_registry(cfg.source) == DOCKER_HUB or pointed
+    if cfg.hub_api is None or not hub or ref.registry != DOCKER_HUB:
         return
     import aiohttp
 

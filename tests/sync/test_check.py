@@ -94,3 +94,18 @@ def test_check_against_the_emulators_real_hub_modes(env: Env) -> None:
     [line] = [x for x in _lines(missing) if x.startswith("fail source")]
     assert "not found, or not accessible with these credentials" in line
     assert "refused anonymous access" not in missing.stderr
+
+
+def test_the_tags_api_answering_429_is_a_warning_with_when_to_retry(env: Env) -> None:
+    from hubmirror.testing.tags_api import tags_api_modes
+
+    env.seed(repos=["tiny"])
+    api = ("--images", "tiny", "--no-content-mirrors", "--hub-api", env.hub.url)
+    fine = _check(env, *api)
+    assert fine.returncode == 0, fine.stderr
+    assert any(x.startswith("ok   Docker Hub tags API: library/tiny") for x in _lines(fine)), fine.stderr
+    tags_api_modes(env.hub).throttle(None, retry_in=30)
+    busy = _check(env, *api)
+    assert busy.returncode == 0, busy.stderr  # not needed: tag sources fall back
+    [line] = [x for x in _lines(busy) if "Docker Hub tags API" in x]
+    assert line.startswith("warn") and "HTTP 429 (retry after" in line
