@@ -63,6 +63,13 @@ class NotFound(RegistryError):
     """A manifest, blob or repository does not exist (404)."""
 
 
+class NotAccessible(NotFound):
+    """A pull refused with 401 ``insufficient_scope`` even with a fresh token: the repository does not exist,
+    or these credentials may not read it. Docker Hub answers so for a repository that does not exist (its
+    token server grants a token with no access), so it is not a login failure. ``registry`` and
+    ``repository`` name the repository."""
+
+
 class QuotaExceeded(RegistryError):
     """Docker Hub's pull quota is used up (429 TOOMANYREQUESTS). Not retried: stop GETs, defer work."""
 

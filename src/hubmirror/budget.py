@@ -20,7 +20,7 @@ import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from ._errors import BudgetExhausted
@@ -135,6 +135,68 @@ class PullPool(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class QuotaWait:
+    """A wait for the pull quota (``wait``): what it waits for, and when it looks again or went on."""
+
+    needed: int  # pulls the next work item needs
+    remaining: int | None  # the quota left, as last reported
+    reserve: int
+    since: datetime  # when the wait began
+    next_check: datetime | None  # when the quota is looked at again (a free HEAD)
+    latest: datetime | None  # when a full window has passed (the quota is whole again by then)
+    give_up: datetime | None  # max_wait: the run defers the rest then
+    state: str = "waiting"  # waiting | resumed | gave_up
+    waited: float = 0.0  # seconds, when it ended
+
+    def text(self) -> str:
+        left = f"{self.remaining} left" if self.remaining is not None else "none known"
+        if self.state == "resumed":
+            return f"pull quota: {left}; resuming after waiting {_seconds(self.waited)} for {self.needed} pulls"
+        if self.state == "gave_up":
+            return f"pull quota: still {left} after waiting {_seconds(self.waited)}; deferring the rest"
+        text = (
+            f"waiting for the pull quota: the next copy needs {self.needed} pulls, {left} (keeping {self.reserve});"
+            f" looking again at {_clock(self.next_check)}"
+        )
+        resume = min((t for t in (self.latest, self.give_up) if t is not None), default=None)
+        if self.latest is not None and resume == self.latest:
+            text += f", resuming by {_clock(self.latest)} at the latest (a full quota window)"
+        if self.give_up is not None and resume == self.give_up:
+            text += f"; giving up at {_clock(self.give_up)} (ratelimit.max_wait)"
+        return text
+
+    def fields(self) -> dict[str, object]:
+        iso = {
+            k: (v.isoformat(timespec="seconds") if v is not None else None)
+            for k, v in (
+                ("since", self.since),
+                ("next_check", self.next_check),
+                ("resume_by", self.latest),
+                ("give_up_at", self.give_up),
+            )
+        }
+        return {
+            "state": self.state,
+            "needed": self.needed,
+            "remaining": self.remaining,
+            "reserve": self.reserve,
+            "waited": round(self.waited, 1),
+            **iso,
+        }
+
+
+def _clock(t: datetime | None) -> str:
+    if t is None:
+        return "–"
+    fmt = "%H:%M:%S UTC" if t.date() == datetime.now(UTC).date() else "%Y-%m-%d %H:%M:%S UTC"
+    return t.astimezone(UTC).strftime(fmt)
+
+
+def _seconds(s: float) -> str:
+    return f"{s:.0f} s" if s < 90 else f"{s / 60:.0f} min"
+
+
 class PullBudget:
     """Grants source manifest GETs until the budget is spent: the `hubmirror.store.PullGate` of the
     Docker Hub source store, whose client asks it before every manifest GET it sends.
@@ -176,6 +238,8 @@ class PullBudget:
         self.waited = 0.0
         self.pool: PullPool | None = None
         self._held = 0  # pulls taken from the pool, not yet granted
+        #: Told when a wait for the quota begins and ends (what it waits for, when it looks again).
+        self.on_wait: Callable[[QuotaWait], None] | None = None
 
     def _quota_left(self) -> int | None:
         rl = self._ratelimit()
@@ -310,11 +374,26 @@ class PullBudget:
         self._halted = True
 
     async def _wait_refill(self, n: int) -> bool:
-        """Poll the quota with free HEADs until *n* pulls are available; False once `max_wait` is slept."""
+        """Poll the quota with free HEADs until *n* pulls are available; False once `max_wait` is slept.
+        The poll interval is at most the quota window, when the source names it."""
         assert self.probe is not None
         waited = 0.0
+        rl = self._ratelimit()
+        window = rl.window if rl is not None else None
+        poll = min(self._poll, float(window)) if window else self._poll
+        since = datetime.now(UTC)
+        give_up = since + timedelta(seconds=self.max_wait) if math.isfinite(self.max_wait) else None
+        latest = since + timedelta(seconds=window) if window else None
+
+        def tell(state: str, next_check: datetime | None = None) -> None:
+            if self.on_wait is not None:
+                rl = self._ratelimit()
+                remaining = rl.remaining if rl is not None else None
+                self.on_wait(QuotaWait(n, remaining, self.reserve, since, next_check, latest, give_up, state, waited))
+
+        tell("waiting", since + timedelta(seconds=min(poll, self.max_wait)))
         while waited < self.max_wait:
-            delay = min(self._poll, self.max_wait - waited)
+            delay = min(poll, self.max_wait - waited)
             await self._sleep(delay)
             waited += delay
             self.waited += delay
@@ -328,5 +407,7 @@ class PullBudget:
                     self._held += await self.pool.take(n - self._held, rl)
                     if self._held < n:
                         continue
+                tell("resumed")
                 return True
+        tell("gave_up")
         return False

@@ -51,12 +51,15 @@ _HOST = re.compile(rf"^(?:{_LABEL}(?:\.{_LABEL})*|\[[0-9A-Fa-f:.]+\])(?::[0-9]{{
 _PATH_COMPONENT = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
 _URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
+#: A job's name (``job:``, ``--job``). A default job identity (`SyncConfig.job_id`) always has a ``=``, so a
+#: name never collides with one.
+_JOB_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?$")
 
 # Keys whose scalars are always text, even when YAML would read them as numbers or dates
 # (``commit: 0123456`` must not become an octal int; ``include_tags: [1.0]`` is the regex "1.0").
 # For the list keys this applies to the items only: ``images: 5`` is not a list and stays an error.
-_TEXT_SCALARS: Final = frozenset({"library", "commit", "source", "dest", "schedule", "semver"})
+_TEXT_SCALARS: Final = frozenset({"library", "commit", "source", "dest", "schedule", "semver", "job"})
 _TEXT_LISTS: Final = frozenset(
     {"images", "platforms", "include_tags", "exclude_tags", "insecure", "repos", "immutable", "content_mirrors"}
 )
@@ -165,9 +168,40 @@ def _host(value: str) -> str:
     return _check_host(value.strip())
 
 
+#: The keys of a ``content_mirrors`` mapping entry (the same options as after the commas of the text form).
+_MIRROR_KEYS: Final = ("mirror", "rate", "stall_timeout", "min_speed")
+
+
+def _mirror_entry(value: object) -> object:
+    """A ``content_mirrors`` entry given as a mapping (``{mirror: public.ecr.aws/docker, rate: 1}``) → its
+    text form (``public.ecr.aws/docker,rate=1``), which ``--content-mirror`` takes as well."""
+    if not isinstance(value, dict):
+        return value
+    unknown = sorted(str(k) for k in value if k not in _MIRROR_KEYS)
+    if unknown:
+        raise ValueError(f"unknown key(s) {', '.join(unknown)} (a content mirror takes {', '.join(_MIRROR_KEYS)})")
+    name = value.get("mirror")
+    if not isinstance(name, str) or not name.strip() or "," in name:
+        raise ValueError("a content mirror given as a mapping needs mirror: REGISTRY[/PREFIX]")
+    parts = [name.strip()]
+    for key in _MIRROR_KEYS[1:]:
+        option = value.get(key)
+        if option is None:
+            continue
+        if isinstance(option, bool) or not isinstance(option, int | float | str) or "," in str(option):
+            raise ValueError(f"{key}: expected a number or text like 20s or 64k, got {option!r}")
+        parts.append(f"{key}={option}")
+    return ",".join(parts)
+
+
 def _mirror(value: str) -> str:
-    host, sep, rest = _check_registry_path(value.strip(), "a content mirror (REGISTRY[/PREFIX])").partition("/")
-    return normalize_registry(host) + sep + rest
+    """``REGISTRY[/PREFIX][,rate=N][,stall_timeout=SECONDS][,min_speed=BYTES]``, checked and normalised."""
+    from .store.mirrored import MirrorSpec
+
+    spec = MirrorSpec.parse(value)
+    what = "a content mirror (REGISTRY[/PREFIX][,rate=N][,stall_timeout=SECONDS][,min_speed=BYTES])"
+    host, sep, rest = _check_registry_path(spec.name, what).partition("/")
+    return str(spec.with_name(normalize_registry(host) + sep + rest))
 
 
 def _state_value(value: object) -> object:
@@ -193,7 +227,9 @@ PlatformList = Annotated[list[Annotated[str, AfterValidator(_platform)]], Before
 RegexList = Annotated[list[Annotated[str, AfterValidator(_regex)]], BeforeValidator(_a_list)]
 HostList = Annotated[list[Annotated[str, AfterValidator(_host)]], BeforeValidator(_a_list)]
 Host = Annotated[str, AfterValidator(_host)]
-MirrorList = Annotated[list[Annotated[str, AfterValidator(_mirror)]], BeforeValidator(_a_list)]
+MirrorList = Annotated[
+    list[Annotated[str, BeforeValidator(_mirror_entry), AfterValidator(_mirror)]], BeforeValidator(_a_list)
+]
 Seconds = Annotated[float | None, BeforeValidator(parse_duration)]
 #: A filesystem path: text in the file, a `Path` from a flag (strict mode would refuse the text).
 PathValue = Annotated[Path, BeforeValidator(_path_text)]
@@ -427,11 +463,12 @@ class NotifyEntry(_Model):
 
 
 class _Origin:
-    """Where a config came from: the file name and the line of each key path."""
+    """Where a config came from: the file name (*path*: its absolute path) and the line of each key path."""
 
-    def __init__(self, file: str | None, lines: dict[tuple[str | int, ...], int]) -> None:
+    def __init__(self, file: str | None, lines: dict[tuple[str | int, ...], int], path: Path | None = None) -> None:
         self.file = file
         self.lines = lines
+        self.path = path
 
 
 class SyncConfig(_Model):
@@ -444,7 +481,9 @@ class SyncConfig(_Model):
     list_file: PathValue | None = Field(default=None, alias="list")
     source: str = DEFAULT_SOURCE
     #: Content mirrors (``REGISTRY[/PREFIX]``) for the source's content by digest; None: the defaults
-    #: when the source is Docker Hub (mirror.gcr.io, public.ecr.aws/docker); ``[]``: none.
+    #: when the source is Docker Hub (mirror.gcr.io, public.ecr.aws/docker); ``[]``: none. An entry may
+    #: carry its manners: ``REGISTRY[/PREFIX],rate=N,stall_timeout=S,min_speed=B`` or the mapping
+    #: ``{mirror: REGISTRY[/PREFIX], rate: N, stall_timeout: S, min_speed: B}`` (`MirrorSpec`).
     content_mirrors: MirrorList | None = None
     dest: str | None = None
     layout: Literal["flat", "mirror"] = "flat"
@@ -492,8 +531,13 @@ class SyncConfig(_Model):
     #: Workers on one PostgreSQL state: how long a claimed repository stays a worker's without a heartbeat
     #: (renewed every third of it); a worker that dies loses its repositories after this long.
     lease: Seconds = Field(default=30.0, gt=0, le=60)
+    #: The job's name: prune deletes only the tags of the running job (several jobs may share a state and a
+    #: destination). None: `job_id` names the job by where its selection is defined.
+    job: str | None = None
 
     _origin: _Origin | None = PrivateAttr(None)
+    #: Top-level keys given on the command line (`merge`), over those of the config file.
+    _cli_keys: frozenset[str] = PrivateAttr(frozenset())
 
     # ------------------------------------------------------------------ validators
 
@@ -547,6 +591,16 @@ class SyncConfig(_Model):
                 raise ValueError("oci: needs a directory, e.g. oci:/srv/mirror")
             return "oci:" + str(_resolve_path(Path(rest), info))
         return _check_registry_path(value, "the destination (REGISTRY/NAMESPACE or oci:PATH)")
+
+    @field_validator("job")
+    @classmethod
+    def _job(cls, value: str | None) -> str | None:
+        if value is not None and not _JOB_NAME.match(value):
+            raise ValueError(
+                f"{value!r} is not a job name (letters, digits, '.', '_' and '-', starting with a letter or digit, "
+                "at most 100)"
+            )
+        return value
 
     @field_validator("schedule")
     @classmethod
@@ -606,6 +660,41 @@ class SyncConfig(_Model):
                 raise ConfigError(f"--repo {name}: {e}") from None
         return specs
 
+    @property
+    def job_id(self) -> str:
+        """The job this config runs as: ``job`` when named, else an identity made of where its selection is
+        defined: the config file's absolute path (when the selection comes from one), the image list's and
+        the images file's absolute paths, the library with its ``images`` filter, the tag sources' names.
+        Editing a file in place keeps the job; two list files are two jobs. Tag and platform filters are
+        not part of it (changing them does not make another job)."""
+        if self.job:
+            return self.job
+        origin = self._origin
+        config = origin.path if origin is not None else None
+        keys = self._cli_keys if config is not None else None  # None: every key defines the selection
+
+        def given(*names: str) -> bool:
+            return keys is None or any(n in keys for n in names)
+
+        parts = [f"config={config}"] if config is not None else []
+        if self.reads_library and given("library", "images", "images_file"):
+            from .redact import redact_url  # the identity is stored and shown: never with a credential
+
+            text = f"library={redact_url(self.library)}"
+            images = sorted({i.strip() for i in self.images if i.strip()})
+            if images:
+                text += f" images={','.join(images)}"
+            if self.images_file is not None:
+                text += f" images-file={os.path.abspath(self.images_file)}"
+            parts.append(text)
+        if self.list_file is not None and given("list"):
+            parts.append(f"list={os.path.abspath(self.list_file)}")
+        if given("repos"):
+            parts += [f"repo={name}" for name in sorted(set(self.repos))]
+        if keys is None and self.sources:  # not from a file: a model built in code
+            parts += sorted(f"source={s.repo or s.registry or s.hub}" for s in self.sources)
+        return " ".join(parts) or "selection=default"
+
     def platform_list(self) -> list[Platform]:
         """The ``platforms`` as `Platform` objects (empty: every platform)."""
         return [Platform.parse(p) for p in self.platforms]
@@ -620,6 +709,7 @@ class SyncConfig(_Model):
         """This config with content mirrors turned off (``--no-content-mirrors``)."""
         new = self.model_copy(update={"content_mirrors": []})
         new._origin = self._origin
+        new._cli_keys = self._cli_keys
         return new
 
     @property
@@ -712,6 +802,7 @@ class SyncConfig(_Model):
         except ValidationError as e:
             raise ConfigError(_format_errors(e, origin, cli_paths)) from None
         new._origin = origin
+        new._cli_keys = self._cli_keys | {p[0] for p in cli_paths}
         return new
 
 
@@ -733,7 +824,10 @@ def load_config(path: str | os.PathLike[str]) -> SyncConfig:
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
         raise ConfigError(f"{p}: cannot read config file: {reason}") from None
-    return parse_config(text, name=str(p), base_dir=p.resolve().parent)
+    cfg = parse_config(text, name=str(p), base_dir=p.resolve().parent)
+    if cfg._origin is not None:
+        cfg._origin.path = p.resolve()
+    return cfg
 
 
 def parse_config(text: str, *, name: str = "<config>", base_dir: Path | None = None) -> SyncConfig:

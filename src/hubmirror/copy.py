@@ -64,6 +64,9 @@ class CopyEvents:
     def manifest_done(self, desc: Descriptor, how: ManifestHow) -> None:
         """A child or top manifest was copied, or skipped because the destination had it."""
 
+    def blobs_listed(self, descs: Sequence[Descriptor]) -> None:
+        """An image manifest of the copy is known: these are its blobs (sizes included), about to be placed."""
+
 
 @dataclass
 class CopyResult:
@@ -97,7 +100,8 @@ class CopyResult:
 class _Ctx:
     """Counters of one copy call."""
 
-    def __init__(self, src_repo: str, dst_repo: str, platforms: list[Platform] | None) -> None:
+    def __init__(self, src_repo: str, dst_repo: str, platforms: list[Platform] | None, events: CopyEvents) -> None:
+        self.events = events  # this copy's progress callbacks
         self.src_repo = src_repo
         self.dst_repo = dst_repo
         self.platforms = platforms
@@ -144,6 +148,7 @@ class Copier:
         platforms: Sequence[Platform] | Literal["default"] | None = "default",
         source: Descriptor | None = None,
         dest_tags: Mapping[str, str] | None = None,
+        events: CopyEvents | None = None,
     ) -> CopyResult:
         """Copy *src_ref* of *src_repo* into *dst_repo* and point *tags* at it.
 
@@ -152,11 +157,12 @@ class Copier:
         *source* is what a HEAD of *src_ref* returned, when the caller already did it (saves a HEAD).
         *dest_tags* is what the destination's *tags* point at (absent ones left out), when the caller just
         HEADed them (saves a HEAD per tag).
+        *events* receive this copy's progress (default: the Copier's).
         Raises `BudgetExhausted` or `QuotaExceeded` (no tag is written), `UnsupportedManifest`,
         `NotFound`, `RegistryError`, `DigestMismatch`, `StoreError`.
         """
         selected = self.platforms if platforms == "default" else (list(platforms) if platforms else None)
-        ctx = _Ctx(src_repo, dst_repo, selected)
+        ctx = _Ctx(src_repo, dst_repo, selected, events or self.events)
         res = ctx.result
         tags = list(dict.fromkeys(tags))
 
@@ -182,7 +188,9 @@ class Copier:
             existing = await self._dst_tags(dst_repo, tags)
         done = await self._already_there(ctx, src_digest, existing)
         if done is not None:
-            res.up_to_date = True
+            # An index whose children were deleted at the destination gets them back before a tag is put
+            # on it: a tag never points at an index a client cannot pull.
+            res.up_to_date = not await self._complete(ctx, done)
             res.digest = done.digest
             res.media_type = done.media_type
             res.filtered = done.digest != src_digest
@@ -216,7 +224,7 @@ class Copier:
         else:
             existing = {t: d for t, d in existing.items() if d == top.digest}
         await self._put_tags(ctx, top, tags, existing)
-        self.events.manifest_done(top.descriptor(), "copied")
+        ctx.events.manifest_done(top.descriptor(), "copied")
         res.manifests_copied += 1
         return res
 
@@ -273,6 +281,23 @@ class Copier:
             if self._keeps_all(ctx, m):
                 return m
         return None
+
+    async def _complete(self, ctx: _Ctx, top: Manifest) -> bool:
+        """Copy the children of *top*, an index already at the destination, that the destination lacks
+        (deleted behind hubmirror's back, or by an older prune); True if any was missing."""
+        if not top.is_index:
+            return False
+
+        async def there(desc: Descriptor) -> bool:
+            async with self._manifest_sem:
+                return await self.dst.head_manifest(ctx.dst_repo, desc.digest) is not None
+
+        children = [c for c in top.children if not c.is_foreign]
+        found = await _gather(there(c) for c in children)
+        missing = [c for c, ok in zip(children, found, strict=True) if not ok]
+        if missing:
+            await self._copy_children(ctx, missing)
+        return bool(missing)
 
     async def _held_by_dest(self, ctx: _Ctx, src_digest: str) -> Manifest | None:
         """The source's top manifest when the destination holds it by digest (an earlier verbatim copy being
@@ -385,7 +410,7 @@ class Copier:
             there = await self.dst.head_manifest(ctx.dst_repo, desc.digest)
         if there is not None:
             res.manifests_skipped += 1
-            self.events.manifest_done(desc, "skipped")
+            ctx.events.manifest_done(desc, "skipped")
             return
         child = await self._get_source(ctx, desc.digest)
         if child.is_index:
@@ -394,7 +419,7 @@ class Copier:
             await self._copy_image(ctx, child)
         await self.dst.put_manifest(ctx.dst_repo, child.digest, child)
         res.manifests_copied += 1
-        self.events.manifest_done(desc, "copied")
+        ctx.events.manifest_done(desc, "copied")
 
     async def _get_source(self, ctx: _Ctx, ref: str) -> Manifest:
         """A source manifest. An index asked for by digest is fetched once per Copier: the same digest
@@ -491,6 +516,7 @@ class Copier:
             if desc.digest not in seen:
                 seen.add(desc.digest)
                 blobs.append(desc)
+        ctx.events.blobs_listed(blobs)
         await _gather(self._blob(ctx, d) for d in blobs)
 
     async def _blob(self, ctx: _Ctx, desc: Descriptor) -> None:
@@ -500,7 +526,7 @@ class Copier:
         while True:
             if repo in self._known.get(desc.digest, ()):
                 res.blobs_skipped += 1
-                self.events.blob_done(desc, "skipped")
+                ctx.events.blob_done(desc, "skipped")
                 return
             fut = self._inflight.get(desc.digest)
             if fut is None:
@@ -521,7 +547,7 @@ class Copier:
             res.blobs_mounted += 1
         else:
             res.blobs_skipped += 1
-        self.events.blob_done(desc, how)
+        ctx.events.blob_done(desc, how)
 
     async def _place_blob(self, ctx: _Ctx, desc: Descriptor) -> BlobHow:
         repo = ctx.dst_repo
@@ -544,7 +570,7 @@ class Copier:
         is raised, naming the source, rather than whatever the destination's upload made of the abort.
         """
         for attempt in range(1, BLOB_ATTEMPTS + 1):
-            self.events.blob_start(desc)
+            ctx.events.blob_start(desc)
             failed: list[Exception] = []
             try:
                 async with self.src.open_blob(ctx.src_repo, desc) as chunks:
@@ -564,7 +590,7 @@ class Copier:
     ) -> AsyncIterator[bytes]:
         """The source side of a transfer: verified, progress reported, its failure kept in *failed*."""
         what = f"blob {desc.digest} from {_where(self.src, ctx.src_repo)}"
-        progress = self.events.blob_progress
+        progress = ctx.events.blob_progress
         try:
             async for chunk in verified(chunks, desc.digest, desc.size, what):
                 progress(desc, len(chunk))

@@ -177,7 +177,7 @@ async def _check_source(cfg: SyncConfig, report: CheckReport, registry: str, ref
 
 async def _check_mirror(cfg: SyncConfig, report: CheckReport, spec: str, ref: Reference, digest: str | None) -> None:
     host, prefix = split_mirror(spec)
-    area = f"content mirror {spec}"
+    area = f"content mirror {spec.split(',', 1)[0].strip().strip('/')}"  # its options (",rate=1") left out
     repo = f"{prefix}/{ref.repository}" if prefix else ref.repository
     async with _client(cfg, host, mirror=True) as client:
         try:
@@ -202,7 +202,11 @@ async def _check_mirror(cfg: SyncConfig, report: CheckReport, spec: str, ref: Re
 
 
 async def _check_tags_api(cfg: SyncConfig, report: CheckReport, ref: Reference) -> None:
-    if cfg.hub_api is None or normalize_registry(cfg.source) != DOCKER_HUB or ref.registry != DOCKER_HUB:
+    from .sources import DEFAULT_HUB_API
+
+    pointed = cfg.hub_api is not None and cfg.hub_api.rstrip("/") != DEFAULT_HUB_API  # e.g. at an emulator
+    hub = normalize_registry(cfg.source) == DOCKER_HUB or pointed
+    if cfg.hub_api is None or not hub or ref.registry != DOCKER_HUB:
         return
     import aiohttp
 

@@ -42,6 +42,7 @@ from rich.filesize import decimal
 from rich.table import Table
 from rich.text import Text
 
+from .redact import redact_url
 from .store.mirrored import SourceStats
 from .transfer import TransferStats
 
@@ -176,6 +177,10 @@ class SyncReport:
     #: process. The items above are this worker's; its exit code is the run's when that is worse.
     run: dict[str, Any] | None = None
 
+    def __post_init__(self) -> None:
+        if self.library is not None:  # the library URL as shown: without credentials
+            self.library = redact_url(self.library)
+
     def add(
         self,
         outcome: Outcome | str,
@@ -253,7 +258,7 @@ class SyncReport:
             "finished": self.finished.isoformat() if self.finished else None,
             "run_id": self.run_id,
             "commit": self.commit,
-            "library": self.library,
+            "library": redact_url(self.library) if self.library is not None else None,
             "dest": self.dest,
             "dry_run": self.dry_run,
             "successful": self.successful(),

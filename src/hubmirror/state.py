@@ -13,9 +13,14 @@ may be shared by threads (calls are serialised).
 Schema versions: 1 had ``runs``, ``meta`` and ``tags``; 2 added ``tags.created_by_hubmirror`` and the
 ``deferred`` table; 3 added ``tags.platforms``, the platform selection each tag was copied with; 4 added
 ``pending_manifests`` (source manifests of unfinished copies); 5 added ``pending_changes`` (upstream changes
-not yet mirrored, for the freshness lag); 6 (the workers block) added ``work_runs``, ``work_units``,
-``work_workers`` and ``pull_quota`` (workers cooperating on one run, and their shared pull quota).
-`State.open` migrates older files in place, one transaction per step.
+not yet mirrored, for the freshness lag); 6 keys the library commits by the library URL without its
+credentials (`hubmirror.redact.redact_url`), where 5 and older used the URL as given, token and all (a SQLite
+file is then rebuilt, so that no copy of the old key is left in its free pages or the WAL; PostgreSQL's table
+is vacuumed); 7 added ``tag_owners`` (which job owns each tag: prune deletes only the running job's tags),
+``runs.job`` and ``deletions`` (what prune deleted: the next run checks that the indexes it keeps still have
+every child); 8 (the workers block) added ``work_runs``, ``work_units``, ``work_workers`` and ``pull_quota``
+(workers cooperating on one run, and their shared pull quota). `State.open` migrates older files in place,
+one transaction per step.
 
 Two backends, one `State`: SQLite (a path, or ``sqlite:///PATH``; the default) and PostgreSQL
 (``postgresql://USER@HOST:PORT/DB``, a libpq URL: the password comes from the URL, ``PGPASSWORD`` or
@@ -24,6 +29,11 @@ connection (`_PgConnection`, psycopg 3, imported only for such a state) takes SQ
 and the migrations are translated (`_pg_ddl`). The sync lock is an advisory lock there, but the sync does not
 take it: several syncs cooperate on one run instead (`join_run`, `claim_unit`, `take_pulls`;
 ``hubmirror.sync.worker``).
+
+**Jobs.** Several sync jobs may share one state (the default state is one file per user). Each recorded tag
+is owned by the jobs that select it (`tag_owners`, a relation tag ↔ job); a `State` opened with *job* claims
+every tag it records for that job in the same transaction. A tag recorded before schema 7 has no owner until
+a job that selects it claims it (`claim_tags`); prune never deletes a tag its job does not own.
 """
 
 from __future__ import annotations
@@ -49,6 +59,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, Protocol, Type
 
 from ._errors import StateError, StateLocked
 from ._fs import output_problem
+from .redact import redact_url
 
 if TYPE_CHECKING:
     import psycopg
@@ -56,7 +67,7 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 8
 
 #: Statuses a run can have. ``running`` rows left by a killed sync become ``interrupted`` at the next run.
 RUN_STATUSES: Final = frozenset({"running", "completed", "deferred", "failed", "interrupted"})
@@ -130,6 +141,33 @@ CREATE TABLE pending_changes (
 );
 """
 
+# Jobs: which job owns each tag (a tag selected by several jobs has several rows), the job of each run, and
+# a log of what prune deleted (a deletion makes the next run check the children of the indexes it keeps).
+# Tags recorded before have no owner: the first run of a job that selects one claims it.
+_V7 = """
+CREATE TABLE tag_owners (
+    dest_repo TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    job TEXT NOT NULL,
+    since TEXT NOT NULL,
+    PRIMARY KEY (dest_repo, tag, job)
+);
+CREATE INDEX tag_owners_job ON tag_owners (job);
+ALTER TABLE runs ADD COLUMN job TEXT;
+CREATE TABLE deletions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    dest_repo TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    how TEXT NOT NULL,
+    job TEXT,
+    run_id INTEGER,
+    at TEXT NOT NULL
+);
+CREATE INDEX deletions_repo ON deletions (dest_repo);
+"""
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Workers (issue 15 items 2-3): several syncs cooperating on one run of a PostgreSQL state, and the pull
 # quota they share. A block of its own (the lead renumbers it at merge): `work_runs` is the run the workers
@@ -176,9 +214,40 @@ CREATE TABLE pull_quota (
 """
 # ---------------------------------------------------------------------------------------------------------
 
-_MIGRATIONS: Final[dict[int, str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5, 6: _WORKERS}
 
 _LIBRARY_COMMIT_KEY = "library_commit:"
+_CHILDREN_CHECKED_KEY = "children_checked:"
+#: The deletions log keeps this many rows (the newest).
+DELETIONS_KEPT: Final = 10_000
+
+
+def _v6(conn: _Conn) -> bool:
+    """Library commits keyed by the library URL as given (``http://user:TOKEN@host/…``) are keyed by the URL
+    without its credentials, as `State.library_commit` now looks them up. True if a key changed."""
+    k = _LIBRARY_COMMIT_KEY
+    changed = False
+    for key, value in conn.execute("SELECT key, value FROM meta").fetchall():  # a handful of rows
+        key = str(key)
+        if not key.startswith(k) or (safe := k + redact_url(key[len(k) :])) == key:
+            continue
+        conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+        conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", (safe, value))
+        changed = True
+    return changed
+
+
+#: Each step: an SQL script, or a function of the connection (in the step's transaction) that returns True
+#: if the database must then be rebuilt (`State._purge`) because it removed something that must not linger.
+_MIGRATIONS: Final[dict[int, str | Callable[[_Conn], bool]]] = {
+    1: _V1,
+    2: _V2,
+    3: _V3,
+    4: _V4,
+    5: _V5,
+    6: _v6,
+    7: _V7,
+    8: _WORKERS,  # the workers block (issue 15 items 2-3)
+}
 
 #: The PostgreSQL advisory lock keys: the sync lock (one run at a time) and migrations.
 _PG_SYNC_LOCK: Final = 0x68756273  # "hubs"
@@ -370,6 +439,29 @@ class PendingChange:
 
 
 @dataclass(frozen=True)
+class Deletion:
+    """One thing prune deleted: *tag* of *dest_repo*, and *how* (``tag``: the tag alone; ``placeholder``: the
+    tag moved to a placeholder that was then deleted; ``digest``: the manifest *digest* with its tags)."""
+
+    dest_repo: str
+    tag: str
+    digest: str
+    how: str
+    job: str | None
+    run_id: int | None
+    at: datetime
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    """A job that ran on this state or owns tags in it: what it owns, and its latest run."""
+
+    name: str
+    tags: tuple[tuple[str, str], ...]  # (dest_repo, tag) it owns, sorted
+    last_run: RunRecord | None = None
+
+
+@dataclass(frozen=True)
 class RunRecord:
     """One sync run. *summary* is whatever the sync stored at the end (report totals)."""
 
@@ -379,6 +471,7 @@ class RunRecord:
     status: str
     commit: str | None
     summary: dict[str, Any] = field(default_factory=dict)
+    job: str | None = None
 
 
 class _FileLock:
@@ -421,11 +514,18 @@ def _read_pid(fd: int) -> int | None:
 
 
 class State:
-    """An open state database. Create with `State.open`; use as a context manager to close it."""
+    """An open state database. Create with `State.open`; use as a context manager to close it.
 
-    def __init__(self, location: StateLocation, conn: sqlite3.Connection | _PgConnection) -> None:
+    *job* is the sync job using it (None: no job, e.g. ``hubmirror status``): every tag recorded through this
+    `State` is claimed for that job (`tag_owners`), and runs begun are that job's.
+    """
+
+    def __init__(
+        self, location: StateLocation, conn: sqlite3.Connection | _PgConnection, *, job: str | None = None
+    ) -> None:
         self._conn: _Conn
         self.location = location
+        self.job = job
         #: The SQLite file (None for PostgreSQL).
         self.path = location.path
         #: How messages name this state: the file, or the PostgreSQL URL without its password.
@@ -441,16 +541,16 @@ class State:
     # ------------------------------------------------------------------ opening
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> State:
+    def open(cls, path: str | os.PathLike[str], *, job: str | None = None) -> State:
         """Open the state at *path* (a SQLite path or ``sqlite:///PATH``, or a ``postgresql://`` URL), creating
-        it (and a SQLite file's directory) or migrating an older schema.
+        it (and a SQLite file's directory) or migrating an older schema; *job*: see `State`.
 
         Raises `StateError` in one line naming the state (never a password) if it is not a usable state
         database or cannot be reached; a SQLite file is then left exactly as it was.
         """
         location = StateLocation.parse(path)
         if location.kind == "postgresql":
-            return cls._open_postgresql(location)
+            return cls._open_postgresql(location, job=job)
         assert location.path is not None
         p = location.path
         problem = output_problem(p)
@@ -466,7 +566,7 @@ class State:
             conn = sqlite3.connect(p, isolation_level=None, check_same_thread=False, timeout=10.0)
         except sqlite3.Error as e:
             raise StateError(f"{p}: cannot open state database: {e}") from None
-        state = cls(location, conn)
+        state = cls(location, conn, job=job)
         try:
             state._setup()
         except BaseException:
@@ -475,7 +575,7 @@ class State:
         return state
 
     @classmethod
-    def _open_postgresql(cls, location: StateLocation) -> State:
+    def _open_postgresql(cls, location: StateLocation, *, job: str | None = None) -> State:
         try:
             import psycopg
         except ImportError:  # pragma: no cover - a dependency of the package
@@ -490,7 +590,7 @@ class State:
             )
         except psycopg.Error as e:
             raise StateError(f"{location}: cannot connect to the state database: {_first_line(e)}") from None
-        state = cls(location, _PgConnection(raw))
+        state = cls(location, _PgConnection(raw), job=job)
         try:
             state._setup()
         except BaseException:
@@ -539,6 +639,7 @@ class State:
 
     def _migrate(self, version: int) -> None:
         """Apply the migrations after *version*, one transaction each (the caller holds ``_guard``)."""
+        purge = False
         while version < SCHEMA_VERSION:
             with self._write():
                 if self._pg:  # one process migrates at a time; the others wait, then see it done
@@ -548,15 +649,36 @@ class State:
                 if version >= SCHEMA_VERSION:
                     break
                 step = version + 1
-                script = _pg_ddl(_MIGRATIONS[step]) if self._pg else _MIGRATIONS[step]
-                for statement in _split_sql(script):
-                    self._conn.execute(statement)
+                migration = _MIGRATIONS[step]
+                if not isinstance(migration, str):
+                    purge = migration(self._conn) or purge
+                else:
+                    for statement in _split_sql(_pg_ddl(migration) if self._pg else migration):
+                        self._conn.execute(statement)
                 if step == 1:
                     self._conn.execute("CREATE TABLE schema_version (version INTEGER NOT NULL)")
                     self._conn.execute("INSERT INTO schema_version (version) VALUES (1)")
                 else:
                     self._conn.execute("UPDATE schema_version SET version = ?", (step,))
                 version = step
+        if purge:
+            self._purge()
+
+    def _purge(self) -> None:
+        """After a migration removed rows that held a secret: rebuild a SQLite file (VACUUM) and empty its WAL,
+        so that no byte of them stays in free pages; vacuum PostgreSQL's ``meta`` (dead row versions). Best
+        effort: another process reading the file may keep the WAL from being emptied."""
+        try:
+            if self._pg:
+                self._conn.execute("VACUUM meta")
+            else:
+                self._conn.execute("VACUUM")
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.OperationalError:
+            pass
+        except Exception as e:
+            if not (self._pg and _is_psycopg_error(e)):
+                raise
 
     def _version(self, tables: set[str]) -> int:
         if "schema_version" not in tables:
@@ -716,8 +838,11 @@ class State:
         self.record_tags([rec])
         return self.tag(dest_repo, tag) or rec
 
-    def record_tags(self, records: Iterable[TagRecord]) -> None:
-        """Record several tags in one transaction (e.g. marking a batch up to date)."""
+    def record_tags(self, records: Iterable[TagRecord], *, job: str | None = None) -> None:
+        """Record several tags in one transaction (e.g. marking a batch up to date), each claimed for *job*
+        (default: this state's `job`; none when both are None) in the same transaction."""
+        records = list(records)
+        owner = job if job is not None else self.job
         rows = [
             (
                 r.dest_repo,
@@ -750,6 +875,8 @@ class State:
                 """,
                 rows,
             )
+            if owner is not None:
+                self._claim(owner, [(r.dest_repo, r.tag) for r in records])
 
     def tag(self, dest_repo: str, tag: str) -> TagRecord | None:
         """The record of *dest_repo:tag*, or None if hubmirror never recorded it."""
@@ -789,10 +916,134 @@ class State:
             return [r[0] for r in self._conn.execute("SELECT DISTINCT dest_repo FROM tags ORDER BY dest_repo")]
 
     def forget_tag(self, dest_repo: str, tag: str) -> bool:
-        """Drop the record of *dest_repo:tag* (after pruning it); True if there was one."""
+        """Drop the record of *dest_repo:tag* and its owners (after pruning it); True if there was one."""
         with self._guard("forget tag"), self._write():
+            self._conn.execute("DELETE FROM tag_owners WHERE dest_repo = ? AND tag = ?", (dest_repo, tag))
             cur = self._conn.execute("DELETE FROM tags WHERE dest_repo = ? AND tag = ?", (dest_repo, tag))
             return cur.rowcount > 0
+
+    # ------------------------------------------------------------------ jobs: who owns each tag
+
+    def claim_tags(self, job: str, keys: Iterable[tuple[str, str]]) -> int:
+        """Make *job* an owner of each recorded (dest_repo, tag) of *keys* (a tag the state has no record of
+        is skipped); returns how many it did not own before."""
+        keys = list(keys)
+        if not keys:
+            return 0
+        with self._guard("claim tags"), self._write():
+            return self._claim(job, keys)
+
+    def _claim(self, job: str, keys: Sequence[tuple[str, str]]) -> int:
+        """`claim_tags` inside the caller's transaction."""
+        return self._changes(
+            "INSERT INTO tag_owners (dest_repo, tag, job, since) "
+            "SELECT dest_repo, tag, ?, ? FROM tags WHERE dest_repo = ? AND tag = ? "
+            "ON CONFLICT (dest_repo, tag, job) DO NOTHING",
+            [(job, _to_text(_now()), repo, tag) for repo, tag in keys],
+        )
+
+    def _changes(self, sql: str, rows: Sequence[Sequence[Any]]) -> int:
+        """Run *sql* for each of *rows* (in the caller's transaction); how many rows it changed in all."""
+        if isinstance(self._conn, sqlite3.Connection):
+            before = self._conn.total_changes
+            self._conn.executemany(sql, rows)
+            return self._conn.total_changes - before
+        return sum(max(0, self._conn.execute(sql, row).rowcount) for row in rows)
+
+    def release_tags(self, job: str, keys: Iterable[tuple[str, str]]) -> int:
+        """*job* no longer owns the (dest_repo, tag) of *keys* (they left its selection while other jobs
+        still own them); the tags and their records stay. Returns how many it owned."""
+        keys = list(keys)
+        if not keys:
+            return 0
+        with self._guard("release tags"), self._write():
+            return self._changes(
+                "DELETE FROM tag_owners WHERE dest_repo = ? AND tag = ? AND job = ?",
+                [(repo, tag, job) for repo, tag in keys],
+            )
+
+    def tag_owners(self, *, prefix: str | None = None) -> dict[tuple[str, str], frozenset[str]]:
+        """(dest_repo, tag) → the jobs owning it, for the recorded tags (of the repositories whose name starts
+        with *prefix*) that have an owner; a tag recorded before jobs were tracked and claimed by no job since
+        is absent."""
+        sql = "SELECT dest_repo, tag, job FROM tag_owners"
+        args: list[str | int] = []
+        if prefix is not None:
+            sql += " WHERE substr(dest_repo, 1, ?) = ?"
+            args += [len(prefix), prefix]
+        with self._guard("read tag owners"):
+            rows = self._conn.execute(sql, args).fetchall()
+        out: dict[tuple[str, str], set[str]] = {}
+        for repo, tag, job in rows:
+            out.setdefault((repo, tag), set()).add(job)
+        return {k: frozenset(v) for k, v in out.items()}
+
+    def jobs(self) -> list[JobInfo]:
+        """Every job that owns tags or ran on this state, by name, with the tags it owns and its latest run."""
+        with self._guard("read jobs"):
+            owned = self._conn.execute(
+                "SELECT job, dest_repo, tag FROM tag_owners ORDER BY job, dest_repo, tag"
+            ).fetchall()
+            latest = self._conn.execute(
+                f"SELECT {_RUN_COLUMNS} FROM runs WHERE id IN "
+                "(SELECT MAX(id) FROM runs WHERE job IS NOT NULL GROUP BY job)"
+            ).fetchall()
+        tags: dict[str, list[tuple[str, str]]] = {}
+        for job, repo, tag in owned:
+            tags.setdefault(job, []).append((repo, tag))
+        runs = {r.job: r for r in map(_run_record, latest) if r.job is not None}
+        return [JobInfo(name, tuple(tags.get(name, ())), runs.get(name)) for name in sorted({*tags, *runs})]
+
+    def unowned_tags(self) -> list[TagRecord]:
+        """Recorded tags no job owns (recorded before jobs were tracked, not claimed since): never pruned."""
+        with self._guard("read unowned tags"):
+            rows = self._conn.execute(
+                f"SELECT {_TAG_COLUMNS} FROM tags WHERE NOT EXISTS (SELECT 1 FROM tag_owners o "
+                "WHERE o.dest_repo = tags.dest_repo AND o.tag = tags.tag) ORDER BY dest_repo, tag"
+            ).fetchall()
+        return [_tag_record(r) for r in rows]
+
+    # ------------------------------------------------------------------ deletions
+
+    def record_deletion(self, dest_repo: str, tag: str, digest: str, how: str, *, run_id: int | None = None) -> None:
+        """Log that prune deleted *tag* of *dest_repo* (*how*: see `Deletion`), for this state's job; the
+        next run of any job on this destination then checks the children of the indexes it keeps."""
+        with self._guard("record deletion"), self._write():
+            self._conn.execute(
+                "INSERT INTO deletions (dest_repo, tag, digest, how, job, run_id, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (dest_repo, tag, digest, how, self.job, run_id, _to_text(_now())),
+            )
+            self._conn.execute(
+                "DELETE FROM deletions WHERE id <= (SELECT MAX(id) FROM deletions) - ?", (DELETIONS_KEPT,)
+            )
+
+    def deletions(self, *, prefix: str | None = None, since: datetime | None = None) -> list[Deletion]:
+        """What prune deleted (in the repositories whose name starts with *prefix*; after *since*), oldest
+        first."""
+        where: list[str] = []
+        args: list[str | int] = []
+        if prefix is not None:
+            where.append("substr(dest_repo, 1, ?) = ?")
+            args += [len(prefix), prefix]
+        if since is not None:
+            where.append("at > ?")
+            args.append(_to_text(since))
+        sql = "SELECT dest_repo, tag, digest, how, job, run_id, at FROM deletions"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        with self._guard("read deletions"):
+            rows = self._conn.execute(sql + " ORDER BY id", args).fetchall()
+        return [Deletion(r[0], r[1], r[2], r[3], r[4], r[5], _from_text(r[6])) for r in rows]
+
+    def children_checked(self, prefix: str) -> datetime | None:
+        """When a run last found every child of the indexes it believed up to date under *prefix* (a
+        destination namespace) at the destination; None if never."""
+        text = self.get_meta(_CHILDREN_CHECKED_KEY + prefix)
+        return _from_text(text) if text else None
+
+    def set_children_checked(self, prefix: str, when: datetime) -> None:
+        """Record that a check that began at *when* found every child of the indexes under *prefix*."""
+        self.set_meta(_CHILDREN_CHECKED_KEY + prefix, _to_text(when))
 
     # ------------------------------------------------------------------ deferred work
 
@@ -925,15 +1176,15 @@ class State:
     # ------------------------------------------------------------------ runs
 
     def begin_run(self, commit: str | None = None) -> int:
-        """Start a run and return its id. Runs still ``running`` (their sync was killed) become
-        ``interrupted``; call this while holding `lock`."""
+        """Start a run (of this state's job) and return its id. Runs still ``running`` (their sync was
+        killed) become ``interrupted``; call this while holding `lock`."""
         with self._guard("begin run"), self._write():
             self._conn.execute(
                 "UPDATE runs SET status = 'interrupted' WHERE status = 'running'",
             )
             row = self._conn.execute(
-                "INSERT INTO runs (started, status, \"commit\") VALUES (?, 'running', ?) RETURNING id",
-                (_to_text(_now()), commit),
+                "INSERT INTO runs (started, status, \"commit\", job) VALUES (?, 'running', ?, ?) RETURNING id",
+                (_to_text(_now()), commit, self.job),
             ).fetchone()
             return int(row[0])
 
@@ -961,20 +1212,10 @@ class State:
         """The latest *limit* runs, newest first."""
         with self._guard("read runs"):
             rows = self._conn.execute(
-                'SELECT id, started, finished, status, "commit", summary FROM runs ORDER BY id DESC LIMIT ?',
+                f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?",
                 (limit,),
             ).fetchall()
-        return [
-            RunRecord(
-                id=r[0],
-                started=_from_text(r[1]),
-                finished=_from_text(r[2]) if r[2] else None,
-                status=r[3],
-                commit=r[4],
-                summary=json.loads(r[5]) if r[5] else {},
-            )
-            for r in rows
-        ]
+        return [_run_record(r) for r in rows]
 
     # ------------------------------------------------------------------ workers (one run, several processes)
 
@@ -1025,8 +1266,8 @@ class State:
             if row is None:
                 run_id = int(
                     self._conn.execute(
-                        "INSERT INTO runs (started, status, \"commit\") VALUES (?, 'running', ?) RETURNING id",
-                        (_to_text(_now()), commit),
+                        "INSERT INTO runs (started, status, \"commit\", job) VALUES (?, 'running', ?, ?) RETURNING id",
+                        (_to_text(_now()), commit, self.job),
                     ).fetchone()[0]
                 )
                 self._conn.execute(
@@ -1312,12 +1553,13 @@ class State:
                 )
 
     def library_commit(self, library: str) -> str | None:
-        """The official-images commit last synced completely (no deferral) from *library* (its URL/path)."""
-        return self.get_meta(_LIBRARY_COMMIT_KEY + library)
+        """The official-images commit last synced completely (no deferral) from *library* (its URL/path;
+        recorded under the URL without credentials, `redact_url`)."""
+        return self.get_meta(_LIBRARY_COMMIT_KEY + redact_url(library))
 
     def set_library_commit(self, library: str, commit: str) -> None:
         """Record *commit* as synced; call only when the run did the library part without deferral."""
-        self.set_meta(_LIBRARY_COMMIT_KEY + library, commit)
+        self.set_meta(_LIBRARY_COMMIT_KEY + redact_url(library), commit)
 
     def library_commits(self) -> dict[str, str]:
         """Every library source → the commit last synced completely from it."""
@@ -1328,13 +1570,20 @@ class State:
         return {k[len(_LIBRARY_COMMIT_KEY) :]: v for k, v in rows if v is not None}
 
     def overview(self, runs: int = 5) -> dict[str, Any]:
-        """What ``hubmirror status`` shows: tags tracked, libraries synced, deferred work, latest runs."""
+        """What ``hubmirror status`` shows: tags tracked, the jobs and what each owns, libraries synced,
+        deferred work, latest runs."""
         tags = self.tags()
+        unowned = self.unowned_tags()
         return {
             "state": self.where,
             "tags": len(tags),
             "tags_created": sum(1 for t in tags if t.created_by_hubmirror),
             "repositories": len({t.dest_repo for t in tags}),
+            "jobs": [_job_overview(j) for j in self.jobs()],
+            "unowned": {
+                "tags": len(unowned),
+                "owned": _owned_by_repo((t.dest_repo, t.tag) for t in unowned),
+            },
             "libraries": self.library_commits(),
             "deferred": [
                 {
@@ -1354,11 +1603,37 @@ class State:
                     "finished": _to_text(r.finished) if r.finished else None,
                     "status": r.status,
                     "commit": r.commit,
+                    "job": r.job,
                     "summary": r.summary,
                 }
                 for r in self.runs(runs)
             ],
         }
+
+
+def _owned_by_repo(keys: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+    """(dest_repo, tag) pairs as repository → its tags."""
+    out: dict[str, list[str]] = {}
+    for repo, tag in keys:
+        out.setdefault(repo, []).append(tag)
+    return out
+
+
+def _job_overview(job: JobInfo) -> dict[str, Any]:
+    run = job.last_run
+    return {
+        "name": job.name,
+        "tags": len(job.tags),
+        "owned": _owned_by_repo(job.tags),
+        "last_run": None
+        if run is None
+        else {
+            "id": run.id,
+            "started": _to_text(run.started),
+            "finished": _to_text(run.finished) if run.finished else None,
+            "status": run.status,
+        },
+    }
 
 
 class AsyncState:
@@ -1389,11 +1664,34 @@ class AsyncState:
     ) -> list[TagRecord]:
         return await self._state.run(self._state.tags, dest_repo, source_ref=source_ref, prefix=prefix)
 
-    async def record_tags(self, records: Iterable[TagRecord]) -> None:
-        await self._state.run(self._state.record_tags, list(records))
+    async def record_tags(self, records: Iterable[TagRecord], *, job: str | None = None) -> None:
+        await self._state.run(self._state.record_tags, list(records), job=job)
 
     async def forget_tag(self, dest_repo: str, tag: str) -> bool:
         return await self._state.run(self._state.forget_tag, dest_repo, tag)
+
+    async def claim_tags(self, job: str, keys: Iterable[tuple[str, str]]) -> int:
+        return await self._state.run(self._state.claim_tags, job, list(keys))
+
+    async def release_tags(self, job: str, keys: Iterable[tuple[str, str]]) -> int:
+        return await self._state.run(self._state.release_tags, job, list(keys))
+
+    async def tag_owners(self, *, prefix: str | None = None) -> dict[tuple[str, str], frozenset[str]]:
+        return await self._state.run(self._state.tag_owners, prefix=prefix)
+
+    async def record_deletion(
+        self, dest_repo: str, tag: str, digest: str, how: str, *, run_id: int | None = None
+    ) -> None:
+        await self._state.run(self._state.record_deletion, dest_repo, tag, digest, how, run_id=run_id)
+
+    async def deletions(self, *, prefix: str | None = None, since: datetime | None = None) -> list[Deletion]:
+        return await self._state.run(self._state.deletions, prefix=prefix, since=since)
+
+    async def children_checked(self, prefix: str) -> datetime | None:
+        return await self._state.run(self._state.children_checked, prefix)
+
+    async def set_children_checked(self, prefix: str, when: datetime) -> None:
+        await self._state.run(self._state.set_children_checked, prefix, when)
 
     async def defer(self, source_ref: str, dest_repo: str, tags: Sequence[str], reason: str) -> DeferredItem:
         return await self._state.run(self._state.defer, source_ref, dest_repo, list(tags), reason)
@@ -1451,6 +1749,9 @@ def _change(row: Sequence[Any]) -> PendingChange:
     return PendingChange(row[0], row[1], row[2], _from_text(row[3]), _from_text(row[4]), row[5])
 
 
+_RUN_COLUMNS = 'id, started, finished, status, "commit", summary, job'
+
+
 def _tag_record(row: Sequence[Any]) -> TagRecord:
     return TagRecord(
         dest_repo=row[0],
@@ -1462,6 +1763,18 @@ def _tag_record(row: Sequence[Any]) -> TagRecord:
         run_id=row[6],
         created_by_hubmirror=bool(row[7]),
         platforms=row[8],
+    )
+
+
+def _run_record(row: Sequence[Any]) -> RunRecord:
+    return RunRecord(
+        id=row[0],
+        started=_from_text(row[1]),
+        finished=_from_text(row[2]) if row[2] else None,
+        status=row[3],
+        commit=row[4],
+        summary=json.loads(row[5]) if row[5] else {},
+        job=row[6],
     )
 
 
@@ -1497,6 +1810,8 @@ __all__ = [
     "SCHEMA_VERSION",
     "AsyncState",
     "DeferredItem",
+    "Deletion",
+    "JobInfo",
     "PendingChange",
     "RunRecord",
     "State",

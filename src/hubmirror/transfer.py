@@ -33,7 +33,8 @@ class PullGate(Protocol):
     """Permission to send a manifest GET (a Docker Hub "pull"), asked right before the request goes out.
 
     A `RegistryStore` given a gate asks it before every manifest GET it sends (a HEAD that falls back
-    to GET included); `hubmirror.budget.PullBudget` is the one the sync gives to the Docker Hub source.
+    to GET included, and each retry of one: every GET on the wire may be a pull);
+    `hubmirror.budget.PullBudget` is the one the sync gives to the Docker Hub source.
     """
 
     async def acquire(self, n: int = 1) -> None:

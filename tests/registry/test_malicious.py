@@ -21,10 +21,11 @@ import aiohttp
 import pytest
 
 from _auth import PASSWORD, USER
+from hubmirror._errors import RegistryError
 from hubmirror.digest import verified
 from hubmirror.registry.client import RegistryClient
 from hubmirror.registry.credentials import Credentials
-from hubmirror.testing.images import OCI_MANIFEST, Image, image, push_sync
+from hubmirror.testing.images import OCI_MANIFEST, Image, image, push, push_sync
 from hubmirror.testing.malicious import ENDLESS_LIMIT, STALL_LIMIT, MaliciousRegistry
 from hubmirror.testing.registry import Registry
 
@@ -134,6 +135,78 @@ async def test_a_stalled_source_blob_is_resumed_after_the_read_timeout(mal: Mali
     assert hashlib.sha256(data).hexdigest() == layer.digest.split(":", 1)[1]
     resumes = [r for r in mal.records if (r.method, r.kind, r.ref, r.status) == ("GET", "blob", layer.digest, 206)]
     assert len(resumes) == 1  # the rest came with Range (the stalled GET is recorded when its handler ends)
+
+
+async def test_a_stalled_blob_not_to_be_resumed_there_is_read_on_elsewhere_from_the_byte_reached(
+    mal: MaliciousRegistry,
+) -> None:
+    """What a content mirror's download does (`open_blob(resumes=0, stall=…)`): the stall is raised naming the
+    byte reached, and `open_blob(offset=…)` reads the rest with Range; the whole verifies."""
+    img = seed(mal)
+    layer = img.layers[0]
+    mal.blob_fault(layer.digest, "stall")
+    got = bytearray()
+    async with RegistryClient(mal.host, credentials=Credentials(USER, PASSWORD)) as c:
+        started = time.monotonic()
+        with pytest.raises(RegistryError, match=r"interrupted at byte \d+ \(0 resumes\)"):
+            async with c.open_blob("library/app", layer.digest, resumes=0, stall=0.5) as chunks:
+                async for chunk in chunks:
+                    got += chunk
+        assert time.monotonic() - started < STALL_LIMIT / 4
+        assert 0 < len(got) < layer.size
+        async with c.open_blob("library/app", layer.digest, offset=len(got)) as chunks:
+            data = b"".join([chunk async for chunk in chunks])
+    assert hashlib.sha256(bytes(got) + data).hexdigest() == layer.digest.split(":", 1)[1]
+    ranged = [r for r in mal.records if (r.method, r.kind, r.ref, r.status) == ("GET", "blob", layer.digest, 206)]
+    assert len(ranged) == 1
+
+
+async def test_a_crawling_blob_is_sent_at_its_speed_from_any_byte(mal: MaliciousRegistry) -> None:
+    img = seed(mal)
+    layer = img.layers[1]  # 4 KiB
+    mal.blob_fault(layer.digest, "crawl")
+    mal.set_crawl_speed(8 * 1024)
+    async with RegistryClient(mal.host, credentials=Credentials(USER, PASSWORD)) as c:
+        started = time.monotonic()
+        async with c.open_blob("library/app", layer.digest, offset=1024) as chunks:
+            data = b"".join([chunk async for chunk in chunks])
+        took = time.monotonic() - started
+    assert len(data) == layer.size - 1024
+    assert 0.25 <= took < 5  # 3 KiB at 8 KiB/s, in quarter-second pieces
+
+
+async def test_a_mirror_far_slower_than_the_source_is_handed_over_though_above_its_own_floor(
+    mal: MaliciousRegistry, registry: Registry, repo_name: str
+) -> None:
+    """ "A rate far below the other sources" (issue 14 item 10): a mirror at 16 KiB/s is above its own
+    ``min_speed`` (1 KiB/s here) but far (`SLOWER_THAN_OTHERS` times) below the source seen so far: given up."""
+    from hubmirror.media import Descriptor
+    from hubmirror.registry.options import ClientOptions
+    from hubmirror.store.mirrored import ContentMirror, MirroredStore, mirror_options
+    from hubmirror.store.registry import RegistryStore
+
+    app = seed(mal, repo_name)  # the mirror holds it (1 MiB and 4 KiB layers) and crawls on every blob
+    mal.all_blobs_fault("crawl")
+    mal.set_crawl_speed(16 * 1024)
+    big = image("big", layers=[2 * LAYER])  # only the source has it: its download teaches the source's speed
+    await push(registry, repo_name, app, ["1"])
+    await push(registry, repo_name, big, ["big"])
+    mirror = ContentMirror(
+        RegistryStore(mal.host, mirror_options(ClientOptions(anonymous=True))), stall_timeout=1.0, min_speed=1024
+    )
+    store = MirroredStore(RegistryStore(registry.host), [mirror])
+    try:
+        for blob in (big.layers[0], app.layers[0]):
+            started = time.monotonic()
+            desc = Descriptor(blob.media_type, blob.digest, blob.size)
+            async with store.open_blob(repo_name, desc) as chunks:
+                data = b"".join([c async for c in verified(chunks, blob.digest, blob.size)])
+            assert len(data) == blob.size
+            assert time.monotonic() - started < 10  # not a minute at 16 KiB/s
+    finally:
+        await store.close()
+    assert (mirror.stats.interrupted, mirror.stats.errors, mirror.stats.dropped) == (1, 1, None)
+    assert 0 < mirror.stats.bytes < LAYER  # what it sent before it was given up stayed in the blob
 
 
 def test_blob_redirect_to_another_host_carries_no_authorization(

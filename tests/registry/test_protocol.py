@@ -15,8 +15,10 @@ from hubmirror.registry.retry import (
     error_for,
     is_quota_429,
     is_retryable,
+    parse_duration,
     parse_errors,
     parse_retry_after,
+    retry_after_hint,
 )
 
 HUB_QUOTA_BODY = json.dumps(
@@ -118,6 +120,68 @@ def test_bare_429_and_5xx_are_retried() -> None:
         assert not is_retryable(status)
     bare = error_for(429, b"Too Many Requests", {}, what="x", registry="hub")
     assert type(bare) is RegistryError and bare.status == 429
+
+
+def hub_error(code: str, message: str) -> bytes:
+    return json.dumps({"errors": [{"code": code, "message": message}]}).encode()
+
+
+#: Docker Hub's abuse limit since 2026 (terraform-provider-terrifi #50, hub-feedback #2511).
+ABUSE_BODY = hub_error("TOOMANYREQUESTS", "retry-after: 985.86µs, allowed: 44000/minute")
+
+
+def test_toomanyrequests_alone_is_the_abuse_limit_not_the_quota() -> None:
+    # A paid account: no ratelimit-* headers, the abuse limit's message. Back off and retry.
+    assert not is_quota_429(429, ABUSE_BODY, {})
+    assert is_retryable(429, ABUSE_BODY, {})
+    assert type(error_for(429, ABUSE_BODY, {}, what="GET manifest library/a:1", registry="hub")) is RegistryError
+    # The quota: the headers say nothing is left, or the message speaks of the pull rate limit.
+    spent = {"ratelimit-limit": "100;w=21600", "ratelimit-remaining": "0;w=21600"}
+    assert is_quota_429(429, ABUSE_BODY, spent)
+    assert is_quota_429(429, hub_error("TOOMANYREQUESTS", "You have reached your pull rate limit."), {})
+    assert is_quota_429(429, b"toomanyrequests: You have reached your unauthenticated pull rate limit", {})
+    left = {"ratelimit-limit": "100;w=21600", "ratelimit-remaining": "42;w=21600"}
+    assert not is_quota_429(429, hub_error("TOOMANYREQUESTS", "Too Many Requests"), left)
+    assert not is_quota_429(429, HUB_QUOTA_BODY, {}, pull=False)  # a HEAD or a blob is never a pull
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [
+        ("985.86µs", 985.86e-6),
+        ("985.86μs", 985.86e-6),  # Greek mu, as Go also accepts
+        ("250us", 250e-6),
+        ("12ms", 0.012),
+        ("1.5s", 1.5),
+        ("1m30s", 90.0),
+        ("2h0m1s", 7201.0),
+        ("7", 7.0),
+        ("0s", 0.0),
+    ],
+)
+def test_go_durations(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", "soon", "1x", "5 s", "ms", "1s2"])
+def test_not_go_durations(text: str) -> None:
+    assert parse_duration(text) is None
+
+
+def test_retry_after_hint_reads_the_header_and_hubs_message() -> None:
+    assert retry_after_hint({}, ABUSE_BODY) == pytest.approx(985.86e-6)
+    assert retry_after_hint({"Retry-After": "2"}, b"") == 2.0
+    assert (
+        retry_after_hint({"retry-after": "2"}, hub_error("TOOMANYREQUESTS", "retry-after: 3s, allowed: 1/minute"))
+        == 3.0
+    )
+    assert retry_after_hint({}, b"Too Many Requests\n") is None
+    assert retry_after_hint(None, b"retry-after: 1m, allowed: 60/minute") == 60.0
+    body = hub_error("TOOMANYREQUESTS", "retry-after: 1.5s, allowed: 44000/minute")
+    err = error_for(
+        429, body, {"ratelimit-remaining": "0", "ratelimit-limit": "1"}, what="GET manifest a:1", registry="h"
+    )
+    assert isinstance(err, QuotaExceeded) and err.retry_after == 1.5
 
 
 def test_error_classes_and_codes() -> None:

@@ -75,3 +75,37 @@ def test_needed_failures_say_what_to_do_and_exit_1(env: Env) -> None:
     where = f"fail destination {locked.host}/mirror"
     assert any(x.startswith(where) and "hubmirror login" in x for x in _lines(denied)), denied.stderr
     assert PASSWORD not in denied.stderr
+
+
+def test_check_against_the_emulators_real_hub_modes(env: Env) -> None:
+    """A paid account answered with Hub's 2026 abuse 429s and a token server that throttles: every needed check
+    still passes (backed off, retried); an unknown repository is 'not found, or not accessible'."""
+    env.seed(repos=["tiny"])
+    env.hub.disable_ratelimit()
+    env.hub.abuse(3, hub_message=True)
+    env.hub.throttle_tokens(2, retry_after=0.2)
+    ok = _check(env, "--images", "tiny", "--no-content-mirrors")
+    assert ok.returncode == 0, ok.stderr
+    assert "no ratelimit headers: not limited" in ok.stderr
+
+    env.hub.hide_unknown_repositories()
+    missing = _check(env, "--images", "nosuch", "--no-content-mirrors")
+    assert missing.returncode == 1
+    [line] = [x for x in _lines(missing) if x.startswith("fail source")]
+    assert "not found, or not accessible with these credentials" in line
+    assert "refused anonymous access" not in missing.stderr
+
+
+def test_the_tags_api_answering_429_is_a_warning_with_when_to_retry(env: Env) -> None:
+    from hubmirror.testing.tags_api import tags_api_modes
+
+    env.seed(repos=["tiny"])
+    api = ("--images", "tiny", "--no-content-mirrors", "--hub-api", env.hub.url)
+    fine = _check(env, *api)
+    assert fine.returncode == 0, fine.stderr
+    assert any(x.startswith("ok   Docker Hub tags API: library/tiny") for x in _lines(fine)), fine.stderr
+    tags_api_modes(env.hub).throttle(None, retry_in=30)
+    busy = _check(env, *api)
+    assert busy.returncode == 0, busy.stderr  # not needed: tag sources fall back
+    [line] = [x for x in _lines(busy) if "Docker Hub tags API" in x]
+    assert line.startswith("warn") and "HTTP 429 (retry after" in line

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -108,8 +109,16 @@ PUSH = {
 
 
 @contextmanager
-def serving(env: Env, *, extra_env: dict[str, str] | None = None, **cfg: Any) -> Iterator[Serve]:
-    """``hubmirror serve --config FILE --listen 127.0.0.1:PORT`` for *env* (config keys override)."""
+def serving(
+    env: Env,
+    *,
+    extra_env: dict[str, str] | None = None,
+    flags: tuple[str, ...] = (),
+    args: tuple[str, ...] = (),
+    preexec_fn: Callable[[], None] | None = None,
+    **cfg: Any,
+) -> Iterator[Serve]:
+    """``hubmirror serve --config FILE --listen 127.0.0.1:PORT [FLAGS] [ARGS]`` for *env* (config keys override)."""
     config: dict[str, Any] = {
         "library": str(env.library_repo),
         "source": env.hub.host,
@@ -126,11 +135,12 @@ def serving(env: Env, *, extra_env: dict[str, str] | None = None, **cfg: Any) ->
     environ = env.cli_env({"XDG_CACHE_HOME": str(env.cache), **(extra_env or {})})
     with log.open("w") as out:
         proc = subprocess.Popen(
-            [HUBMIRROR, "serve", "--config", str(path), "--listen", f"127.0.0.1:{port}"],
+            [HUBMIRROR, "serve", "--config", str(path), "--listen", f"127.0.0.1:{port}", *flags, *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             env=environ,
             text=True,
+            preexec_fn=preexec_fn,
         )
     srv = Serve(proc, f"http://127.0.0.1:{port}", log)
     try:
@@ -221,9 +231,16 @@ def test_status_page_in_chromium_and_metrics_during_and_after_a_sync(env: Env) -
             assert st["runs"][0]["status"] == "running" and st["runs"][0]["exit_code"] is None
             during = srv.metrics()
             assert during["hubmirror_run_in_progress"] == 1
+            # The blobs held at the CDN have sizes known from their manifests: bytes of the images begun.
+            st = srv.wait("byte totals", lambda s: _copying(s) and s["current"]["bytes_total"] > 0)
+            assert 0 <= st["current"]["bytes_done"] < st["current"]["bytes_total"]
             browser.get(srv.url + "/")
             current = browser.find_element(By.ID, "current")
             assert "copying" in current.text
+            assert re.fullmatch(
+                r"[\d.]+ (B|KiB|MiB) of [\d.]+ (KiB|MiB)", browser.find_element(By.ID, "current-bytes").text
+            )
+            assert re.search(r"\(\S+ (B|KiB) of \S+ (KiB|MiB)\)", browser.find_element(By.ID, "current-inflight").text)
             assert browser.find_element(By.CSS_SELECTOR, "#runs .badge.running")
             _shot(browser, "status-during-sync.png")
             # The page updates the run in progress in place (no reload) as items finish.
@@ -309,7 +326,7 @@ def test_webhooks_start_one_run_merge_into_one_follow_up_and_bad_signatures_star
         # Three pushes during a run: exactly one follow-up run.
         env.seed(repos=["tiny"], generation={"tiny": {"1.0": 1}})  # rebuilt upstream: the run copies it
         env.hub.set_delay(3600)  # held until the three pushes are in
-        assert json.loads(srv.webhook(PUSH)[1])["run"] == "started"
+        assert json.loads(srv.webhook({**PUSH, "after": "b" * 40})[1])["run"] == "started"  # another push
         srv.wait("run 3 copying", _copying)
         answers = [json.loads(srv.webhook({**PUSH, "after": f"{i}" * 40})[1])["run"] for i in range(1, 4)]
         assert answers == ["queued", "queued", "queued"]

@@ -32,6 +32,15 @@ def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return server.new_database()
 
 
+#: Undo what the migrations after 5 add, to make a state of schema 5 (the library key migration's input).
+_AFTER_V5 = (
+    "DROP TABLE tag_owners",
+    "DROP TABLE deletions",
+    "ALTER TABLE runs DROP COLUMN job",
+    *(f"DROP TABLE {t}" for t in ("work_runs", "work_units", "work_workers", "pull_quota")),  # the workers block
+)
+
+
 def _password(where: str) -> str | None:
     """The password inside a ``postgresql://user:password@host`` URL."""
     if "://" not in where or "@" not in where:
@@ -163,6 +172,29 @@ def test_migrates_from_v1(tmp_path: Path) -> None:
     with State.open(path) as st:  # reopening a migrated file is a no-op
         assert st.schema_version == SCHEMA_VERSION
         assert len(st.deferred()) == 1
+
+
+def test_v6_keys_library_commits_by_the_url_without_its_credentials(where: str) -> None:
+    """A state of schema 5 kept the library commit under the URL as given, token and all: the migration keys
+    it by the URL without credentials (the same library for the next run), on both backends."""
+    url = "https://x-access-token:tok3n-0123456789@git.example.com/official-images.git"
+    plain = "https://github.com/docker-library/official-images.git"
+    with State.open(where) as st:
+        st.set_meta("library_commit:" + url, "c0ffee")  # as schema 5 wrote it
+        st.set_meta("library_commit:" + plain, "beef")
+        for undo in _AFTER_V5:  # back to what schema 5 had
+            st._conn.execute(undo)
+        st._conn.execute("UPDATE schema_version SET version = 5")
+    with State.open(where) as st:
+        assert st.schema_version == SCHEMA_VERSION
+        assert st.library_commits() == {"https://***@git.example.com/official-images.git": "c0ffee", plain: "beef"}
+        assert st.library_commit(url) == "c0ffee"  # looked up without the token, whichever token
+        assert st.library_commit(url.replace("tok3n", "other")) == "c0ffee"
+        st.set_library_commit(url, "d00d")
+        assert st.library_commits()["https://***@git.example.com/official-images.git"] == "d00d"
+    if "://" not in where:  # SQLite: the file was rebuilt, no copy of the token is left
+        files = [Path(where), Path(where + "-wal")]
+        assert not [f for f in files if f.exists() and b"tok3n-0123456789" in f.read_bytes()]
 
 
 def test_newer_schema_is_refused(tmp_path: Path) -> None:

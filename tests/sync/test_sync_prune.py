@@ -1,12 +1,13 @@
 """A new library commit that adds and removes tags: only what changed is fetched; ``--prune`` deletes the
 tags hubmirror created that left (Distribution 2.8 deletes by digest only: a tag sharing its digest with
-a tag that stays is kept, with the reason), and tags hubmirror did not create are never touched."""
+a tag that stays is moved onto a placeholder that is deleted, so the content stays), and tags hubmirror did
+not create are never touched."""
 
 from __future__ import annotations
 
 import json
 
-from test_sync_support import LIB_V2, NAMESPACE, Env, list_tags, manifests_of
+from test_sync_support import LIB_V2, NAMESPACE, Env, assert_complete, list_tags, manifests_of
 
 from hubmirror.report import Outcome
 from hubmirror.state import State
@@ -47,29 +48,33 @@ async def test_new_commit_fetches_only_added_groups_and_keeps_removed_tags_witho
     assert report.by_outcome(Outcome.PRUNED) == []
 
 
-def test_prune_deletes_removed_tags_and_keeps_a_tag_sharing_a_digest_with_a_kept_tag(env: Env) -> None:
+def test_prune_deletes_removed_tags_and_only_the_tag_when_a_kept_tag_shares_its_digest(env: Env) -> None:
     env.seed()
     assert env.cli().returncode == 0
     env.commit(LIB_V2)
-    env.seed(repos=["tiny"])
+    seeded = env.seed(repos=["tiny"])
 
     p = env.cli("--prune", "--max-delete", "4", "--json")  # 4 of 12 tags: more than the default 10 %
 
     assert p.returncode == 0, p.stderr
-    # The slim group left entirely: deleted (by digest on Distribution 2.8).
+    # The slim group left entirely: deleted (by digest on Distribution 2.8: nothing that stays reaches it).
     assert set(env.dest_tags("pyish")) & set(SLIM) == set()
     assert env.dest_digest("pyish", "3.14-trixie") is not None
-    # `old` left, but 1.0/1/latest stay on the same digest: deleting the digest would take them too.
-    assert "old" in env.dest_tags("tiny")
-    assert {"1.0", "1", "latest", "2.0", "2"} <= set(env.dest_tags("tiny"))
+    # `old` left while 1.0/1/latest stay on the same digest: Distribution 2.8 cannot delete a tag alone, so
+    # `old` was moved onto a placeholder that was deleted; the digest and the tags on it stay.
+    assert "old" not in env.dest_tags("tiny")
+    assert {"1.0", "1", "latest", "2.0", "2"} == set(env.dest_tags("tiny"))
+    assert env.dest_digest("tiny", "1.0") == seeded["tiny:1.0"]
+    assert_complete(env.dest, f"{NAMESPACE}/tiny", "1.0")
     rep = json.loads(p.stdout)
-    kept = [i for i in rep["items"] if i["outcome"] == "kept"]
-    assert [i["tags"] for i in kept] == [["old"]]
-    assert "digest" in kept[0]["reason"] and "1.0" in kept[0]["reason"]
-    pruned = sorted(t for i in rep["items"] if i["outcome"] == "pruned" for t in i["tags"])
-    assert pruned == sorted(SLIM)
+    assert [i for i in rep["items"] if i["outcome"] == "kept"] == []
+    pruned = {t: i["reason"] for i in rep["items"] if i["outcome"] == "pruned" for t in i["tags"]}
+    assert sorted(pruned) == sorted([*SLIM, "old"])
+    assert "placeholder" in pruned["old"] and "1.0" in pruned["old"]
     with State.open(env.state_path) as state:
         assert all(state.tag(env.key("pyish"), t) is None for t in SLIM)
+        assert state.tag(env.key("tiny"), "old") is None
+        assert {d.how for d in state.deletions()} == {"digest", "placeholder"}
 
 
 async def test_prune_never_deletes_tags_hubmirror_did_not_create(env: Env) -> None:
@@ -91,13 +96,15 @@ async def test_prune_never_deletes_tags_hubmirror_did_not_create(env: Env) -> No
     _, report = await env.sync(prune=True, max_delete=3)
 
     assert report.exit_code == 0, report.to_json()
-    # 3-slim was not created by hubmirror: it stays, and so do 3.14-slim and slim (same digest, which a
-    # delete-by-digest registry cannot remove without removing 3-slim too).
+    # 3-slim was not created by hubmirror: it stays. 3.14-slim and slim (same digest) go, but not the digest:
+    # a delete by digest would remove 3-slim too, so each is moved onto a placeholder, which is deleted.
     assert env.dest_digest("pyish", "3-slim") == seeded["pyish:3-slim"]
+    assert_complete(env.dest, f"{NAMESPACE}/pyish", "3-slim")
     assert env.dest_digest("pyish", "custom") == own.digest
-    kept = {t: i.reason for i in report.by_outcome(Outcome.KEPT) for t in i.tags}
-    assert set(kept) >= {"3.14-slim", "slim"}
-    assert all("3-slim" in (kept[t] or "") for t in ("3.14-slim", "slim"))
+    pruned = {t: i.reason for i in report.by_outcome(Outcome.PRUNED) for t in i.tags}
+    assert {"3.14-slim", "slim"} <= set(pruned)
+    assert all("3-slim" in (pruned[t] or "") for t in ("3.14-slim", "slim"))
+    assert env.dest_digest("pyish", "3.14-slim") is None and env.dest_digest("pyish", "slim") is None
     assert "3-slim" not in {t for i in report.by_outcome(Outcome.PRUNED) for t in i.tags}
 
 

@@ -44,10 +44,11 @@ BROKEN_ALPHA = ALPHA.replace("Architectures: amd64, arm64v8", "Architectures amd
 
 
 def alpha_and_beta(env: Env) -> tuple[str, dict[str, str]]:
-    """Replace the fixture's library by alpha and beta, seed the Hub, sync both: (commit, seeded digests)."""
+    """Replace the fixture's library by alpha and beta, seed the Hub, sync both as the job `mirror` (whose
+    --images then change): (commit, seeded digests)."""
     commit = env.commit({"alpha": ALPHA, "beta": BETA, "pyish": None, "tiny": None})  # type: ignore[dict-item]
     seeded = env.seed()
-    p = env.cli("--images", "alpha,beta")
+    p = env.cli("--job", "mirror", "--images", "alpha,beta")
     assert p.returncode == 0, p.stderr
     assert env.dest_tags("alpha") == env.dest_tags("beta") == ALPHA_TAGS
     return commit, seeded
@@ -128,20 +129,20 @@ def test_prune_refuses_to_delete_more_than_max_delete(env: Env) -> None:
     alpha_and_beta(env)
 
     # alpha leaves the selection: 5 of the 10 tags hubmirror manages would go; the default allows 1.
-    p = env.cli("--images", "beta", "--prune")
+    p = env.cli("--job", "mirror", "--images", "beta", "--prune")
 
     assert p.returncode == 1, p.stderr
     out = one_line(p.stderr)
     assert "it would delete 5 tags, more than 1 (the default --max-delete: 10 % of the 10 tags" in out
     assert "give --max-delete 5" in out
     assert env.dest_tags("alpha") == ALPHA_TAGS
-    p = env.cli("--images", "beta", "--prune", "--max-delete", "4")
+    p = env.cli("--job", "mirror", "--images", "beta", "--prune", "--max-delete", "4")
     assert p.returncode == 1 and "more than 4 (--max-delete" in one_line(p.stderr)
     assert env.dest_tags("alpha") == ALPHA_TAGS
 
     config = env.root / "hubmirror.yaml"
     config.write_text("prune: true\nmax_delete: 5\n")
-    p = env.cli("--images", "beta", "--config", str(config))
+    p = env.cli("--job", "mirror", "--images", "beta", "--config", str(config))
     assert p.returncode == 0, p.stderr
     assert env.dest_tags("alpha") == [] and env.dest_tags("beta") == ALPHA_TAGS
 
@@ -156,7 +157,7 @@ def test_a_dry_run_with_prune_predicts_the_max_delete_refusal(env: Env) -> None:
     alpha_and_beta(env)
 
     # alpha leaves: 5 tags would go, the default --max-delete allows 1. The dry run says a real run refuses.
-    dry = env.cli("--images", "beta", "--prune", "--dry-run", "--json")
+    dry = env.cli("--job", "mirror", "--images", "beta", "--prune", "--dry-run", "--json")
     assert dry.returncode == 1, dry.stderr
     refusal = [line for line in dry.stderr.splitlines() if "--prune:" in line]
     assert len(refusal) == 1, dry.stderr
@@ -164,7 +165,7 @@ def test_a_dry_run_with_prune_predicts_the_max_delete_refusal(env: Env) -> None:
         "error: --prune: a real run would refuse, nothing would be deleted: it would delete 5 tags, more than 1 "
         "(the default --max-delete: 10 % of the 10 tags" in refusal[0]
     )
-    real = env.cli("--images", "beta", "--prune", "--json")
+    real = env.cli("--job", "mirror", "--images", "beta", "--prune", "--json")
     assert real.returncode == dry.returncode
     dry_rep, real_rep = json.loads(dry.stdout), json.loads(real.stdout)
     assert dry_rep["dry_run"] and not real_rep["dry_run"]
@@ -173,19 +174,19 @@ def test_a_dry_run_with_prune_predicts_the_max_delete_refusal(env: Env) -> None:
     assert env.dest_tags("alpha") == ALPHA_TAGS
 
     # An explicit --max-delete too low: the same agreement, naming the flag.
-    dry = env.cli("--images", "beta", "--prune", "--max-delete", "4", "--dry-run", "--json")
-    real = env.cli("--images", "beta", "--prune", "--max-delete", "4", "--json")
-    assert "more than 4 (--max-delete hubmirror manages there); give --max-delete 5" in one_line(dry.stderr)
+    dry = env.cli("--job", "mirror", "--images", "beta", "--prune", "--max-delete", "4", "--dry-run", "--json")
+    real = env.cli("--job", "mirror", "--images", "beta", "--prune", "--max-delete", "4", "--json")
+    assert "more than 4 (--max-delete); give --max-delete 5" in one_line(dry.stderr)
     assert _prune_outcome(json.loads(dry.stdout)) == _prune_outcome(json.loads(real.stdout))
     assert real.returncode == dry.returncode == 1
     assert env.dest_tags("alpha") == ALPHA_TAGS
 
     # Allowed: the dry run lists the 5 deletions (exit 0) and deletes nothing; the real run deletes them.
-    dry = env.cli("--images", "beta", "--prune", "--max-delete", "5", "--dry-run", "--json")
+    dry = env.cli("--job", "mirror", "--images", "beta", "--prune", "--max-delete", "5", "--dry-run", "--json")
     assert dry.returncode == 0, dry.stderr
     assert "--prune would delete 5 tags" in one_line(dry.stderr) and "refuse" not in dry.stderr
     assert env.dest_tags("alpha") == ALPHA_TAGS
-    real = env.cli("--images", "beta", "--prune", "--max-delete", "5", "--json")
+    real = env.cli("--job", "mirror", "--images", "beta", "--prune", "--max-delete", "5", "--json")
     assert real.returncode == 0, real.stderr
     assert _prune_outcome(json.loads(dry.stdout)) == _prune_outcome(json.loads(real.stdout))
     assert json.loads(real.stdout)["counts"]["pruned"] == 5
@@ -199,7 +200,7 @@ def test_a_dry_run_counts_the_tags_its_copies_add_as_managed_as_the_real_run_doe
     env.seed(repos=["gamma"])
 
     # alpha's 0.9 and 0 leave while gamma's 5 tags arrive: 15 managed when prune runs, so 2 may go.
-    args = ("--images", "alpha,beta,gamma", "--prune", "--json")
+    args = ("--job", "mirror", "--images", "alpha,beta,gamma", "--prune", "--json")
     dry = env.cli(*args, "--dry-run")
     real = env.cli(*args)
 
@@ -220,7 +221,7 @@ def test_a_foreign_tag_with_other_content_is_a_conflict_never_pruned_and_replace
     seeded = env.seed()
     theirs = img.push_sync(env.dest, f"{NAMESPACE}/alpha", img.index("someone-else", ["linux/amd64"]), ["1"])
 
-    p = env.cli("--images", "alpha,beta", "--json")
+    p = env.cli("--job", "mirror", "--images", "alpha,beta", "--json")
 
     assert p.returncode == 1, p.stderr
     assert env.dest_digest("alpha", "1") == theirs.digest  # left as it was
@@ -235,12 +236,12 @@ def test_a_foreign_tag_with_other_content_is_a_conflict_never_pruned_and_replace
         assert state.tag(env.key("alpha"), "1") is None
 
     # alpha leaves the selection: the tags hubmirror created go, the foreign one stays.
-    p = env.cli("--images", "beta", "--prune", "--max-delete", "100")
+    p = env.cli("--job", "mirror", "--images", "beta", "--prune", "--max-delete", "100")
     assert p.returncode == 0, p.stderr
     assert env.dest_tags("alpha") == ["1"] and env.dest_digest("alpha", "1") == theirs.digest
 
     # --overwrite replaces it; it stays "not created by hubmirror", so prune never deletes it.
-    p = env.cli("--images", "alpha", "--overwrite")
+    p = env.cli("--job", "mirror", "--images", "alpha", "--overwrite")
     assert p.returncode == 0, p.stderr
     assert env.dest_digest("alpha", "1") == seeded["alpha:1"]
     with State.open(env.state_path) as state:
@@ -311,8 +312,8 @@ async def test_state_calls_run_off_the_event_loop(env: Env, monkeypatch: pytest.
     threads: set[int] = set()
     real_open = State.open.__func__  # type: ignore[attr-defined]
 
-    def traced_open(cls: type[State], path: Any) -> State:
-        state: State = real_open(cls, path)
+    def traced_open(cls: type[State], path: Any, **kwargs: Any) -> State:
+        state: State = real_open(cls, path, **kwargs)
         state._conn.set_trace_callback(lambda _sql: threads.add(threading.get_ident()))
         return state
 

@@ -25,7 +25,7 @@ def test_signatures_follow_library_and_list_images_and_are_pruned_with_them(env:
     images.write_text("docker.io/team/app:1.0\n")
     sig_tag, att_tag = img.cosign_tag(tiny), img.cosign_tag(app.digest, "att")
 
-    p = env.cli("--images", "tiny", "--list", str(images), "--json")
+    p = env.cli("--job", "sigs", "--images", "tiny", "--list", str(images), "--json")
 
     assert p.returncode == 0, p.stderr
     assert sig_tag in env.dest_tags("tiny") and env.dest_tags("team/app") == sorted(["1.0", att_tag])
@@ -39,7 +39,7 @@ def test_signatures_follow_library_and_list_images_and_are_pruned_with_them(env:
             assert rec is not None and rec.created_by_hubmirror, (repo, tag)
 
     # While their images stay selected, prune keeps them; nothing is fetched again.
-    again = env.cli("--images", "tiny", "--list", str(images), "--prune", "--json")
+    again = env.cli("--job", "sigs", "--images", "tiny", "--list", str(images), "--prune", "--json")
 
     assert again.returncode == 0, again.stderr
     rep = json.loads(again.stdout)
@@ -47,7 +47,7 @@ def test_signatures_follow_library_and_list_images_and_are_pruned_with_them(env:
     assert sig_tag in env.dest_tags("tiny") and att_tag in env.dest_tags("team/app")
 
     # team/app leaves the selection: its tag and its signature go together; tiny's signature stays.
-    gone = env.cli("--images", "tiny", "--prune", "--max-delete", "2", "--json")
+    gone = env.cli("--job", "sigs", "--images", "tiny", "--prune", "--max-delete", "2", "--json")
 
     assert gone.returncode == 0, gone.stderr
     pruned = {t for i in json.loads(gone.stdout)["items"] if i["outcome"] == "pruned" for t in i["tags"]}

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import subprocess
 from collections import Counter
 from collections.abc import Callable
@@ -16,7 +17,7 @@ import pytest
 
 from _auth import PASSWORD, USER
 from hubmirror.media import ACCEPT
-from hubmirror.testing.hub import HubEmulator
+from hubmirror.testing.hub import HubEmulator, go_duration
 from hubmirror.testing.images import Index, image, index, push_sync
 from hubmirror.testing.registry import Registry
 
@@ -258,6 +259,127 @@ async def test_abuse_limit_is_a_bare_429_with_retry_after(hub: HubEmulator, seed
     assert hub.counts[("HEAD", "manifest", REPO, 429)] == 2
     assert hub.counts[("GET", "manifest", REPO, 200)] == 1  # only K=2 requests were refused
     assert hub.remaining == 99
+
+
+async def test_hubs_2026_abuse_429_to_a_paid_account(hub: HubEmulator, seeded: Index) -> None:
+    hub.disable_ratelimit()
+    async with aiohttp.ClientSession() as s:
+        h = bearer(await token(s, hub))
+        hub.abuse(1, retry_after=985.86e-6, hub_message=True)
+        async with s.get(f"{hub.url}/v2/{REPO}/manifests/1.0", headers=h) as r:
+            assert r.status == 429
+            assert (await r.json())["errors"] == [
+                {"code": "TOOMANYREQUESTS", "message": "retry-after: 985.86µs, allowed: 44000/minute"}
+            ]
+            assert "Retry-After" not in r.headers and "ratelimit-remaining" not in r.headers
+        hub.set_abuse_limit(2, hub_message=True)
+        statuses, messages = [], []
+        for _ in range(4):
+            async with s.head(f"{hub.url}/v2/{REPO}/manifests/1.0", headers=h) as r:
+                statuses.append(r.status)
+            async with s.get(f"{hub.url}/v2/{REPO}/manifests/1.0", headers=h) as r:
+                statuses.append(r.status)
+                if r.status == 429:
+                    messages.append((await r.json())["errors"][0]["message"])
+        assert statuses[:2] == [200, 200] and 429 in statuses[2:]
+        assert messages and all(
+            re.fullmatch(r"retry-after: [0-9.]+(µs|ms|s), allowed: 120/minute", m) for m in messages
+        )
+    # A free account's abuse 429 carries its quota headers, with pulls left.
+    hub.set_limit(100)
+    hub.set_abuse_limit(None)
+    hub.abuse(1, hub_message=True, match=lambda method, path: method == "GET" and "/manifests/" in path)
+    async with aiohttp.ClientSession() as s:
+        h = bearer(await token(s, hub))
+        async with s.head(f"{hub.url}/v2/{REPO}/manifests/1.0", headers=h) as r:
+            assert r.status == 200  # not matched: answered
+        async with s.get(f"{hub.url}/v2/{REPO}/manifests/1.0", headers=h) as r:
+            assert r.status == 429 and r.headers["ratelimit-remaining"] == "100;w=21600"
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(985.86e-6, "985.86µs"), (0.25, "250ms"), (1.5, "1.5s"), (90, "1m30s")])
+def test_go_duration(seconds: float, text: str) -> None:
+    assert go_duration(seconds) == text
+
+
+async def test_unknown_repositories_get_a_token_without_access_then_401_insufficient_scope(
+    hub: HubEmulator, seeded: Index
+) -> None:
+    hub.hide_unknown_repositories()
+    async with aiohttp.ClientSession() as s:
+        for auth in (None, BASIC):
+            tok = await token(s, hub, "repository:library/nosuch:pull", auth=auth)  # granted, no error
+            async with s.head(f"{hub.url}/v2/library/nosuch/manifests/1", headers=bearer(tok)) as r:
+                assert r.status == 401
+                challenge = r.headers["WWW-Authenticate"]
+                assert 'scope="repository:library/nosuch:pull"' in challenge
+                assert 'error="insufficient_scope"' in challenge
+        tok = await token(s, hub)  # a repository the upstream has: as before
+        async with s.head(f"{hub.url}/v2/{REPO}/manifests/1.0", headers=bearer(tok)) as r:
+            assert r.status == 200
+    hub.hide_unknown_repositories(False)
+    async with aiohttp.ClientSession() as s:
+        tok = await token(s, hub, "repository:library/nosuch:pull")
+        async with s.head(f"{hub.url}/v2/library/nosuch/manifests/1", headers=bearer(tok)) as r:
+            assert r.status == 404  # the default: what Distribution answers
+
+
+async def test_the_token_server_throttles_by_count_and_by_rate(hub: HubEmulator) -> None:
+    params = {"service": "registry.docker.io", "scope": f"repository:{REPO}:pull"}
+    async with aiohttp.ClientSession() as s:
+        hub.throttle_tokens(2, retry_after=0.5)
+        got = []
+        for _ in range(3):
+            async with s.get(hub.token_url, params=params) as r:
+                got.append((r.status, r.headers.get("Retry-After")))
+        assert got == [(429, "0.5"), (429, "0.5"), (200, None)]
+        hub.throttle_tokens(1, status=503, retry_after=None)
+        async with s.get(hub.token_url, params=params) as r:
+            assert r.status == 503 and "Retry-After" not in r.headers
+        hub.throttle_tokens(per_second=2, retry_after=1)
+        statuses = []
+        for _ in range(4):
+            async with s.get(hub.token_url, params=params) as r:
+                statuses.append(r.status)
+        assert statuses[:2] == [200, 200] and 429 in statuses[2:]
+        hub.throttle_tokens()
+        async with s.get(hub.token_url, params=params) as r:
+            assert r.status == 200
+
+
+# -- blobs and the CDN ----------------------------------------------------------------------------
+
+
+async def test_cdn_urls_that_expire_and_cdn_5xx(hub: HubEmulator, seeded: Index) -> None:
+    blob = seeded.images[0].layers[0]
+    url = f"{hub.url}/v2/{REPO}/blobs/{blob.digest}"
+    async with aiohttp.ClientSession() as s:
+        h = bearer(await token(s, hub))
+        hub.expire_cdn_urls(1)
+        async with s.get(url, headers=h, allow_redirects=False) as r:
+            expired = r.headers["Location"]
+        async with s.get(url, headers=h, allow_redirects=False) as r:
+            fresh = r.headers["Location"]
+        async with s.get(expired) as r:
+            assert r.status == 403 and "expired" in await r.text()
+        async with s.get(fresh) as r:
+            assert r.status == 200 and await r.read() == blob.data
+        hub.expire_cdn_urls(1, status=401)
+        async with s.get(url, headers=h) as r:
+            assert r.status == 401
+        hub.cdn_fail(1, 502)
+        async with s.get(url, headers=h) as r:
+            assert r.status == 502
+        hub.expire_cdn_urls(0, status=403)  # expired URLs are answered 403 again
+        hub.set_cdn_lifetime(1)
+        async with s.get(url, headers=h, allow_redirects=False) as r:
+            short = r.headers["Location"]
+        async with s.get(short) as r:
+            assert r.status == 200
+        await asyncio.sleep(2.1)
+        async with s.get(short) as r:
+            assert r.status == 403  # used after its lifetime
+    assert [r.status for r in hub.cdn_records] == [403, 200, 401, 502, 200, 403]
 
 
 # -- blobs and the CDN ----------------------------------------------------------------------------

@@ -7,6 +7,7 @@ and import what a command does at the start of its body. ``tests/test_cli_help.p
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 import typer
@@ -58,12 +59,31 @@ ContentMirrorOption = Annotated[
     list[str] | None,
     typer.Option(
         "--content-mirror",
-        metavar="REGISTRY[/PREFIX]",
-        help="Read content by digest from this mirror first (repeatable; replaces the defaults).",
+        metavar="REGISTRY[/PREFIX][,rate=N][,stall_timeout=S][,min_speed=B]",
+        help="Read content by digest from this mirror first (repeatable; replaces the defaults). Options: rate="
+        "requests/s (public.ecr.aws: 1), stall_timeout=seconds without a byte (20s), min_speed=bytes/s (32k).",
     ),
 ]
 NoContentMirrorsOption = Annotated[
     bool, typer.Option("--no-content-mirrors", help="Use no content mirrors (not even the defaults).")
+]
+
+
+class LogFormat(StrEnum):
+    """``--log-format``: log lines as text, or one JSON object per line."""
+
+    text = "text"
+    json = "json"
+
+
+#: ``--log-format``, shared by ``serve`` and ``sync`` (and ``sync --daemon``).
+LogFormatOption = Annotated[
+    LogFormat,
+    typer.Option(
+        "--log-format",
+        help="Log lines as text, or as one JSON object per line on stderr (json: run start and end with outcome"
+        " and exit_code, failed items, deferrals, quota waits; no progress bars or table).",
+    ),
 ]
 
 
@@ -73,10 +93,17 @@ def say(text: str) -> None:
 
 
 def fail(message: object, prefix: str = "error:") -> None:
-    """Print an error to stderr; *message* is shown as it is (brackets in it are not rich markup)."""
-    console.print(Text.assemble((prefix, "red"), " ", str(message)), highlight=False, soft_wrap=True)
+    """Print an error to stderr; *message* is shown as it is (brackets in it are not rich markup), except
+    that URLs in it lose their credentials (`hubmirror.redact`)."""
+    from ..redact import redact_text
+
+    text = redact_text(str(message))
+    console.print(Text.assemble((prefix, "red"), " ", text), highlight=False, soft_wrap=True)
 
 
 def warn(message: object) -> None:
-    """Print a warning to stderr; *message* is shown as it is."""
-    console.print(Text.assemble(("warning:", "yellow"), " ", str(message)), highlight=False, soft_wrap=True)
+    """Print a warning to stderr; *message* is shown as it is (URLs without credentials)."""
+    from ..redact import redact_text
+
+    text = redact_text(str(message))
+    console.print(Text.assemble(("warning:", "yellow"), " ", text), highlight=False, soft_wrap=True)

@@ -20,6 +20,7 @@ def check(
         Path | None, typer.Option("--list", help="File of image references (the first is used).")
     ] = None,
     prune: Annotated[bool | None, typer.Option("--prune", help="Also check that deletes are allowed.")] = None,
+    hub_api: Annotated[str | None, typer.Option(help="Docker Hub's tags API (default https://hub.docker.com).")] = None,
     insecure: Annotated[list[str] | None, typer.Option(help="Registry to reach over plain HTTP.")] = None,
     content_mirror: ContentMirrorOption = None,
     no_content_mirrors: NoContentMirrorsOption = False,
@@ -47,6 +48,7 @@ def check(
         "images": [v.strip() for i in images or [] for v in i.split(",") if v.strip()] or None,
         "list": list_file,
         "prune": prune,
+        "hub_api": hub_api,
         "insecure": insecure,
         "content_mirrors": content_mirror,
     }

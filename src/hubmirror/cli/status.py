@@ -1,4 +1,5 @@
-"""``hubmirror status``: what the sync state knows: tags tracked, library commits, deferred work, runs."""
+"""``hubmirror status``: what the sync state knows: tags tracked, the jobs and what each owns, library commits,
+deferred work, runs."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ def status(
     runs: Annotated[int, typer.Option(help="How many recent runs to show.")] = 5,
     json_out: Annotated[bool, typer.Option("--json", help="Print as JSON on stdout.")] = False,
 ) -> None:
-    """Show what the sync state knows: tags tracked, synced library commits, deferred work, recent runs."""
+    """Show what the sync state knows: tags tracked, jobs and the tags each owns, synced library commits,
+    deferred work, recent runs."""
     import json
 
     from rich.table import Table
@@ -46,6 +48,23 @@ def status(
         f"state {info['state']}: {info['tags']} tags in {info['repositories']} repositories "
         f"({info['tags_created']} created by hubmirror)"
     )
+    if info["jobs"]:
+        # One line a job (not a table: a job named by a file's path is long, and must stay whole to be found).
+        console.print(f"{len(info['jobs'])} jobs (prune deletes only the tags of the job that runs):")
+        for j in info["jobs"]:
+            run = j["last_run"]
+            last = f"; last run {run['id']} {run['status']} at {run['started'][:19]}" if run else ""
+            console.print(
+                f"  {j['name']}: {j['tags']} tags: {_owned_text(j['owned'])}{last}", markup=False, soft_wrap=True
+            )
+    unowned = info["unowned"]
+    if unowned["tags"]:
+        console.print(
+            f"{unowned['tags']} tags no job owns (recorded before jobs were tracked; a job that selects one "
+            f"claims it; prune never deletes the others): {_owned_text(unowned['owned'])}",
+            markup=False,
+            soft_wrap=True,
+        )
     for library, commit in info["libraries"].items():
         console.print(f"library {library}: last synced at {commit[:12]}", markup=False)
     if info["deferred"]:
@@ -72,3 +91,10 @@ def status(
             str(summary.get("bytes", "")),
         )
     console.print(table)
+
+
+def _owned_text(owned: dict[str, list[str]], limit: int = 4) -> str:
+    """``repo (N tags), …`` for the first *limit* repositories, then how many more."""
+    parts = [f"{repo} ({len(tags)})" if len(tags) > 1 else f"{repo}:{tags[0]}" for repo, tags in owned.items()]
+    more = f", … {len(parts) - limit} more" if len(parts) > limit else ""
+    return ", ".join(parts[:limit]) + more

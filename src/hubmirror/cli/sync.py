@@ -7,7 +7,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ._app import ContentMirrorOption, NoContentMirrorsOption, app, console, fail, out, say
+from ._app import (
+    ContentMirrorOption,
+    LogFormat,
+    LogFormatOption,
+    NoContentMirrorsOption,
+    app,
+    console,
+    fail,
+    out,
+    say,
+)
 
 if TYPE_CHECKING:
     from ..config import SyncConfig
@@ -27,7 +37,9 @@ def render_plan(plan: Plan, report: SyncReport, cfg: SyncConfig | None = None) -
     for col in ("action", "source", "tags", "pulls", "why"):
         table.add_column(col)
     for item in plan.items:
-        pulls = str(item.estimated_pulls) + (f" ({item.mirror_manifests} from {item.mirror})" if item.mirror else "")
+        pulls = str(item.estimated_pulls) + (
+            f" (up to {item.mirror_manifests} from {item.mirror})" if item.mirror else ""
+        )
         table.add_row(item.kind, item.canonical, ", ".join(item.tags), pulls, item.reason)
     console.print(table)
     if plan.diff is not None:
@@ -69,10 +81,16 @@ def render_sources(plan: Plan) -> None:
 
 
 def pulls_text(plan: Plan, report: SyncReport) -> str:
-    """What the copies cost: "N manifests from mirrors, M pulls from Hub" when content mirrors are used."""
+    """What the copies cost: "up to N manifests from mirrors …, M pulls from Hub" when content mirrors are used.
+
+    N is an upper bound: a mirror found holding an item's index may still lack some of its children (mirror.gcr.io
+    caches only what is pulled often), and what a mirror lacks is pulled from the source instead."""
     if not report.mirrors:
         return f"pulls needed ≈ {plan.pulls_needed}"
-    return f"≈ {plan.mirror_manifests} manifests from mirrors, {plan.pulls_needed} pulls from Hub"
+    return (
+        f"up to {plan.mirror_manifests} manifests from mirrors (an upper bound: what a mirror lacks is pulled "
+        f"instead), ≈ {plan.pulls_needed} pulls from Hub"
+    )
 
 
 def budget_text(report: SyncReport) -> str:
@@ -196,6 +214,13 @@ def sync(
         bool | None,
         typer.Option("--signatures/--no-signatures", help="Copy signatures, attestations and referrers (default on)."),
     ] = None,
+    job: Annotated[
+        str | None,
+        typer.Option(
+            help="This job's name: prune deletes only the tags of the running job (default: named by where its"
+            " selection is defined: config file, list file, library and --images, --repo)."
+        ),
+    ] = None,
     state: Annotated[
         str | None,
         typer.Option(help="State: a SQLite file (PATH or sqlite:///PATH) or postgresql://USER@HOST:PORT/DB."),
@@ -224,6 +249,7 @@ def sync(
     json_out: Annotated[bool, typer.Option("--json", help="Print the report as JSON on stdout.")] = False,
     daemon: Annotated[bool, typer.Option("--daemon", help="Run on the config's schedule, forever.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every item in the table.")] = False,
+    log_format: LogFormatOption = LogFormat.text,
 ) -> None:
     """Mirror the selected official images (or an image list) into DEST, spending pulls only on changes.
 
@@ -234,8 +260,15 @@ def sync(
 
     from .._errors import ConfigError, HubmirrorError
     from ..config import SyncConfig, load_config
+    from ..redact import install_log_filter
+    from ..runlog import setup_logging
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    json_log = log_format is LogFormat.json
+    if json_log:
+        setup_logging("json", level=logging.INFO)
+    else:
+        setup_logging("text", level=logging.WARNING, text_format="%(levelname)s %(name)s: %(message)s")
+    install_log_filter()  # no credential in a URL reaches the log (defence in depth: messages omit them)
     cli: dict[str, Any] = {
         "library": library,
         "commit": commit,
@@ -256,6 +289,7 @@ def sync(
         "immutable": immutable,
         "hub_api": hub_api,
         "signatures": signatures,
+        "job": job,
         "state": state,
         "report": report,
         "dry_run": dry_run,
@@ -279,30 +313,57 @@ def sync(
         if no_content_mirrors:
             cfg = cfg.without_content_mirrors()
     except HubmirrorError as e:
-        fail(e)
+        if json_log:
+            logging.getLogger("hubmirror.run").error("%s", e, extra={"fields": {"event": "error"}})
+        else:
+            fail(e)
         raise typer.Exit(1) from None
     if daemon:
-        raise typer.Exit(run_daemon(cfg, cache_dir=cache_dir, json_out=json_out, verbose=verbose))
-    raise typer.Exit(run_once(cfg, cache_dir=cache_dir, json_out=json_out, verbose=verbose))
+        raise typer.Exit(run_daemon(cfg, cache_dir=cache_dir, json_out=json_out, verbose=verbose, json_log=json_log))
+    raise typer.Exit(run_once(cfg, cache_dir=cache_dir, json_out=json_out, verbose=verbose, json_log=json_log))
 
 
-def run_once(cfg: SyncConfig, *, cache_dir: Path | None, json_out: bool, verbose: bool) -> int:
-    """One sync with progress and a summary; returns the exit code."""
+def run_once(cfg: SyncConfig, *, cache_dir: Path | None, json_out: bool, verbose: bool, json_log: bool = False) -> int:
+    """One sync with progress and a summary (or, with *json_log*, JSON log lines); returns the exit code."""
     from ..service import SyncService
 
-    return _run_rendered(SyncService(cache_dir=cache_dir), cfg, json_out=json_out, verbose=verbose)
+    service = SyncService(cache_dir=cache_dir)
+    if json_log:
+        return _run_logged(service, cfg, json_out=json_out, trigger="sync")
+    return _run_rendered(service, cfg, json_out=json_out, verbose=verbose)
+
+
+def _run_logged(service: SyncService, cfg: SyncConfig, *, json_out: bool, trigger: str) -> int:
+    """One sync told by log lines only (``--log-format json``): no progress bars, no table."""
+    from datetime import UTC, datetime
+
+    from .. import runlog
+    from ..budget import QuotaWait
+    from ..sync import SyncEvents
+
+    class Logged(SyncEvents):
+        def quota_wait(self, wait: QuotaWait) -> None:
+            (runlog.quota_wait if wait.state != "resumed" else runlog.quota_resumed)(wait)
+
+    began = datetime.now(UTC)
+    runlog.run_started(None, [trigger], library=cfg.library if cfg.reads_library else None, dest=cfg.dest)
+    result = service.run_once(cfg, events=Logged())
+    runlog.run_finished(result, None, [trigger], began=began)
+    if json_out and result.report is not None:
+        out.print(result.report.to_json(), markup=False)
+    return result.exit_code
 
 
 def _run_rendered(service: SyncService, cfg: SyncConfig, *, json_out: bool, verbose: bool) -> int:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..report import Outcome
-    from ._progress import RichEvents
+    from ._progress import AmountColumn, RichEvents
 
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
-        MofNCompleteColumn(),
+        AmountColumn(),
         TimeElapsedColumn(),
         console=console,
         transient=True,
@@ -329,24 +390,42 @@ def _run_rendered(service: SyncService, cfg: SyncConfig, *, json_out: bool, verb
     return result.exit_code
 
 
-def run_daemon(cfg: SyncConfig, *, cache_dir: Path | None, json_out: bool, verbose: bool) -> int:
+def run_daemon(
+    cfg: SyncConfig, *, cache_dir: Path | None, json_out: bool, verbose: bool, json_log: bool = False
+) -> int:
     """`run_once` at every time of the config's ``schedule``, until interrupted."""
+    import logging
     from datetime import datetime
 
+    from .. import runlog
     from .._errors import HubmirrorError
     from ..service import SyncService
 
     service = SyncService(cache_dir=cache_dir)
+    log = logging.getLogger("hubmirror.run")
 
     def told(code: int, nxt: datetime) -> None:
-        console.print(f"exit code {code}; next run at {nxt:%Y-%m-%d %H:%M}")
+        if json_log:
+            runlog.next_run(code, nxt)
+        else:
+            console.print(f"exit code {code}; next run at {nxt:%Y-%m-%d %H:%M}")
+
+    def job() -> int:
+        if json_log:
+            return _run_logged(service, cfg, json_out=json_out, trigger="schedule")
+        return _run_rendered(service, cfg, json_out=json_out, verbose=verbose)
 
     try:
         if cfg.metrics_port is not None and cfg.schedule:
-            console.print(f"metrics at http://{cfg.metrics_addr}:{cfg.metrics_port}/metrics")
-        return service.run_scheduled(
-            cfg, lambda: _run_rendered(service, cfg, json_out=json_out, verbose=verbose), on_wait=told
-        )
+            url = f"http://{cfg.metrics_addr}:{cfg.metrics_port}/metrics"
+            if json_log:
+                log.info("metrics at %s", url, extra={"fields": {"event": "metrics", "url": url}})
+            else:
+                console.print(f"metrics at {url}")
+        return service.run_scheduled(cfg, job, on_wait=told)
     except HubmirrorError as e:
-        fail(e)
+        if json_log:
+            log.error("%s", e, extra={"fields": {"event": "error"}})
+        else:
+            fail(e)
         return 1

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .._defaults import DEFAULT_LIBRARY
 from .._errors import LibraryError
+from ..redact import redact_text, redact_url
 
 DEFAULT_SOURCE = DEFAULT_LIBRARY
 _SCP_LIKE = re.compile(r"^[\w.-]+@[\w.-]+:")
@@ -77,12 +78,13 @@ async def _git(git_dir: Path | None, *args: str, stdin: bytes | None = None) -> 
 
 
 async def run_git(git_dir: Path | None, *args: str, stdin: bytes | None = None, what: str = "") -> bytes:
-    """Run ``git [--git-dir DIR] ARGS…`` and return stdout; raise `LibraryError` with git's message."""
+    """Run ``git [--git-dir DIR] ARGS…`` and return stdout; raise `LibraryError` with git's message (any URL
+    in it without credentials: git quotes the URL it was given, token and all)."""
     code, out, err = await _git(git_dir, *args, stdin=stdin)
     if code != 0:
         message = err.decode("utf-8", "replace").strip().splitlines()
         detail = message[-1] if message else f"exit status {code}"
-        raise LibraryError(f"{what or 'git ' + args[0]} failed: {detail}")
+        raise LibraryError(redact_text(f"{what or 'git ' + args[0]} failed: {detail}"))
     return out
 
 
@@ -126,6 +128,12 @@ def _cache_name(key: str) -> str:
     return f"{tail}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.git"
 
 
+async def _forget_url(git_dir: Path, shown: str) -> None:
+    """``git clone`` wrote the URL it was given (credentials and all) into the clone's config as
+    ``remote.origin.url``; keep only *shown* (the URL without them) there. Fetches name the URL themselves."""
+    await run_git(git_dir, "config", "remote.origin.url", shown, what="writing the cache's config")
+
+
 class LibrarySource:
     """A git repository holding official-images history, read without any checkout.
 
@@ -135,7 +143,7 @@ class LibrarySource:
     def __init__(self, git_dir: Path, *, default_rev: str = "HEAD", spec: str = "") -> None:
         self.git_dir = git_dir
         self.default_rev = default_rev
-        self.spec = spec or str(git_dir)
+        self.spec = redact_url(spec or str(git_dir))  # what messages show (never the URL's credentials)
 
     def __repr__(self) -> str:
         return f"LibrarySource({self.spec!r})"
@@ -153,18 +161,29 @@ class LibrarySource:
                 None, "-C", str(path), "rev-parse", "--absolute-git-dir", what=f"opening {spec} as a git repository"
             )
             return cls(Path(out.decode().strip()), spec=spec)
-        target = cache / "sources" / _cache_name(spec)
+        # git is given the URL as it is; everything else (messages, the cache's name and config) sees it
+        # without credentials. A token that changes keeps the cache.
+        shown = redact_url(spec)
+        target = cache / "sources" / _cache_name(shown)
+        legacy = cache / "sources" / _cache_name(spec)  # named by the URL with its credentials, as it was
+        if shown != spec and not (target / "HEAD").exists() and (legacy / "HEAD").exists():
+            with contextlib.suppress(OSError):  # else a fresh clone
+                legacy.rename(target)
         if not _prepare(target):
             tmp = target.with_name(target.name + f".tmp{os.getpid()}")
             try:
-                await run_git(None, "clone", "--bare", "--quiet", spec, str(tmp), what=f"cloning {spec}")
+                await run_git(None, "clone", "--bare", "--quiet", spec, str(tmp), what=f"cloning {shown}")
+                if shown != spec:
+                    await _forget_url(tmp, shown)
             except BaseException:
                 shutil.rmtree(tmp, ignore_errors=True)  # our own half-made clone, never the cache
                 raise
             tmp.rename(target)
         elif update:
-            await run_git(target, "fetch", "--quiet", "--prune", spec, _BRANCHES, what=f"fetching {spec}")
-        return cls(target, spec=spec)
+            await run_git(target, "fetch", "--quiet", "--prune", spec, _BRANCHES, what=f"fetching {shown}")
+            if shown != spec:
+                await _forget_url(target, shown)
+        return cls(target, spec=shown)
 
     @classmethod
     async def _from_bundle(cls, bundle: Path, sources: Path, *, update: bool) -> LibrarySource:

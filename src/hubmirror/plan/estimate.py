@@ -36,6 +36,10 @@ async def classify(
         by_repo.setdefault(rec.dest_repo, []).append(rec)
 
     async def one(item: WorkItem) -> None:
+        if item.missing_children:
+            # A repair: the index is there, only its missing children are fetched (a pull each).
+            await estimated(item, item.missing_children)
+            return
         have: str | None = None
         if item.platforms is None:
             have = item.upstream_digest
@@ -70,6 +74,10 @@ async def classify(
                 n = min(h for h in hints if h is not None)
             # an index: itself, plus each platform's image and (usually) its attestation manifest
             estimate = 1 + 2 * n if item.media_type in INDEX_TYPES else 1
+        await estimated(item, estimate)
+
+    async def estimated(item: WorkItem, estimate: int) -> None:
+        """Set *item*'s pulls to *estimate*, or to none when a content mirror holds its top manifest."""
         store = sources(item.source_registry) if sources is not None else None
         if isinstance(store, MirroredStore):
             item.mirror = await store.mirror_with(item.source_repo, item.upstream_digest)

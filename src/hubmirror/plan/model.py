@@ -60,7 +60,7 @@ class WorkItem:
     targets: list[Target]
     platforms: tuple[Platform, ...] | None
     kind: Literal["copy", "retag"] = "copy"
-    reason: str = "new"  # new | changed | rebuilt | deferred | missing | platforms changed
+    reason: str = "new"  # new | changed | rebuilt | deferred | missing | platforms changed | children missing
     previous_digest: str | None = None
     estimated_pulls: int = 1
     #: The content mirror found holding the item's top manifest (a free HEAD), whose manifests then cost
@@ -73,6 +73,9 @@ class WorkItem:
     #: What each destination tag pointed at when the plan HEADed it (absent tags left out); the copier
     #: uses it instead of HEADing the tags again while it is fresh (`Plan.checked_at`).
     dest_tags: dict[str, str] = field(default_factory=dict)
+    #: Child manifests the destination index of these tags lacks (a repair: the index is there, its
+    #: children were deleted): the copy fetches only those.
+    missing_children: int = 0
 
     @property
     def tags(self) -> list[str]:
@@ -136,7 +139,15 @@ class Plan:
     items: list[WorkItem] = field(default_factory=list)
     failed: list[tuple[Target, str]] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)  # foreign tags with other content (not --overwrite)
-    leaving: list[TagRecord] = field(default_factory=list)  # recorded tags that left the selection
+    #: The job running the plan (`SyncConfig.job_id`): prune considers only the tags it owns.
+    job: str | None = None
+    #: Tags this job alone owns and hubmirror created that left its selection: what prune deletes.
+    leaving: list[TagRecord] = field(default_factory=list)
+    #: Tags this job owns that left its selection but prune does not delete: another job owns them too (it
+    #: still selects them), or hubmirror did not create them. Prune lets go of them (the job no longer owns them).
+    released: list[TagRecord] = field(default_factory=list)
+    #: The other jobs owning each released tag, for the report.
+    co_owners: dict[tuple[str, str], tuple[str, ...]] = field(default_factory=dict)
     sources: list[SourceListing] = field(default_factory=list)  # tag sources: listings and policy decisions
     #: Problems with the selection itself, reported as failures: (what, reason), e.g. ("--images alpah",
     #: "matches no repository …"). Each also blocks prune.
@@ -147,6 +158,9 @@ class Plan:
     prune_blockers: list[str] = field(default_factory=list)
     #: When `check` HEADed the destination tags (``time.monotonic()``); None before.
     checked_at: float | None = None
+    #: The check looked at every child of the indexes it found up to date (``verify_children``) and found
+    #: them all at the destination.
+    children_checked: bool = False
 
     def block_prune(self, reason: str) -> None:
         """Make prune refuse this run, with *reason* (a tag source whose listing failed calls this)."""

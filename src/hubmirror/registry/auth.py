@@ -12,7 +12,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import aiohttp
@@ -21,6 +21,7 @@ from .._errors import AuthError, RegistryError
 from ._http import MAX_TOKEN_BODY, read_capped, read_some
 from ._proxy import proxy_for
 from .credentials import Credentials, env_prefix
+from .retry import RETRYABLE_STATUSES, RetryPolicy, retry_after_hint
 
 log = logging.getLogger(__name__)
 
@@ -186,6 +187,10 @@ class Authenticator:
         self.token_fetches = 0
         #: TLS for the token server: the registry's own settings (CA, client certificate, insecure).
         self.ssl: ssl.SSLContext | bool = True
+        #: How token requests are retried. `on_retry` is called with the status (0: no answer) and the delay
+        #: before each retry: the registry's client counts it, and a 429 as an abuse back-off that slows it.
+        self.retry = RetryPolicy()
+        self.on_retry: Callable[[int, float], None] | None = None
 
     def __repr__(self) -> str:
         user = self.credentials.username if self.credentials else None
@@ -269,7 +274,13 @@ class Authenticator:
         return "Basic " + base64.b64encode(raw).decode()
 
     async def _fetch(self, session: aiohttp.ClientSession, scopes: frozenset[str]) -> Token:
-        """GET the realm with service and every scope, with Basic credentials if we have them."""
+        """GET the realm with service and every scope, with Basic credentials if we have them.
+
+        The token server sits behind the same abuse limit as the registry (skopeo #325): a 429, a 5xx or a
+        dropped connection is retried with backoff, honouring ``Retry-After`` (429s on their own count, as
+        in `RetryPolicy.throttle_retries`); each retry is reported to `on_retry`. A 401/403 is the
+        credentials' refusal and is reported at once.
+        """
         assert self.challenge is not None
         realm = self.challenge.realm
         if not realm:
@@ -280,23 +291,49 @@ class Authenticator:
         query.extend(("scope", s) for s in sorted(scopes))
         headers = {"Authorization": self._basic()} if self.credentials else {}
         who = f"user {self.credentials.username!r}" if self.credentials else "anonymous access"
-        self.token_fetches += 1
-        log.debug("token for %s scopes %s (%s)", self.registry, sorted(scopes), who)
-        try:
-            async with session.get(
-                realm, params=query, headers=headers, allow_redirects=True, proxy=proxy_for(realm), ssl=self.ssl
-            ) as resp:
-                status = resp.status
-                body = await read_capped(resp, MAX_TOKEN_BODY) if status == 200 else await read_some(resp)
-        except (aiohttp.ClientError, TimeoutError) as e:
-            raise RegistryError(
-                f"token server {realm} for {self.registry} unreachable: {type(e).__name__}", registry=self.registry
-            ) from None
+        attempt = throttles = sent = 0
+        while True:
+            attempt += 1
+            sent += 1
+            self.token_fetches += 1
+            log.debug("token for %s scopes %s (%s)", self.registry, sorted(scopes), who)
+            try:
+                async with session.get(
+                    realm, params=query, headers=headers, allow_redirects=True, proxy=proxy_for(realm), ssl=self.ssl
+                ) as resp:
+                    status = resp.status
+                    body = await read_capped(resp, MAX_TOKEN_BODY) if status == 200 else await read_some(resp)
+                    answer = resp.headers
+            except (aiohttp.ClientError, TimeoutError) as e:
+                if attempt < self.retry.attempts:
+                    delay = self.retry.delay(attempt)
+                    log.info("token server %s: %s; retrying in %.2fs", realm, type(e).__name__, delay)
+                    if self.on_retry is not None:
+                        self.on_retry(0, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                raise RegistryError(
+                    f"token server {realm} for {self.registry} unreachable: {type(e).__name__}", registry=self.registry
+                ) from None
+            throttle = status == 429 and throttles < self.retry.throttle_retries
+            if status in RETRYABLE_STATUSES and (attempt < self.retry.attempts or throttle):
+                delay = self.retry.delay(attempt, retry_after_hint(answer, body or b""))
+                if status == 429:
+                    if throttle:
+                        attempt -= 1
+                    throttles += 1
+                if self.on_retry is not None:
+                    self.on_retry(status, delay)
+                log.info("token server %s answered HTTP %d; retrying in %.2fs", realm, status, delay)
+                await asyncio.sleep(delay)
+                continue
+            break
         if status in (401, 403):
             raise self.rejected(status, "token request", by=f"(token server {realm})")
         if status != 200:
             raise RegistryError(
-                f"token server {realm} for {self.registry} answered HTTP {status}",
+                f"token server {realm} for {self.registry} answered HTTP {status}"
+                + (f" ({sent} attempts)" if sent > 1 else ""),
                 status=status,
                 registry=self.registry,
             )

@@ -1,9 +1,11 @@
 """`RegistryClient`: the OCI distribution API of one registry host over one shared aiohttp session.
 
 Manifests (HEAD/GET/PUT/DELETE, verified, 4 MiB cap), blobs (HEAD, streaming GET across redirects
-without leaking ``Authorization``, monolithic and chunked uploads, cross-repository mount), tag listing
-with ``Link`` pagination. Authentication, retries, rate-limit headers and transfer counters are handled
-here so callers only see results or `hubmirror` errors.
+without leaking ``Authorization``, a fresh redirect when a CDN's signed URL is refused, monolithic and
+chunked uploads, cross-repository mount), tag listing with ``Link`` pagination. Authentication, retries
+(abuse-limit 429s apart from the pull quota's), rate-limit headers, the pull gate and transfer counters
+are handled here so callers only see results or `hubmirror` errors (a pull answered 401
+``insufficient_scope``: `NotAccessible`).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from urllib.parse import quote, urljoin
 import aiohttp
 from yarl import URL
 
-from .._errors import DigestMismatch, InvalidReference, ManifestTooLarge, RegistryError
+from .._errors import DigestMismatch, InvalidReference, ManifestTooLarge, NotAccessible, QuotaExceeded, RegistryError
 from ..digest import is_digest, verify_bytes
 from ..media import ACCEPT, MAX_MANIFEST_SIZE, OCI_INDEX, Descriptor, Manifest, detect_media_type
 from ..reference import api_host, normalize_registry
@@ -33,7 +35,7 @@ from ._proxy import proxy_for
 from .auth import Authenticator, merge_scopes, parse_www_authenticate, repository_scope
 from .credentials import Credentials, resolve
 from .ratelimit import RateLimit
-from .retry import RETRYABLE_STATUSES, RetryPolicy, error_for, is_retryable, parse_retry_after
+from .retry import RETRYABLE_STATUSES, RetryPolicy, error_for, is_retryable, retry_after_hint
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +63,14 @@ _TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
 BLOB_RESUMES = 3
 _CONTENT_RANGE = re.compile(r"^bytes (\d+)-")
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
+#: Fresh redirects asked of the registry for one blob request when its CDN refuses (401/403: the signed URL
+#: expired) or fails (5xx); the statuses a CDN request is still retried on as it is.
+CDN_REFRESHES = 3
+_CDN_RETRY_STATUSES = frozenset({408, 429})
 _LINK_RE = re.compile(r"<([^>]*)>\s*((?:;\s*[^;,]*)*)")
+#: How long manifest GETs stay stopped after a quota 429 that gives neither ``Retry-After`` nor a window
+#: (Docker Hub's documented window); a free HEAD showing pulls left lifts the stop sooner.
+QUOTA_STOP = 21600.0
 _CONNECTION_ERRORS = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
 
 
@@ -189,6 +198,11 @@ def _ssl_context(
     return ctx
 
 
+def _safe_url(url: str) -> str:
+    """*url* without its query: a blob CDN's signed URL carries its signature there, an upload its state."""
+    return str(URL(url, encoded=True).with_query(None).with_fragment(None))
+
+
 def _media_type(headers: Mapping[str, str]) -> str:
     return (headers.get("Content-Type") or "").split(";", 1)[0].strip()
 
@@ -202,9 +216,11 @@ class RegistryClient:
     insecure-registry rule), False forces verified HTTPS. *ca_file*, *cert_file* and *key_file* apply
     to every request to this registry, token requests to its auth server included.
     Credentials not given are looked up lazily (`hubmirror.registry.credentials.resolve`) unless
-    *anonymous* is set. *pull_gate* is asked before every manifest GET (see `hubmirror.store.PullGate`).
-    *rate* paces requests to the registry (Docker Hub's abuse limit applies to every request, HEADs too);
-    a 429 that is not the pull quota pauses every request for its ``Retry-After`` (or a backoff).
+    *anonymous* is set. *pull_gate* is asked before every manifest GET sent, retries included (see
+    `hubmirror.store.PullGate`); after a quota 429 no manifest GET is sent to this registry for a while
+    (`QuotaExceeded` at once; HEADs still go out). *rate* paces requests to the registry (Docker Hub's
+    abuse limit applies to every request, HEADs too); a 429 that is not the pull quota pauses every
+    request for its ``Retry-After`` (or a backoff) and slows the pace.
     """
 
     def __init__(
@@ -244,8 +260,10 @@ class RegistryClient:
         self._ssl_verified = _ssl_context(self.registry, ca_file, cert_file, key_file)
         self._tls_configured = bool(ca_file or cert_file)
         self._ssl: ssl.SSLContext | bool = self._ssl_verified
-        # The token server is reached with this registry's TLS settings too.
+        # The token server is reached with this registry's TLS settings too, and retried by its policy.
         self._auth.ssl = False if insecure is True else self._ssl_verified
+        self._auth.retry = self.retry
+        self._auth.on_retry = self._token_retry
         self._base: str | None = None
         self._base_proxy: str | None = None
         self._ready_lock = asyncio.Lock()
@@ -259,7 +277,13 @@ class RegistryClient:
         self._tokens = max(1.0, (self.rate or 0.0) * BURST_SECONDS)
         self._tokens_at = 0.0
         self._paused_until = 0.0
-        self._throttled_at = 0.0
+        self._throttled_at = 0.0  # when the pace last changed (halved, or doubled back)
+        self._halved_at = -BURST_SECONDS
+        #: After a quota 429: no manifest GET goes out until this loop time (or a later answer shows pulls
+        #: left again); the 429's error, and when it came.
+        self._quota_until = 0.0
+        self._quota_error: QuotaExceeded | None = None
+        self._quota_at = 0.0
 
     def __repr__(self) -> str:
         return f"RegistryClient(host={self.host!r}, base={self._base!r}, auth={self._auth!r})"
@@ -304,6 +328,22 @@ class RegistryClient:
     def token_fetches(self) -> int:
         """How many tokens this client fetched from the token server."""
         return self._auth.token_fetches
+
+    @property
+    def has_credentials(self) -> bool:
+        """True if requests are sent with credentials (given, or found by the lookup once connected)."""
+        return self._credentials is not None
+
+    def reset_auth(self, *, anonymous: bool = False) -> None:
+        """Forget every cached token (a registry that answers a stale bearer with 400 instead of 401, as ECR
+        Public does); with *anonymous*, forget the credentials too: later requests are anonymous (an
+        expired ``docker login public.ecr.aws`` is refused with 403 where anonymous pulls work)."""
+        if anonymous:
+            self._credentials = None
+            self._lookup_credentials = False
+        auth = Authenticator(self.registry, self._credentials)
+        auth.challenge, auth.ssl, auth.token_fetches = self._auth.challenge, self._auth.ssl, self._auth.token_fetches
+        self._auth = auth
 
     # -- connection setup --------------------------------------------------------------------------
 
@@ -396,11 +436,16 @@ class RegistryClient:
         headers: Mapping[str, str] | None = None,
         data: Any = None,
         replayable: bool = True,
+        pull: bool = False,
+        retry_statuses: frozenset[int] = RETRYABLE_STATUSES,
     ) -> aiohttp.ClientResponse:
         """Send one request with auth, re-challenging once on 401 and retrying transient failures.
 
         Returns the response (caller releases it). Redirects are not followed here.
-        *replayable* False (streamed bodies) disables every resend.
+        *replayable* False (streamed bodies) disables every resend. *pull* marks a manifest GET (a Docker
+        Hub pull): each one put on the wire, a retry's too, is refused at once while this registry's pull
+        quota is known to be spent (`QuotaExceeded`) and charged to the `pull_gate`. Answers with a status
+        outside *retry_statuses* are returned, not retried.
         """
         await self._ensure_ready()
         scope_set = merge_scopes(scopes)
@@ -411,6 +456,10 @@ class RegistryClient:
             attempt += 1
             h = dict(headers or {})
             same = self._same_origin(url)
+            if pull:
+                self._check_quota(what, repository)
+                if self.pull_gate is not None:
+                    await self.pull_gate.acquire(1)  # each GET sent is a pull, a retry's too
             if same:
                 await self._pace()
                 authz = await self._auth.header(self.session, scope_set)
@@ -433,7 +482,7 @@ class RegistryClient:
                     ) from None
                 self.stats.retries += 1
                 delay = self.retry.delay(attempt)
-                log.info("%s %s: %s; retrying in %.2fs", method, url, type(e).__name__, delay)
+                log.info("%s %s: %s; retrying in %.2fs", method, _safe_url(url), type(e).__name__, delay)
                 await asyncio.sleep(delay)
                 continue
             if resp.status == 401 and same and replayable and not reauthed:
@@ -444,14 +493,13 @@ class RegistryClient:
                 if www:
                     self._auth.set_challenges(parse_www_authenticate(www))
                 self._auth.invalidate(scope_set)
-                log.debug("%s %s: 401, re-authenticating", method, url)
+                log.debug("%s %s: 401, re-authenticating", method, _safe_url(url))
                 continue
             throttle = resp.status == 429 and throttles < self.retry.throttle_retries  # abuse 429s: own count
-            if resp.status in RETRYABLE_STATUSES and replayable and (attempt < self.retry.attempts or throttle):
+            if resp.status in retry_statuses and replayable and (attempt < self.retry.attempts or throttle):
                 body = await read_some(resp)
-                pull = method == "GET" and "/manifests/" in url
                 if is_retryable(resp.status, body, resp.headers, pull=pull):
-                    delay = self.retry.delay(attempt, parse_retry_after(resp.headers.get("Retry-After")))
+                    delay = self.retry.delay(attempt, retry_after_hint(resp.headers, body))
                     resp.release()
                     self.stats.retries += 1
                     if resp.status == 429:
@@ -459,7 +507,7 @@ class RegistryClient:
                             attempt -= 1
                         throttles += 1
                         self._throttled(delay)
-                    log.info("%s %s: HTTP %d; retrying in %.2fs", method, url, resp.status, delay)
+                    log.info("%s %s: HTTP %d; retrying in %.2fs", method, _safe_url(url), resp.status, delay)
                     await asyncio.sleep(delay)
                     continue
             return resp
@@ -484,15 +532,25 @@ class RegistryClient:
 
     def _throttled(self, delay: float) -> None:
         """An abuse-limit 429: every request to this registry waits *delay*; the pace halves (an unpaced
-        client starts pacing), once per back-off, and recovers after `RECOVER_AFTER` seconds without one."""
+        client starts pacing), once per back-off and at most once per `BURST_SECONDS`, and recovers after
+        `RECOVER_AFTER` seconds without one."""
         self.stats.abuse_backoffs += 1
         now = asyncio.get_running_loop().time()
-        if now >= self._paused_until:
+        # Requests already on the wire when the limit struck get their 429s too, and Docker Hub's own hint
+        # may be under a millisecond: one halving per `BURST_SECONDS`, not one per 429.
+        if now >= self._paused_until and now - self._halved_at >= BURST_SECONDS:
             self.rate = max(self.rate / 2 if self.rate else THROTTLED_RATE, MIN_RATE)
             self._tokens = min(self._tokens, 0.0)
-            self._throttled_at = now
+            self._throttled_at = self._halved_at = now
         self._paused_until = max(self._paused_until, now + delay)
         log.warning("%s: too many requests (HTTP 429, not the pull quota); backing off %.1fs", self.host, delay)
+
+    def _token_retry(self, status: int, delay: float) -> None:
+        """The token server answered *status* (0: not at all) and is asked again after *delay*: a retry,
+        and a 429 the abuse limit's (counted, and every request to this registry waits and slows)."""
+        self.stats.retries += 1
+        if status == 429:
+            self._throttled(delay)
 
     async def _fail(self, resp: aiohttp.ClientResponse, what: str, repository: str | None) -> RegistryError:
         """The error for *resp* (read and released)."""
@@ -501,9 +559,28 @@ class RegistryClient:
         except _CONNECTION_ERRORS:
             body = b""
         resp.release()
+        if resp.status == 401 and repository and self._insufficient_scope(resp):
+            return NotAccessible(
+                f"{self.registry}/{repository}: not found, or not accessible with these credentials",
+                status=401,
+                code="UNAUTHORIZED",
+                registry=self.registry,
+                repository=repository,
+            )
         if resp.status in (401, 403):
             return self._auth.rejected(resp.status, what, repository=repository)
         return error_for(resp.status, body, resp.headers, what=what, registry=self.host, repository=repository)
+
+    def _insufficient_scope(self, resp: aiohttp.ClientResponse) -> bool:
+        """A pull (GET or HEAD) the registry itself answered 401 ``error="insufficient_scope"`` after a fresh
+        token (`_send` re-authenticates once first): the token server granted no access to the repository,
+        as Docker Hub's does for one that does not exist (distribution #4354) — not a login failure."""
+        if resp.method not in ("GET", "HEAD") or not self._same_origin(str(resp.url)):
+            return False
+        for challenge in parse_www_authenticate(resp.headers.get("WWW-Authenticate", "")):
+            if challenge.scheme == "bearer" and challenge.params.get("error") == "insufficient_scope":
+                return True
+        return False
 
     def _url(self, repo: str, *parts: str) -> str:
         assert self._base is not None
@@ -520,10 +597,47 @@ class RegistryClient:
             raise InvalidReference(f"{self.host}/{repo}: invalid {what} {ref[:100]!r}")
         return self._url(repo, kind, ref)
 
-    def _note_ratelimit(self, headers: Mapping[str, str]) -> None:
+    def _note_ratelimit(self, headers: Mapping[str, str], sent_at: float | None = None) -> None:
+        """Keep the quota the answer reports; one to a request sent after a quota 429 showing pulls left
+        again lifts the stop on GETs (`_check_quota`)."""
         rl = RateLimit.from_headers(headers)
         if rl is not None:
             self._ratelimit = rl
+            if rl.remaining > 0 and self._quota_error is not None and sent_at is not None and sent_at > self._quota_at:
+                log.info("%s: the pull quota has %d pulls left again; manifest GETs resume", self.host, rl.remaining)
+                self._quota_error = None
+                self._quota_until = 0.0
+
+    def _quota_exceeded(self, err: QuotaExceeded, headers: Mapping[str, str]) -> None:
+        """A quota 429 came (from any registry: Docker Hub, or a pull-through cache in front of it): no
+        further manifest GET to this registry is sent until its ``Retry-After`` passes, else the quota
+        window its headers announce, else `QUOTA_STOP` seconds; an answer showing pulls left (a free HEAD)
+        lifts that sooner."""
+        now = asyncio.get_running_loop().time()
+        rl = RateLimit.from_headers(headers)
+        wait = err.retry_after if err.retry_after is not None else (rl.window if rl and rl.window else QUOTA_STOP)
+        self._quota_error = err
+        self._quota_at = now
+        self._quota_until = max(self._quota_until, now + wait)
+
+    def _check_quota(self, what: str, repository: str | None) -> None:
+        """Raise `QuotaExceeded` instead of sending a manifest GET while the pull quota is known spent."""
+        err = self._quota_error
+        if err is None:
+            return
+        now = asyncio.get_running_loop().time()
+        if now >= self._quota_until:
+            self._quota_error = None
+            return
+        raise QuotaExceeded(
+            f"{self.host}: {what}: not sent: the pull quota is spent (HTTP 429 {now - self._quota_at:.0f}s ago); "
+            f"no manifest GET to {self.host} for {self._quota_until - now:.0f}s more",
+            retry_after=self._quota_until - now,
+            status=429,
+            code=err.code,
+            registry=self.host,
+            repository=repository,
+        )
 
     @staticmethod
     def _pull(repo: str) -> tuple[str, ...]:
@@ -554,8 +668,11 @@ class RegistryClient:
     # -- manifests ---------------------------------------------------------------------------------
 
     async def _manifest_request(self, method: str, repo: str, ref: str, what: str) -> aiohttp.ClientResponse:
-        """HEAD or GET a manifest with every modern type in Accept; note the quota headers it carries."""
+        """HEAD or GET a manifest with every modern type in Accept; note the quota headers it carries.
+
+        A GET is a pull: see `_send`. A quota 429 stops every further GET to this registry for a while."""
         await self._ensure_ready()
+        sent_at = asyncio.get_running_loop().time()
         resp = await self._send(
             method,
             self._ref_url(repo, "manifests", ref),
@@ -563,8 +680,9 @@ class RegistryClient:
             what=what,
             repository=repo,
             headers={"Accept": ACCEPT},
+            pull=method == "GET",
         )
-        self._note_ratelimit(resp.headers)
+        self._note_ratelimit(resp.headers, sent_at)
         return resp
 
     async def head_manifest(self, repo: str, ref: str) -> Descriptor | None:
@@ -592,11 +710,13 @@ class RegistryClient:
     async def get_manifest(self, repo: str, ref: str) -> Manifest:
         """The exact bytes of *ref*, verified against the requested digest or ``Docker-Content-Digest``."""
         what = f"GET manifest {repo}:{ref}" if not is_digest(ref) else f"GET manifest {repo}@{ref}"
-        if self.pull_gate is not None:
-            await self.pull_gate.acquire(1)  # a pull, wherever the GET comes from (a HEAD's fallback too)
+        # Each GET sent asks the pull gate first (in `_send`), wherever it comes from (a HEAD's fallback too).
         resp = await self._manifest_request("GET", repo, ref, what)
         if resp.status != 200:
-            raise await self._fail(resp, what, repo)
+            err = await self._fail(resp, what, repo)
+            if isinstance(err, QuotaExceeded):
+                self._quota_exceeded(err, resp.headers)
+            raise err
         try:
             length = resp.headers.get("Content-Length")
             if length and length.isdigit() and int(length) > MAX_MANIFEST_SIZE:
@@ -670,7 +790,47 @@ class RegistryClient:
     async def _follow(
         self, method: str, url: str, repo: str, what: str, headers: Mapping[str, str] | None = None
     ) -> aiohttp.ClientResponse:
-        """Send *method* to *url*, following redirects; ``Authorization`` only goes to the registry itself."""
+        """Send *method* to *url*, following redirects; ``Authorization`` only goes to the registry itself.
+
+        A redirect elsewhere is a blob CDN's signed URL (reference §C.6): a 401/403 there means the URL
+        expired or was refused, not that the login is wrong, and a 5xx is the CDN's; either way the registry
+        is asked again for a fresh redirect (with the same *headers*: a resume keeps its ``Range``), up to
+        `CDN_REFRESHES` times, 5xx backing off.
+        """
+        refreshes = 0
+        while True:
+            resp, cdn = await self._redirected(method, url, repo, what, headers)
+            if cdn is None or not (resp.status in (401, 403) or resp.status >= 500):
+                return resp
+            status = resp.status
+            resp.release()
+            if refreshes >= CDN_REFRESHES:
+                raise RegistryError(
+                    f"{self.host}: {what}: the blob CDN {cdn} answered HTTP {status} to {refreshes + 1} "
+                    f"fresh redirects ({'signed URL refused or expired' if status < 500 else 'server error'})",
+                    status=status,
+                    registry=self.registry,
+                    repository=repo,
+                )
+            refreshes += 1
+            self.stats.retries += 1
+            delay = self.retry.delay(refreshes, retry_after_hint(resp.headers)) if status >= 500 else 0.0
+            log.info(
+                "%s: the blob CDN %s answered HTTP %d; asking %s for a fresh redirect%s",
+                what,
+                cdn,
+                status,
+                self.host,
+                f" in {delay:.2f}s" if delay else "",
+            )
+            if delay:
+                await asyncio.sleep(delay)
+
+    async def _redirected(
+        self, method: str, url: str, repo: str, what: str, headers: Mapping[str, str] | None
+    ) -> tuple[aiohttp.ClientResponse, str | None]:
+        """The answer to *method* *url* after its redirects, and the host it came from when that is not the
+        registry (a CDN; None: the registry answered itself). A CDN's 401/403/5xx is returned unretried."""
         resp = await self._send(method, url, scopes=self._pull(repo), what=what, repository=repo, headers=headers)
         hops = 0
         while resp.status in _REDIRECTS:
@@ -680,9 +840,19 @@ class RegistryClient:
             if not location or hops > _MAX_REDIRECTS:
                 raise RegistryError(f"{self.host}: {what}: bad or endless redirect", registry=self.host)
             url = urljoin(str(resp.url), location)
-            log.debug("%s: redirected to %s", what, URL(url, encoded=True).with_query(None))
-            resp = await self._send(method, url, scopes=self._pull(repo), what=what, repository=repo, headers=headers)
-        return resp
+            log.debug("%s: redirected to %s", what, _safe_url(url))
+            same = self._same_origin(url)
+            resp = await self._send(
+                method,
+                url,
+                scopes=self._pull(repo),
+                what=what,
+                repository=repo,
+                headers=headers,
+                retry_statuses=RETRYABLE_STATUSES if same else _CDN_RETRY_STATUSES,
+            )
+        cdn = None if self._same_origin(str(resp.url)) else URL(str(resp.url), encoded=True).host
+        return resp, cdn
 
     async def head_blob(self, repo: str, digest: str) -> int | None:
         """The size of blob *digest* in *repo* (-1 if the registry does not say), or None if absent."""
@@ -700,24 +870,45 @@ class RegistryClient:
         return int(length) if length and length.isdigit() else -1
 
     @contextlib.asynccontextmanager
-    async def open_blob(self, repo: str, digest: str) -> AsyncIterator[AsyncIterator[bytes]]:
+    async def open_blob(
+        self, repo: str, digest: str, *, offset: int = 0, resumes: int | None = None, stall: float | None = None
+    ) -> AsyncIterator[AsyncIterator[bytes]]:
         """Stream blob *digest*, following redirects (no ``Authorization`` to other hosts).
 
         Yields an async iterator of chunks of up to `READ_CHUNK` (1 MiB). A download cut
-        off midway is resumed with a ``Range`` request from where it stopped (up to `BLOB_RESUMES`
-        times). Not verified here: the caller checks size and digest.
+        off midway is resumed with a ``Range`` request from where it stopped (up to *resumes* times,
+        default `BLOB_RESUMES`; 0: the interruption is raised, for the caller to read the rest elsewhere).
+        With *offset*, only the bytes from there on are asked for (``Range``; a server that cannot is an
+        error). *stall*: seconds without a byte before the download counts as interrupted (default: the
+        client's ``sock_read``). Not verified here: the caller checks size and digest.
         """
         await self._ensure_ready()
         what = f"GET blob {repo}@{digest}"
         url = self._ref_url(repo, "blobs", digest)
-        resp = await self._follow("GET", url, repo, what)
-        if resp.status != 200:
+        headers = {"Range": f"bytes={offset}-"} if offset else None
+        resp = await self._follow("GET", url, repo, what, headers=headers)
+        if resp.status != (206 if offset else 200):
+            if offset and resp.status == 200:
+                resp.release()
+                raise RegistryError(
+                    f"{self.host}: {what}: cannot read from byte {offset} (no Range support)",
+                    registry=self.host,
+                    repository=repo,
+                )
             raise await self._fail(resp, what, repo)
+        if offset and _range_start(resp.headers.get("Content-Range")) != offset:
+            resp.release()
+            raise RegistryError(
+                f"{self.host}: {what}: asked for bytes from {offset}, answered Content-Range "
+                f"{resp.headers.get('Content-Range')!r}",
+                registry=self.host,
+                repository=repo,
+            )
         self.stats.blob_gets += 1
         current = [resp]
-        watch = _StallWatch(self._timeout.sock_read, what)
+        watch = _StallWatch(stall if stall is not None else self._timeout.sock_read, what)
         try:
-            yield self._resuming(current, url, repo, what, watch)
+            yield self._resuming(current, url, repo, what, watch, offset, BLOB_RESUMES if resumes is None else resumes)
         finally:
             watch.stop()
             current[0].release()
@@ -729,14 +920,15 @@ class RegistryClient:
         repo: str,
         what: str,
         watch: _StallWatch,
+        offset: int = 0,
+        max_resumes: int = BLOB_RESUMES,
     ) -> AsyncIterator[bytes]:
-        """The body of ``current[0]`` in chunks of up to `READ_CHUNK` bytes; when the connection drops (or
-        *watch* finds it stalled), GET the rest with ``Range``.
+        """The body of ``current[0]`` (from byte *offset*) in chunks of up to `READ_CHUNK` bytes; when the
+        connection drops (or *watch* finds it stalled), GET the rest with ``Range`` (*max_resumes* times).
 
         A chunk is what aiohttp has buffered when asked, passed on as it is: no re-chunking, no copies
         (measured: re-chunking into 1 MiB pieces or a larger read buffer cost more CPU than they saved).
         """
-        offset = 0
         resumes = 0
         stats = self.stats
         while True:
@@ -754,7 +946,7 @@ class RegistryClient:
                     stats.blob_bytes_read += len(piece)
                     yield piece
             except _CONNECTION_ERRORS as e:
-                if resumes >= BLOB_RESUMES:
+                if resumes >= max_resumes:
                     raise RegistryError(
                         f"{self.host}: {what}: download interrupted at byte {offset} ({resumes} resumes): "
                         f"{type(e).__name__}",

@@ -1,15 +1,17 @@
 """Retry policy and error classification for registry responses (§C.6, §D.11).
 
 Connection errors, 5xx, 408 and an abuse-limit 429 are retried with exponential backoff and full jitter,
-honouring ``Retry-After``. A quota 429 (a manifest GET answered with ``ratelimit-remaining: 0``, or without
-quota headers ``TOOMANYREQUESTS`` / "pull rate limit"; see `is_quota_429`) raises
-`QuotaExceeded` at once; 401/403 → `AuthError`; 404 → `NotFound`; anything else → `RegistryError`.
+honouring ``Retry-After`` and the ``retry-after: <duration>`` Docker Hub's abuse limit writes in its message
+(`retry_after_hint`). A quota 429 (a manifest GET answered with ``ratelimit-remaining: 0``, or whose message
+speaks of the pull rate limit; see `is_quota_429`) raises `QuotaExceeded` at once; 401/403 → `AuthError`;
+404 → `NotFound`; anything else → `RegistryError`.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -87,20 +89,67 @@ def parse_errors(body: bytes) -> list[ErrorDetail]:
 def is_quota_429(status: int, body: bytes, headers: Mapping[str, str] | None = None, *, pull: bool = True) -> bool:
     """True for Docker Hub's pull-quota 429, False for any other 429 (the abuse limit on all requests).
 
-    Only a manifest GET (*pull*) can exceed the pull quota. When the answer carries the ``ratelimit-*``
-    headers they decide: quota when ``ratelimit-remaining`` is 0, the abuse limit when pulls are left.
-    Without them the body does (reference §C.6): code ``TOOMANYREQUESTS`` or the words "pull rate limit"
-    for the quota; the abuse limit's 429 is bare.
+    Only a manifest GET (*pull*) can exceed the pull quota, and it did when the answer's ``ratelimit-*``
+    headers show ``ratelimit-remaining`` at 0, or when its message speaks of the pull rate limit (reference
+    §C.6). The code ``TOOMANYREQUESTS`` alone says nothing: Docker Hub's abuse limit answers with it too
+    (``retry-after: 985.86µs, allowed: 44000/minute``), and to paid accounts without any quota headers.
     """
     if status != 429 or not pull:
         return False
     if headers is not None:
         rl = RateLimit.from_headers(headers)
-        if rl is not None:
-            return rl.remaining <= 0
-    if any(e.code.upper() == "TOOMANYREQUESTS" for e in parse_errors(body)):
-        return True
-    return "pull rate limit" in body[:4096].decode("utf-8", "replace").lower()
+        if rl is not None and rl.remaining <= 0:
+            return True
+    return any(_PULL_LIMIT.search(text) for text in _messages(body))
+
+
+#: "You have reached your pull rate limit", "… your unauthenticated pull rate limit": the quota's words.
+_PULL_LIMIT = re.compile(r"\bpull\s+rate\s+limit", re.IGNORECASE)
+#: Docker Hub's abuse limit: ``retry-after: 985.86µs, allowed: 44000/minute`` (a Go duration).
+_RETRY_AFTER_TEXT = re.compile(r"retry[-_ ]after\s*[:=]\s*([0-9][0-9a-zA-Z.µμ]*)", re.IGNORECASE)
+_DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]*)?|\.[0-9]+)(ns|us|µs|μs|ms|s|m|h)?")
+_UNITS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "μs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def _messages(body: bytes) -> list[str]:
+    """The messages of an error body (each entry's ``code: message``), or its text when it is not JSON."""
+    errors = parse_errors(body)
+    if errors:
+        return [f"{e.code}: {e.message}" for e in errors]
+    return [body[:4096].decode("utf-8", "replace")]
+
+
+def parse_duration(text: str) -> float | None:
+    """A Go duration (``985.86µs``, ``1m30s``, ``2.5s``; a bare number is seconds) in seconds; None if it is
+    not one."""
+    text = text.strip()
+    if not text:
+        return None
+    pos, total = 0, 0.0
+    while pos < len(text):
+        m = _DURATION_PART.match(text, pos)
+        if not m or (m.group(2) is None and (pos > 0 or m.end() != len(text))):
+            return None
+        total += float(m.group(1)) * _UNITS[m.group(2) or "s"]
+        pos = m.end()
+    return total
+
+
+def retry_after_hint(headers: Mapping[str, str] | None, body: bytes = b"") -> float | None:
+    """How long a 429 (or 503) asks to wait, in seconds: the ``Retry-After`` header, or the ``retry-after:
+    <duration>`` of the message (Docker Hub's abuse limit), the longer when both are given; None if neither."""
+    hints = []
+    if headers is not None:
+        header = parse_retry_after(_get(headers, "retry-after"))
+        if header is not None:
+            hints.append(header)
+    if body:
+        for text in _messages(body):
+            m = _RETRY_AFTER_TEXT.search(text)
+            seconds = parse_duration(m.group(1)) if m else None
+            if seconds is not None:
+                hints.append(seconds)
+    return max(hints) if hints else None
 
 
 def is_retryable(
@@ -130,7 +179,7 @@ def error_for(
     msg = f"{registry}: {what}: HTTP {status}" + (f" ({detail})" if detail else "")
     kw: dict[str, object] = {"status": status, "code": code, "registry": registry, "repository": repository}
     if status == 429 and is_quota_429(status, body, headers, pull=what.startswith("GET manifest")):
-        return QuotaExceeded(msg, retry_after=parse_retry_after(_get(headers, "retry-after")), **kw)
+        return QuotaExceeded(msg, retry_after=retry_after_hint(headers, body), **kw)
     if status in (401, 403):
         return AuthError(msg, status=status, code=code, registry=registry, repository=repository)
     if status == 404:

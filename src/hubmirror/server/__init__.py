@@ -3,13 +3,15 @@ status page, ``/api/status``, ``/metrics``, ``/healthz`` and ``/readyz``."""
 
 from __future__ import annotations
 
-from .app import API_TOKEN_ENV, WEBHOOK_SECRET_ENV, Secrets, create_app, serve
-from .runner import SHUTDOWN_REASON, LiveRun, SyncLoop
+from .app import API_TOKEN_ENV, WEBHOOK_SECRET_ENV, Limits, Secrets, create_app, serve
+from .runner import PENDING_REASONS, SHUTDOWN_REASON, LiveRun, SyncLoop
 
 __all__ = [
     "API_TOKEN_ENV",
+    "PENDING_REASONS",
     "SHUTDOWN_REASON",
     "WEBHOOK_SECRET_ENV",
+    "Limits",
     "LiveRun",
     "Secrets",
     "SyncLoop",

@@ -1,5 +1,11 @@
 """``hubmirror serve``: the aiohttp application (status page, API, webhooks, metrics, probes) around a
-`SyncLoop`, and `serve`, which runs it until SIGTERM or SIGINT."""
+`SyncLoop`, and `serve`, which runs it until SIGTERM or SIGINT.
+
+Hardening (`Limits`): a webhook body is read only after a well-formed ``X-Hub-Signature-256`` header, at most
+``max_webhook_reads`` at a time, within ``body_timeout`` and `MAX_BODY`, with the HMAC computed as it
+arrives; a delivery seen before (its ``X-GitHub-Delivery``, or the same signed body) starts nothing; open
+connections and the time a request head may take are bounded by a `ConnectionGuard`.
+"""
 
 from __future__ import annotations
 
@@ -8,20 +14,25 @@ import hashlib
 import hmac
 import json
 import logging
+import re
+import resource
 import signal
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import resources
 from typing import Any
 
 import jinja2
 from aiohttp import web
+from aiohttp.http import HttpProcessingError
 
 from .._errors import HubmirrorError
 from ..config import SyncConfig
 from ..service import SyncService
 from ..state import State
+from .guard import ConnectionGuard
 from .runner import SyncLoop
 from .status import collect
 
@@ -31,6 +42,60 @@ WEBHOOK_SECRET_ENV = "HUBMIRROR_WEBHOOK_SECRET"
 API_TOKEN_ENV = "HUBMIRROR_API_TOKEN"
 #: GitHub sends payloads of up to 25 MB.
 MAX_BODY = 26 * 1024 * 1024
+#: No other endpoint reads a body.
+_MAX_OTHER_BODY = 64 * 1024
+_SIGNATURE = re.compile(r"sha256=[0-9a-fA-F]{64}")
+#: File descriptors kept for the sync (registry connections, git, the state, an OCI layout) when the
+#: open-file limit caps the connections: a quarter of the limit, at least this many.
+_FDS_FOR_THE_SYNC = 128
+#: A request body the server does not read is read and dropped for at most this long after the answer (so
+#: that the client sees the answer rather than a reset), then the connection is closed.
+_LINGER = 2.0
+#: Bytes of a request body buffered before the server reads it (aiohttp pauses the socket beyond twice this).
+_READ_BUFFER = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What the server allows a client (``hubmirror serve`` flags of the same names)."""
+
+    #: Seconds a connection has to send a complete request head (after connecting, or after the previous
+    #: response: an idle keep-alive connection is closed then too).
+    header_timeout: float = 20.0
+    #: Seconds a webhook delivery has to send its whole body.
+    body_timeout: float = 60.0
+    #: Open connections at most (lowered under a low open-file limit, `effective_connections`).
+    max_connections: int = 256
+    #: Webhook bodies read at the same time at most; more get 503 with Retry-After.
+    max_webhook_reads: int = 2
+    #: Webhook deliveries remembered (``X-GitHub-Delivery`` and the signature) to ignore replays.
+    remembered_deliveries: int = 4096
+
+    def effective_connections(self) -> int:
+        """``max_connections``, but at most what the open-file limit leaves after the sync's share (at
+        least 16)."""
+        soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return self.max_connections
+        return min(self.max_connections, max(16, soft - max(_FDS_FOR_THE_SYNC, soft // 4)))
+
+
+@dataclass
+class _Hooks:
+    """Webhook bookkeeping: bodies being read now, and deliveries already seen (oldest first)."""
+
+    reads: int = 0
+    seen: OrderedDict[str, None] = field(default_factory=OrderedDict)
+
+    def known(self, keys: list[str]) -> bool:
+        return any(k in self.seen for k in keys)
+
+    def remember(self, keys: list[str], limit: int) -> None:
+        for k in keys:
+            self.seen[k] = None
+            self.seen.move_to_end(k)
+        while len(self.seen) > limit:
+            self.seen.popitem(last=False)
 
 
 @dataclass
@@ -48,6 +113,9 @@ class Secrets:
 _LOOP: web.AppKey[SyncLoop] = web.AppKey("loop", SyncLoop)
 _SECRETS: web.AppKey[Secrets] = web.AppKey("secrets", Secrets)
 _TEMPLATE: web.AppKey[jinja2.Template] = web.AppKey("template", jinja2.Template)
+_LIMITS: web.AppKey[Limits] = web.AppKey("limits", Limits)
+_HOOKS: web.AppKey[_Hooks] = web.AppKey("hooks", _Hooks)
+GUARD: web.AppKey[ConnectionGuard] = web.AppKey("guard", ConnectionGuard)
 
 
 def _template() -> jinja2.Template:
@@ -56,17 +124,24 @@ def _template() -> jinja2.Template:
     env.filters["size"] = _size
     env.filters["ago"] = _ago
     env.filters["when"] = _when
+    env.filters["clock"] = _clock
     env.filters["duration"] = _duration
     env.filters["short"] = lambda c: (c or "")[:12]
     return env.from_string(text)
 
 
-def create_app(loop: SyncLoop, secrets: Secrets) -> web.Application:
-    """The web application around *loop* (the caller starts and stops the loop)."""
-    app = web.Application(client_max_size=MAX_BODY)
+def create_app(loop: SyncLoop, secrets: Secrets, limits: Limits | None = None) -> web.Application:
+    """The web application around *loop* (the caller starts and stops the loop); `serve` listens through
+    its ``app[GUARD]``."""
+    limits = limits or Limits()
+    guard = ConnectionGuard(max_connections=limits.effective_connections(), header_timeout=limits.header_timeout)
+    app = web.Application(client_max_size=_MAX_OTHER_BODY, middlewares=[guard.middleware])
     app[_LOOP] = loop
     app[_SECRETS] = secrets
     app[_TEMPLATE] = _template()
+    app[_LIMITS] = limits
+    app[_HOOKS] = _Hooks()
+    app[GUARD] = guard
     app.router.add_get("/", _page)
     app.router.add_get("/api/status", _api_status)
     app.router.add_post("/api/sync", _api_sync)
@@ -91,12 +166,19 @@ def _error(status: int, message: str, **headers: str) -> web.Response:
     return web.json_response({"error": message}, status=status, headers=headers or None)
 
 
+def _refuse(status: int, message: str, **headers: str) -> web.Response:
+    """`_error` on a connection that then closes (its body, if any, is not read)."""
+    resp = _error(status, message, **headers)
+    resp.force_close()
+    return resp
+
+
 async def _page(request: web.Request) -> web.Response:
     try:
         data = await _status(request.app[_LOOP])
     except HubmirrorError as e:
         return web.Response(status=503, text=f"hubmirror: the state cannot be read: {e}\n")
-    html = request.app[_TEMPLATE].render(s=data)
+    html = request.app[_TEMPLATE].render(s=data, q=request.query.get("q", ""))
     return web.Response(text=html, content_type="text/html", charset="utf-8")
 
 
@@ -111,7 +193,7 @@ def _started(loop: SyncLoop, reason: str) -> web.Response:
     outcome = loop.trigger(reason)
     if outcome == "refused":
         return _error(503, "hubmirror serve is shutting down; no new run starts")
-    return web.json_response({"run": outcome, "pending": loop.pending}, status=202)
+    return web.json_response({"run": outcome, "pending": loop.pending_count}, status=202)
 
 
 async def _api_sync(request: web.Request) -> web.Response:
@@ -124,16 +206,47 @@ async def _api_sync(request: web.Request) -> web.Response:
     return _started(request.app[_LOOP], "api")
 
 
+async def _signed_body(request: web.Request, secret: str, given: str) -> bytes | web.Response:
+    """The body, if its HMAC is *given*; else the answer. The HMAC is computed as the body arrives; at most
+    `MAX_BODY` bytes within ``body_timeout``, and at most ``max_webhook_reads`` bodies at a time."""
+    limits, hooks = request.app[_LIMITS], request.app[_HOOKS]
+    if request.content_length is not None and request.content_length > MAX_BODY:
+        return _refuse(413, f"a webhook body is at most {MAX_BODY} bytes")
+    if hooks.reads >= limits.max_webhook_reads:
+        return _refuse(503, "too many webhook deliveries are being read at once; try again", **{"Retry-After": "5"})
+    hooks.reads += 1
+    try:
+        mac = hmac.new(secret.encode(), digestmod=hashlib.sha256)
+        body = bytearray()
+        async with asyncio.timeout(limits.body_timeout):
+            async for chunk in request.content.iter_any():
+                if len(body) + len(chunk) > MAX_BODY:
+                    return _refuse(413, f"a webhook body is at most {MAX_BODY} bytes")
+                mac.update(chunk)
+                body += chunk
+    except TimeoutError:
+        return _refuse(408, f"the webhook body did not arrive within {limits.body_timeout:g} s")
+    except (ConnectionError, HttpProcessingError):  # the client went away, or sent less than it announced
+        return _refuse(400, "the webhook body was cut short")
+    finally:
+        hooks.reads -= 1
+    if not hmac.compare_digest(given[len("sha256=") :].lower().encode(), mac.hexdigest().encode()):
+        return _refuse(401, "wrong X-Hub-Signature-256")
+    return bytes(body)
+
+
 async def _github(request: web.Request) -> web.Response:
-    """A GitHub webhook: the HMAC of the raw body is checked (in constant time) before anything else."""
+    """A GitHub webhook: the HMAC of the raw body is checked (in constant time) before anything else; a
+    request without a well-formed signature header is refused before its body is read."""
     secret = request.app[_SECRETS].webhook_secret
     if not secret:
-        return _error(403, f"webhooks are disabled: start hubmirror serve with {WEBHOOK_SECRET_ENV} set")
-    body = await request.read()
-    given = request.headers.get("X-Hub-Signature-256", "")
-    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        return _error(401, "missing or wrong X-Hub-Signature-256")
+        return _refuse(403, f"webhooks are disabled: start hubmirror serve with {WEBHOOK_SECRET_ENV} set")
+    given = request.headers.get("X-Hub-Signature-256", "").strip()
+    if not _SIGNATURE.fullmatch(given):
+        return _refuse(401, "missing or malformed X-Hub-Signature-256 (expected sha256= and 64 hex digits)")
+    body = await _signed_body(request, secret, given)
+    if isinstance(body, web.Response):
+        return body
     event = request.headers.get("X-GitHub-Event", "")
     if event == "ping":
         return web.json_response({"event": "ping", "ok": True})
@@ -145,12 +258,23 @@ async def _github(request: web.Request) -> web.Response:
         payload = {}
     if not isinstance(payload, dict):
         payload = {}
-    repo = (payload.get("repository") or {}).get("full_name") if isinstance(payload.get("repository"), dict) else None
+    repository = payload.get("repository")
+    repo = str(repository.get("full_name") or "")[:100] if isinstance(repository, dict) else ""
     after = str(payload.get("after") or "")
     if after and set(after) == {"0"}:
         return web.json_response({"event": "push", "ignored": "a deleted branch"})
-    reason = " ".join(p for p in ("push", repo, str(payload.get("ref") or ""), after[:12]) if p)
-    return _started(request.app[_LOOP], reason)
+    # A delivery seen before starts nothing: the same X-GitHub-Delivery (GitHub's retry, a replay), or the
+    # same signed body under another delivery id (the id is not signed).
+    delivery = request.headers.get("X-GitHub-Delivery", "").strip()[:128]
+    keys = [f"body:{given[len('sha256=') :].lower()}", *([f"delivery:{delivery}"] if delivery else [])]
+    hooks = request.app[_HOOKS]
+    if hooks.known(keys):
+        return web.json_response({"event": "push", "ignored": "a delivery already received"})
+    reason = " ".join(p for p in ("push", repo, str(payload.get("ref") or "")[:100], after[:12]) if p)
+    response = _started(request.app[_LOOP], reason)
+    if response.status == 202:
+        hooks.remember(keys, request.app[_LIMITS].remembered_deliveries)
+    return response
 
 
 async def _metrics(request: web.Request) -> web.Response:
@@ -183,13 +307,30 @@ async def serve(
     secrets: Secrets,
     service: SyncService | None = None,
     on_listen: Callable[[str], None] | None = None,
+    limits: Limits | None = None,
 ) -> int:
     """Serve until SIGTERM or SIGINT; a run in progress then finishes its items in flight. Returns 0."""
     service = service or SyncService()
+    limits = limits or Limits()
     loop = SyncLoop(cfg, service)
-    runner = web.AppRunner(create_app(loop, secrets), access_log=None, handle_signals=False)
+    app = create_app(loop, secrets, limits)
+    guard = app[GUARD]
+    if guard.max_connections < limits.max_connections:
+        log.warning(
+            "serving at most %d connections: the open-file limit is %d (raise it, e.g. LimitNOFILE=, for more)",
+            guard.max_connections,
+            resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+        )
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        keepalive_timeout=limits.header_timeout,
+        lingering_time=_LINGER,
+        read_bufsize=_READ_BUFFER,
+    )
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = guard.site(runner, host, port)
     await site.start()
     stop = asyncio.Event()
     ev = asyncio.get_running_loop()
@@ -200,7 +341,8 @@ async def serve(
             on_listen(f"http://{host if ':' not in host else f'[{host}]'}:{port}/")
         loop.start()
         await stop.wait()
-        log.info("stopping at %s", datetime.now(UTC).isoformat(timespec="seconds"))
+        at = datetime.now(UTC).isoformat(timespec="seconds")
+        log.info("stopping at %s", at, extra={"fields": {"event": "stopping", "at": at}})
         await loop.shutdown()
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -237,6 +379,11 @@ def _when(when: object) -> str:
     return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if t is not None else "–"
 
 
+def _clock(when: object) -> str:
+    t = _parse(when)
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC") if t is not None else "–"
+
+
 def _ago(when: object) -> str:
     t = _parse(when)
     if t is None:
@@ -263,4 +410,4 @@ def _duration(secs: object) -> str:
     return f"{int(secs // 60)} min {int(secs % 60)} s"
 
 
-__all__ = ["API_TOKEN_ENV", "WEBHOOK_SECRET_ENV", "Secrets", "create_app", "serve"]
+__all__ = ["API_TOKEN_ENV", "GUARD", "MAX_BODY", "WEBHOOK_SECRET_ENV", "Limits", "Secrets", "create_app", "serve"]

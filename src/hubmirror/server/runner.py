@@ -12,17 +12,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from .. import runlog
+from ..budget import QuotaWait
 from ..config import SyncConfig
+from ..copy import CopyEvents
 from ..plan import Plan, WorkItem
 from ..report import Outcome, SyncReport
 from ..schedule import next_run
 from ..service import RunResult, SyncService
-from ..sync import RunControl, SyncEvents
+from ..sync import ItemBytes, RunControl, SyncEvents
 
 log = logging.getLogger(__name__)
 
 #: What items deferred by a shutdown say (the next run takes them first).
 SHUTDOWN_REASON = "hubmirror serve was stopped during the run; the next run takes this first"
+#: Triggers waiting for the next run merge into it: the reasons of this many (distinct) are kept, with how
+#: often each came; the rest are only counted.
+PENDING_REASONS = 10
 
 
 @dataclass
@@ -31,9 +37,15 @@ class LiveRun:
 
     number: int  # this server's run counter (1 = the first run since start)
     triggers: list[str]
-    started: datetime = field(default_factory=lambda: datetime.now(UTC))
+    started: datetime = field(default_factory=lambda: datetime.now(UTC))  # when the run began (planning)
+    copying_started: datetime | None = None  # when planning ended and copying began
     phase: str = "starting"
     planned: bool = False
+    checked: int = 0  # the check's tags looked at (manifest HEADs), of `to_check`
+    to_check: int = 0
+    bytes_done: int = 0  # blob bytes of the items started, at the destination …
+    bytes_total: int = 0  # … of those their manifests list so far
+    waiting: dict[str, Any] | None = None  # a wait for the pull quota in progress (`QuotaWait.fields`)
     commit: str | None = None
     to_copy: int = 0
     to_retag: int = 0
@@ -42,6 +54,7 @@ class LiveRun:
     done: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     in_flight: dict[int, str] = field(default_factory=dict)
+    item_bytes: dict[int, ItemBytes] = field(default_factory=dict)
     stopping: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -49,8 +62,18 @@ class LiveRun:
             "number": self.number,
             "triggers": self.triggers,
             "started": self.started.isoformat(),
+            "began": self.started.isoformat(),
+            "copying_started": self.copying_started.isoformat() if self.copying_started else None,
             "elapsed": round((datetime.now(UTC) - self.started).total_seconds(), 1),
             "phase": self.phase,
+            "tags_checked": self.checked,
+            "tags_to_check": self.to_check,
+            "bytes_done": self.bytes_done,
+            "bytes_total": self.bytes_total,
+            "in_flight_bytes": {
+                self.in_flight[k]: [b.done, b.total] for k, b in self.item_bytes.items() if k in self.in_flight
+            },
+            "waiting": self.waiting,
             "commit": self.commit,
             "to_copy": self.to_copy,
             "to_retag": self.to_retag,
@@ -70,17 +93,36 @@ class _LiveEvents(SyncEvents):
     def phase(self, text: str) -> None:
         self.live.phase = text
 
+    def checked(self, done: int, total: int) -> None:
+        self.live.checked, self.live.to_check = done, total
+
+    def quota_wait(self, wait: QuotaWait) -> None:
+        self.live.waiting = wait.fields() if wait.state == "waiting" else None
+        (runlog.quota_wait if wait.state != "resumed" else runlog.quota_resumed)(wait)
+
     def plan_ready(self, plan: Plan) -> None:
         live = self.live
         live.planned, live.commit, live.phase = True, plan.commit, "copying"
+        live.copying_started = datetime.now(UTC)
         live.to_copy, live.to_retag, live.up_to_date = len(plan.copies), len(plan.retags), len(plan.up_to_date)
         live.total = len(plan.items)
 
     def item_started(self, item: WorkItem) -> None:
         self.live.in_flight[id(item)] = item.canonical
 
+    def item_events(self, item: WorkItem) -> CopyEvents:
+        live = self.live
+
+        def changed(done: int, total: int) -> None:
+            live.bytes_done += done
+            live.bytes_total += total
+
+        counter = live.item_bytes[id(item)] = ItemBytes(changed)
+        return counter
+
     def item_done(self, item: WorkItem, outcome: Outcome) -> None:
         self.live.in_flight.pop(id(item), None)
+        self.live.item_bytes.pop(id(item), None)
         self.live.done += 1
         self.live.outcomes[outcome.value] += 1
 
@@ -109,7 +151,8 @@ class SyncLoop:
         self.next_scheduled: datetime | None = None
         self.runs_started = 0
         self.stopping = False
-        self._pending: list[str] = []
+        self._pending: dict[str, int] = {}  # the first PENDING_REASONS reasons → how many triggers gave each
+        self._pending_count = 0
         self._wake = asyncio.Event()
         self._control: RunControl | None = None
         self._task: asyncio.Task[RunResult] | None = None
@@ -120,16 +163,28 @@ class SyncLoop:
 
     @property
     def pending(self) -> list[str]:
-        """Reasons of the triggers waiting for the next run (merged into one run)."""
-        return list(self._pending)
+        """Reasons of the triggers waiting for the next run (merged into one run): at most `PENDING_REASONS`
+        (``api (×3)`` for a reason given more than once), then how many other triggers there are."""
+        shown = [f"{r} (×{n})" if n > 1 else r for r, n in self._pending.items()]
+        others = self._pending_count - sum(self._pending.values())
+        if others:
+            shown.append(f"{others} more trigger{'s' if others > 1 else ''}")
+        return shown
+
+    @property
+    def pending_count(self) -> int:
+        """How many triggers wait for the next run."""
+        return self._pending_count
 
     def trigger(self, reason: str) -> str:
         """Ask for a run: ``started`` (none was running), ``queued`` (it follows the run in progress; further
         triggers merge into it) or ``refused`` (shutting down)."""
         if self.stopping:
             return "refused"
-        queued = self.current is not None or bool(self._pending)
-        self._pending.append(reason)
+        queued = self.current is not None or self._pending_count > 0
+        self._pending_count += 1
+        if reason in self._pending or len(self._pending) < PENDING_REASONS:
+            self._pending[reason] = self._pending.get(reason, 0) + 1
         self._wake.set()
         return "queued" if queued else "started"
 
@@ -154,6 +209,7 @@ class SyncLoop:
         changed nothing yet)."""
         self.stopping = True
         self._pending.clear()
+        self._pending_count = 0
         if self._cron_task is not None:
             self._cron_task.cancel()
         live = self.current
@@ -192,15 +248,19 @@ class SyncLoop:
         while not self.stopping:
             await self._wake.wait()
             self._wake.clear()
-            if self.stopping or not self._pending:
+            if self.stopping or not self._pending_count:
                 continue
-            reasons, self._pending = self._pending, []
+            reasons = self.pending
+            self._pending, self._pending_count = {}, 0
             await self._run(reasons)
 
     async def _run(self, reasons: list[str]) -> None:
         self.runs_started += 1
         live = LiveRun(self.runs_started, reasons)
         self.current = live
+        runlog.run_started(
+            live.number, reasons, library=self.cfg.library if self.cfg.reads_library else None, dest=self.cfg.dest
+        )
         self._control = RunControl()
         self.service.metrics.in_progress.set(1)
         self._task = asyncio.create_task(self.service.run(self.cfg, events=_LiveEvents(live), control=self._control))
@@ -221,8 +281,10 @@ class SyncLoop:
         self.finished.appendleft(FinishedRun(live.number, reasons, live.started, datetime.now(UTC), result))
         if result is not None and result.report is not None:
             self.last_report = result.report
-        if result is not None and result.error is not None:
-            log.warning("sync run %d: %s", live.number, result.error)
+        if result is None:
+            runlog.run_cancelled(live.number, reasons, began=live.started)
+        else:
+            runlog.run_finished(result, live.number, reasons, began=live.started)
 
 
-__all__ = ["SHUTDOWN_REASON", "FinishedRun", "LiveRun", "SyncLoop"]
+__all__ = ["PENDING_REASONS", "SHUTDOWN_REASON", "FinishedRun", "LiveRun", "SyncLoop"]

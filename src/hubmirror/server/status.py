@@ -1,11 +1,16 @@
 """What the status page and ``GET /api/status`` show: the state's runs, repositories, deferred work and
-library commits, with the server's own view (the run in progress, the last report's failures, triggers)."""
+library commits, with the server's own view (the run in progress, the last report's failures, triggers).
+
+Both are served without authentication: every text in them goes through `public` (URLs without their
+credentials; a rejected credential named by its registry, not by its user or where it came from).
+"""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from ..redact import hide_credential_owners, redact_text, redact_url
 from ..report import Outcome, SyncReport
 from ..state import RunRecord, State
 from .runner import SyncLoop
@@ -18,16 +23,32 @@ def _iso(when: datetime | None) -> str | None:
     return when.astimezone(UTC).isoformat(timespec="seconds") if when is not None else None
 
 
-def _run(r: RunRecord) -> dict[str, Any]:
+#: A repository's state on the status page → its place (failing first, then behind, then the rest).
+_ORDER = {"failed": 0, "behind": 1, "ok": 2}
+
+
+def _run(r: RunRecord, current_began: datetime | None = None) -> dict[str, Any]:
+    """A run of the state. Its ``started`` is when its planning ended (the state records the run then) and
+    copying began; ``began`` is when the run itself began (its duration counts from there)."""
     s = r.summary or {}
+    duration = s.get("duration")
+    began: datetime | None = None
+    if r.finished is not None and isinstance(duration, int | float):
+        began = min(r.started, r.finished - timedelta(seconds=duration))
+    elif r.status == "running":
+        began = current_began
+    began = began or r.started
     return {
         "id": r.id,
         "status": r.status,
         "exit_code": _EXIT.get(r.status),
         "pulls": s.get("manifest_gets", 0),
         "bytes": s.get("bytes", 0),
-        "duration": s.get("duration"),
+        "duration": duration,
+        "planning": round((r.started - began).total_seconds(), 1),  # seconds from began to copying started
+        "began": _iso(began),
         "started": _iso(r.started),
+        "copying_started": _iso(r.started),
         "finished": _iso(r.finished),
         "commit": r.commit,
         "error": None,
@@ -59,11 +80,27 @@ def _quota(runs: list[RunRecord], last: SyncReport | None) -> dict[str, Any]:
     }
 
 
+def public(value: Any) -> Any:
+    """*value* (JSON-ready data) with every string as a page without authentication may show it."""
+    if isinstance(value, str):
+        return hide_credential_owners(redact_text(value))
+    if isinstance(value, dict):
+        return {public(k): public(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [public(v) for v in value]
+    return value
+
+
 def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
-    """The whole status as JSON-ready data (``runs`` newest first; ``repositories`` by destination name)."""
+    """The whole status as JSON-ready data (``runs`` newest first; ``repositories`` failing first, then behind
+    (work deferred), then the rest, each by destination name), fit for a page without authentication
+    (`public`)."""
     cfg = loop.cfg
     records = state.runs(runs)
-    out_runs = [_run(r) for r in records]
+    live = loop.current
+    # The newest run still running is the one in progress here (an older one was interrupted).
+    running = next((r.id for r in records if r.status == "running"), None)
+    out_runs = [_run(r, live.started if live is not None and r.id == running else None) for r in records]
     # Runs that stopped before they reached the state (an unreachable library or registry) are known to
     # this server only; they count as failed (exit code 1).
     for f in loop.finished:
@@ -76,13 +113,16 @@ def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
                     "pulls": 0,
                     "bytes": 0,
                     "duration": (f.finished - f.started).total_seconds(),
+                    "planning": None,
+                    "began": _iso(f.started),
                     "started": _iso(f.started),
+                    "copying_started": None,
                     "finished": _iso(f.finished),
                     "commit": None,
                     "error": f.result.error,
                 }
             )
-    out_runs.sort(key=lambda r: r["started"] or "", reverse=True)
+    out_runs.sort(key=lambda r: r["began"] or "", reverse=True)
     out_runs = out_runs[:runs]
 
     report = loop.last_report
@@ -108,6 +148,7 @@ def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
     repositories = [
         {
             "name": name,
+            "state": "failed" if name in failed else "behind" if name in deferred else "ok",
             "tags": r["tags"],
             "last_change": _iso(r["last_change"]),
             "deferred": deferred.get(name, []),
@@ -115,16 +156,17 @@ def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
         }
         for name, r in sorted(repos.items())
     ]
+    repositories.sort(key=lambda r: _ORDER[r["state"]])  # failing, then behind, then the rest (by name)
 
     newest = next((r.commit for r in records if r.commit), None)
     if loop.current is not None and loop.current.commit:
         newest = loop.current.commit
     synced = state.library_commit(cfg.library) if cfg.reads_library else None
     current = loop.current
-    return {
+    status = {
         "dest": cfg.dest,
         "library": {
-            "source": cfg.library if cfg.reads_library else None,
+            "source": redact_url(cfg.library) if cfg.reads_library else None,
             "synced": synced,
             "newest": newest,
             "up_to_date": synced is not None and synced == newest,
@@ -132,6 +174,7 @@ def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
         "quota": _quota(records, report),
         "current": current.to_dict() if current is not None else None,
         "pending": loop.pending,
+        "pending_triggers": loop.pending_count,
         "next_run": _iso(loop.next_scheduled),
         "schedule": cfg.schedule,
         "runs": out_runs,
@@ -148,6 +191,8 @@ def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
             "now": _iso(datetime.now(UTC)),
         },
     }
+    shown: dict[str, Any] = public(status)
+    return shown
 
 
-__all__ = ["collect"]
+__all__ = ["collect", "public"]

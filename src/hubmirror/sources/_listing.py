@@ -23,8 +23,8 @@ from .._errors import ConfigError, HubmirrorError
 from ..platform import Platform
 from ..reference import DOCKER_HUB, Reference
 from ..store import Store
-from ._hub import DEFAULT_HUB_API, HubApiError, HubTagsAPI
-from ._policy import Dropped, KeepBy, TagInfo, TagPolicy, artifact_subject
+from ._hub import DEFAULT_HUB_API, HubApiError, HubApiThrottled, HubTagsAPI
+from ._policy import Dropped, KeepBy, PolicyError, TagInfo, TagPolicy, artifact_subject
 from ._semver import SemverRange
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,11 @@ class SourceSpec:
         if kind == "hub" and ref.registry != DOCKER_HUB:
             raise ConfigError(f"source {name!r}: hub: takes NAMESPACE/REPO on Docker Hub")
         spec = cls(kind, ref, **policies)
+        if spec.keep_by == "pushed" and not spec.uses_hub_api:
+            raise ConfigError(
+                f"source {name!r}: keep_by: pushed needs push times, which only Docker Hub's tags API gives (a "
+                "docker.io repository); a registry's tags/list has none: use keep_by: semver"
+            )
         if spec.semver is not None:
             SemverRange.parse(spec.semver)
         if spec.immutable and ref.registry == DOCKER_HUB and ref.repository.startswith("library/"):
@@ -134,7 +139,11 @@ class RegistryTags:
 
 
 class HubTags:
-    """Docker Hub's tags API, with `RegistryTags` as the fallback when the API fails."""
+    """Docker Hub's tags API, with `RegistryTags` as the fallback when the API fails.
+
+    The fallback lists no push times: the listing's note says so (the report's ``sources``), and a source
+    that keeps its newest tags by push time (``keep_by: pushed``) is then refused rather than silently
+    kept in another order (`TagPolicy.apply`)."""
 
     def __init__(self, api: HubTagsAPI, namespace: str, repo: str, fallback: RegistryTags) -> None:
         self.api, self.namespace, self.repo, self.fallback = api, namespace, repo, fallback
@@ -142,17 +151,21 @@ class HubTags:
 
     async def list(self) -> Listed:
         try:
-            tags = await self.api.tags(self.namespace, self.repo)
+            listed = await self.api.tags(self.namespace, self.repo)
+        except HubApiThrottled as e:
+            return await self._fallback(f"Docker Hub tags API {e.reason}")
         except HubApiError as e:
-            log.warning("%s: %s; falling back to tags/list", self.name, e)
-            listed = await self.fallback.list()
-            listed.note = f"Docker Hub tags API failed ({e}); listed with tags/list and checked with HEADs"
-            return listed
-        if not tags:
-            listed = await self.fallback.list()
-            listed.note = "Docker Hub tags API listed no tags; listed with tags/list and checked with HEADs"
-            return listed
-        return Listed(tags, "hub-api")
+            return await self._fallback(f"Docker Hub tags API failed ({e.reason})")
+        if not listed.tags:
+            return await self._fallback("Docker Hub tags API listed no tags")
+        return Listed(listed.tags, "hub-api", listed.note)
+
+    async def _fallback(self, why: str) -> Listed:
+        note = f"{why}; listed with tags/list, without push times, and checked with HEADs"
+        log.warning("%s: %s", self.name, note)
+        listed = await self.fallback.list()
+        listed.note = note
+        return listed
 
 
 @dataclass
@@ -225,7 +238,11 @@ async def list_sources(
         listing.via, listing.note, listing.listed = listed.via, listed.note, len(listed.tags)
         images = [t for t in listed.tags if artifact_subject(t.name) is None]
         listing.artifacts = [t for t in listed.tags if artifact_subject(t.name) is not None]
-        listing.kept, listing.dropped = spec.policy().apply(images)
+        try:
+            listing.kept, listing.dropped = spec.policy().apply(images)
+        except PolicyError as e:
+            listing.artifacts = []
+            listing.error = f"{spec.name}: {e}" + (f"; {listed.note}" if listed.note else "")
         return listing
 
     try:

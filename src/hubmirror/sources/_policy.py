@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
+from .._errors import HubmirrorError
 from ..platform import Platform
 from ._semver import SemverRange, Version, parse_version
 
@@ -22,6 +23,10 @@ from ._semver import SemverRange, Version, parse_version
 ARTIFACT_TAG = re.compile(r"^sha256-(?P<hex>[0-9a-f]{64})(?:\.(?P<kind>sig|att|sbom))?$")
 
 KeepBy = Literal["semver", "pushed"]
+
+
+class PolicyError(HubmirrorError):
+    """The policies cannot be applied to what the source listed (``keep_by: pushed`` without push times)."""
 
 
 @dataclass(frozen=True)
@@ -62,7 +67,10 @@ class TagPolicy:
         self._exclude = [re.compile(p) for p in self.exclude]
 
     def apply(self, tags: Iterable[TagInfo]) -> tuple[list[TagInfo], list[Dropped]]:
-        """The kept tags (newest first where an order is known) and every dropped tag with its policy."""
+        """The kept tags (newest first where an order is known) and every dropped tag with its policy.
+
+        Raises `PolicyError` when ``keep`` is to keep the newest by push time (``keep_by: pushed``) and a
+        candidate has no push time (the listing fell back to ``tags/list``): never another order instead."""
         dropped: list[Dropped] = []
         kept: list[TagInfo] = []
         versions: dict[str, Version | None] = {}
@@ -88,6 +96,13 @@ class TagPolicy:
                     continue
             kept.append(t)
         by = self.order(kept)
+        if self.keep is not None and by == "pushed":
+            unknown = [t.name for t in kept if t.pushed is None]
+            if unknown:
+                raise PolicyError(
+                    f"keep_by: pushed needs each tag's push time, which {len(unknown)} of {len(kept)} tags lack (only "
+                    "Docker Hub's tags API gives them): refused rather than keeping the newest in another order"
+                )
         kept = self._newest_first(kept, versions, by)
         if self.keep is not None and len(kept) > self.keep:
             newest = ", ".join(t.name for t in kept[: self.keep])
@@ -138,4 +153,4 @@ def artifact_subject(tag: str) -> tuple[str, str] | None:
     return f"sha256:{m.group('hex')}", m.group("kind") or "referrers"
 
 
-__all__ = ["ARTIFACT_TAG", "Dropped", "KeepBy", "TagInfo", "TagPolicy", "artifact_subject"]
+__all__ = ["ARTIFACT_TAG", "Dropped", "KeepBy", "PolicyError", "TagInfo", "TagPolicy", "artifact_subject"]

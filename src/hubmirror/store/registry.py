@@ -63,6 +63,13 @@ class RegistryStore:
     def open_blob(self, repo: str, desc: Descriptor) -> BlobStream:
         return self.client.open_blob(repo, desc.digest)
 
+    def open_blob_at(
+        self, repo: str, desc: Descriptor, offset: int, *, resumes: int | None = None, stall: float | None = None
+    ) -> BlobStream:
+        """The blob's bytes from *offset* on (a ``Range`` request); *resumes* and *stall* as
+        `RegistryClient.open_blob` takes them (a content mirror's stream is not resumed on the same mirror)."""
+        return self.client.open_blob(repo, desc.digest, offset=offset, resumes=resumes, stall=stall)
+
     async def put_blob(self, repo: str, desc: Descriptor, chunks: AsyncIterator[bytes]) -> None:
         """Monolithic streaming PUT when ``desc.size`` is known (> 0 or an empty blob), else chunked."""
         size = desc.size if desc.size >= 0 else None

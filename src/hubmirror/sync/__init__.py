@@ -12,7 +12,7 @@ report. `run_sync` (in `run`) runs them in order; each step lives in its own mod
 * `reporting`: the report's events; `events`: progress callbacks and the stop control.
 """
 
-from .events import RunControl, SyncEvents
+from .events import ItemBytes, RunControl, SyncEvents
 from .planning import build_plan
 from .prune import MAX_DELETE_SHARE, max_delete_default, prune, prune_refusals
 from .run import run_sync
@@ -21,6 +21,7 @@ from .stores import Destination, Sources, open_destination
 __all__ = [
     "MAX_DELETE_SHARE",
     "Destination",
+    "ItemBytes",
     "RunControl",
     "Sources",
     "SyncEvents",

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from ..copy import CopyEvents
+from ..copy import BlobHow, CopyEvents
 
 if TYPE_CHECKING:
+    from ..budget import QuotaWait
+    from ..media import Descriptor
     from ..plan import Plan, WorkItem
     from ..report import Outcome
 
@@ -18,6 +20,17 @@ class SyncEvents(CopyEvents):
     def phase(self, text: str) -> None:
         """A new phase begins (reading the library, checking tags, copying, pruning)."""
 
+    def checked(self, done: int, total: int) -> None:
+        """The check's HEADs: *done* of *total* tags looked at (called with 0 first, then as each ends)."""
+
+    def quota_wait(self, wait: QuotaWait) -> None:
+        """``--wait``: the run waits for the pull quota (``wait.state`` "waiting"), or goes on after it
+        ("resumed", "gave_up")."""
+
+    def item_events(self, item: WorkItem) -> CopyEvents:
+        """The copy events of *item*'s copy (its blobs, their sizes and bytes); default: these events."""
+        return self
+
     def plan_ready(self, plan: Plan) -> None:
         """The plan is known; copying starts next."""
 
@@ -26,6 +39,52 @@ class SyncEvents(CopyEvents):
 
     def item_done(self, item: WorkItem, outcome: Outcome) -> None:
         """A work item ended with *outcome*."""
+
+
+class ItemBytes(CopyEvents):
+    """The blob bytes of one work item's copy: ``total`` is the size of the blobs its image manifests list
+    (it grows as the copier fetches them), ``done`` what is at the destination (blobs already there or
+    mounted count whole). *on_change* is told (done added, total added) at each change."""
+
+    def __init__(self, on_change: Callable[[int, int], None] | None = None) -> None:
+        self.total = 0
+        self.done = 0
+        self.on_change = on_change
+        self._sizes: dict[str, int] = {}
+        self._counted: dict[str, int] = {}
+
+    def blobs_listed(self, descs: Sequence[Descriptor]) -> None:
+        added = 0
+        for d in descs:
+            if d.digest not in self._sizes:
+                self._sizes[d.digest] = max(0, d.size)
+                added += max(0, d.size)
+        if added:
+            self.total += added
+            self._changed(0, added)
+
+    def blob_start(self, desc: Descriptor) -> None:
+        self._count(desc, 0)  # again from the start on a retry
+
+    def blob_progress(self, desc: Descriptor, nbytes: int) -> None:
+        self._count(desc, self._counted.get(desc.digest, 0) + nbytes)
+
+    def blob_done(self, desc: Descriptor, how: BlobHow) -> None:
+        self._count(desc, desc.size)
+
+    def _count(self, desc: Descriptor, value: int) -> None:
+        if desc.digest not in self._sizes:  # not listed (cannot happen with the copier): count it now
+            self.blobs_listed([desc])
+        value = min(max(0, value), self._sizes[desc.digest])
+        delta = value - self._counted.get(desc.digest, 0)
+        if delta:
+            self._counted[desc.digest] = value
+            self.done += delta
+            self._changed(delta, 0)
+
+    def _changed(self, done: int, total: int) -> None:
+        if self.on_change is not None:
+            self.on_change(done, total)
 
 
 class RunControl:
@@ -50,4 +109,4 @@ class RunControl:
             listener(self.reason)
 
 
-__all__ = ["RunControl", "SyncEvents"]
+__all__ = ["ItemBytes", "RunControl", "SyncEvents"]

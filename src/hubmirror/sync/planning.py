@@ -1,18 +1,32 @@
 """The plan step: the selection's targets checked with free HEADs on source and destination (`hubmirror.plan.check`),
-deferred work first, and the recorded tags that left the selection."""
+deferred work first, and the recorded tags of this job that left the selection.
+
+Jobs: several sync jobs may share a state and a destination. Every tag recorded in a run is claimed for the
+running job (`State.job`), and a run claims the records of every tag it selects (so the first run of a job
+adopts the records written before jobs were tracked). What left a job's selection is considered only among
+the tags that job owns (`leaving`): a tag another job also owns stays (the job lets go of it), and a tag no
+job owns is never pruned.
+"""
 
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Final
 
 from ..config import SyncConfig
 from ..plan import Plan, check
+from ..report import Outcome, SyncReport
 from ..sources import artifact_subject
 from ..state import State, TagRecord
 from .events import SyncEvents
 from .selection import select_targets, source_key, unique
 from .stores import Destination, Sources
+
+#: The children of every index believed up to date are looked at again (HEADs at the destination, no pulls)
+#: at least this often, and at the next run after any prune deleted something in the destination.
+CHILDREN_CHECK_EVERY: Final = timedelta(hours=24)
 
 
 async def build_plan(
@@ -26,7 +40,7 @@ async def build_plan(
 ) -> Plan:
     """Decide what the run will do, spending no pulls (library from git, HEADs on source and destination)."""
     events = events or SyncEvents()
-    plan = Plan()
+    plan = Plan(job=cfg.job_id)
     targets = await select_targets(
         cfg, plan, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events
     )
@@ -37,9 +51,18 @@ async def build_plan(
         replace(t, priority=(0, *t.priority[1:])) if (dest.key(t.dest_repo), t.tag) in deferred else t for t in targets
     ]
     plan.targets = unique(targets)
+    verify = await children_check_due(state, dest)
+    started = datetime.now(UTC)
     events.phase(f"checking {len(plan.targets)} tags (manifest HEADs, free)")
     await check(
-        plan, sources=sources.__getitem__, dest=dest.store, state=state, dest_key=dest.key, overwrite=cfg.overwrite
+        plan,
+        sources=sources.__getitem__,
+        dest=dest.store,
+        state=state,
+        dest_key=dest.key,
+        overwrite=cfg.overwrite,
+        progress=events.checked,
+        verify_children=verify,
     )
     if plan.failed:
         target, reason = plan.failed[0]
@@ -51,34 +74,82 @@ async def build_plan(
     for listing in plan.sources:
         if listing.error:
             plan.block_prune(f"tag source {listing.name} could not be listed ({listing.error})")
-    plan.leaving = leaving_tags(plan, await state.aio.tags(prefix=dest.prefix), dest)
+    await find_leaving(plan, state=state, dest=dest)
+    if not cfg.dry_run:
+        # The job owns every recorded tag it selects (the first run of a job adopts what it selects).
+        records = {(r.dest_repo, r.tag) for r in await state.aio.tags(prefix=dest.prefix)}
+        await state.aio.claim_tags(plan.job or cfg.job_id, sorted(_selected(plan, dest) & records))
+        if verify and plan.children_checked:
+            await state.aio.set_children_checked(dest.prefix, started)
     return plan
 
 
-def leaving_tags(plan: Plan, records: list[TagRecord], dest: Destination) -> list[TagRecord]:
-    """The recorded tags hubmirror created that left *plan*'s selection (its targets), but not those of a
-    tag source that could not be listed, nor signatures whose image stays."""
-    selected = {(dest.key(t.dest_repo), t.tag) for t in plan.targets}
+async def children_check_due(state: State, dest: Destination) -> bool:
+    """Should the check look at the children of the indexes it finds up to date? Yes when it never did for
+    this destination (a fresh state, or a state an older hubmirror wrote, whose prune deleted children),
+    after a prune deleted something there since, and every `CHILDREN_CHECK_EVERY` (deletions behind
+    hubmirror's back)."""
+    checked = await state.aio.children_checked(dest.prefix)
+    if checked is None or datetime.now(UTC) - checked > CHILDREN_CHECK_EVERY:
+        return True
+    return bool(await state.aio.deletions(prefix=dest.prefix, since=checked))
+
+
+async def find_leaving(plan: Plan, *, state: State, dest: Destination, report: SyncReport | None = None) -> None:
+    """Fill ``plan.leaving`` and ``plan.released`` from the state: the tags this job owns that left its
+    selection. Without *report*, as the plan predicts the run (every copy succeeds); with it, after the
+    copies, from what the state and the report say now: a tag moved in this run no longer holds its old
+    image, whose signatures leave with it in this run."""
+    selected = _selected(plan, dest)
     protected = {source_key(listing, dest) for listing in plan.sources if listing.error}
-    held = _held_subjects(plan, records, selected, dest)
-    return [
-        r
-        for r in records
-        if r.created_by_hubmirror
-        and (r.dest_repo, r.tag) not in selected
-        and r.dest_repo not in protected
-        and not _follows_held(r, held)
-    ]
+    records = await state.aio.tags(prefix=dest.prefix)
+    owners = await state.aio.tag_owners(prefix=dest.prefix)
+    held = _held_subjects(plan, records, selected, dest, report)
+    plan.leaving, plan.released, plan.co_owners = [], [], {}
+    for r in records:
+        key = (r.dest_repo, r.tag)
+        if key in selected or r.dest_repo in protected or _follows_held(r, held):
+            continue
+        jobs = owners.get(key, frozenset())
+        if plan.job is not None and plan.job not in jobs:
+            continue  # another job's tag, or no job's (recorded before jobs were tracked): never this job's to prune
+        others = tuple(sorted(jobs - {plan.job} if plan.job is not None else ()))
+        if r.created_by_hubmirror and not others:
+            plan.leaving.append(r)
+        else:
+            plan.released.append(r)
+            if others:
+                plan.co_owners[key] = others
+
+
+def _selected(plan: Plan, dest: Destination) -> set[tuple[str, str]]:
+    """(state name of the destination repository, tag) of every target of the selection."""
+    return {(dest.key(t.dest_repo), t.tag) for t in plan.targets if t.tag is not None}
 
 
 def _held_subjects(
-    plan: Plan, records: list[TagRecord], selected: set[tuple[str, str | None]], dest: Destination
+    plan: Plan,
+    records: list[TagRecord],
+    selected: set[tuple[str, str]],
+    dest: Destination,
+    report: SyncReport | None,
 ) -> set[tuple[str, str]]:
-    """(destination repository, digest) of every image a selected tag holds or will hold: what the source
-    has now, and what a recorded selected tag still holds (a copy deferred or failed keeps the old one)."""
+    """(destination repository, digest) of every image a selected tag holds, or will hold.
+
+    Before the copies (no *report*): what is up to date, what the copies will write, and what the recorded
+    tags whose check failed or that conflict still hold. After them: what the recorded selected tags hold
+    now (a copy deferred or failed keeps the old image; a tag moved in this run holds the new one only),
+    what is up to date, and what this run copied or retagged (tags or digests)."""
     held = {(dest.key(u.target.dest_repo), u.upstream_digest) for u in plan.up_to_date}
-    held |= {(dest.key(i.dest_repo), i.upstream_digest) for i in plan.items}
+    if report is None:
+        held |= {(dest.key(i.dest_repo), i.upstream_digest) for i in plan.items}
+        planned = {(dest.key(u.target.dest_repo), u.target.tag) for u in plan.up_to_date}
+        planned |= {(dest.key(i.dest_repo), t) for i in plan.items for t in i.tags}
+        held |= {(r.dest_repo, r.upstream_digest) for r in records if (r.dest_repo, r.tag) in selected - planned}
+        return held
     held |= {(r.dest_repo, r.upstream_digest) for r in records if (r.dest_repo, r.tag) in selected}
+    done = (Outcome.COPIED, Outcome.RETAGGED)
+    held |= {(i.dest, i.digest) for i in report.items if i.outcome in done and i.digest}
     return held
 
 
@@ -89,4 +160,4 @@ def _follows_held(record: TagRecord, held: set[tuple[str, str]]) -> bool:
     return found is not None and (record.dest_repo, found[0]) in held
 
 
-__all__ = ["build_plan", "leaving_tags"]
+__all__ = ["CHILDREN_CHECK_EVERY", "build_plan", "children_check_due", "find_leaving"]

@@ -46,7 +46,7 @@ async def run_sync(
     sources = Sources(cfg)
     report = SyncReport(library=cfg.library if cfg.reads_library else None, dest=cfg.dest)
     report.dry_run = cfg.dry_run
-    state = await asyncio.to_thread(State.open, cfg.state)
+    state = await asyncio.to_thread(State.open, cfg.state, job=cfg.job_id)  # claims the tags it records
     try:
         if state.cooperative and not cfg.dry_run:  # PostgreSQL: workers share the run instead of a lock
             return await run_worker(

@@ -58,6 +58,7 @@ class Runner:
         self.hub = sources[cfg.source]
         self.budget = sources.budget
         self.budget.probe = self._probe
+        self.budget.on_wait = events.quota_wait
         self._copiers: dict[str, Copier] = {}
         self._sem = semaphore or asyncio.Semaphore(cfg.concurrency)  # shared by runners working at once
         self.stopped: str | None = None  # why no new copy starts (RunControl.stop)
@@ -158,6 +159,7 @@ class Runner:
                         platforms=item.platforms,
                         source=Descriptor(item.media_type, item.upstream_digest, 0),  # the plan's HEAD
                         dest_tags=item.dest_tags if self._fresh() else None,  # the plan's HEADs, if recent
+                        events=self.events.item_events(item),
                     )
             finally:
                 await self._keep_index(item, copier)
@@ -177,7 +179,10 @@ class Runner:
             await self._defer(item, str(e))
             return
         except QuotaExceeded as e:
-            self.budget.stop(f"quota 429 from {item.source_registry}: {e}")
+            # Docker Hub's quota stops the Hub budget; another registry's (a pull-through cache's) stops only
+            # that registry's GETs, which its client refuses from now on by itself.
+            if self.sources.is_hub(item.source_registry):
+                self.budget.stop(f"quota 429 from {item.source_registry}: {e}")
             await self._defer(item, f"quota 429 (toomanyrequests) from {item.source_registry}")
             return
         except (TimeoutError, HubmirrorError, aiohttp.ClientError, OSError) as e:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from .._errors import HubmirrorError
 from ..config import SyncConfig
 from ..plan import Plan, Target, dest_repository, library_targets, list_targets, read_image_list, source_targets
+from ..redact import redact_url
 from ..sources import SourceListing, list_sources
 from ..state import State
 from .events import SyncEvents
@@ -42,7 +43,7 @@ async def select_targets(
     if cfg.reads_library:
         from ..library import LibraryFilter, LibrarySource, diff_library, load_library
 
-        events.phase(f"reading the library at {cfg.library}")
+        events.phase(f"reading the library at {redact_url(cfg.library)}")
         lib_source = await LibrarySource.open(cfg.library, cache_dir)
         library = await load_library(lib_source, cfg.commit)
         plan.commit = library.commit

@@ -27,7 +27,7 @@ from ..store import TransferStats
 from . import freshness
 from .claim import Claims, SharedQuota, quota_key
 from .events import RunControl, SyncEvents
-from .planning import leaving_tags
+from .planning import children_check_due
 from .prune import prune
 from .record import record_followed, record_up_to_date
 from .reporting import add_failed, finish_report
@@ -35,6 +35,8 @@ from .runner import Runner
 from .selection import select_targets, unique
 from .stores import Destination, Sources
 
+#: A unit's marker for "not every child of its indexes could be looked at" (not a prune blocker).
+_UNCHECKED = "\x00children unchecked"
 #: A lease when the config gives none (`SyncConfig.lease`).
 DEFAULT_LEASE = 30.0
 #: Repositories one worker works on at once (each claimed, planned and copied on its own; their items
@@ -63,23 +65,30 @@ async def run_worker(
     by_unit: dict[str, list[Target]] = {}
     for t in whole.targets:
         by_unit.setdefault(dest.key(t.dest_repo), []).append(t)
-    run_id = await claims.join(dest.prefix, list(by_unit), commit=whole.commit, quota=key)
+    verify = await children_check_due(state, dest)  # this run HEADs the children of indexes up to date too
+    started = datetime.now(UTC)
+    job = f"{cfg.job_id} → {dest.prefix}"  # the workers of one job (a config) into one destination
+    run_id = await claims.join(job, list(by_unit), commit=whole.commit, quota=key)
     report.run_id = run_id
     events.phase(f"worker {claims.worker} on run {run_id} ({len(by_unit)} repositories)")
     add_failed(whole, report, dest)  # the selection's own problems: every worker sees them
     semaphore = asyncio.Semaphore(cfg.concurrency)  # the items copied at once, whatever repository
+    unchecked = 0  # repositories whose indexes' children could not all be looked at (verify)
 
     async def lane() -> None:
         """Claim, plan, copy and record repositories one after the other until none is left."""
+        nonlocal unchecked
         while control is None or control.reason is None:
             unit = await claims.next()
             if unit is None:
                 return
             blockers = await _work_unit(
                 cfg, whole, unit, by_unit.get(unit, []), state=state, dest=dest, sources=sources,
-                report=report, run_id=run_id, events=events, control=control, semaphore=semaphore,
+                report=report, run_id=run_id, events=events, control=control, semaphore=semaphore, verify=verify,
             )  # fmt: skip
-            await claims.done(unit, blockers=blockers, summary=_summary(report, sources, dest))
+            unchecked += blockers.count(_UNCHECKED)
+            blockers = [b for b in blockers if b != _UNCHECKED]
+            await claims.done(unit, blockers=blockers, summary=_summary(report, sources, dest, unchecked))
 
     async with claims.heartbeat():
         try:
@@ -98,9 +107,11 @@ async def run_worker(
             why = f"{control.reason}; {left} repositories left to the other workers or the next run"
             report.add(Outcome.DEFERRED, "run", dest.name, reason=why)
         await freshness.note_reasons(report, state=state)
-        closer = await claims.close(_summary(report, sources, dest), stopped=stopped)
+        closer = await claims.close(_summary(report, sources, dest, unchecked), stopped=stopped)
         if closer:
             await _close(cfg, whole, claims, state=state, dest=dest, sources=sources, report=report, events=events)
+            if verify and report.run is not None and not report.run["children_unchecked"]:
+                await state.aio.set_children_checked(dest.prefix, started)
         else:
             finish_report(report, sources, dest, cfg)
             summaries, _ = await state.run(state.run_work, run_id)
@@ -119,7 +130,7 @@ async def _select(
 ) -> Plan:
     """The whole selection's targets in priority order (deferred work first), as `build_plan` makes them,
     without the check: each worker checks only the repositories it claims."""
-    whole = Plan()
+    whole = Plan(job=cfg.job_id)
     targets = await select_targets(
         cfg, whole, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events
     )
@@ -148,17 +159,31 @@ async def _work_unit(
     events: SyncEvents,
     control: RunControl | None,
     semaphore: asyncio.Semaphore,
+    verify: bool,
 ) -> list[str]:
-    """Plan, copy and record one claimed destination repository; what must stop prune (checks that failed)."""
-    plan = Plan(commit=whole.commit, targets=targets)
+    """Plan, copy and record one claimed destination repository; what must stop prune (checks that failed;
+    `_UNCHECKED` when *verify* could not look at every child of its indexes)."""
+    plan = Plan(commit=whole.commit, targets=targets, job=whole.job)
 
     def dest_key(repo: str) -> str:  # the state is read for this repository only (its name as the prefix)
         return dest.key(repo) if repo else unit
 
     await check(
-        plan, sources=sources.__getitem__, dest=dest.store, state=state, dest_key=dest_key, overwrite=cfg.overwrite
+        plan,
+        sources=sources.__getitem__,
+        dest=dest.store,
+        state=state,
+        dest_key=dest_key,
+        overwrite=cfg.overwrite,
+        verify_children=verify,
     )
     blockers = [f"{t.canonical} could not be checked ({reason})" for t, reason in plan.failed]
+    if verify and not plan.children_checked:
+        blockers.append(_UNCHECKED)
+    # The job owns every recorded tag of this repository it selects (its first run adopts them).
+    recorded = {(r.dest_repo, r.tag) for r in await state.aio.tags(prefix=unit)}
+    selected = {(unit, t.tag) for t in targets if t.tag is not None}
+    await state.aio.claim_tags(cfg.job_id, sorted(selected & recorded))
     listed = report.sources
     add_failed(plan, report, dest)
     report.sources = listed
@@ -215,14 +240,14 @@ async def _close(
     for reason in blockers[:1]:
         more = f" and {len(blockers) - 1} more" if len(blockers) > 1 else ""
         whole.block_prune(reason + more)
-    whole.leaving = leaving_tags(whole, await state.aio.tags(prefix=dest.prefix), dest)
-    await prune(
+    await prune(  # what left the selection is found by prune, from the state after every worker's copies
         whole, state=state, dest=dest, report=report, enabled=cfg.prune, events=events, max_delete=cfg.max_delete
     )
     await freshness.finish(whole, report, state=state, dest=dest)
     finish_report(report, sources, dest, cfg)
     summaries, _ = await state.run(state.run_work, run_id)
-    summaries[claims.worker] = _summary(report, sources, dest)
+    unchecked = int(summaries.get(claims.worker, {}).get("children_unchecked", 0))
+    summaries[claims.worker] = _summary(report, sources, dest, unchecked)
     report.run = _whole_run(summaries, closer=True)
     # The commit the run started with (a worker joining later may have read a newer one): synced only if
     # this worker's selection was made from it too.
@@ -240,8 +265,9 @@ async def _close(
     await state.run(state.end_run, run_id)
 
 
-def _summary(report: SyncReport, sources: Sources, dest: Destination) -> dict[str, Any]:
-    """What this worker did so far: its items' exit code and counts, and its transfer totals."""
+def _summary(report: SyncReport, sources: Sources, dest: Destination, unchecked: int = 0) -> dict[str, Any]:
+    """What this worker did so far: its items' exit code and counts, its transfer totals, and how many of
+    its repositories' indexes could not have every child looked at."""
     totals = Totals()
     for store in sources.stores.values():
         totals.add_stats(store.stats, TransferStats())
@@ -249,7 +275,12 @@ def _summary(report: SyncReport, sources: Sources, dest: Destination) -> dict[st
     totals.blobs_skipped = report.totals.blobs_skipped
     totals.duration = (datetime.now(UTC) - report.started).total_seconds()
     own = SyncReport(items=report.items)
-    return {"exit_code": own.exit_code, "counts": own.counts(), "totals": asdict(totals)}
+    return {
+        "exit_code": own.exit_code,
+        "counts": own.counts(),
+        "totals": asdict(totals),
+        "children_unchecked": unchecked,
+    }
 
 
 _PER_RUN = frozenset({"ratelimit_remaining", "ratelimit_limit", "ratelimit_window"})
@@ -261,8 +292,10 @@ def _whole_run(summaries: dict[str, dict[str, Any]], *, closer: bool) -> dict[st
     counts: dict[str, int] = {}
     totals: dict[str, float] = {}
     codes = set()
+    unchecked = 0
     for s in summaries.values():
         codes.add(int(s.get("exit_code", EXIT_DONE)))
+        unchecked += int(s.get("children_unchecked", 0))
         for k, v in (s.get("counts") or {}).items():
             counts[k] = counts.get(k, 0) + int(v)
         for k, v in (s.get("totals") or {}).items():
@@ -278,6 +311,7 @@ def _whole_run(summaries: dict[str, dict[str, Any]], *, closer: bool) -> dict[st
         "status": status,
         "counts": counts,
         "totals": totals,
+        "children_unchecked": unchecked,
     }
 
 

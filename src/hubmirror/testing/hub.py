@@ -6,6 +6,11 @@ Hub does and Distribution does not (reference §C, §D.2, §D.5, §F.4): bearer-
 endpoint, the pull quota and its ``ratelimit-*`` headers, the bare-429 abuse limit, blob GETs
 redirected to a second "CDN" port, deterministic fault injection, and the repository tags API
 (``/v2/namespaces/NS/repositories/REPO/tags``: each tag's digest, push time and platforms, paginated).
+Modes a test switches on answer as the real Hub does where it is less kind: paid accounts without quota
+headers (`disable_ratelimit`), the 2026 abuse 429 (``TOOMANYREQUESTS`` "retry-after: …, allowed: N/minute";
+`abuse`/`set_abuse_limit` with ``hub_message``), 401 ``insufficient_scope`` for unknown repositories
+(`hide_unknown_repositories`), a throttled token server (`throttle_tokens`), CDN URLs that expire and CDN
+5xx (`expire_cdn_urls`, `set_cdn_lifetime`, `cdn_fail`). docs/emulator.md lists them with their sources.
 It runs its own event loop in a background thread, so async tests, blocking subprocesses (``skopeo``,
 the CLI) and the demo can all use it.
 """
@@ -26,6 +31,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +49,11 @@ PULL_LIMIT_MESSAGE = (
     "https://www.docker.com/increase-rate-limits"
 )
 FAULT_KINDS = frozenset({"reset", "500", "truncate", "flip"})
+#: Docker Hub's abuse limit since 2026 (terraform-provider-terrifi #50, hub-feedback #2511), as its message.
+ABUSE_MESSAGE = "retry-after: 985.86µs, allowed: 44000/minute"
+#: The repositories the token request being answered names and the upstream lacks (`hide_unknown_repositories`).
+_UNKNOWN_REPOS: ContextVar[frozenset[str]] = ContextVar("hub_unknown_repositories", default=frozenset())
+_REASONS = {429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
 
 _REPO_ROUTE = re.compile(r"^/v2/(?P<name>.+?)/(?P<kind>manifests|blobs|tags|referrers)/(?P<rest>.*)$")
 _REFERRERS_TAG = re.compile(r"^sha256-[0-9a-f]{64}$")
@@ -118,6 +129,30 @@ class _Quota:
 
 
 @dataclass
+class _Throttle:
+    """Answers *status* to the next *count* requests, and at most *per_second* a second (None: no rate)."""
+
+    count: int = 0
+    per_second: float | None = None
+    status: int = 429
+    retry_after: float | None = 1.0
+    recent: list[float] = field(default_factory=list)
+
+    def take(self, now: float) -> tuple[int, float | None] | None:
+        """(status, Retry-After) when the request arriving *now* is throttled, else None."""
+        if self.count > 0:
+            self.count -= 1
+            return self.status, self.retry_after
+        if self.per_second is None:
+            return None
+        self.recent = [t for t in self.recent if now - t < 1.0]
+        if len(self.recent) >= self.per_second:
+            return self.status, self.retry_after
+        self.recent.append(now)
+        return None
+
+
+@dataclass
 class _Faults:
     rate: float
     seed: int
@@ -158,7 +193,16 @@ class HubEmulator:
         self._abuse_retry_after = 0.0
         self._abuse_like_quota = False
         self._abuse_limit: int | None = None  # requests per second before the abuse 429s start
+        self._abuse_match: Callable[[str, str], bool] | None = None  # which requests `abuse` answers
+        self._abuse_message = False  # 2026 Hub: TOOMANYREQUESTS "retry-after: …, allowed: N/minute"
         self._recent: list[float] = []  # arrival times within the last second (for the abuse limit)
+        self._hide_unknown = False  # a token grants nothing for a repository the upstream lacks: 401
+        self._token_throttle = _Throttle()  # the token server's own 429/5xx answers
+        self._cdn_lifetime = 600.0  # seconds a signed CDN URL is valid
+        self._cdn_expired_left = 0  # redirects still to hand out already expired
+        self._cdn_denied_status = 403
+        self._cdn_fail_left = 0  # CDN requests still to answer with _cdn_fail_status
+        self._cdn_fail_status = 503
         self._faults: _Faults | None = None
         self._fail_always: Callable[[str, str], bool] | None = None
         self._fail_status = 500
@@ -306,23 +350,80 @@ class HubEmulator:
             self._quota.roll(time.monotonic())
             return self._quota.remaining
 
-    def abuse(self, count: int, retry_after: float = 0.0, *, like_quota: bool = False) -> None:
-        """Answer the next *count* requests (any path) with the abuse limit's ``429`` and ``Retry-After``:
-        bare, or with *like_quota* dressed like a quota 429 (``TOOMANYREQUESTS`` body) but with the quota
-        headers saying pulls are left, as a client must still tell apart from the pull quota."""
+    def abuse(
+        self,
+        count: int,
+        retry_after: float = 0.0,
+        *,
+        like_quota: bool = False,
+        hub_message: bool = False,
+        match: FaultMatcher | None = None,
+    ) -> None:
+        """Answer the next *count* requests (any path) with the abuse limit's ``429``: bare with
+        ``Retry-After``; or with *like_quota* dressed like a quota 429 (``TOOMANYREQUESTS`` body) but with
+        the quota headers saying pulls are left, as a client must still tell apart from the pull quota; or
+        with *hub_message* as Docker Hub answers since 2026 (`ABUSE_MESSAGE`: code ``TOOMANYREQUESTS``,
+        message ``retry-after: 985.86µs, allowed: 44000/minute``, no ``Retry-After`` header, and quota
+        headers only if the account has a quota: none after `disable_ratelimit`, a paid account).
+        *match* (as for `fail_always`) limits it to the matching requests: the abuse limit strikes whatever
+        request comes, and a test may want it to strike a manifest GET."""
         with self._lock:
+            self._abuse_match = _matcher(match)
             self._abuse_left = count
             self._abuse_retry_after = retry_after
             self._abuse_like_quota = like_quota
+            self._abuse_message = hub_message
 
-    def set_abuse_limit(self, per_second: int | None, retry_after: float = 1.0) -> None:
+    def set_abuse_limit(self, per_second: int | None, retry_after: float = 1.0, *, hub_message: bool = False) -> None:
         """Docker Hub's abuse limit: a request arriving when *per_second* requests already came within the
-        last second is answered with a bare ``429`` and ``Retry-After`` (None: no limit)."""
+        last second is answered with a bare ``429`` and ``Retry-After`` (None: no limit); with *hub_message*
+        as Hub answers since 2026 (see `abuse`): ``TOOMANYREQUESTS`` with ``retry-after: <until a slot
+        frees>, allowed: <per_second × 60>/minute`` in the message and no ``Retry-After`` header. The token
+        endpoint has its own limit (`throttle_tokens`)."""
         with self._lock:
             self._abuse_limit = per_second
             self._abuse_retry_after = retry_after
             self._abuse_like_quota = False
+            self._abuse_message = hub_message
             self._recent.clear()
+
+    def hide_unknown_repositories(self, enabled: bool = True) -> None:
+        """With True, answer a pull of a repository the upstream does not have as Docker Hub does: the token
+        server grants a token with no access to it (the requested scope is dropped, no error), and the
+        registry answers ``401`` with ``WWW-Authenticate: Bearer …,error="insufficient_scope"``, never 404
+        (distribution #4354). A push scope the emulator allows is still granted (the user's namespace)."""
+        with self._lock:
+            self._hide_unknown = enabled
+
+    def throttle_tokens(
+        self, count: int = 0, *, per_second: float | None = None, status: int = 429, retry_after: float | None = 1.0
+    ) -> None:
+        """The token server behind the abuse limit (skopeo #325): answer the next *count* token requests,
+        and with *per_second* every one arriving when that many already came within the last second, with
+        *status* (429, or a 5xx) and ``Retry-After: retry_after`` (None: no header). ``throttle_tokens()``
+        switches it off."""
+        with self._lock:
+            self._token_throttle = _Throttle(count, per_second, status, retry_after)
+
+    def set_cdn_lifetime(self, seconds: float) -> None:
+        """Sign CDN URLs for *seconds* (default 600): a URL used later answers 403, as an expired signed URL."""
+        with self._lock:
+            self._cdn_lifetime = seconds
+
+    def expire_cdn_urls(self, count: int, status: int = 403) -> None:
+        """Hand out the next *count* blob redirects with CDN URLs already expired (as a URL that waited too long
+        for a connection, or a skewed clock). From now on the CDN answers an expired URL with *status* (403,
+        as S3 and R2 do for an expired signature; 401 possible). A fresh redirect asked of the registry
+        afterwards works."""
+        with self._lock:
+            self._cdn_expired_left = count
+            self._cdn_denied_status = status
+
+    def cdn_fail(self, count: int, status: int = 503) -> None:
+        """Answer the next *count* CDN requests that carry a valid signature with *status* (a CDN 5xx)."""
+        with self._lock:
+            self._cdn_fail_left = count
+            self._cdn_fail_status = status
 
     def set_faults(
         self,
@@ -354,13 +455,7 @@ class HubEmulator:
     def fail_always(self, match: FaultMatcher | None, status: int = 500) -> None:
         """Answer every matching Hub request with *status* until cleared with ``fail_always(None)``."""
         with self._lock:
-            if match is None:
-                self._fail_always = None
-            elif isinstance(match, str):
-                rx = re.compile(match)
-                self._fail_always = lambda _method, path: bool(rx.search(path))
-            else:
-                self._fail_always = match
+            self._fail_always = _matcher(match)
             self._fail_status = status
 
     def send_head_digest(self, send: bool) -> None:
@@ -461,29 +556,54 @@ class HubEmulator:
         resp: web.StreamResponse
         try:
             with self._lock:
-                abused = self._abuse_left > 0
+                now = time.monotonic()
+                retry_after = self._abuse_retry_after
+                allowed = 44000
+                abused = self._abuse_left > 0 and (self._abuse_match is None or self._abuse_match(request.method, path))
                 if abused:
                     self._abuse_left -= 1
                 elif self._abuse_limit is not None and path != "/token":
-                    now = time.monotonic()
                     self._recent = [t for t in self._recent if now - t < 1.0]
                     abused = len(self._recent) >= self._abuse_limit
                     if not abused:
                         self._recent.append(now)
-                retry_after = self._abuse_retry_after
-                quota = self._quota if abused and self._abuse_like_quota else None
-                dressed = quota is not None
+                    elif self._abuse_message:  # Hub says how long until a request would pass
+                        retry_after = max(0.0, 1.0 - (now - self._recent[0]))
+                        allowed = self._abuse_limit * 60
+                message = abused and self._abuse_message
+                dressed = abused and self._abuse_like_quota
+                # The quota headers: on every path when dressed like the quota, else as Hub sends them (on
+                # manifest requests, when the account has a quota).
+                quota = self._quota if dressed or (message and kind == "manifest") else None
                 quota_headers = self._ratelimit_headers(quota) if quota is not None else {}
-            if abused:
+                throttled = self._token_throttle.take(time.monotonic()) if path == "/token" and not abused else None
+            if abused and message:
+                text = f"retry-after: {go_duration(retry_after)}, allowed: {allowed}/minute"
+                resp = _error(429, "TOOMANYREQUESTS", text)
+                resp.headers.update(quota_headers)
+            elif abused:
                 headers = {"Retry-After": _fmt_seconds(retry_after), **quota_headers}
                 if dressed:
                     resp = _error(429, "TOOMANYREQUESTS", "Too Many Requests")
                     resp.headers.update(headers)
                 else:
                     resp = web.Response(status=429, text="Too Many Requests\n", headers=headers)
+            elif throttled is not None:
+                kind = "token"
+                status, token_retry_after = throttled
+                resp = web.Response(status=status, text=f"{_REASONS.get(status, 'Error')}\n")
+                if token_retry_after is not None:
+                    resp.headers["Retry-After"] = _fmt_seconds(token_retry_after)
             elif path == "/token":
                 kind = "token"
-                resp, user = self._token(request)
+                with self._lock:
+                    hide_unknown = self._hide_unknown
+                unknown = await self._unknown_repos(request) if hide_unknown else frozenset()
+                reset = _UNKNOWN_REPOS.set(unknown)
+                try:
+                    resp, user = self._token(request)
+                finally:
+                    _UNKNOWN_REPOS.reset(reset)
             elif m := _TAGS_API_ROUTE.match(path):
                 kind, repo = "tags-api", f"{m.group('ns') or m.group('ns2')}/{m.group('repo') or m.group('repo2')}"
                 resp = await self._tags_api(request, repo)
@@ -510,11 +630,14 @@ class HubEmulator:
                 return web.json_response({"details": "incorrect username or password"}, status=401), None
             user = name
         access: dict[str, set[str]] = {}
+        unknown = _UNKNOWN_REPOS.get()
         for scope in request.query.getall("scope", []):
             for name, actions in _parse_scope(scope):
                 granted = {"pull"} & actions
                 if "push" in actions and self.allow_push and user is not None:
                     granted.add("push")
+                elif name in unknown:
+                    granted = set()  # Hub: a token without access to it, not an error
                 if granted:
                     access.setdefault(name, set()).update(granted)
         token = secrets.token_urlsafe(24)
@@ -527,6 +650,18 @@ class HubEmulator:
             "issued_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         return web.json_response(body), user
+
+    async def _unknown_repos(self, request: web.Request) -> frozenset[str]:
+        """The repositories a token request names that the upstream registry does not have."""
+        assert self._session is not None
+        unknown = set()
+        for scope in request.query.getall("scope", []):
+            for name, _ in _parse_scope(scope):
+                async with self._session.get(f"{self.upstream.url}/v2/{name}/tags/list") as up:
+                    await up.read()
+                    if up.status != 200:
+                        unknown.add(name)
+        return frozenset(unknown)
 
     async def _referrers(self, repo: str, digest: str) -> web.Response:
         """The referrers of *digest*: the entries of the upstream's ``sha256-<hex>`` index (empty if none)."""
@@ -541,16 +676,24 @@ class HubEmulator:
     # -- the repository tags API (hub.docker.com, reference §F.4) ----------------------------------
 
     async def _tags_api(self, request: web.Request, repo: str) -> web.Response:
-        """``{count, next, previous, results}``, newest push first; anonymous; no pulls counted."""
+        """``{count, next, previous, results}``, newest push first; anonymous; no pulls counted. Its busy
+        modes (429 + ``X-Retry-After``, tags moving while listed, small pages) are switched with
+        `hubmirror.testing.tags_api.tags_api_modes`."""
+        from .tags_api import tags_api_modes
+
+        modes = tags_api_modes(self)
         with self._lock:
             failing = self._fail_always is not None and self._fail_always(request.method, request.path)
             fail_status = self._fail_status
         if failing:
             return web.json_response({"message": "injected persistent failure"}, status=fail_status)
+        throttled = modes.throttled()
+        if throttled is not None:
+            return web.json_response({"message": "Too Many Requests", "errinfo": {}}, status=429, headers=throttled)
         if request.method != "GET":
             return web.json_response({"message": "method not allowed"}, status=405)
         try:
-            size = min(max(int(request.query.get("page_size", "10")), 1), 100)
+            size = min(max(int(request.query.get("page_size", "10")), 1), 100, modes.max_page_size())
             page = max(int(request.query.get("page", "1")), 1)
         except ValueError:
             return web.json_response({"message": "invalid page or page_size"}, status=400)
@@ -577,6 +720,13 @@ class HubEmulator:
             "previous": link(page - 1) if page > 1 else None,
             "results": chunk,
         }
+        if body["next"] is not None and modes.take_move(repo):
+            # The oldest tag is pushed again while the client pages: it moves to the first page.
+            with self._lock:
+                newest = max(self._pushed[(repo, t)] for t in tags)
+                self._pushed[(repo, results[-1]["name"])] = max(
+                    datetime.now(UTC), datetime.fromtimestamp(newest.timestamp() + 0.001, UTC)
+                )
         return web.json_response(body)
 
     async def _tag_result(self, repo: str, tag: str, pushed: datetime) -> dict[str, Any]:
@@ -724,7 +874,12 @@ class HubEmulator:
             return _error(404, "BLOB_UNKNOWN", "blob unknown to registry")
         if status != 200:
             return _error(status, "UNKNOWN", f"upstream answered {status}")
-        expires = str(int(time.time()) + 600)
+        with self._lock:
+            expired = self._cdn_expired_left > 0
+            if expired:
+                self._cdn_expired_left -= 1
+            lifetime = self._cdn_lifetime
+        expires = str(int(time.time() - 1 if expired else time.time() + lifetime))
         query = {"repo": repo, "expires": expires, "sig": self._sign(repo, digest, expires)}
         location = f"{self.cdn_url}/blobs/{digest}?{urlencode(query)}"
         return web.Response(status=307, headers={"Location": location})
@@ -807,9 +962,23 @@ class HubEmulator:
                 break
             await asyncio.sleep(min(0.05, delay))
         sig_ok = hmac.compare_digest(request.query.get("sig", ""), self._sign(repo, digest, expires))
-        if not sig_ok or not expires.isdigit() or int(expires) < time.time():
+        if not sig_ok:
             record(403)
             return web.Response(status=403, text="<Error><Code>AccessDenied</Code></Error>")
+        if not expires.isdigit() or int(expires) < time.time():
+            with self._lock:
+                status = self._cdn_denied_status
+            record(status)
+            text = "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"
+            return web.Response(status=status, text=text, content_type="application/xml")
+        with self._lock:
+            failing = self._cdn_fail_left > 0
+            if failing:
+                self._cdn_fail_left -= 1
+            fail_status = self._cdn_fail_status
+        if failing:
+            record(fail_status)
+            return web.Response(status=fail_status, text=f"{_REASONS.get(fail_status, 'Error')}\n")
         return await self._cdn_stream(request, repo, digest, record)
 
     async def _cdn_stream(
@@ -922,8 +1091,36 @@ def _error(status: int, code: str, message: str) -> web.Response:
     return web.json_response({"errors": [{"code": code, "message": message}]}, status=status)
 
 
+def _matcher(match: FaultMatcher | None) -> Callable[[str, str], bool] | None:
+    """A (method, path) predicate from a `FaultMatcher` (a regex searched in the path, or a callable)."""
+    if match is None or callable(match):
+        return match
+    rx = re.compile(match)
+    return lambda _method, path: bool(rx.search(path))
+
+
 def _fmt_seconds(seconds: float) -> str:
     return str(int(seconds)) if float(seconds).is_integer() else f"{seconds:g}"
+
+
+def go_duration(seconds: float) -> str:
+    """*seconds* as Go prints a ``time.Duration``: ``985.86µs``, ``250ms``, ``1.5s``, ``2m0s``, ``0s``."""
+    if seconds <= 0:
+        return "0s"
+    if seconds < 1e-3:
+        return f"{_trim(seconds * 1e6)}µs"
+    if seconds < 1:
+        return f"{_trim(seconds * 1e3)}ms"
+    minutes, rest = divmod(seconds, 60)
+    hours, minutes = divmod(int(minutes), 60)
+    text = f"{_trim(rest)}s"
+    if minutes or hours:
+        text = f"{minutes}m{text}"
+    return f"{hours}h{text}" if hours else text
+
+
+def _trim(value: float) -> str:
+    return f"{value:.2f}".rstrip("0").rstrip(".")
 
 
 def _listen() -> tuple[socket.socket, int]:

@@ -7,8 +7,10 @@ blob redirect to a second "CDN" port (another host: no ``Authorization`` may fol
 - manifests: other bytes under a tag or a digest (a wrong digest, or descriptors with invalid
   digests), no ``Docker-Content-Digest`` on GETs, or a manifest over the 4 MiB cap;
 - blobs: wrong bytes (one flipped), a body that never ends, one cut off midway (the connection is
-  closed, and every ``Range`` resume is cut off too), a short one with a matching length, or one that
-  stalls midway (half is sent, then nothing, the connection left open; a ``Range`` resume is served);
+  closed, and every ``Range`` resume is cut off too), a short one with a matching length, one that
+  stalls midway (half is sent, then nothing, the connection left open; a ``Range`` resume is served), or
+  one that crawls (`crawl_speed` bytes a second, ``Range`` resumes too) — per digest, or for every blob
+  (`all_blobs_fault`: a content mirror that stalls or crawls on everything);
 - tag lists: an endless ``Link`` chain of ever-new URLs, or a ``Link`` back to the first page.
 
 Counters (`records`, `count`) come from the emulator. Use it as a source or, with ``allow_push`` and a
@@ -28,7 +30,7 @@ from aiohttp import web
 from .hub import HubEmulator, _classify, _drop
 from .registry import Registry
 
-BlobFault = Literal["flip", "endless", "truncate", "short", "stall"]
+BlobFault = Literal["flip", "endless", "truncate", "short", "stall", "crawl"]
 TagFault = Literal["chain", "loop"]
 
 #: Bytes an endless blob sends at most before the server gives up (a client that never stops is a bug
@@ -37,6 +39,9 @@ ENDLESS_LIMIT = 256 * 1024 * 1024
 _ENDLESS_CHUNK = b"\0" * (256 * 1024)
 #: Seconds a stalled blob stays silent at most (a client that never gives up shows as a test timeout).
 STALL_LIMIT = 120
+#: Bytes a second a crawling blob is sent at (unless `MaliciousRegistry.set_crawl_speed` says), in 4 pieces
+#: a second, for `STALL_LIMIT` seconds at most.
+CRAWL_SPEED = 1024
 
 
 class MaliciousRegistry(HubEmulator):
@@ -56,6 +61,8 @@ class MaliciousRegistry(HubEmulator):
         self._manifests: dict[tuple[str, str], tuple[bytes, str, str | None, frozenset[str]]] = {}
         self._no_digest_header = False
         self._blob_faults: dict[str, BlobFault] = {}
+        self._all_blobs: BlobFault | None = None
+        self._crawl_speed = CRAWL_SPEED
         self._tag_faults: dict[str, TagFault] = {}
         self.endless_bytes_sent = 0
         self._paths: list[str] = []
@@ -98,6 +105,16 @@ class MaliciousRegistry(HubEmulator):
                 self._blob_faults.pop(digest, None)
             else:
                 self._blob_faults[digest] = fault
+
+    def all_blobs_fault(self, fault: BlobFault | None) -> None:
+        """Serve every blob without a fault of its own with *fault* (None: serve them right)."""
+        with self._lock:
+            self._all_blobs = fault
+
+    def set_crawl_speed(self, bytes_per_second: int) -> None:
+        """How fast a ``crawl`` blob is sent."""
+        with self._lock:
+            self._crawl_speed = max(4, bytes_per_second)
 
     def tag_fault(self, repo: str, fault: TagFault | None) -> None:
         """Page the tag list of *repo* into an endless chain (``chain``) or back to its start (``loop``)."""
@@ -171,7 +188,8 @@ class MaliciousRegistry(HubEmulator):
 
     async def _blob_redirect(self, request: web.Request, repo: str, digest: str) -> web.StreamResponse:
         with self._lock:
-            fault = self._blob_faults.get(digest)
+            fault = self._blob_faults.get(digest, self._all_blobs)
+            crawl_speed = self._crawl_speed
         if fault is None:
             return await super()._blob_redirect(request, repo, digest)
         if fault == "endless":
@@ -187,6 +205,8 @@ class MaliciousRegistry(HubEmulator):
             return web.Response(body=data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1 :], headers=headers)
         if fault == "short":
             return web.Response(body=data[: len(data) // 2], headers=headers)
+        if fault == "crawl":
+            return await self._crawl(request, data, headers, crawl_speed)
         # truncate: promise every byte (or the rest, for a Range resume), send half of it, hang up
         # stall: the same, but the connection stays open, silent (until the client gives up); a resume is served
         start = _range_start(request.headers.get("Range"))
@@ -210,6 +230,30 @@ class MaliciousRegistry(HubEmulator):
         _drop(request, reset=False)
         return resp
 
+    async def _crawl(
+        self, request: web.Request, data: bytes, headers: dict[str, str], speed: int
+    ) -> web.StreamResponse:
+        """*data* (or the rest of it, for a Range request) at *speed* bytes a second, until the client hangs up."""
+        start = _range_start(request.headers.get("Range"))
+        if start is not None:
+            headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"
+        rest = data[start or 0 :]
+        resp = web.StreamResponse(status=206 if start is not None else 200, headers=headers)
+        resp.content_length = len(rest)
+        await resp.prepare(request)
+        piece = max(1, speed // 4)
+        sent = 0
+        with contextlib.suppress(ConnectionError, OSError):
+            for _ in range(STALL_LIMIT * 4):
+                if sent >= len(rest) or request.transport is None or request.transport.is_closing():
+                    break
+                await resp.write(rest[sent : sent + piece])
+                sent += piece
+                await asyncio.sleep(0.25)
+        if sent < len(rest):
+            _drop(request, reset=False)
+        return resp
+
     async def _endless(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
         resp.enable_chunked_encoding()
@@ -231,4 +275,4 @@ def _range_start(value: str | None) -> int | None:
     return int(first) if first.isdigit() else None
 
 
-__all__ = ["ENDLESS_LIMIT", "BlobFault", "MaliciousRegistry", "TagFault"]
+__all__ = ["CRAWL_SPEED", "ENDLESS_LIMIT", "STALL_LIMIT", "BlobFault", "MaliciousRegistry", "TagFault"]
