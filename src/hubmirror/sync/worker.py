@@ -67,7 +67,7 @@ async def run_worker(
         by_unit.setdefault(dest.key(t.dest_repo), []).append(t)
     verify = await children_check_due(state, dest)  # this run HEADs the children of indexes up to date too
     started = datetime.now(UTC)
-    job = f"{cfg.job_id} → {dest.prefix}"  # the workers of one job (a config) into one destination
+    job = f"{cfg.job_id} -> {dest.prefix}"  # the workers of one job (a config) into one destination
     run_id = await claims.join(job, list(by_unit), commit=whole.commit, quota=key)
     report.run_id = run_id
     events.phase(f"worker {claims.worker} on run {run_id} ({len(by_unit)} repositories)")
