@@ -130,8 +130,9 @@ class PullPool(Protocol):
         """Take up to *n* pulls (*observed*: the quota as this process last saw it); how many it got."""
         ...
 
-    async def settle(self, unused: int) -> None:
-        """Everything taken so far is settled: *unused* pulls go back, the rest were spent."""
+    async def settle(self, spent: int, unused: int) -> None:
+        """*spent* pulls taken were spent (GETs sent) and *unused* go back; pulls taken and neither are
+        still out (set aside for work in flight)."""
         ...
 
 
@@ -238,6 +239,7 @@ class PullBudget:
         self.waited = 0.0
         self.pool: PullPool | None = None
         self._held = 0  # pulls taken from the pool, not yet granted
+        self._spent = 0  # pulls of the pool spent (GETs) since it was last settled with
         #: Told when a wait for the quota begins and ends (what it waits for, when it looks again).
         self.on_wait: Callable[[QuotaWait], None] | None = None
 
@@ -261,6 +263,8 @@ class PullBudget:
             if self._halted and self.stopped:
                 raise BudgetExhausted(self.stopped)
             prepaid.left -= n
+            if self.pool is not None:
+                self._spent += n
             return
         async with self._lock:
             while True:
@@ -279,6 +283,7 @@ class PullBudget:
                     self.granted += n
                     if self.pool is not None:
                         self._held -= n
+                        self._spent += n
                     return
                 if not (self.wait and self.probe is not None) or not await self._wait_refill(n):
                     rl = self._ratelimit()
@@ -336,10 +341,11 @@ class PullBudget:
             self._held += await self.pool.take(need - self._held, self._ratelimit())
 
     async def release(self) -> None:
-        """With a pool: settle with it; the pulls taken and not granted go back (call when no work runs)."""
+        """With a pool: settle with it: the pulls spent so far, and those taken and not granted go back
+        (pulls set aside for work still in flight stay out until a later release)."""
         if self.pool is not None:
-            unused, self._held = self._held, 0
-            await self.pool.settle(unused)
+            spent, unused, self._spent, self._held = self._spent, self._held, 0, 0
+            await self.pool.settle(spent, unused)
 
     @contextlib.asynccontextmanager
     async def spending(self, granted: int) -> AsyncIterator[None]:

@@ -1485,8 +1485,8 @@ class State:
         return got
 
     def settle_pulls(self, quota_key: str, taken: int, unused: int, *, now: float) -> None:
-        """*taken* pulls (`take_pulls`) are no longer out; *unused* pulls taken (then or before) go back to the
-        quota *quota_key*, the rest were spent."""
+        """*taken* pulls (`take_pulls`) are no longer out: *unused* of them go back to the quota *quota_key*,
+        the rest were spent. Pulls set aside for work in flight are settled later, when it is done."""
         if taken <= 0 and unused <= 0:
             return
         with self._guard("settle pulls"), self._write():

@@ -126,9 +126,9 @@ class FakePool:
         self.out += got
         return got
 
-    async def settle(self, unused: int) -> None:
+    async def settle(self, spent: int, unused: int) -> None:
         self.left += unused
-        self.out = 0
+        self.out -= spent + unused
 
 
 async def test_a_budget_with_a_pool_grants_only_pulls_taken_from_it() -> None:
@@ -137,20 +137,21 @@ async def test_a_budget_with_a_pool_grants_only_pulls_taken_from_it() -> None:
     budget.pool = pool
     assert budget.grant(5) is None  # nothing taken yet: nothing granted
     await budget.top_up(10)  # what a repository's copies need
-    assert pool.left == 2 and budget.left() == 10
-    granted = budget.grant(8)
-    assert granted == 8 and budget.left() == 2
+    assert pool.left == 2 and pool.out == 10 and budget.left() == 10
+    assert budget.grant(8) == 8 and budget.left() == 2
     async with budget.spending(8):
         for _ in range(6):
             await budget.acquire()  # 6 of the 8
-    assert budget.left() == 4  # 2 unused came back
-    await budget.acquire(3)  # GETs outside a work item draw on what is held first
-    assert pool.left == 2 and budget.left() == 1
-    await budget.acquire(2)  # then on the pool
-    assert pool.left == 1 and budget.left() == 0
+        await budget.release()  # another repository is done meanwhile: the 6 spent are settled, the 2 held go back
+        assert pool.left == 4 and pool.out == 2  # the 2 set aside for the copy in flight stay out
+    assert budget.left() == 2  # they came back unused
+    await budget.acquire(3)  # GETs outside a work item draw on what is held, then on the pool
+    assert pool.left == 3 and budget.left() == 0
+    await budget.acquire(2)
     await budget.release()
-    assert pool.left == 1  # nothing held to give back
+    assert pool.left == 1 and pool.out == 0  # every pull taken is settled: spent or given back
     await budget.acquire()
     with pytest.raises(BudgetExhausted, match="workers sharing it"):
         await budget.acquire()
-    assert budget.granted == 12 and pool.left == 0  # every pull of the pool, not one more
+    await budget.release()
+    assert budget.granted == 12 and pool.left == 0 and pool.out == 0  # every pull of the pool, not one more

@@ -139,8 +139,7 @@ class SharedQuota:
 
     def __init__(self, state: State, key: str, *, reserve: int) -> None:
         self.state, self.key, self.reserve = state, key, reserve
-        self.taken = 0  # taken and not yet settled
-        self.out = 0  # taken and not given back (spent or not)
+        self.out = 0  # taken and not yet settled (spent or given back)
 
     async def take(self, n: int, observed: RateLimit | None) -> int:
         got = await self.state.run(
@@ -153,15 +152,15 @@ class SharedQuota:
             now=time.time(),
         )
         if observed is not None:  # pulls of an unlimited source are not counted
-            self.taken += got
             self.out += got
         return got
 
-    async def settle(self, unused: int) -> None:
-        taken, self.taken = self.taken, 0
-        back = min(unused, self.out)  # pulls given while the source reported no quota are not given back
-        self.out -= back
-        await self.state.run(self.state.settle_pulls, self.key, taken, back, now=time.time())
+    async def settle(self, spent: int, unused: int) -> None:
+        # (pulls given while the source reported no quota were never counted: they are not settled)
+        back = min(unused, self.out)
+        done = min(spent + back, self.out)
+        self.out -= done
+        await self.state.run(self.state.settle_pulls, self.key, done, back, now=time.time())
 
 
 __all__ = ["Claims", "SharedQuota", "quota_key", "worker_name"]
