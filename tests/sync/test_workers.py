@@ -167,7 +167,7 @@ def test_a_worker_killed_mid_run_leaves_its_repository_to_the_others(env: Env, p
     env.hub.set_delay(1.5)  # every blob held: a worker is mid-copy for seconds
     where = postgres.new_database()
 
-    workers = start_workers(env, where, 3, lease="2s")
+    workers = start_workers(env, where, 3, lease="5s")  # (shorter: a loaded machine may miss a heartbeat)
     victim, unit = _claimed_worker(where, workers)
     os.kill(victim.pid, signal.SIGKILL)
     killed_at = time.monotonic()
