@@ -24,7 +24,7 @@ from ..copy import PLATFORMS_ANNOTATION, SOURCE_DIGEST_ANNOTATION
 from ..platform import Platform
 from ..state import State, TagRecord
 from ..store import Store
-from .estimate import classify
+from .estimate import TagImagesLookup, classify
 from .model import Conflict, Plan, Target, UpToDate, WorkItem, selection_text
 
 T = TypeVar("T")
@@ -46,6 +46,7 @@ class _Seen:
     hubmirror_index: bool = False  # unrecorded, but a filtered index hubmirror wrote (its annotations say)
     filtered_current: bool = False  # … and the one this target's selection writes for the current upstream
     record: TagRecord | None = None  # what the state recorded for the destination tag
+    src_size: int = 0  # the source manifest's size (its HEAD's Content-Length), 0 if unknown
 
     @property
     def upstream(self) -> str:
@@ -65,12 +66,14 @@ async def check(
     state: State,
     dest_key: Callable[[str], str],
     overwrite: bool = False,
+    tag_images: TagImagesLookup | None = None,
 ) -> None:
     """HEAD every source and destination tag; fill *plan* with up-to-date targets, conflicts and work items.
 
     The state is read once (off the event loop). A destination tag with no record and other content than
     the source is a conflict unless *overwrite*, or unless it is a filtered index hubmirror wrote (its
-    annotations name the source digest).
+    annotations name the source digest). *tag_images*: Docker Hub's tags API for the pull estimate
+    (`hubmirror.plan.estimate.classify`).
     """
     records = {(r.dest_repo, r.tag): r for r in await state.aio.tags(prefix=dest_key(""))}
     started = time.monotonic()
@@ -95,6 +98,7 @@ async def check(
         dest_key=dest_key,
         sources=sources,
         kept=state.aio.kept_manifest,
+        tag_images=tag_images,
     )
     plan.items = items
 
@@ -118,6 +122,13 @@ async def _look(
             d = await store.head_manifest(repo, ref)
         return (d.digest, d.media_type) if d else None
 
+    async def head_source(t: Target, seen: _Seen) -> tuple[str, str] | None:
+        """The source tag's digest and type; its size (the HEAD's Content-Length) goes to the estimate."""
+        async with sem:
+            d = await sources(t.source_registry).head_manifest(t.source_repo, t.source_ref)
+        seen.src_size = d.size if d else 0
+        return (d.digest, d.media_type) if d else None
+
     async def annotations(repo: str, digest: str) -> dict[str, str]:
         """The annotations of a destination index (a filtered copy names its source digest there)."""
         async with sem:
@@ -139,7 +150,7 @@ async def _look(
             if t.known_digest is not None:
                 seen.src = (t.known_digest, t.known_media_type)
             else:
-                seen.src = await head(sources(t.source_registry), t.source_repo, t.source_ref)
+                seen.src = await head_source(t, seen)
             seen.dst = await head(dest, t.dest_repo, t.tag or t.source_ref)
         except NotFound:
             seen.src = seen.dst = None
@@ -229,6 +240,7 @@ def _add_work(pending: dict[_WorkKey, WorkItem], seen: _Seen) -> None:
             targets=[],
             platforms=t.platforms,
             previous_digest=rec.upstream_digest if rec else dest_digest,
+            size=seen.src_size,
         )
     item.targets.append(t)
     if dest_digest is not None and t.tag is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import quote
@@ -33,6 +34,16 @@ _DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 class HubApiError(HubmirrorError):
     """The tags API did not answer usefully (status, transport, or shape)."""
+
+
+@dataclass(frozen=True)
+class TagImages:
+    """What the tags API says of one tag's manifests (`HubTagsAPI.tag_images`): its platform images, and the
+    ``unknown/unknown`` entries (attestation manifests) when the API lists them (it may leave them out)."""
+
+    platforms: int
+    attestations: int
+    media_type: str | None = None  # the tag's manifest type, when the API gives it
 
 
 class HubTagsAPI:
@@ -68,6 +79,16 @@ class HubTagsAPI:
             nxt = page.get("next")
             url = nxt if isinstance(nxt, str) and nxt else None
         return out
+
+    async def tag_images(self, namespace: str, repo: str, tag: str) -> TagImages | None:
+        """One tag's images (``GET …/repositories/{repo}/tags/{tag}``, no pull): how many platforms and
+        attestation entries its index has, for the pull estimate. None when the API lists no images (it
+        sometimes answers ``images: []``); `HubApiError` when it fails."""
+        url = (
+            f"{self.base}/v2/namespaces/{quote(namespace, safe='')}/repositories/{quote(repo, safe='')}"
+            f"/tags/{quote(tag, safe='')}"
+        )
+        return _tag_images(await self._get(url, f"{namespace}/{repo}:{tag}"))
 
     async def _get(self, url: str, what: str) -> dict[str, Any]:
         if self._session is None:
@@ -113,6 +134,18 @@ def _tag(r: object) -> TagInfo | None:
     )
 
 
+def _tag_images(r: dict[str, Any]) -> TagImages | None:
+    images = r.get("images")
+    if not isinstance(images, list):
+        return None
+    entries = [im for im in images if isinstance(im, dict) and im.get("os")]
+    platforms = sum(1 for im in entries if im.get("os") != "unknown")
+    if not platforms:
+        return None
+    media_type = r.get("media_type")
+    return TagImages(platforms, len(entries) - platforms, media_type if isinstance(media_type, str) else None)
+
+
 def _time(value: object) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
@@ -122,4 +155,4 @@ def _time(value: object) -> datetime | None:
         return None
 
 
-__all__ = ["DEFAULT_HUB_API", "HubApiError", "HubTagsAPI"]
+__all__ = ["DEFAULT_HUB_API", "HubApiError", "HubTagsAPI", "TagImages"]

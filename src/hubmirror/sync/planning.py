@@ -6,9 +6,11 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from ..config import SyncConfig
+from ..config import DEFAULT_SOURCE, SyncConfig
 from ..plan import Plan, check
-from ..sources import artifact_subject
+from ..plan.estimate import hub_tag_images
+from ..reference import normalize_registry
+from ..sources import DEFAULT_HUB_API, HubTagsAPI, artifact_subject
 from ..state import State, TagRecord
 from .events import SyncEvents
 from .selection import select_targets, source_key, unique
@@ -38,9 +40,23 @@ async def build_plan(
     ]
     plan.targets = unique(targets)
     events.phase(f"checking {len(plan.targets)} tags (manifest HEADs, free)")
-    await check(
-        plan, sources=sources.__getitem__, dest=dest.store, state=state, dest_key=dest.key, overwrite=cfg.overwrite
-    )
+    # Docker Hub's tags API tells the pull estimate how many images an image list's entries have (no pull):
+    # asked when the source is Docker Hub, or when --hub-api names one for the source (an emulator, a proxy).
+    hub_source = normalize_registry(cfg.source) == DEFAULT_SOURCE or cfg.hub_api != DEFAULT_HUB_API
+    api = HubTagsAPI(cfg.hub_api) if cfg.hub_api and hub_source and cfg.list_file is not None else None
+    try:
+        await check(
+            plan,
+            sources=sources.__getitem__,
+            dest=dest.store,
+            state=state,
+            dest_key=dest.key,
+            overwrite=cfg.overwrite,
+            tag_images=hub_tag_images(api, cfg.source) if api is not None else None,
+        )
+    finally:
+        if api is not None:
+            await api.close()
     if plan.failed:
         target, reason = plan.failed[0]
         more = f" and {len(plan.failed) - 1} more" if len(plan.failed) > 1 else ""

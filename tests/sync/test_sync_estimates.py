@@ -1,0 +1,102 @@
+"""The dry run's pull estimate against what the run spends (issue 16, item 7): within 10 % for official-shaped
+indexes (10 platforms, an attestation each: 21 manifests) from an image list, a tag source and the library."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from test_sync_support import Env
+
+from hubmirror.testing import images as img
+
+#: Ten platforms, as the big official images have them (each image gets an attestation manifest).
+TEN = (
+    "linux/amd64",
+    "linux/arm/v5",
+    "linux/arm/v6",
+    "linux/arm/v7",
+    "linux/arm64/v8",
+    "linux/386",
+    "linux/mips64le",
+    "linux/ppc64le",
+    "linux/riscv64",
+    "linux/s390x",
+)
+
+
+def official(seed: str, generation: int = 0) -> img.Index:
+    """An official-shaped index: ten platforms, an attestation each (21 manifests), a shared base layer."""
+    return img.index(seed, TEN, layers=(256,), base=[img.base_layer("debian", 512)], generation=generation)
+
+
+def estimate_and_spend(env: Env, *args: str, dest: str | None = None) -> tuple[int, int, int, str]:
+    """(the dry run's items' pulls, the pulls in its summary line, the run's manifest GETs, dry run stderr)."""
+    env.hub.reset_counts()
+    dry = env.cli(*args, "--dry-run", "--json", dest=dest)
+    assert dry.returncode == 0, dry.stderr
+    planned = sum(int(i["pulls"]) for i in json.loads(dry.stdout)["items"])
+    line = next(ln for ln in dry.stderr.splitlines() if "pulls needed ≈" in ln)
+    summary = int(line.split("pulls needed ≈ ", 1)[1].split(";")[0].split(":")[0].strip())
+    assert env.hub.manifest_gets() == 0, "the dry run spent pulls"
+    run = env.cli(*args, "--json", dest=dest)
+    assert run.returncode == 0, run.stderr
+    spent = int(json.loads(run.stdout)["totals"]["manifest_gets"])
+    return planned, summary, spent, dry.stderr
+
+
+def within(estimate: int, spent: int, share: float = 0.10) -> bool:
+    print(f"estimate {estimate}, spent {spent}: error {(estimate - spent) / spent:+.1%}")
+    return abs(estimate - spent) <= share * spent
+
+
+def test_image_list_of_official_images_is_estimated_within_ten_percent(env: Env, tmp_path: Path) -> None:
+    for name in ("alpha", "beta", "gamma"):
+        img.push_sync(env.hub.upstream, f"library/{name}", official(name), ["1.0", "1", "latest"])
+    listing = tmp_path / "images.txt"
+    listing.write_text("".join(f"docker.io/library/{n}:1.0\n" for n in ("alpha", "beta", "gamma")))
+    args = ("--list", str(listing), "--hub-api", env.hub.url, "--library", str(env.root / "none"))
+
+    planned, summary, spent, _ = estimate_and_spend(env, *args)
+
+    assert spent == 3 * 21
+    assert within(planned, spent) and within(summary, spent), (planned, summary, spent)
+    assert env.hub.tags_api_requests("library/alpha") == 2  # dry run and run: the tags API told the platforms
+
+    # Changed tags (rebuilt upstream): the index the destination holds tells their shape.
+    for name in ("beta", "gamma"):
+        img.push_sync(env.hub.upstream, f"library/{name}", official(name, 1), ["1.0", "1", "latest"])
+    planned, summary, spent, _ = estimate_and_spend(env, *args)
+    assert spent == 2 * 21
+    assert within(planned, spent) and within(summary, spent), (planned, summary, spent)
+
+    # No tags API: the size of each index (its HEAD's Content-Length) tells its entries.
+    no_api = ("--list", str(listing), "--hub-api", "", "--library", str(env.root / "none"))
+    planned, summary, spent, _ = estimate_and_spend(env, *no_api, dest=f"{env.dest.host}/other")
+    assert spent == 3 * 21
+    assert within(planned, spent) and within(summary, spent), (planned, summary, spent)
+
+
+def test_tag_source_of_official_images_is_estimated_within_ten_percent(env: Env) -> None:
+    """On Docker Hub (its tags API lists each tag's platforms) and on another registry (tags/list: the index's
+    size tells its entries)."""
+    other = env.make_registry()
+    for tag in ("1.0", "1.1", "1.2"):
+        img.push_sync(env.hub.upstream, "library/delta", official(f"delta/{tag}"), [tag])
+        img.push_sync(other, "team/epsilon", official(f"epsilon/{tag}"), [tag])
+    hub = ("--repo", "docker.io/library/delta", "--hub-api", env.hub.url, "--library", str(env.root / "none"))
+    registry = ("--repo", f"{other.host}/team/epsilon", "--library", str(env.root / "none"))
+
+    for args in (hub, registry):
+        planned, summary, spent, _ = estimate_and_spend(env, *args)
+
+        assert spent == 3 * 21
+        assert within(planned, spent) and within(summary, spent), (args, planned, summary, spent)
+
+
+def test_library_is_estimated_within_ten_percent(env: Env) -> None:
+    env.seed()
+    planned, summary, spent, _ = estimate_and_spend(env)
+
+    assert spent > 0
+    assert within(planned, spent) and within(summary, spent), (planned, summary, spent)
