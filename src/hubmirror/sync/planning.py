@@ -14,7 +14,7 @@ from ..sources import DEFAULT_HUB_API, HubTagsAPI, artifact_subject
 from ..state import State, TagRecord
 from .events import SyncEvents
 from .selection import select_targets, source_key, unique
-from .stores import Destination, Sources
+from .stores import Destination, Sources, probe_destination
 
 
 async def build_plan(
@@ -28,6 +28,7 @@ async def build_plan(
 ) -> Plan:
     """Decide what the run will do, spending no pulls (library from git, HEADs on source and destination)."""
     events = events or SyncEvents()
+    await probe_destination(dest)
     plan = Plan()
     targets = await select_targets(
         cfg, plan, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events
