@@ -10,6 +10,7 @@ import subprocess
 from test_sync_support import NAMESPACE, Env, blob_files
 
 from _auth import PASSWORD, USER
+from hubmirror.testing import images as img
 
 
 def error_lines(p: subprocess.CompletedProcess[str]) -> list[str]:
@@ -56,3 +57,44 @@ def test_destination_refusing_the_credentials_is_one_line_before_any_work(env: E
     assert f"credentials for {dest.host} were rejected" in line
     assert env.hub.manifest_gets() == 0 and env.hub.manifest_heads() == 0
     assert blob_files(dest) == 0
+
+
+def test_many_not_found_tags_are_grouped_by_cause_with_counts_and_examples(env: Env) -> None:
+    env.seed()
+    listing = env.root / "images.txt"
+    listing.write_text("docker.io/library/tiny:1.0\n" + "".join(f"docker.io/library/tiny:9.{i}\n" for i in range(60)))
+    cause = f"60 × not found on {env.hub.host} — tiny:9.0, tiny:9.1, tiny:9.2 (+57 more)"
+
+    dry = env.cli("--list", str(listing), "--dry-run")
+
+    assert dry.returncode == 1, dry.stderr
+    assert "61 failed" not in dry.stderr and "60 failed, by cause:" in dry.stderr, dry.stderr
+    assert cause in [line.strip() for line in dry.stderr.splitlines()], dry.stderr
+    assert "tiny:1.0" in dry.stderr  # the one copy is still in the table
+
+    run = env.cli("--list", str(listing))
+
+    assert run.returncode == 1, run.stderr
+    # one row of the table, with examples, not 50 rows and "10 more"
+    assert "60 image/tag groups, e.g. tiny:9.0, tiny:9.1, tiny:9.2" in run.stderr, run.stderr
+    assert f"not found on {env.hub.host}" in run.stderr
+    assert "more image/tag groups" not in run.stderr
+    assert env.dest_tags("tiny") == ["1.0"]
+
+
+def test_a_reference_longer_than_80_columns_is_printed_whole_off_a_terminal(env: Env) -> None:
+    repo = "teamwithalongname/an-image-whose-repository-name-alone-is-longer-than-eighty-columns-of-a-terminal"
+    assert len(repo) > 80
+    img.push_sync(env.hub.upstream, repo, img.image(repo, layers=(128,)), ["1.0"])
+    listing = env.root / "images.txt"
+    listing.write_text(f"docker.io/{repo}:1.0\n")
+    environ = {k: v for k, v in env.cli_env().items() if k not in ("COLUMNS", "LINES")}
+
+    for dry in (("--dry-run",), ()):
+        p = subprocess.run(
+            env.cli_args("--list", str(listing), *dry), capture_output=True, text=True, env=environ, timeout=120
+        )
+
+        assert p.returncode == 0, p.stderr
+        assert any(repo in line for line in p.stderr.splitlines()), p.stderr
+    assert env.dest_tags(repo) == ["1.0"]
