@@ -33,10 +33,10 @@ from enum import StrEnum
 from typing import Any, Final
 
 from rich.console import Console
-from rich.filesize import decimal
 from rich.table import Table
 from rich.text import Text
 
+from ._units import size_text
 from .store._base import TransferStats
 from .store.mirrored import SourceStats
 
@@ -311,7 +311,7 @@ class SyncReport:
         if c["pruned"] or c["kept"]:
             parts += [f"pruned {c['pruned']}", f"kept {c['kept']}"]
         t = self.totals
-        tail = [f"{t.manifest_gets} pulls", f"{t.manifest_heads} HEADs", decimal(t.bytes)]
+        tail = [f"{t.manifest_gets} pulls", f"{t.manifest_heads} HEADs", size_text(t.bytes)]
         if self.mirrors:
             tail.insert(1, f"{sum(m.manifests for m in self.mirrors)} manifests from mirrors")
         if t.ratelimit_remaining is not None:
@@ -366,7 +366,7 @@ class SyncReport:
                 _tags_text(item.tags),
                 _short(item.digest or item.previous_digest),
                 str(item.pulls) if item.pulls else "",
-                decimal(item.bytes) if item.bytes else "",
+                size_text(item.bytes) if item.bytes else "",
                 Text(item.reason or "", style="red" if item.outcome is Outcome.FAILED else ""),
             )
         for outcome, n in more.items():
@@ -409,7 +409,7 @@ class SyncReport:
                 src.role,
                 str(src.manifests),
                 str(src.blobs),
-                decimal(src.bytes),
+                size_text(src.bytes),
                 str(src.pulls) if src.role == "source" else "",
                 Text(str(src.mismatches), style="bold red" if src.mismatches else ""),
                 str(src.errors),

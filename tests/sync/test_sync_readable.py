@@ -4,12 +4,15 @@ sources that did nothing, "did you mean" for config keys, and a hint to ``--libr
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 
 from test_sync_support import NAMESPACE, Env, blob_files
 
 from _auth import PASSWORD, USER
+from hubmirror._units import size_text
+from hubmirror.server.app import _size as page_size
 from hubmirror.testing import images as img
 
 
@@ -79,6 +82,10 @@ def test_many_not_found_tags_are_grouped_by_cause_with_counts_and_examples(env: 
     assert "60 image/tag groups, e.g. tiny:9.0, tiny:9.1, tiny:9.2" in run.stderr, run.stderr
     assert f"not found on {env.hub.host}" in run.stderr
     assert "more image/tag groups" not in run.stderr
+    # "checking 61 tags (manifest HEADs, free)" is followed by a summary that counts them (not "0 HEADs")
+    assert "checking 61 tags" in run.stderr
+    heads = int(run.stderr.rsplit(" HEADs", 1)[0].rsplit("· ", 1)[1])
+    assert heads >= 61, run.stderr
     assert env.dest_tags("tiny") == ["1.0"]
 
 
@@ -98,3 +105,28 @@ def test_a_reference_longer_than_80_columns_is_printed_whole_off_a_terminal(env:
         assert p.returncode == 0, p.stderr
         assert any(repo in line for line in p.stderr.splitlines()), p.stderr
     assert env.dest_tags(repo) == ["1.0"]
+
+
+def test_local_only_run_shows_no_rows_for_docker_hub_or_mirrors_and_one_byte_unit(env: Env) -> None:
+    local = env.make_registry()
+    img.push_sync(local, "team/app", img.index("app", ("linux/amd64", "linux/arm64"), layers=(3000,)), ["1.0"])
+    listing = env.root / "images.txt"
+    listing.write_text(f"{local.host}/team/app:1.0\n")
+    args = [a for a in env.cli_args("--list", str(listing), "--json") if a not in ("--source", env.hub.host)]
+
+    p = subprocess.run(args, capture_output=True, text=True, env=env.cli_env(), timeout=120, check=False)
+
+    assert p.returncode == 0, p.stderr
+    report = json.loads(p.stdout)
+    assert [s["name"] for s in report["content_sources"]] == [local.host]
+    for absent in ("registry-1.docker.io", "docker.io", "mirror.gcr.io", "public.ecr.aws", "content sources"):
+        assert absent not in p.stderr, (absent, p.stderr)
+    assert "manifests from mirrors" not in p.stderr
+    # Bytes in one unit everywhere: the sync's summary, `hubmirror status` and the status page.
+    written = size_text(report["totals"]["bytes"])
+    assert written.endswith(" kB") and f"· {written} ·" in p.stderr
+    status = subprocess.run(
+        [args[0], "status", "--state", str(env.state_path)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert status.returncode == 0 and written in status.stderr, status.stderr
+    assert page_size(report["totals"]["bytes"]) == written

@@ -19,6 +19,7 @@ import jinja2
 from aiohttp import web
 
 from .._errors import HubmirrorError
+from .._units import size_text
 from ..config import SyncConfig
 from ..service import SyncService
 from ..state import State
@@ -214,14 +215,7 @@ async def serve(
 
 
 def _size(n: object) -> str:
-    if not isinstance(n, int | float):
-        return "–"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
+    return size_text(n)  # decimal units, as ``sync`` and ``status`` write them
 
 
 def _parse(when: object) -> datetime | None:
