@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import socket
 import subprocess
+from pathlib import Path
 
-from test_sync_support import NAMESPACE, Env, blob_files
+from test_sync_support import HUBMIRROR, NAMESPACE, Env, blob_files
 
 from _auth import PASSWORD, USER
 from hubmirror._units import size_text
@@ -130,3 +131,32 @@ def test_local_only_run_shows_no_rows_for_docker_hub_or_mirrors_and_one_byte_uni
     )
     assert status.returncode == 0 and written in status.stderr, status.stderr
     assert page_size(report["totals"]["bytes"]) == written
+
+
+def test_unknown_config_key_gets_did_you_mean(tmp_path: Path) -> None:
+    config = tmp_path / "hubmirror.yaml"
+    config.write_text("dest: 127.0.0.1:5000/mirror\nmax_pull: 3\n")
+
+    p = subprocess.run(
+        [HUBMIRROR, "sync", "--config", str(config), "--dry-run"], capture_output=True, text=True, timeout=60
+    )
+
+    assert p.returncode == 1, p.stderr
+    [line] = error_lines(p)
+    assert line.startswith(f"error: {config}:2: max_pull: unknown key, did you mean max_pulls? (allowed: "), line
+
+
+def test_library_clone_without_network_suggests_a_local_clone_or_bundle(env: Env) -> None:
+    # No network: git reaches github.com through a proxy that refuses every connection.
+    proxy = f"http://127.0.0.1:{free_port()}"
+    args = [HUBMIRROR, "sync", "--images", "python", "--dest", env.dest_prefix, "--state", str(env.state_path)]
+    args += ["--cache-dir", str(env.cache), "--dry-run"]
+    environ = env.cli_env({"https_proxy": proxy, "HTTPS_PROXY": proxy, "http_proxy": proxy, "HTTP_PROXY": proxy})
+    environ["NO_PROXY"] = environ["no_proxy"] = "127.0.0.1,localhost"
+
+    p = subprocess.run(args, capture_output=True, text=True, env=environ, timeout=120, check=False)
+
+    assert p.returncode == 1, p.stderr
+    [line] = [ln for ln in error_lines(p) if ln.startswith("error:")]
+    assert "cloning https://github.com/docker-library/official-images" in line, line
+    assert "give --library a local clone or a git bundle" in line, line
