@@ -154,8 +154,6 @@ async def _copy_estimate(item: WorkItem, dest: Store, tag_images: TagImagesLooku
         return 1 + known + _attestations(item, known)
     api = await tag_images(item) if tag_images is not None else None
     if api is not None:
-        if item.media_type and item.media_type not in INDEX_TYPES:
-            return 1
         attestations = api.attestations if api.attestations else _attestations(item, api.platforms)
         return 1 + api.platforms + attestations
     if item.size:
