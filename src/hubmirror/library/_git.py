@@ -125,14 +125,6 @@ def _cache_name(key: str) -> str:
     return f"{tail}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.git"
 
 
-#: Added to a failed clone or fetch of a library URL: the library can come from a file instead.
-OFFLINE_HINT = (
-    "; without network access, give --library a local clone or a git bundle of official-images (made where "
-    "there is network: git clone https://github.com/docker-library/official-images, or git bundle create "
-    "official-images.bundle --all inside such a clone)"
-)
-
-
 class LibrarySource:
     """A git repository holding official-images history, read without any checkout.
 
@@ -161,19 +153,16 @@ class LibrarySource:
             )
             return cls(Path(out.decode().strip()), spec=spec)
         target = cache / "sources" / _cache_name(spec)
-        try:
-            if not _prepare(target):
-                tmp = target.with_name(target.name + f".tmp{os.getpid()}")
-                try:
-                    await run_git(None, "clone", "--bare", "--quiet", spec, str(tmp), what=f"cloning {spec}")
-                except BaseException:
-                    shutil.rmtree(tmp, ignore_errors=True)  # our own half-made clone, never the cache
-                    raise
-                tmp.rename(target)
-            elif update:
-                await run_git(target, "fetch", "--quiet", "--prune", spec, _BRANCHES, what=f"fetching {spec}")
-        except LibraryError as e:
-            raise LibraryError(f"{e}{OFFLINE_HINT}") from None
+        if not _prepare(target):
+            tmp = target.with_name(target.name + f".tmp{os.getpid()}")
+            try:
+                await run_git(None, "clone", "--bare", "--quiet", spec, str(tmp), what=f"cloning {spec}")
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)  # our own half-made clone, never the cache
+                raise
+            tmp.rename(target)
+        elif update:
+            await run_git(target, "fetch", "--quiet", "--prune", spec, _BRANCHES, what=f"fetching {spec}")
         return cls(target, spec=spec)
 
     @classmethod

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from .._errors import LibraryError
 from ..config import DEFAULT_SOURCE, SyncConfig
 from ..plan import Plan, check
 from ..plan.estimate import hub_tag_images
@@ -15,6 +16,13 @@ from ..state import State, TagRecord
 from .events import SyncEvents
 from .selection import select_targets, source_key, unique
 from .stores import Destination, Sources, probe_destination
+
+#: Added to a failed clone or fetch of a library URL: the library can come from a file instead.
+OFFLINE_HINT = (
+    "; without network access, give --library a local clone or a git bundle of official-images (made where "
+    "there is network: git clone https://github.com/docker-library/official-images, or git bundle create "
+    "official-images.bundle --all inside such a clone)"
+)
 
 
 async def build_plan(
@@ -30,9 +38,16 @@ async def build_plan(
     events = events or SyncEvents()
     await probe_destination(dest)
     plan = Plan()
-    targets = await select_targets(
-        cfg, plan, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events
-    )
+    try:
+        targets = await select_targets(
+            cfg, plan, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events
+        )
+    except LibraryError as e:
+        from ..library._git import _is_url  # only when the library could not be read
+
+        if cfg.reads_library and _is_url(cfg.library) and str(e).startswith(("cloning ", "fetching ")):
+            raise LibraryError(f"{e}{OFFLINE_HINT}") from None
+        raise
 
     # Deferred work from earlier runs goes first.
     deferred = {(d.dest_repo, tag) for d in await state.aio.deferred() for tag in d.tags}
@@ -101,4 +116,4 @@ def _follows_held(record: TagRecord, held: set[tuple[str, str]]) -> bool:
     return found is not None and (record.dest_repo, found[0]) in held
 
 
-__all__ = ["build_plan"]
+__all__ = ["OFFLINE_HINT", "build_plan"]

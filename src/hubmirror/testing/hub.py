@@ -486,12 +486,12 @@ class HubEmulator:
             elif path == "/token":
                 kind = "token"
                 resp, user = self._token(request)
-            elif m := _TAG_API_ROUTE.match(path):
-                kind, repo, ref = "tags-api", f"{m.group('ns')}/{m.group('repo')}", m.group("tag")
-                resp = await self._tag_api(request, repo, ref)
             elif m := _TAGS_API_ROUTE.match(path):
                 kind, repo = "tags-api", f"{m.group('ns') or m.group('ns2')}/{m.group('repo') or m.group('repo2')}"
                 resp = await self._tags_api(request, repo)
+            elif m := _TAG_API_ROUTE.match(path):
+                kind, repo, ref = "tags-api", f"{m.group('ns')}/{m.group('repo')}", m.group("tag")
+                resp = await self._tag_api(request, repo, ref)
             elif not path.startswith("/v2/"):
                 resp = web.Response(status=404, text="404 page not found\n")
             else:
