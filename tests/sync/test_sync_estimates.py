@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from test_sync_support import Env
 
+from hubmirror.media import OCI_INDEX
+from hubmirror.plan import WorkItem
+from hubmirror.plan.estimate import _attestations
 from hubmirror.testing import images as img
 
 #: Ten platforms, as the big official images have them (each image gets an attestation manifest).
@@ -123,3 +127,17 @@ def test_library_is_estimated_within_ten_percent(env: Env) -> None:
 
     assert spent == 21 + 4 * 2
     assert within(planned, spent) and within(summary, spent), (planned, summary, spent)
+
+
+@pytest.mark.parametrize("indent", [None, 2, 3])
+@pytest.mark.parametrize(("platforms", "attested"), [(10, True), (10, False), (2, True), (1, False)])
+def test_the_index_size_tells_how_many_images_have_an_attestation(
+    indent: int | None, platforms: int, attested: bool
+) -> None:
+    """With the platforms known, compact or indented JSON: the right attestation count from the size alone."""
+    ix = img.index("sized", TEN[:platforms], attestations=attested)
+    obj = json.loads(ix.manifest.data)
+    data = json.dumps(obj, indent=indent, separators=(",", ":") if indent is None else None).encode()
+    item = WorkItem("hub", "library/sized", ix.digest, OCI_INDEX, "sized", [], None, size=len(data))
+
+    assert _attestations(item, platforms) == (platforms if attested else 0)

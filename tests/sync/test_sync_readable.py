@@ -13,6 +13,7 @@ from test_sync_support import HUBMIRROR, NAMESPACE, Env, blob_files
 
 from _auth import PASSWORD, USER
 from hubmirror._units import size_text
+from hubmirror.report import Outcome, ReportItem, failure_cause
 from hubmirror.server.app import _size as page_size
 from hubmirror.testing import images as img
 
@@ -160,3 +161,23 @@ def test_library_clone_without_network_suggests_a_local_clone_or_bundle(env: Env
     [line] = [ln for ln in error_lines(p) if ln.startswith("error:")]
     assert "cloning https://github.com/docker-library/official-images" in line, line
     assert "give --library a local clone or a git bundle" in line, line
+
+
+def test_failure_causes_leave_out_the_items_own_names() -> None:
+    def cause(source: str, tags: list[str], reason: str, digest: str | None = None) -> str:
+        return failure_cause(ReportItem(Outcome.FAILED, source, "dest/x", tags, digest, None, reason))
+
+    assert cause("docker.io/library/python:3.1", ["3.1"], "docker.io/library/python:3.1 not found on hub") == (
+        "not found on hub"
+    )
+    assert cause("docker.io/library/node:20", ["20"], "hub: HEAD manifest library/node:20: HTTP 500 (UNKNOWN)") == (
+        "hub: HEAD manifest …: HTTP 500 (UNKNOWN)"
+    )
+    digest = "sha256:" + "ab" * 32
+    conflict = f"conflict: the destination tag holds {digest[:19]}…, which hubmirror did not write"
+    assert cause("ghcr.io/a/b:1", ["1"], conflict, digest) == (
+        "conflict: the destination tag holds sha256:…, which hubmirror did not write"
+    )
+    assert cause("--images alpah", [], "matches no repository (did you mean alpha?)") == (
+        "matches no repository (did you mean alpha?)"
+    )
