@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 from .._errors import HubmirrorError
-from ..copy import selected_children
+from ..copy import SOURCE_DIGEST_ANNOTATION, selected_children
 from ..media import DOCKER_LIST, INDEX_TYPES, Manifest
 from ..reference import DOCKER_HUB
 from ..sources import HubTagsAPI, TagImages
@@ -177,12 +177,16 @@ def _attestations(item: WorkItem, platforms: int) -> int:
 
 async def _previous_index(item: WorkItem, dest: Store) -> tuple[int, int] | None:
     """(platform images, attestations) of the index the destination holds for the item's tags now: a verbatim
-    copy of an earlier upstream (a changed tag usually keeps its shape). A GET on the destination: no pull."""
+    copy of an earlier upstream (a changed tag usually keeps its shape; a filtered copy hubmirror wrote does
+    not count). A GET on the destination: no pull."""
     for digest in dict.fromkeys(item.dest_tags.values()):
         try:
             index = await dest.get_manifest(item.dest_repo, digest)
         except HubmirrorError:
             continue
+        annotations = index.json.get("annotations") if index.is_index else None
+        if isinstance(annotations, dict) and SOURCE_DIGEST_ANNOTATION in annotations:
+            continue  # a filtered copy hubmirror wrote (an earlier --platform): not the upstream's shape
         if index.is_index:
             children = index.children
             attestations = sum(1 for c in children if c.is_attestation)
