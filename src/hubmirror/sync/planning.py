@@ -55,7 +55,7 @@ async def build_plan(
         replace(t, priority=(0, *t.priority[1:])) if (dest.key(t.dest_repo), t.tag) in deferred else t for t in targets
     ]
     plan.targets = unique(targets)
-    events.phase(f"checking {len(plan.targets)} tags (manifest HEADs, free)")
+    events.phase(check_phase(plan))
     # Docker Hub's tags API tells the pull estimate how many images an image list's entries have (no pull):
     # asked when the source is Docker Hub, or when --hub-api names one for the source (an emulator, a proxy).
     hub_source = normalize_registry(cfg.source) == DEFAULT_SOURCE or cfg.hub_api != DEFAULT_HUB_API
@@ -96,6 +96,18 @@ async def build_plan(
         and not _follows_held(r, held)
     ]
     return plan
+
+
+def check_phase(plan: Plan) -> str:
+    """``checking N tags (manifest HEADs, free)``, saying which tags need no HEAD on the source: a tags API
+    gave their digests (the summary's HEAD count is the source's, and may well be 0 then)."""
+    n = len(plan.targets)
+    known = sum(1 for t in plan.targets if t.known_digest is not None)
+    if not known:
+        return f"checking {n} tags (manifest HEADs, free)"
+    if known == n:
+        return f"checking {n} tags (digests from the tags API: no HEAD on the source; free HEADs on the destination)"
+    return f"checking {n} tags ({known} digests from the tags API, manifest HEADs for the other {n - known}, free)"
 
 
 def _held_subjects(
