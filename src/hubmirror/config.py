@@ -1041,7 +1041,8 @@ def _printable(text: str) -> str:
 
 
 def _suggest(loc: tuple[str | int, ...]) -> str:
-    """`` (allowed: …)`` listing the keys valid where an unknown key was found."""
+    """``, did you mean max_pulls? (allowed: …)``: the valid key closest to the unknown one (if one is close)
+    and the keys valid where it was found."""
     model: type[BaseModel] | None = SyncConfig
     per_host: type[BaseModel] | None = None  # the model under a host key of `credentials:` or `tls:`
     for part in loc[:-1]:
@@ -1063,7 +1064,11 @@ def _suggest(loc: tuple[str | int, ...]) -> str:
         return ""
     hidden = set(SECRET_KEYS) if model is Credential else set()
     names = sorted((f.alias or n) for n, f in model.model_fields.items() if n not in hidden)
-    return f" (allowed: {', '.join(names)})"
+    import difflib  # only for this hint
+
+    close = difflib.get_close_matches(str(loc[-1]).lower().replace("-", "_"), names, n=1) if loc else []
+    hint = f", did you mean {close[0]}?" if close else ""
+    return f"{hint} (allowed: {', '.join(names)})"
 
 
 __all__ = [

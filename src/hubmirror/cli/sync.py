@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 def render_plan(plan: Plan, report: SyncReport, cfg: SyncConfig | None = None) -> None:
     """The dry run's output: what would happen, what it costs, what the budget allows now."""
     from rich.table import Table
+    from rich.text import Text
 
     from ..report import Outcome
 
@@ -41,7 +42,12 @@ def render_plan(plan: Plan, report: SyncReport, cfg: SyncConfig | None = None) -
             f" (up to {item.mirror_manifests} from {item.mirror})" if item.mirror else ""
         )
         table.add_row(item.kind, item.canonical, ", ".join(item.tags), pulls, item.reason)
-    console.print(table)
+    if plan.items:
+        console.print(table)
+    else:
+        say("nothing to copy or retag")
+    for line in report.failure_lines():  # what failed, grouped by cause, with counts and examples
+        console.print(Text(line, style="red"), soft_wrap=True)
     if plan.diff is not None:
         d = plan.diff
         console.print(

@@ -63,6 +63,8 @@ class WorkItem:
     reason: str = "new"  # new | changed | rebuilt | deferred | missing | platforms changed | children missing
     previous_digest: str | None = None
     estimated_pulls: int = 1
+    #: The source manifest's size from the check's HEAD (0: unknown), a clue to its entries for the estimate.
+    size: int = 0
     #: The content mirror found holding the item's top manifest (a free HEAD), whose manifests then cost
     #: no pull; `mirror_manifests` estimates how many it serves.
     mirror: str | None = None

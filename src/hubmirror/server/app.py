@@ -29,6 +29,7 @@ from aiohttp import web
 from aiohttp.http import HttpProcessingError
 
 from .._errors import HubmirrorError
+from .._units import size_text
 from ..config import SyncConfig
 from ..service import SyncService
 from ..state import State
@@ -355,14 +356,7 @@ async def serve(
 
 
 def _size(n: object) -> str:
-    if not isinstance(n, int | float):
-        return "–"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
+    return size_text(n)  # decimal units, as ``sync`` and ``status`` write them
 
 
 def _parse(when: object) -> datetime | None:
