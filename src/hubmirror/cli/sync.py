@@ -320,6 +320,8 @@ def _run_rendered(service: SyncService, cfg: SyncConfig, *, json_out: bool, verb
     for item in result.report.by_outcome(Outcome.FAILED):
         if item.source == "--prune":  # refused (or, in a dry run, a real run would refuse): one line, why
             fail(f"{'--prune:' if cfg.dry_run else 'prune'} {item.reason}")
+        elif item.source == "--dest":  # failing the same way again and again: the run stopped pulling
+            fail(item.reason)
     if json_out:
         out.print(result.report.to_json(), markup=False)
     return result.exit_code

@@ -1,0 +1,108 @@
+"""What a work item's copy tells the state while it runs (`ItemJournal`, the sync's `CopyJournal`), and what
+the next run makes of what a crash left (`settle_intents`).
+
+* Before the PUT of each destination tag an intent row is committed (``tag_intents``: the tag, the digest
+  it is about to hold, and the record it becomes); after the PUT it is turned into the tag's record. A
+  process that dies in between (kill -9, a power cut, a second Ctrl-C) leaves the intent: the next run
+  HEADs the tag and records it as hubmirror's when it holds the intended digest, or drops the intent when
+  it does not. So a tag hubmirror pushed is never taken for a foreign one (which prune would never delete).
+* Every source manifest the copy read and the destination does not hold when the item ends (its
+  destination failed, its budget ran out, it was stopped) is kept in ``pending_manifests``, and the next
+  attempt reads it from there instead of spending a pull on it again.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+import aiohttp
+
+from .._errors import HubmirrorError
+from ..copy import CopyJournal
+from ..media import Manifest
+from ..plan import WorkItem, selection_text
+from ..state import State, TagRecord
+from .stores import Destination
+
+log = logging.getLogger(__name__)
+
+
+class ItemJournal(CopyJournal):
+    """The journal of one work item's copy: intents and records of its tags, its source manifests kept."""
+
+    def __init__(self, item: WorkItem, *, state: State, dest: Destination, run_id: int) -> None:
+        self.item, self.state, self.dest, self.run_id = item, state, dest, run_id
+        self._key = dest.key(item.dest_repo)
+        self._targets = {t.tag: t for t in item.targets if t.tag is not None}
+        self._fetched: dict[str, Manifest] = {}
+        self._stored: set[str] = set()
+        self._from_state: set[str] = set()
+
+    def record(self, tag: str, manifest: Manifest) -> TagRecord:
+        """The record *tag* gets when it holds *manifest*."""
+        t = self._targets.get(tag)
+        return TagRecord(
+            dest_repo=self._key,
+            tag=tag,
+            source_ref=t.canonical if t is not None else self.item.canonical,
+            upstream_digest=self.item.upstream_digest,
+            dest_digest=manifest.digest,
+            synced_at=datetime.now(UTC),
+            run_id=self.run_id,
+            # a tag that was there before hubmirror knew it (--overwrite) stays not created by hubmirror
+            created_by_hubmirror=tag not in self.item.preexisting,
+            platforms=selection_text(self.item.platforms),
+        )
+
+    async def tagging(self, repo: str, tag: str, manifest: Manifest) -> None:
+        await self.state.aio.intend_tag(self.record(tag, manifest))
+
+    async def tagged(self, repo: str, tag: str, manifest: Manifest) -> None:
+        await self.state.aio.confirm_tag(self.record(tag, manifest))
+
+    async def kept(self, digest: str) -> Manifest | None:
+        held = await self.state.aio.kept_manifest(digest)
+        if held is None:
+            return None
+        self._from_state.add(digest)
+        return Manifest(held[1], held[0])
+
+    def fetched(self, manifest: Manifest) -> None:
+        self._fetched[manifest.digest] = manifest
+
+    def stored(self, digest: str) -> None:
+        self._stored.add(digest)
+
+    async def close(self, *, done: bool) -> None:
+        """The item ended (*done*: its copy finished): keep what it fetched and did not store; forget the
+        kept manifests it no longer needs."""
+        unstored = [m for d, m in self._fetched.items() if d not in self._stored and not done]
+        await self.state.aio.keep_manifests((m.digest, m.media_type, m.data) for m in unstored)
+        finished = (self._from_state & self._stored) | ({self.item.upstream_digest} if done else set())
+        if finished:
+            await self.state.aio.drop_manifests(finished)
+
+
+async def settle_intents(state: State, dest: Destination) -> tuple[int, int]:
+    """Tags of *dest* whose push was begun and never confirmed (the process died in between): recorded when
+    the destination tag holds the intended digest (as the intent says: created by hubmirror unless it was
+    there before), dropped when it does not; kept for a later run when the destination cannot say.
+    Returns (recorded, dropped)."""
+    recorded = dropped = 0
+    for rec in await state.aio.intents(prefix=dest.prefix):
+        try:
+            there = await dest.store.head_manifest(dest.repo(rec.dest_repo), rec.tag)
+        except (HubmirrorError, aiohttp.ClientError, TimeoutError, OSError) as e:
+            log.warning("%s:%s: cannot settle an unfinished push yet: %s", rec.dest_repo, rec.tag, e)
+            continue
+        if there is not None and there.digest == rec.dest_digest:
+            await state.aio.record_tags([rec])
+            recorded += 1
+        else:
+            await state.aio.drop_intent(rec.dest_repo, rec.tag, rec.dest_digest)
+            dropped += 1
+    return recorded, dropped
+
+
+__all__ = ["ItemJournal", "settle_intents"]
