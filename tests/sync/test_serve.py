@@ -397,7 +397,7 @@ async def test_shutdown_cancels_a_run_that_does_not_stop_within_the_grace_and_th
     assert loop.trigger("api") == "refused"
     env.hub.set_delay(0)
     with State.open(env.state_path) as state:
-        assert [r.status for r in state.runs()] == ["running"]
+        assert [r.status for r in state.runs()] == ["interrupted"]  # the cancelled run says so itself
     _, report = await env.sync()
     assert report.exit_code == 0
     with State.open(env.state_path) as state:

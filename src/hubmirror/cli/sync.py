@@ -224,7 +224,9 @@ def sync(
 ) -> None:
     """Mirror the selected official images (or an image list) into DEST, spending pulls only on changes.
 
-    Exit codes: 0 all done; 1 failures; 2 work deferred by the pull budget (run again later).
+    Exit codes: 0 all done; 1 failures; 2 work deferred by the pull budget (run again later), or a usage
+    error on the command line. Ctrl-C or SIGTERM: the items in flight finish and are recorded, the rest is
+    deferred (the deferred exit code); a second one aborts (130).
     """
     import logging
 
@@ -304,9 +306,12 @@ def _run_rendered(service: SyncService, cfg: SyncConfig, *, json_out: bool, verb
         transient=True,
         disable=not console.is_terminal,  # in a log (cron, CI, a pipe) no bars: no refresh thread either
     ) as progress:
-        result = service.run_once(cfg, events=RichEvents(progress))
+        result = service.run_once(cfg, events=RichEvents(progress), on_signal=say)
         if result.error is not None:
             progress.stop()
+    if result.interrupted == "aborted":
+        fail("the run was aborted before it could end; the next run goes on from here")
+        return result.exit_code
     if result.error is not None or result.report is None or result.plan is None:
         fail(result.error)
         return 1
@@ -322,6 +327,12 @@ def _run_rendered(service: SyncService, cfg: SyncConfig, *, json_out: bool, verb
             fail(f"{'--prune:' if cfg.dry_run else 'prune'} {item.reason}")
         elif item.source == "--dest":  # failing the same way again and again: the run stopped pulling
             fail(item.reason)
+    if result.interrupted == "stopped":
+        deferred = result.report.by_outcome(Outcome.DEFERRED)
+        say(
+            f"interrupted: the items in flight finished and are recorded; {len(deferred)} deferred to the next run "
+            f"(exit code {result.exit_code})"
+        )
     if json_out:
         out.print(result.report.to_json(), markup=False)
     return result.exit_code
