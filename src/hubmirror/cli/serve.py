@@ -47,6 +47,7 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         cfg = load_config(config)
+        cfg.check_consistency()  # what sync checks once its flags are merged: here the file alone
         host, port = parse_listen(listen)
     except HubmirrorError as e:
         fail(e)

@@ -152,10 +152,32 @@ def _duration(seconds: int | None) -> str:
     return f"{seconds} s"
 
 
-def _split(values: list[str] | None) -> list[str] | None:
+def _split(values: list[str] | None, flag: str, metavar: str = "NAME") -> list[str] | None:
+    """``NAME,NAME`` values of a repeatable *flag*, split; a value that names nothing (``''``, ``' '``,
+    ``',,'``: an unset shell variable) is a usage error, never "no filter"."""
+    from ..config import UsageError
+
     if not values:
         return None
-    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+    out = []
+    for value in values:
+        names = [v.strip() for v in value.split(",") if v.strip()]
+        if not names:
+            raise UsageError(
+                f"option {flag}: {value!r} names nothing (an empty or unset variable?); "
+                f"give {flag} {metavar}[,{metavar}…], or leave the option out"
+            )
+        out += names
+    return out
+
+
+def _either(yes: bool, no: bool, flag: str) -> bool | None:
+    """``--FLAG`` → True, ``--no-FLAG`` → False, neither → None; both is a usage error."""
+    from ..config import UsageError
+
+    if yes and no:
+        raise UsageError(f"option --{flag}: give --{flag} or --no-{flag}, not both")
+    return True if yes else False if no else None
 
 
 @app.command()
@@ -178,7 +200,8 @@ def sync(
         ),
     ] = None,
     platform: Annotated[list[str] | None, typer.Option(help="Platform to keep (repeatable).")] = None,
-    windows: Annotated[bool | None, typer.Option("--windows/--no-windows", help="Include Windows images.")] = None,
+    windows: Annotated[bool, typer.Option("--windows", help="Include Windows images.")] = False,
+    no_windows: Annotated[bool, typer.Option("--no-windows", help="Leave Windows images out (the default).")] = False,
     include: Annotated[list[str] | None, typer.Option(help="Tag regex to include (repeatable).")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Tag regex to exclude (repeatable).")] = None,
     repo: Annotated[
@@ -193,9 +216,11 @@ def sync(
     ] = None,
     hub_api: Annotated[str | None, typer.Option(help="Docker Hub's tags API (default https://hub.docker.com).")] = None,
     signatures: Annotated[
-        bool | None,
-        typer.Option("--signatures/--no-signatures", help="Copy signatures, attestations and referrers (default on)."),
-    ] = None,
+        bool, typer.Option("--signatures", help="Copy signatures, attestations and referrers (the default).")
+    ] = False,
+    no_signatures: Annotated[
+        bool, typer.Option("--no-signatures", help="Do not copy signatures, attestations and referrers.")
+    ] = False,
     state: Annotated[Path | None, typer.Option(help="SQLite state file.")] = None,
     report: Annotated[Path | None, typer.Option(help="Write the report as JSON to FILE.")] = None,
     dry_run: Annotated[bool | None, typer.Option("--dry-run", help="Plan only: no pulls, no writes.")] = None,
@@ -230,53 +255,56 @@ def sync(
     """
     import logging
 
-    from .._errors import ConfigError, HubmirrorError
-    from ..config import SyncConfig, load_config
+    from .._errors import HubmirrorError
+    from ..config import SyncConfig, UsageError, load_config
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    cli: dict[str, Any] = {
-        "library": library,
-        "commit": commit,
-        "images": _split(images),
-        "images_file": images_file,
-        "list": list_file,
-        "source": source,
-        "dest": dest,
-        "layout": layout,
-        "platforms": _split(platform),
-        "windows": windows,
-        "include_tags": include,
-        "exclude_tags": exclude,
-        "repos": repo,
-        "semver": semver,
-        "keep": keep,
-        "prerelease": prerelease,
-        "immutable": immutable,
-        "hub_api": hub_api,
-        "signatures": signatures,
-        "state": state,
-        "report": report,
-        "dry_run": dry_run,
-        "max_pulls": max_pulls,
-        "ratelimit.reserve": reserve,
-        "wait": wait,
-        "hub_rate": hub_rate,
-        "prune": prune,
-        "max_delete": max_delete,
-        "overwrite": overwrite,
-        "concurrency": concurrency,
-        "insecure": insecure,
-        "metrics_file": metrics_file,
-        "metrics_port": metrics_port,
-    }
     try:
+        cli: dict[str, Any] = {
+            "library": library,
+            "commit": commit,
+            "images": _split(images, "--images"),
+            "images_file": images_file,
+            "list": list_file,
+            "source": source,
+            "dest": dest,
+            "layout": layout,
+            "platforms": _split(platform, "--platform", "OS/ARCH"),
+            "windows": _either(windows, no_windows, "windows"),
+            "include_tags": include,
+            "exclude_tags": exclude,
+            "repos": repo,
+            "semver": semver,
+            "keep": keep,
+            "prerelease": prerelease,
+            "immutable": immutable,
+            "hub_api": hub_api,
+            "signatures": _either(signatures, no_signatures, "signatures"),
+            "state": state,
+            "report": report,
+            "dry_run": dry_run,
+            "max_pulls": max_pulls,
+            "ratelimit.reserve": reserve,
+            "wait": wait,
+            "hub_rate": hub_rate,
+            "prune": prune,
+            "max_delete": max_delete,
+            "overwrite": overwrite,
+            "concurrency": concurrency,
+            "insecure": insecure,
+            "metrics_file": metrics_file,
+            "metrics_port": metrics_port,
+        }
         if no_content_mirrors and content_mirror:
-            raise ConfigError("give either --content-mirror or --no-content-mirrors, not both")
+            raise UsageError("option --no-content-mirrors: give --content-mirror or --no-content-mirrors, not both")
         base = load_config(config) if config is not None else SyncConfig()
         cfg = base.merge({**cli, "content_mirrors": content_mirror})
         if no_content_mirrors:
             cfg = cfg.without_content_mirrors()
-    except HubmirrorError as e:
+    except UsageError as e:  # the command line itself: exit 2, as for an unknown flag
+        fail(e)
+        raise typer.Exit(2) from None
+    except HubmirrorError as e:  # the config file, an unreadable input: exit 1
         fail(e)
         raise typer.Exit(1) from None
     if daemon:
