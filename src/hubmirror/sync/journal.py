@@ -37,7 +37,6 @@ class ItemJournal(CopyJournal):
         self._targets = {t.tag: t for t in item.targets if t.tag is not None}
         self._fetched: dict[str, Manifest] = {}
         self._stored: set[str] = set()
-        self._from_state: set[str] = set()
 
     def record(self, tag: str, manifest: Manifest) -> TagRecord:
         """The record *tag* gets when it holds *manifest*."""
@@ -63,10 +62,7 @@ class ItemJournal(CopyJournal):
 
     async def kept(self, digest: str) -> Manifest | None:
         held = await self.state.aio.kept_manifest(digest)
-        if held is None:
-            return None
-        self._from_state.add(digest)
-        return Manifest(held[1], held[0])
+        return None if held is None else Manifest(held[1], held[0])
 
     def fetched(self, manifest: Manifest) -> None:
         self._fetched[manifest.digest] = manifest
@@ -75,11 +71,12 @@ class ItemJournal(CopyJournal):
         self._stored.add(digest)
 
     async def close(self, *, done: bool) -> None:
-        """The item ended (*done*: its copy finished): keep what it fetched and did not store; forget the
-        kept manifests it no longer needs."""
+        """The item ended (*done*: its copy finished): keep what it fetched and did not store; forget any
+        kept manifest the destination now holds (only those: another job sharing the state may still need
+        the others)."""
         unstored = [m for d, m in self._fetched.items() if d not in self._stored and not done]
         await self.state.aio.keep_manifests((m.digest, m.media_type, m.data) for m in unstored)
-        finished = (self._from_state & self._stored) | ({self.item.upstream_digest} if done else set())
+        finished = self._stored | ({self.item.upstream_digest} if done else set())
         if finished:
             await self.state.aio.drop_manifests(finished)
 

@@ -163,8 +163,6 @@ async def _copy_and_finish(
     # it again.
     if report.exit_code == 0 and plan.commit is not None and not plan.prune_blockers:
         await state.aio.set_library_commit(cfg.library, plan.commit)
-    if report.exit_code == 0:
-        await state.aio.drop_manifests()  # nothing left unfinished: no source manifest is needed again
     await state.aio.finish_run(run_id, status, report.to_dict()["totals"], commit=plan.commit)
 
 
