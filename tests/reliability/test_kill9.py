@@ -36,6 +36,7 @@ from test_sync_support import NAMESPACE, Env, blob_files, get_manifest, has_blob
 from _auth import PASSWORD, USER
 from hubmirror.digest import is_digest, sha256
 from hubmirror.state import State
+from hubmirror.testing import images as img
 from hubmirror.testing import layout as oci
 from hubmirror.testing.hub import _classify
 from hubmirror.testing.malicious import MaliciousRegistry
@@ -277,15 +278,17 @@ class TagPutHold(MaliciousRegistry):
     """A destination registry that stores each tag PUT at once but holds its answer while `holding`: the
     client has pushed the tag and not yet heard so, the moment a crash must not separate push and record."""
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
+    def __init__(self, *args: object, only: Callable[[str], bool] = lambda _tag: True, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.holding = True
+        self.only = only  # the tags whose PUT is held
         self.held: list[str] = []  # tags stored whose answer is being held
 
     async def _forward(self, request: web.Request) -> tuple[int, dict[str, str], bytes]:
         out = await super()._forward(request)
         kind, _, ref = _classify(request.path)
-        if request.method == "PUT" and kind == "manifest" and not is_digest(ref) and out[0] < 300:
+        held = self.holding and self.only(ref)
+        if request.method == "PUT" and kind == "manifest" and not is_digest(ref) and out[0] < 300 and held:
             with self._lock:
                 self.held.append(ref)
             for _ in range(600):  # until released (or 30 s: a client that never died is the test's failure)
@@ -400,3 +403,40 @@ def test_a_push_left_unrecorded_is_settled_by_the_next_run(env: Env) -> None:
         one = state.tag(key, "1.0")
         assert one is not None and one.dest_digest == seeded["1.0"]
     assert "up to date" in " ".join(again.stderr.split())
+
+
+def test_kill_9_between_a_signature_tag_push_and_its_record_leaves_it_hubmirrors(env: Env) -> None:
+    """The same for the cosign tag that follows an image: pushed, killed before its record, settled by the
+    next run as hubmirror's (so it leaves with its image)."""
+    env.commit(many_library(1))
+    image = seeded_tags(env.seed(repos=[REPO]))["1.0"]
+    sig_tag = img.cosign_tag(image)
+    img.push_sync(env.hub.upstream, f"library/{REPO}", img.cosign_signature(image), [sig_tag])
+    with TagPutHold(
+        env.make_registry(), users={USER: PASSWORD}, allow_push=True, only=lambda tag: tag == sig_tag
+    ) as dest:
+        port = dest.host.rsplit(":", 1)[1]
+        creds = {f"HUBMIRROR_127_0_0_1_{port}_USERNAME": USER, f"HUBMIRROR_127_0_0_1_{port}_PASSWORD": PASSWORD}
+        args = env.cli_args("--images", REPO, dest=f"{dest.host}/{NAMESPACE}")
+        proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env.cli_env(creds))
+        try:
+            deadline = time.monotonic() + 60
+            while not dest.held and proc.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.01)  # a poll of the destination, not a timing assumption
+            assert dest.held == [sig_tag], proc.poll()
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(30)
+        finally:
+            dest.holding = False
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        assert sig_tag in list_tags(dest.upstream, f"{NAMESPACE}/{REPO}")
+
+        final = subprocess.run(args, capture_output=True, text=True, env=env.cli_env(creds), timeout=120, check=False)
+
+        assert final.returncode == 0, final.stderr
+        with State.open(env.state_path) as state:
+            rec = state.tag(f"{dest.host}/{NAMESPACE}/{REPO}", sig_tag)
+            assert rec is not None and rec.created_by_hubmirror, rec
+            assert state.intents() == []

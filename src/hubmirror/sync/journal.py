@@ -6,6 +6,7 @@ the next run makes of what a crash left (`settle_intents`).
   process that dies in between (kill -9, a power cut, a second Ctrl-C) leaves the intent: the next run
   HEADs the tag and records it as hubmirror's when it holds the intended digest, or drops the intent when
   it does not. So a tag hubmirror pushed is never taken for a foreign one (which prune would never delete).
+* The signature and referrers tags that follow an image get the same (`FollowJournal`).
 * Every source manifest the copy read and the destination does not hold when the item ends (its
   destination failed, its budget ran out, it was stopped) is kept in ``pending_manifests``, and the next
   attempt reads it from there instead of spending a pull on it again.
@@ -22,6 +23,7 @@ from .._errors import HubmirrorError
 from ..copy import CopyJournal
 from ..media import Manifest
 from ..plan import WorkItem, selection_text
+from ..referrers import Subject, subject_repository
 from ..state import State, TagRecord
 from .stores import Destination
 
@@ -81,6 +83,34 @@ class ItemJournal(CopyJournal):
             await self.state.aio.drop_manifests(finished)
 
 
+class FollowJournal(CopyJournal):
+    """The journal of the signature and referrers tags written for one subject image: an intent before
+    each PUT, the tag's record after it (as `record_followed` records it: created by hubmirror, which wrote
+    it). `record_followed` records them all again once the phase is done."""
+
+    def __init__(self, subject: Subject, *, state: State, dest: Destination, run_id: int) -> None:
+        self.subject, self.state, self.dest, self.run_id = subject, state, dest, run_id
+
+    def record(self, tag: str, manifest: Manifest) -> TagRecord:
+        return TagRecord(
+            dest_repo=self.dest.key(self.subject.dest_repo),
+            tag=tag,
+            source_ref=f"{subject_repository(self.subject)}:{tag}",
+            upstream_digest=manifest.digest,
+            dest_digest=manifest.digest,
+            synced_at=datetime.now(UTC),
+            run_id=self.run_id,
+            created_by_hubmirror=True,
+            platforms="",
+        )
+
+    async def tagging(self, repo: str, tag: str, manifest: Manifest) -> None:
+        await self.state.aio.intend_tag(self.record(tag, manifest))
+
+    async def tagged(self, repo: str, tag: str, manifest: Manifest) -> None:
+        await self.state.aio.confirm_tag(self.record(tag, manifest))
+
+
 async def settle_intents(state: State, dest: Destination) -> tuple[int, int]:
     """Tags of *dest* whose push was begun and never confirmed (the process died in between): recorded when
     the destination tag holds the intended digest (as the intent says: created by hubmirror unless it was
@@ -102,4 +132,4 @@ async def settle_intents(state: State, dest: Destination) -> tuple[int, int]:
     return recorded, dropped
 
 
-__all__ = ["ItemJournal", "settle_intents"]
+__all__ = ["FollowJournal", "ItemJournal", "settle_intents"]

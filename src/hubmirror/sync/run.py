@@ -25,7 +25,7 @@ from ..referrers import follow_referrers
 from ..report import Outcome, SyncReport
 from ..state import State
 from .events import RunControl, SyncEvents
-from .journal import settle_intents
+from .journal import FollowJournal, settle_intents
 from .planning import build_plan
 from .prune import prune
 from .record import record_followed, record_up_to_date
@@ -151,6 +151,7 @@ async def _copy_and_finish(
             dest=dest.store,
             dest_key=dest.key,
             listed=True,
+            journal=lambda subject: FollowJournal(subject, state=state, dest=dest, run_id=run_id),
         )
         await record_followed(followed, state=state, dest=dest, run_id=run_id)
     elif cfg.signatures and control is not None and control.reason is not None:
