@@ -162,3 +162,30 @@ def test_sigterm_stops_the_daemon_after_its_run_finished_the_items_in_flight(env
         recorded = {(r.dest_repo, r.tag): r.dest_digest for r in state.tags()}
     assert recorded == dest_tags(env)
     assert f"{env.dest.host}/{NAMESPACE}" in report["dest"]
+
+
+def test_a_signal_while_planning_stops_at_once_and_changes_nothing(env: Env) -> None:
+    env.seed()
+    env.hub.abuse(10_000, retry_after=5)  # every HEAD of the plan is told to come back in 5 s
+    report_file = env.root / "report.json"
+    proc = start(env, report=report_file)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(r.status == 429 for r in env.hub.records):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the plan sent no HEAD"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        env.hub.abuse(0)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+    assert proc.returncode == ABORTED, err
+    assert "interrupted (SIGINT) while planning: nothing was changed" in " ".join(err.split()), err
+    assert "Traceback" not in err
+    assert env.hub.manifest_gets() == 0 and not report_file.exists()
+    with State.open(env.state_path) as state:
+        assert state.runs() == [] and state.tags() == []
