@@ -33,7 +33,12 @@ def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 #: Undo what the migrations after 5 add, to make a state of schema 5 (the library key migration's input).
-_AFTER_V5 = ("DROP TABLE tag_owners", "DROP TABLE deletions", "ALTER TABLE runs DROP COLUMN job")
+_AFTER_V5 = (
+    "DROP TABLE tag_owners",
+    "DROP TABLE deletions",
+    "ALTER TABLE runs DROP COLUMN job",
+    "DROP TABLE tag_intents",
+)
 
 
 def _password(where: str) -> str | None:

@@ -25,7 +25,7 @@ from typing import TypeVar
 
 import aiohttp
 
-from .._errors import HubmirrorError, NotAccessible, NotFound
+from .._errors import HubmirrorError, NotFound
 from ..copy import PLATFORMS_ANNOTATION, SOURCE_DIGEST_ANNOTATION, selected_children
 from ..media import INDEX_TYPES, Manifest
 from ..platform import Platform
@@ -53,6 +53,7 @@ class _Seen:
     src: tuple[str, str] | None = None  # (digest, media type) on the source
     dst: tuple[str, str] | None = None  # … at the destination tag
     error: str | None = None
+    not_found: str | None = None  # the source's NotFound, when it says more than "not found"
     hubmirror_index: bool = False  # unrecorded, but a filtered index hubmirror wrote (its annotations say)
     filtered_current: bool = False  # … and the one this target's selection writes for the current upstream
     record: TagRecord | None = None  # what the state recorded for the destination tag
@@ -104,6 +105,8 @@ async def check(
         failure = _failure(seen)
         if failure is not None:
             plan.failed.append((seen.target, failure))
+            if seen.error is None:  # the source has no such tag or repository
+                plan.missing.append(seen.target)
         elif (missing := _repair(seen)) is not None:
             _add_work(pending, seen, missing=missing)
         elif (done := _up_to_date(seen) or _adoptable(seen)) is not None:
@@ -173,11 +176,9 @@ async def _look(
             else:
                 seen.src = await head_source(t, seen)
             seen.dst = await head(dest, t.dest_repo, t.tag or t.source_ref)
-        except NotAccessible as e:  # a 401 insufficient_scope: missing, or not readable with these credentials
-            seen.error = str(e)
-            return seen
-        except NotFound:
+        except NotFound as e:
             seen.src = seen.dst = None
+            seen.not_found = str(e) or None
         except HubmirrorError as e:
             seen.error = str(e)
             return seen
@@ -307,7 +308,7 @@ def _failure(seen: _Seen) -> str | None:
     if seen.error is not None:
         return seen.error
     if seen.src is None:
-        return f"{t.canonical} not found on {t.source_registry}"
+        return seen.not_found or f"{t.canonical} not found on {t.source_registry}"
     return None
 
 

@@ -119,12 +119,16 @@ async def classify(
             return
         held = await kept(item.upstream_digest) if kept is not None else None
         index = Manifest(held[1], held[0]) if held is not None else None
-        if index is not None and index.digest == item.upstream_digest and index.is_index:
+        if index is not None and index.digest == item.upstream_digest and not index.is_index:
+            estimate = 0  # a single image fetched by an earlier run whose copy is not finished
+        elif index is not None and index.digest == item.upstream_digest and index.is_index:
             # An index fetched by an earlier run whose copy is not finished: exactly the children the
-            # destination still lacks (the index itself costs nothing more).
+            # destination still lacks and no run kept (the index itself costs nothing more).
             children = selected_children(index, item.platforms)
             there = await _gather(dest.head_manifest(item.dest_repo, c.digest) for c in children)
-            estimate = sum(1 for d in there if d is None)
+            missing = [c for c, d in zip(children, there, strict=True) if d is None]
+            held_too = await _gather(kept(c.digest) for c in missing) if kept is not None else []
+            estimate = sum(1 for h in held_too if h is None) if kept is not None else len(missing)
         else:
             estimate = await _copy_estimate(item, dest, tag_images)
         await estimated(item, estimate)

@@ -140,6 +140,9 @@ class Plan:
     up_to_date: list[UpToDate] = field(default_factory=list)
     items: list[WorkItem] = field(default_factory=list)
     failed: list[tuple[Target, str]] = field(default_factory=list)
+    #: Of the failed targets, those whose source says they do not exist (a 404, or `NotFound`, on the source
+    #: HEAD): they leave only their own destination repository in doubt, not the whole selection.
+    missing: list[Target] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)  # foreign tags with other content (not --overwrite)
     #: The job running the plan (`SyncConfig.job_id`): prune considers only the tags it owns.
     job: str | None = None

@@ -662,7 +662,7 @@ class RegistryClient:
             return
         resp = await self._send("GET", f"{self._base}/v2/", scopes=[], what="login", replayable=False)
         if resp.status != 200:
-            raise await self._fail(resp, f"login as {self._credentials.username if self._credentials else '?'}", None)
+            raise await self._fail(resp, "login", None)  # the user is named by the error itself (never on pages)
         resp.release()
 
     # -- manifests ---------------------------------------------------------------------------------

@@ -91,9 +91,14 @@ async def build_plan(
     finally:
         if api is not None:
             await api.close()
-    if plan.failed:
-        target, reason = plan.failed[0]
-        more = f" and {len(plan.failed) - 1} more" if len(plan.failed) > 1 else ""
+    # A target that could not be checked leaves the selection in doubt: prune deletes nothing in this run. One
+    # the source says does not exist leaves only its own repository in doubt: its tags are not counted as
+    # leaving (below), the rest prunes.
+    missing = {id(t) for t in plan.missing}
+    unchecked = [(t, r) for t, r in plan.failed if id(t) not in missing]
+    if unchecked:
+        target, reason = unchecked[0]
+        more = f" and {len(unchecked) - 1} more" if len(unchecked) > 1 else ""
         plan.block_prune(f"{target.canonical} could not be checked ({reason}){more}")
 
     # A tag source that could not be listed leaves the selection in doubt: prune deletes nothing in this run
@@ -129,6 +134,7 @@ async def find_leaving(plan: Plan, *, state: State, dest: Destination, report: S
     image, whose signatures leave with it in this run."""
     selected = _selected(plan, dest)
     protected = {source_key(listing, dest) for listing in plan.sources if listing.error}
+    protected |= {dest.key(t.dest_repo) for t in plan.missing}  # the source says they do not exist
     records = await state.aio.tags(prefix=dest.prefix)
     owners = await state.aio.tag_owners(prefix=dest.prefix)
     held = _held_subjects(plan, records, selected, dest, report)
