@@ -240,7 +240,8 @@ def test_status_page_in_chromium_and_metrics_during_and_after_a_sync(env: Env) -
             assert re.fullmatch(
                 r"[\d.]+ (bytes|B|kB|MB) of [\d.]+ (kB|MB)", browser.find_element(By.ID, "current-bytes").text
             )
-            assert re.search(r"\(\S+ (bytes|B|kB) of \S+ (kB|MB)\)", browser.find_element(By.ID, "current-inflight").text)
+            inflight = browser.find_element(By.ID, "current-inflight").text
+            assert re.search(r"\(\S+ (bytes|B|kB) of \S+ (kB|MB)\)", inflight)
             assert browser.find_element(By.CSS_SELECTOR, "#runs .badge.running")
             _shot(browser, "status-during-sync.png")
             # The page updates the run in progress in place (no reload) as items finish.
