@@ -539,6 +539,7 @@ class SyncConfig(_Model):
     _origin: _Origin | None = PrivateAttr(None)
     #: Top-level keys given on the command line (`merge`), over those of the config file.
     _cli_keys: frozenset[str] = PrivateAttr(frozenset())
+    _only: frozenset[str] | None = PrivateAttr(None)
 
     # ------------------------------------------------------------------ validators
 
@@ -705,6 +706,21 @@ class SyncConfig(_Model):
         if self.include_tags and not any(re.fullmatch(p, tag) for p in self.include_tags):
             return False
         return not any(re.fullmatch(p, tag) for p in self.exclude_tags)
+
+    @property
+    def only_repositories(self) -> frozenset[str] | None:
+        """The repositories a run for chosen repositories checks and copies (`only`); None: the whole selection."""
+        return self._only
+
+    def only(self, repositories: Iterable[str]) -> SyncConfig:
+        """This config for a run that checks and copies only *repositories* of its selection (a source
+        repository's name, ``python`` or ``library/python``, or its destination repository): the same job
+        (its identity pinned), and no prune (a partial selection is no reason to delete anything)."""
+        new = self.model_copy(update={"job": self.job_id, "prune": False})
+        new._origin = self._origin
+        new._cli_keys = self._cli_keys
+        new._only = frozenset(r.strip().strip("/") for r in repositories if r.strip())
+        return new
 
     def without_content_mirrors(self) -> SyncConfig:
         """This config with content mirrors turned off (``--no-content-mirrors``)."""

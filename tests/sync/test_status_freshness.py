@@ -33,3 +33,27 @@ def test_a_repository_behind_says_since_when_how_many_why_and_when_it_breaks_the
     assert status["freshness"]["pending_changes"] == 4
     assert "behind since" in page and "(quota)" in page
     json.dumps(status)  # JSON-ready
+
+
+def test_post_api_sync_with_repositories_checks_and_copies_only_those(env: Env) -> None:
+    env.seed()
+    assert env.cli("--images", "pyish,tiny").returncode == 0
+    env.seed(generation={"pyish": {"3.14-slim": 1}, "tiny": {"1.0": 1}})  # both rebuilt upstream
+    with serving(env, extra_env={"HUBMIRROR_API_TOKEN": TOKEN}, images=["pyish", "tiny"], prune=True) as srv:
+        srv.idle(1)  # the first run (the whole selection) catches both up
+        env.seed(generation={"pyish": {"3.14-slim": 2}, "tiny": {"1.0": 2}})  # rebuilt again
+        env.hub.reset_counts()
+        auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        bad = srv.request("POST", "/api/sync", b'{"repositories": "tiny"}', auth)
+        assert bad[0] == 400
+        code, body = srv.request("POST", "/api/sync", json.dumps({"repositories": ["tiny"]}).encode(), auth)
+        assert code == 202 and json.loads(body)["repositories"] == ["tiny"]
+        status = srv.idle(2)
+    heads = {r.repo for r in env.hub.records if r.method == "HEAD" and r.kind == "manifest"}
+    assert heads == {"library/tiny"}  # only tiny was checked …
+    assert next(r for r in status["runs"] if r["status"] != "error")["status"] == "completed"
+    rebuilt = env.indexes("tiny", generation={"1.0": 2})["1.0"].digest
+    assert env.dest_digest("tiny", "1.0") == rebuilt  # … and copied
+    slim = env.indexes("pyish", generation={"3.14-slim": 2})["3.14-slim"].digest
+    assert env.dest_digest("pyish", "3.14-slim") != slim  # pyish waits for the schedule
+    assert "latest" in env.dest_tags("pyish")  # no prune in a partial run: nothing of pyish deleted
