@@ -128,6 +128,9 @@ def _kind(value: object) -> str:
 def _check_host(value: str) -> str:
     if not _HOST.match(value):
         raise ValueError(f"{value!r} is not a registry host (expected HOST or HOST:PORT, no scheme)")
+    host, colon, port = value.rpartition(":")
+    if colon and port.isdigit() and not host.endswith(":") and not 0 < int(port) <= 65535:
+        raise ValueError(f"{value!r}: port {port} is out of range (1-65535)")
     return value
 
 
@@ -436,6 +439,11 @@ class SourceEntry(_Model):
             raise ValueError(str(e)) from None
 
 
+class UsageError(ConfigError):
+    """A mistake on the command line itself (a flag's value, flags that contradict each other): the shell
+    gets exit status 2, as for an unknown flag. A config file's mistakes stay `ConfigError` (status 1)."""
+
+
 NotifyEvent = Literal["failure", "recovery", "slo_breach", "deferred", "success"]
 _DEFAULT_NOTIFY: Final[tuple[NotifyEvent, ...]] = ("failure", "recovery", "slo_breach")
 
@@ -500,7 +508,7 @@ class SyncConfig(_Model):
     #: Requests per second to the Docker Hub source at most (its abuse limit is "thousands per minute"
     #: for every request, HEADs included); 0: not paced. Unset: `DEFAULT_HUB_RATE` when the source is
     #: Docker Hub itself, unpaced for any other source (a pull-through cache, a company mirror).
-    hub_rate: float | None = Field(default=None, ge=0)
+    hub_rate: float | None = Field(default=None, ge=0, allow_inf_nan=False)
     prune: bool = False
     max_delete: int | None = Field(default=None, ge=0)
     overwrite: bool = False
@@ -538,6 +546,7 @@ class SyncConfig(_Model):
     _origin: _Origin | None = PrivateAttr(None)
     #: Top-level keys given on the command line (`merge`), over those of the config file.
     _cli_keys: frozenset[str] = PrivateAttr(frozenset())
+    _only: frozenset[str] | None = PrivateAttr(None)
 
     # ------------------------------------------------------------------ validators
 
@@ -705,6 +714,21 @@ class SyncConfig(_Model):
             return False
         return not any(re.fullmatch(p, tag) for p in self.exclude_tags)
 
+    @property
+    def only_repositories(self) -> frozenset[str] | None:
+        """The repositories a run for chosen repositories checks and copies (`only`); None: the whole selection."""
+        return self._only
+
+    def only(self, repositories: Iterable[str]) -> SyncConfig:
+        """This config for a run that checks and copies only *repositories* of its selection (a source
+        repository's name, ``python`` or ``library/python``, or its destination repository): the same job
+        (its identity pinned), and no prune (a partial selection is no reason to delete anything)."""
+        new = self.model_copy(update={"job": self.job_id, "prune": False})
+        new._origin = self._origin
+        new._cli_keys = self._cli_keys
+        new._only = frozenset(r.strip().strip("/") for r in repositories if r.strip())
+        return new
+
     def without_content_mirrors(self) -> SyncConfig:
         """This config with content mirrors turned off (``--no-content-mirrors``)."""
         new = self.model_copy(update={"content_mirrors": []})
@@ -800,10 +824,102 @@ class SyncConfig(_Model):
         try:
             new = type(self).model_validate(merged, context={"base_dir": None})
         except ValidationError as e:
-            raise ConfigError(_format_errors(e, origin, cli_paths)) from None
+            text, from_cli = _format_errors(e, origin, cli_paths)
+            raise (UsageError if from_cli else ConfigError)(text) from None
         new._origin = origin
         new._cli_keys = self._cli_keys | {p[0] for p in cli_paths}
+        new.check_consistency(cli_paths)
         return new
+
+    def check_consistency(self, cli_paths: Iterable[tuple[str, ...]] = ()) -> None:
+        """Raise `ConfigError` (`UsageError` when a flag in *cli_paths* is involved), one line per problem,
+        for settings that contradict each other or would silently do nothing: a `--repo` option without
+        ``--repo``, ``--commit`` when no library is read, ``--wait`` with ``--max-pulls 0``, the
+        destination named as its own content mirror."""
+        flags = set(cli_paths)
+        lines: list[tuple[int, str]] = []
+        usage = False
+        for keys, message in _contradictions(self):
+            given = [k for k in keys if any(k[: len(p)] == p for p in flags)]
+            if given:
+                usage = True
+                lines.append((0, f"option {_flag_name(given[0])}: {message}"))
+                continue
+            origin = self._origin or _Origin(None, {})
+            line = next((origin.lines[k] for k in keys if k in origin.lines), None)
+            where = origin.file or "<config>"
+            key = _dotted(keys[0])
+            lines.append((line or 0, f"{where}:{line}: {key}: {message}" if line else f"{where}: {key}: {message}"))
+        if lines:
+            text = "\n".join(_printable(t) for _, t in sorted(lines, key=lambda x: x[0]))
+            raise (UsageError if usage else ConfigError)(text)
+
+
+def _contradictions(cfg: SyncConfig) -> list[tuple[tuple[tuple[str | int, ...], ...], str]]:
+    """(the keys involved, the first one named, and why) for each contradiction in *cfg*."""
+    out: list[tuple[tuple[tuple[str | int, ...], ...], str]] = []
+    if cfg.wait_for_quota and cfg.max_pulls == 0:
+        wait_key: tuple[str, ...] = ("wait",) if cfg.wait is not None else ("ratelimit", "wait")
+        out.append(
+            (
+                (("max_pulls",), wait_key),
+                "0 pulls while waiting for the quota window (--wait): no window ever allows a pull, so the run "
+                "would wait for nothing (ratelimit.max_wait, 6 h by default); give --max-pulls N above 0, or "
+                "drop --wait (--max-pulls 0 alone defers every copy at once)",
+            )
+        )
+    if not cfg.repos:
+        for key, given in (
+            ("keep", cfg.keep is not None),
+            ("semver", cfg.semver is not None),
+            ("prerelease", cfg.prerelease),
+            ("immutable", bool(cfg.immutable)),
+        ):
+            if given:
+                out.append(
+                    (
+                        ((key,), ("repos",)),
+                        "applies to the tags of --repo (repos:) only, and none is given "
+                        "(a sources: entry takes its own)",
+                    )
+                )
+    if cfg.commit is not None and not cfg.reads_library:
+        out.append(
+            (
+                (("commit",), ("list",)),
+                "picks a commit of the official-images library, which is not read when only --list or "
+                "--repo is given (add --images to read it)",
+            )
+        )
+    if cfg.dest is not None and not cfg.dest.startswith("oci:"):
+        dest = _registry_place(cfg.dest)
+        for i, mirror in enumerate(cfg.content_mirrors or []):
+            if _registry_place(mirror) == dest:
+                out.append(
+                    (
+                        (("content_mirrors", i), ("dest",)),
+                        f"the destination {cfg.dest} is also named as a content mirror ({mirror}): a mirror is "
+                        "read for the content the destination lacks, so it cannot be the destination itself",
+                    )
+                )
+    return out
+
+
+def _registry_place(value: str) -> str:
+    """``HOST[/PATH]`` normalised for comparison (Docker Hub's aliases, case of the host, slashes)."""
+    host, sep, rest = value.strip().strip("/").partition("/")
+    return normalize_registry(host.lower()) + sep + rest.strip("/")
+
+
+def _flag_name(key: tuple[str | int, ...]) -> str:
+    """``--max-pulls`` for ``("max_pulls",)``; ``--content-mirror (value 2)`` for ``("content_mirrors", 1)``."""
+    name = str(key[0])
+    flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+    if len(key) > 1 and isinstance(key[1], int):
+        flag += f" (value {key[1] + 1})"
+    elif len(key) > 1:
+        flag = "--" + str(key[-1]).replace("_", "-")  # ratelimit.wait and the like: the flag of the leaf
+    return flag
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -837,7 +953,7 @@ def parse_config(text: str, *, name: str = "<config>", base_dir: Path | None = N
     try:
         cfg = SyncConfig.model_validate(data, context={"base_dir": base_dir})
     except ValidationError as e:
-        raise ConfigError(_format_errors(e, origin, set())) from None
+        raise ConfigError(_format_errors(e, origin, set())[0]) from None
     cfg._origin = origin
     return cfg
 
@@ -999,6 +1115,8 @@ def _message(err: Mapping[str, Any]) -> str:
         return f"must be < {ctx['lt']}"
     if kind == "extra_forbidden":
         return "unknown key"
+    if kind == "finite_number":
+        return f"must be a finite number (got {err.get('input')!r})"
     if kind == "missing":
         return "required key is missing"
     if kind in _EXPECTED and "input" in err:
@@ -1013,9 +1131,11 @@ def _message(err: Mapping[str, Any]) -> str:
 _FLAGS: Final = {"content_mirrors": "--content-mirror"}
 
 
-def _format_errors(exc: ValidationError, origin: _Origin, cli_paths: set[tuple[str, ...]]) -> str:
-    """One line per error: ``FILE:LINE: key.path: message`` (or ``option --flag: message``)."""
+def _format_errors(exc: ValidationError, origin: _Origin, cli_paths: set[tuple[str, ...]]) -> tuple[str, bool]:
+    """One line per error: ``FILE:LINE: key.path: message`` (or ``option --flag: message``); and whether
+    every error is a flag's."""
     out: list[tuple[int, str]] = []  # (line or 0 for flags, message): sorted so the file reads top-down
+    from_file = False
     for err in exc.errors(include_url=False):
         loc = tuple(p for p in err["loc"] if isinstance(p, int | str) and p != "[key]")
         key = _dotted(loc) or "(top level)"
@@ -1031,6 +1151,7 @@ def _format_errors(exc: ValidationError, origin: _Origin, cli_paths: set[tuple[s
                     flag += f" (value {loc[1] + 1})"
             out.append((0, f"option {flag}: {msg}"))
             continue
+        from_file = True
         line = None
         for n in range(len(loc), -1, -1):
             if loc[:n] in origin.lines:
@@ -1038,7 +1159,7 @@ def _format_errors(exc: ValidationError, origin: _Origin, cli_paths: set[tuple[s
                 break
         where = origin.file or "<config>"
         out.append((line or 0, f"{where}:{line}: {key}: {msg}" if line is not None else f"{where}: {key}: {msg}"))
-    return "\n".join(_printable(text) for _, text in sorted(out, key=lambda x: x[0]))
+    return "\n".join(_printable(text) for _, text in sorted(out, key=lambda x: x[0])), not from_file
 
 
 def _printable(text: str) -> str:
@@ -1048,7 +1169,8 @@ def _printable(text: str) -> str:
 
 
 def _suggest(loc: tuple[str | int, ...]) -> str:
-    """`` (allowed: …)`` listing the keys valid where an unknown key was found."""
+    """``, did you mean max_pulls? (allowed: …)``: the valid key closest to the unknown one (if one is close)
+    and the keys valid where it was found."""
     model: type[BaseModel] | None = SyncConfig
     per_host: type[BaseModel] | None = None  # the model under a host key of `credentials:` or `tls:`
     for part in loc[:-1]:
@@ -1070,7 +1192,11 @@ def _suggest(loc: tuple[str | int, ...]) -> str:
         return ""
     hidden = set(SECRET_KEYS) if model is Credential else set()
     names = sorted((f.alias or n) for n, f in model.model_fields.items() if n not in hidden)
-    return f" (allowed: {', '.join(names)})"
+    import difflib  # only for this hint
+
+    close = difflib.get_close_matches(str(loc[-1]).lower().replace("-", "_"), names, n=1) if loc else []
+    hint = f", did you mean {close[0]}?" if close else ""
+    return f"{hint} (allowed: {', '.join(names)})"
 
 
 __all__ = [
@@ -1083,6 +1209,7 @@ __all__ = [
     "SourceEntry",
     "SyncConfig",
     "TLSEntry",
+    "UsageError",
     "default_state_path",
     "load_config",
     "parse_config",

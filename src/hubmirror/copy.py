@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -68,6 +68,37 @@ class CopyEvents:
         """An image manifest of the copy is known: these are its blobs (sizes included), about to be placed."""
 
 
+class CopyJournal:
+    """What one `Copier.copy` tells its caller about the manifests it reads and writes, and asks it before a
+    pull (all no-ops here; the sync keeps them in its state). The copier knows nothing of where they go.
+
+    * `tagging` is awaited before the PUT of each destination tag and `tagged` after it: a caller that
+      records the first durably ("this tag is about to hold this digest") and turns it into the tag's
+      record in the second never has a pushed tag it does not know of, wherever the process dies.
+    * `kept` is asked before a source manifest is fetched by digest: bytes an earlier attempt fetched and
+      kept (the copier verifies them against the digest) save the pull. `fetched` is told of every source
+      manifest the copy read (fetched, kept or shared by another copy in flight), `stored` of every
+      manifest the destination now holds (written, or found there): what was fetched and not stored is
+      what a caller keeps for the next attempt.
+    """
+
+    async def tagging(self, repo: str, tag: str, manifest: Manifest) -> None:
+        """*tag* of destination *repo* is about to be set to *manifest* (raise to stop the push)."""
+
+    async def tagged(self, repo: str, tag: str, manifest: Manifest) -> None:
+        """*tag* of destination *repo* now holds *manifest*."""
+
+    async def kept(self, digest: str) -> Manifest | None:
+        """The source manifest *digest* if an earlier attempt fetched and kept it, else None."""
+        return None
+
+    def fetched(self, manifest: Manifest) -> None:
+        """The copy read this source manifest (verified against its digest)."""
+
+    def stored(self, digest: str) -> None:
+        """The destination repository of the copy holds manifest *digest*."""
+
+
 @dataclass
 class CopyResult:
     """What one `Copier.copy` did."""
@@ -100,11 +131,20 @@ class CopyResult:
 class _Ctx:
     """Counters of one copy call."""
 
-    def __init__(self, src_repo: str, dst_repo: str, platforms: list[Platform] | None, events: CopyEvents) -> None:
+    def __init__(
+        self,
+        src_repo: str,
+        dst_repo: str,
+        platforms: list[Platform] | None,
+        events: CopyEvents,
+        journal: CopyJournal | None = None,
+    ) -> None:
         self.events = events  # this copy's progress callbacks
         self.src_repo = src_repo
         self.dst_repo = dst_repo
         self.platforms = platforms
+        self.journal = journal or CopyJournal()
+        self.fetches: set[asyncio.Task[Manifest]] = set()  # source GETs in flight
         self.result = CopyResult("", "", "")
         self.foreign: set[str] = set()
 
@@ -149,6 +189,7 @@ class Copier:
         source: Descriptor | None = None,
         dest_tags: Mapping[str, str] | None = None,
         events: CopyEvents | None = None,
+        journal: CopyJournal | None = None,
     ) -> CopyResult:
         """Copy *src_ref* of *src_repo* into *dst_repo* and point *tags* at it.
 
@@ -158,13 +199,31 @@ class Copier:
         *dest_tags* is what the destination's *tags* point at (absent ones left out), when the caller just
         HEADed them (saves a HEAD per tag).
         *events* receive this copy's progress (default: the Copier's).
+        *journal* is told of each tag before and after its PUT, and of the manifests read and stored
+        (`CopyJournal`).
         Raises `BudgetExhausted` or `QuotaExceeded` (no tag is written), `UnsupportedManifest`,
         `NotFound`, `RegistryError`, `DigestMismatch`, `StoreError`.
         """
         selected = self.platforms if platforms == "default" else (list(platforms) if platforms else None)
-        ctx = _Ctx(src_repo, dst_repo, selected, events or self.events)
-        res = ctx.result
-        tags = list(dict.fromkeys(tags))
+        ctx = _Ctx(src_repo, dst_repo, selected, events or self.events, journal)
+        try:
+            return await self._copy(ctx, src_ref, list(dict.fromkeys(tags)), manifest, source, dest_tags)
+        finally:
+            # A GET already sent is a pull spent: it is let finish even when the copy fails or is cancelled
+            # meanwhile, and its manifest reaches the journal (to be kept for the next attempt).
+            if ctx.fetches:
+                await asyncio.wait(set(ctx.fetches))  # not gather: a cancel of this wait must not cancel them
+
+    async def _copy(
+        self,
+        ctx: _Ctx,
+        src_ref: str,
+        tags: list[str],
+        manifest: Manifest | None,
+        source: Descriptor | None,
+        dest_tags: Mapping[str, str] | None,
+    ) -> CopyResult:
+        res, src_repo, dst_repo = ctx.result, ctx.src_repo, ctx.dst_repo
 
         if manifest is not None:
             manifest.check_supported()
@@ -221,6 +280,7 @@ class Copier:
             return res
         if not tags:
             await self.dst.put_manifest(dst_repo, top.digest, top)
+            ctx.journal.stored(top.digest)
         else:
             existing = {t: d for t, d in existing.items() if d == top.digest}
         await self._put_tags(ctx, top, tags, existing)
@@ -311,12 +371,18 @@ class Copier:
         return m if m.digest == src_digest else None
 
     async def _put_tags(self, ctx: _Ctx, top: Manifest, tags: Sequence[str], existing: dict[str, str]) -> None:
-        res = ctx.result
+        """Point *tags* at *top* (those not already on it), each PUT between the journal's `tagging` and
+        `tagged`."""
+        res, journal = ctx.result, ctx.journal
         for tag in tags:
             if existing.get(tag) != top.digest:
+                await journal.tagging(ctx.dst_repo, tag, top)
                 await self.dst.put_manifest(ctx.dst_repo, tag, top)
+                await journal.tagged(ctx.dst_repo, tag, top)
                 res.tags_written.append(tag)
             res.tags.append(tag)
+        if tags:
+            journal.stored(top.digest)
 
     def _platform_text(self, ctx: _Ctx) -> str:
         return ",".join(str(p) for p in ctx.platforms or ())
@@ -410,6 +476,7 @@ class Copier:
             there = await self.dst.head_manifest(ctx.dst_repo, desc.digest)
         if there is not None:
             res.manifests_skipped += 1
+            ctx.journal.stored(desc.digest)
             ctx.events.manifest_done(desc, "skipped")
             return
         child = await self._get_source(ctx, desc.digest)
@@ -418,18 +485,21 @@ class Copier:
         else:
             await self._copy_image(ctx, child)
         await self.dst.put_manifest(ctx.dst_repo, child.digest, child)
+        ctx.journal.stored(child.digest)
         res.manifests_copied += 1
         ctx.events.manifest_done(desc, "copied")
 
     async def _get_source(self, ctx: _Ctx, ref: str) -> Manifest:
         """A source manifest. An index asked for by digest is fetched once per Copier: the same digest
         reached through two tag groups (an entry's and a SharedTag group's), or by two copies at once,
-        costs one pull; `fetched_index` hands its bytes to the caller (to keep them across runs)."""
+        costs one pull; `fetched_index` hands its bytes to the caller (to keep them across runs). A
+        manifest the journal kept from an earlier attempt costs none."""
         if not is_digest(ref):
             return await self._get_source_once(ctx, ref)
         key = (ctx.src_repo, ref)
         while True:
             if (cached := self._indexes.get(key)) is not None:
+                ctx.journal.fetched(cached)
                 return cached
             fut = self._fetching.get(key)
             if fut is None:
@@ -438,12 +508,34 @@ class Copier:
         fut = asyncio.get_running_loop().create_future()
         self._fetching[key] = fut
         try:
-            m = await self._get_source_once(ctx, ref)
+            # Shielded: cancelled meanwhile (a sibling failed), the GET still completes and is journalled.
+            fetch = asyncio.ensure_future(self._fetch(ctx, ref))
+            ctx.fetches.add(fetch)
+            fetch.add_done_callback(_settled_fetch(ctx.fetches))
+            m = await asyncio.shield(fetch)
             if m.is_index:
                 self._indexes[key] = m
         finally:
             del self._fetching[key]
             fut.set_result(None)
+        return m
+
+    async def _fetch(self, ctx: _Ctx, digest: str) -> Manifest:
+        """Source manifest *digest*: the journal's kept bytes, else a GET; told to the journal."""
+        m = await self._kept_source(ctx, digest) or await self._get_source_once(ctx, digest)
+        ctx.journal.fetched(m)
+        return m
+
+    async def _kept_source(self, ctx: _Ctx, digest: str) -> Manifest | None:
+        """The journal's kept bytes of source manifest *digest*, if any and if they hash to it."""
+        m = await ctx.journal.kept(digest)
+        if m is None:
+            return None
+        try:
+            verify_bytes(m.data, digest, f"kept manifest {digest}")
+            m.check_supported()
+        except (DigestMismatch, UnsupportedManifest):
+            return None  # not what was asked for: fetch it
         return m
 
     def fetched_index(self, src_repo: str, digest: str) -> Manifest | None:
@@ -600,6 +692,17 @@ class Copier:
             raise
 
 
+def _settled_fetch(fetches: set[asyncio.Task[Manifest]]) -> Callable[[asyncio.Task[Manifest]], None]:
+    """A done-callback: the fetch leaves *fetches*, its error retrieved (whoever awaited it may be gone)."""
+
+    def done(task: asyncio.Task[Manifest]) -> None:
+        fetches.discard(task)
+        if not task.cancelled():
+            task.exception()
+
+    return done
+
+
 def _platform_selected(platforms: Sequence[Platform] | None, platform: Platform | None) -> bool:
     if platforms is None:
         return True
@@ -726,4 +829,13 @@ def first_error(eg: BaseExceptionGroup[BaseException]) -> BaseException:
     return eg.exceptions[0]
 
 
-__all__ = ["BlobHow", "Copier", "CopyEvents", "CopyResult", "ManifestHow", "copy_location", "selected_children"]
+__all__ = [
+    "BlobHow",
+    "Copier",
+    "CopyEvents",
+    "CopyJournal",
+    "CopyResult",
+    "ManifestHow",
+    "copy_location",
+    "selected_children",
+]

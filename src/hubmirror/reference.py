@@ -78,6 +78,9 @@ class Reference:
         registry, path = _split_domain(text)
         if not _DOMAIN_RE.match(registry):
             raise InvalidReference(f"invalid reference {original!r}: bad registry {registry!r}")
+        host, sep, port = registry.rpartition(":")
+        if sep and port.isdigit() and not host.endswith(":") and not 0 < int(port) <= 65535:
+            raise InvalidReference(f"invalid reference {original!r}: port {port} is out of range (1-65535)")
         if path != path.lower() and _PATH_RE.match(path.lower()):
             raise InvalidReference(f"invalid reference {original!r}: repository name must be lowercase")
         if not _PATH_RE.match(path):

@@ -31,7 +31,7 @@ from typing import Any
 import aiohttp
 
 from ._errors import BudgetExhausted, HubmirrorError, NotFound, QuotaExceeded
-from .copy import Copier, CopyResult
+from .copy import Copier, CopyJournal, CopyResult
 from .media import OCI_INDEX, Descriptor, Manifest
 from .plan import Plan, Target
 from .report import Outcome, SyncReport
@@ -100,8 +100,16 @@ def match_artifacts(tags: Sequence[TagInfo], digests: set[str]) -> dict[str, lis
 class ReferrerFollower:
     """Copies signatures and referrers of subjects with the sync's copiers (one per source registry)."""
 
-    def __init__(self, copier: Callable[[str], Copier], sources: Callable[[str], Store], dest: Store) -> None:
+    def __init__(
+        self,
+        copier: Callable[[str], Copier],
+        sources: Callable[[str], Store],
+        dest: Store,
+        journal: Callable[[Subject], CopyJournal] | None = None,
+    ) -> None:
         self.copier, self.sources, self.dest = copier, sources, dest
+        #: The journal of the tags written for a subject (the sync records each as it is pushed).
+        self.journal = journal or (lambda _subject: CopyJournal())
         self._api: dict[str, bool] = {}  # registry → has the referrers API (learnt once per run)
 
     async def follow(self, subject: Subject) -> list[Followed]:
@@ -123,7 +131,13 @@ class ReferrerFollower:
 
         async def run() -> CopyResult:
             return await self.copier(subject.source_registry).copy(
-                subject.source_repo, tag.name, subject.dest_repo, [tag.name], platforms=None, source=src
+                subject.source_repo,
+                tag.name,
+                subject.dest_repo,
+                [tag.name],
+                platforms=None,
+                source=src,
+                journal=self.journal(subject),
             )
 
         return await self._guard(subject, tag.name, run())
@@ -202,7 +216,10 @@ class ReferrerFollower:
             return ""
         data = json.dumps({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": merged}, indent=3).encode()
         index = Manifest(data, OCI_INDEX)
+        journal = self.journal(subject)
+        await journal.tagging(subject.dest_repo, tag, index)
         await self.dest.put_manifest(subject.dest_repo, tag, index)
+        await journal.tagged(subject.dest_repo, tag, index)
         return index.digest
 
     async def _guard(self, subject: Subject, ref: str, work: Any) -> Followed:
@@ -235,11 +252,13 @@ async def follow_referrers(
     dest: Store,
     dest_key: Callable[[str], str],
     listed: bool = False,
+    journal: Callable[[Subject], CopyJournal] | None = None,
 ) -> list[Followed]:
     """The sync's last copy phase: signatures and referrers of the images its tag sources now hold
     (copied, retagged or up to date, verbatim), each reported as an item of its own; with *listed*, those
     of its library and image-list images too (their source repositories' tags are listed for them).
-    Returns what was followed (the caller records the tags in the state)."""
+    Returns what was followed (the caller records the tags in the state; *journal*, if given, is told of
+    each tag around its PUT, as the copies of the images are)."""
     done = {
         (i.dest, i.digest): i.outcome
         for i in report.items
@@ -294,7 +313,7 @@ async def follow_referrers(
         async with asyncio.TaskGroup() as tg:
             for (registry, repo), mine in repos.items():
                 tg.create_task(list_artifacts(registry, repo, mine))
-    follower = ReferrerFollower(copier, sources, dest)
+    follower = ReferrerFollower(copier, sources, dest, journal)
     outcomes = {
         "copied": Outcome.COPIED,
         "up-to-date": Outcome.UP_TO_DATE,

@@ -31,6 +31,7 @@ JSON (`SyncReport.to_json`), schema ``version`` 1::
 from __future__ import annotations
 
 import json
+import re
 from collections import Counter
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
@@ -38,10 +39,10 @@ from enum import StrEnum
 from typing import Any, Final
 
 from rich.console import Console
-from rich.filesize import decimal
 from rich.table import Table
 from rich.text import Text
 
+from ._units import size_text
 from .redact import redact_url
 from .store.mirrored import SourceStats
 from .transfer import TransferStats
@@ -248,6 +249,30 @@ class SyncReport:
     def deferred(self) -> list[str]:
         return self._refs(frozenset({Outcome.DEFERRED}))
 
+    def failure_groups(self) -> list[FailureGroup]:
+        """The failed items grouped by cause (`failure_cause`: the reason without the item's own names),
+        the most frequent first: 645 tags "not found on HOST" are one group, not 645 rows."""
+        groups: dict[str, FailureGroup] = {}
+        for item in self.by_outcome(Outcome.FAILED):
+            cause = failure_cause(item)
+            groups.setdefault(cause, FailureGroup(cause)).items.append(item)
+        return sorted(groups.values(), key=lambda g: -len(g.items))
+
+    def failure_lines(self, *, examples: int = 3) -> list[str]:
+        """``N failed, by cause:`` and a line per cause with its count and a few examples (none when
+        nothing failed)."""
+        groups = self.failure_groups()
+        if not groups:
+            return []
+        total = sum(len(g.items) for g in groups)
+        lines = [f"{total} failed, by cause:"]
+        width = len(str(len(groups[0].items)))
+        for g in groups:
+            refs = g.examples()
+            shown = ", ".join(refs[:examples]) + (f" (+{len(refs) - examples} more)" if len(refs) > examples else "")
+            lines.append(f"  {len(g.items):>{width}} × {g.cause} — {shown}")
+        return lines
+
     # ------------------------------------------------------------------ JSON
 
     def to_dict(self) -> dict[str, Any]:
@@ -329,7 +354,7 @@ class SyncReport:
         if c["pruned"] or c["kept"]:
             parts += [f"pruned {c['pruned']}", f"kept {c['kept']}"]
         t = self.totals
-        tail = [f"{t.manifest_gets} pulls", f"{t.manifest_heads} HEADs", decimal(t.bytes)]
+        tail = [f"{t.manifest_gets} pulls", f"{t.manifest_heads} HEADs", size_text(t.bytes)]
         if self.mirrors:
             tail.insert(1, f"{sum(m.manifests for m in self.mirrors)} manifests from mirrors")
         if t.ratelimit_remaining is not None:
@@ -343,8 +368,9 @@ class SyncReport:
 
     def table(self, *, verbose: bool = False) -> Table:
         """A rich table: one row per item. Unless *verbose*, up-to-date and kept items, and more than
-        `FOLD_AT` failed/deferred/kept items sharing a reason (a registry down fails every tag alike), are
-        folded into one counted row; past `MAX_ROWS` rows of one outcome, the rest share one row too (the
+        `FOLD_AT` failed/deferred/kept items sharing a reason (a registry down fails every tag alike;
+        failures share a *cause*, `failure_cause`: 645 tags "not found on HOST"), are folded into one
+        counted row (failures with examples); past `MAX_ROWS` rows of one outcome, the rest share one row too (the
         report JSON lists every item)."""
         table = Table(title="hubmirror sync" + (" (dry run)" if self.dry_run else ""), show_lines=False)
         table.add_column("outcome", no_wrap=True)
@@ -355,16 +381,23 @@ class SyncReport:
         table.add_column("size", justify="right")
         table.add_column("reason")
         order = list(Outcome)
-        same = Counter((i.outcome, i.reason) for i in self.items)
+
+        def why(i: ReportItem) -> str | None:  # failures alike by cause, others by their reason
+            return failure_cause(i) if i.outcome is Outcome.FAILED else i.reason
+
+        same = Counter((i.outcome, why(i)) for i in self.items)
         folded: dict[tuple[Outcome, str | None], int] = {}
+        examples: dict[tuple[Outcome, str | None], list[str]] = {}  # of folded failures
         shown: Counter[Outcome] = Counter()
         more: Counter[Outcome] = Counter()
         for item in sorted(self.items, key=lambda i: order.index(i.outcome)):
-            key = (item.outcome, item.reason)
+            key = (item.outcome, why(item))
             quiet = item.outcome in (Outcome.UP_TO_DATE, Outcome.KEPT) and not item.reason
             alike = item.outcome in _FOLDABLE and item.reason and same[key] > FOLD_AT
             if not verbose and (quiet or alike):
                 folded[key] = folded.get(key, 0) + 1
+                if item.outcome is Outcome.FAILED:
+                    examples.setdefault(key, []).extend(_display(ref) for ref in item.source_tags()[:1])
                 continue
             if not verbose and shown[item.outcome] >= MAX_ROWS:
                 more[item.outcome] += 1
@@ -376,7 +409,7 @@ class SyncReport:
                 _tags_text(item.tags),
                 _short(item.digest or item.previous_digest),
                 str(item.pulls) if item.pulls else "",
-                decimal(item.bytes) if item.bytes else "",
+                size_text(item.bytes) if item.bytes else "",
                 Text(item.reason or "", style="red" if item.outcome is Outcome.FAILED else ""),
             )
         for outcome, n in more.items():
@@ -390,9 +423,10 @@ class SyncReport:
                 "--verbose or the report JSON lists them",
             )
         for (outcome, reason), n in folded.items():
+            some = examples.get((outcome, reason), [])
             table.add_row(
                 Text(outcome.value.replace("_", " "), style=_STYLE[outcome]),
-                f"{n} image/tag groups",
+                f"{n} image/tag groups" + (f", e.g. {', '.join(some[:3])}" if some else ""),
                 "",
                 "",
                 "",
@@ -418,7 +452,7 @@ class SyncReport:
                 src.role,
                 str(src.manifests),
                 str(src.blobs),
-                decimal(src.bytes),
+                size_text(src.bytes),
                 str(src.pulls) if src.role == "source" else "",
                 Text(str(src.mismatches), style="bold red" if src.mismatches else ""),
                 str(src.errors),
@@ -450,6 +484,36 @@ class SyncReport:
                 console.print(Text(line, style="yellow"))
         style = {EXIT_DONE: "green", EXIT_FAILED: "bold red", EXIT_DEFERRED: "yellow"}[self.exit_code]
         console.print(Text(self.summary_line(), style=style))
+
+
+@dataclass
+class FailureGroup:
+    """Failed items that share one cause (`SyncReport.failure_groups`)."""
+
+    cause: str
+    items: list[ReportItem] = field(default_factory=list)
+
+    def examples(self) -> list[str]:
+        """The failed references as people write them (``python:3.12``), in report order."""
+        return [_display(ref) for item in self.items for ref in item.source_tags()]
+
+
+_DIGEST_TEXT = re.compile(r"\b(sha256:)?[0-9a-f]{12,64}\b…?")
+
+
+def failure_cause(item: ReportItem) -> str:
+    """A failure's reason without the item's own names (its reference, repository, tags, digests): the
+    failures of one cause read alike (``not found on HOST``, ``HEAD manifest …: HTTP 500``)."""
+    reason = item.reason or "failed"
+    repo = _repository(item.source)
+    path = repo.split("/", 1)[1] if "/" in repo and "." in repo.split("/", 1)[0] else repo
+    names = {item.source, repo, path, *(f"{n}:{t}" for n in (repo, path) for t in item.tags)}
+    names |= {f"{n}@{item.digest}" for n in (repo, path) if item.digest}
+    for name in sorted((n for n in names if n), key=len, reverse=True):
+        reason = reason.replace(name, "…")
+    reason = _DIGEST_TEXT.sub(lambda m: (m.group(1) or "") + "…", reason)
+    reason = re.sub(r"…(?:[:@]…)+", "…", reason)
+    return reason.removeprefix("… ").strip() or "failed"
 
 
 def _display(ref: str) -> str:
@@ -501,8 +565,10 @@ __all__ = [
     "EXIT_FAILED",
     "REPORT_VERSION",
     "RUN_STATUS",
+    "FailureGroup",
     "Outcome",
     "ReportItem",
     "SyncReport",
     "Totals",
+    "failure_cause",
 ]

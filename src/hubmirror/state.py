@@ -18,9 +18,12 @@ credentials (`hubmirror.redact.redact_url`), where 5 and older used the URL as g
 file is then rebuilt, so that no copy of the old key is left in its free pages or the WAL; PostgreSQL's table
 is vacuumed); 7 added ``tag_owners`` (which job owns each tag: prune deletes only the running job's tags),
 ``runs.job`` and ``deletions`` (what prune deleted: the next run checks that the indexes it keeps still have
-every child); 8 (the workers block) added ``work_runs``, ``work_units``, ``work_workers`` and ``pull_quota``
-(workers cooperating on one run, and their shared pull quota). `State.open` migrates older files in place,
-one transaction per step.
+every child); 8 added ``tag_intents``: a row per destination tag about to be pushed, written before the PUT and
+turned into the tag's record after it (`intend_tag`, `confirm_tag`), so that a crash between a push and its
+record never leaves a tag hubmirror wrote unrecorded (the next run settles what is left: `intents`).
+9 (the workers block) added ``work_runs``, ``work_units``, ``work_workers`` and ``pull_quota`` (workers
+cooperating on one run, and their shared pull quota). `State.open` migrates older files in place, one
+transaction per step.
 
 Two backends, one `State`: SQLite (a path, or ``sqlite:///PATH``; the default) and PostgreSQL
 (``postgresql://USER@HOST:PORT/DB``, a libpq URL: the password comes from the URL, ``PGPASSWORD`` or
@@ -67,7 +70,7 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 8
+SCHEMA_VERSION: Final = 9
 
 #: Statuses a run can have. ``running`` rows left by a killed sync become ``interrupted`` at the next run.
 RUN_STATUSES: Final = frozenset({"running", "completed", "deferred", "failed", "interrupted"})
@@ -167,6 +170,24 @@ CREATE TABLE deletions (
 CREATE INDEX deletions_repo ON deletions (dest_repo);
 """
 
+# Tags about to be pushed: written before the PUT of a tag, turned into its `tags` row after it. One left
+# over (the process died between the two) is settled by the next run: recorded when the destination tag
+# holds the intended digest, dropped when it does not.
+_V8 = """
+CREATE TABLE tag_intents (
+    dest_repo TEXT NOT NULL,
+    tag TEXT NOT NULL,
+    dest_digest TEXT NOT NULL,
+    source_ref TEXT NOT NULL,
+    upstream_digest TEXT NOT NULL,
+    platforms TEXT,
+    created_by_hubmirror INTEGER NOT NULL,
+    run_id INTEGER,
+    since TEXT NOT NULL,
+    PRIMARY KEY (dest_repo, tag, dest_digest)
+);
+"""
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Workers (issue 15 items 2-3): several syncs cooperating on one run of a PostgreSQL state, and the pull
@@ -246,7 +267,8 @@ _MIGRATIONS: Final[dict[int, str | Callable[[_Conn], bool]]] = {
     5: _V5,
     6: _v6,
     7: _V7,
-    8: _WORKERS,  # the workers block (issue 15 items 2-3)
+    8: _V8,
+    9: _WORKERS,  # the workers block (issue 15 items 2-3)
 }
 
 #: The PostgreSQL advisory lock keys: the sync lock (one run at a time) and migrations.
@@ -860,23 +882,88 @@ class State:
         if not rows:
             return
         with self._guard("record tag"), self._write():
-            self._conn.executemany(
-                """
-                INSERT INTO tags (dest_repo, tag, source_ref, upstream_digest, dest_digest, synced_at, run_id,
-                                  created_by_hubmirror, platforms)
-                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
-                ON CONFLICT (dest_repo, tag) DO UPDATE SET
-                    source_ref = excluded.source_ref,
-                    upstream_digest = excluded.upstream_digest,
-                    dest_digest = excluded.dest_digest,
-                    synced_at = excluded.synced_at,
-                    run_id = excluded.run_id,
-                    platforms = excluded.platforms
-                """,
-                rows,
-            )
+            self._record_rows(rows)
             if owner is not None:
                 self._claim(owner, [(r.dest_repo, r.tag) for r in records])
+
+    def _record_rows(self, rows: list[tuple[Any, ...]]) -> None:
+        """Upsert `tags` rows (inside a transaction); an intent for the same tag and digest is done with."""
+        self._conn.executemany(
+            """
+            INSERT INTO tags (dest_repo, tag, source_ref, upstream_digest, dest_digest, synced_at, run_id,
+                              created_by_hubmirror, platforms)
+            VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+            ON CONFLICT (dest_repo, tag) DO UPDATE SET
+                source_ref = excluded.source_ref,
+                upstream_digest = excluded.upstream_digest,
+                dest_digest = excluded.dest_digest,
+                synced_at = excluded.synced_at,
+                run_id = excluded.run_id,
+                platforms = excluded.platforms
+            """,
+            rows,
+        )
+        self._conn.executemany(
+            "DELETE FROM tag_intents WHERE dest_repo = ? AND tag = ? AND dest_digest = ?",
+            [(r[0], r[1], r[4]) for r in rows],
+        )
+
+    # ------------------------------------------------------------------ tags about to be pushed
+
+    def intend_tag(self, record: TagRecord) -> None:
+        """Say, before pushing it, that *record*'s tag is about to be set to its ``dest_digest``; committed on
+        return. `confirm_tag` (or `record_tags`) turns it into the tag's record once the push is done."""
+        with self._guard("record tag intent"), self._write():
+            self._conn.execute(
+                """
+                INSERT INTO tag_intents (dest_repo, tag, dest_digest, source_ref, upstream_digest, platforms,
+                                         created_by_hubmirror, run_id, since)
+                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                ON CONFLICT (dest_repo, tag, dest_digest) DO UPDATE SET
+                    source_ref = excluded.source_ref,
+                    upstream_digest = excluded.upstream_digest,
+                    platforms = excluded.platforms,
+                    created_by_hubmirror = excluded.created_by_hubmirror,
+                    run_id = excluded.run_id,
+                    since = excluded.since
+                """,
+                (
+                    record.dest_repo,
+                    record.tag,
+                    record.dest_digest,
+                    record.source_ref,
+                    record.upstream_digest,
+                    record.platforms,
+                    int(record.created_by_hubmirror),
+                    record.run_id,
+                    _to_text(record.synced_at),
+                ),
+            )
+
+    def confirm_tag(self, record: TagRecord) -> None:
+        """The tag of an `intend_tag` was pushed: record it and forget the intent, in one transaction."""
+        self.record_tags([record])
+
+    def intents(self, prefix: str | None = None) -> list[TagRecord]:
+        """Tags whose push was begun and never confirmed (of the repositories whose name starts with
+        *prefix*), as the records they would become; ``synced_at`` is when the push was begun."""
+        sql = f"SELECT {_INTENT_COLUMNS} FROM tag_intents"
+        args: list[str | int] = []
+        if prefix is not None:
+            sql += " WHERE substr(dest_repo, 1, ?) = ?"
+            args += [len(prefix), prefix]
+        with self._guard("read tag intents"):
+            rows = self._conn.execute(sql + " ORDER BY dest_repo, tag, since", args).fetchall()
+        return [_tag_record(r) for r in rows]
+
+    def drop_intent(self, dest_repo: str, tag: str, dest_digest: str) -> bool:
+        """Forget an intent whose tag does not hold its digest (the push never happened); True if there was one."""
+        with self._guard("drop tag intent"), self._write():
+            cur = self._conn.execute(
+                "DELETE FROM tag_intents WHERE dest_repo = ? AND tag = ? AND dest_digest = ?",
+                (dest_repo, tag, dest_digest),
+            )
+            return cur.rowcount > 0
 
     def tag(self, dest_repo: str, tag: str) -> TagRecord | None:
         """The record of *dest_repo:tag*, or None if hubmirror never recorded it."""
@@ -1172,6 +1259,27 @@ class State:
                 "UPDATE pending_changes SET reason = ? WHERE dest_repo = ? AND tag = ?",
                 [(why, repo, tag) for (repo, tag), why in reasons.items()],
             )
+
+    def keep_manifests(self, manifests: Iterable[tuple[str, str, bytes]]) -> None:
+        """`keep_manifest` for several (digest, media type, bytes) in one transaction: the source manifests
+        a copy fetched and did not store (its destination failed, its budget ran out)."""
+        now = _to_text(_now())
+        rows = [(d, mt, data, now) for d, mt, data in manifests]
+        if not rows:
+            return
+        with self._guard("keep manifests"), self._write():
+            self._conn.executemany(
+                "INSERT INTO pending_manifests (digest, media_type, data, since) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (digest) DO NOTHING",
+                rows,
+            )
+
+    def drop_manifests(self, digests: Iterable[str] | None = None) -> int:
+        """Forget the kept manifests *digests* (None: every one), in one transaction; how many there were."""
+        with self._guard("drop kept manifests"), self._write():
+            if digests is None:
+                return self._conn.execute("DELETE FROM pending_manifests").rowcount
+            return self._changes("DELETE FROM pending_manifests WHERE digest = ?", [(d,) for d in digests])
 
     # ------------------------------------------------------------------ runs
 
@@ -1737,6 +1845,24 @@ class AsyncState:
     async def set_change_reasons(self, reasons: Mapping[tuple[str, str], str]) -> None:
         await self._state.run(self._state.set_change_reasons, dict(reasons))
 
+    async def keep_manifests(self, manifests: Iterable[tuple[str, str, bytes]]) -> None:
+        await self._state.run(self._state.keep_manifests, list(manifests))
+
+    async def drop_manifests(self, digests: Iterable[str] | None = None) -> int:
+        return await self._state.run(self._state.drop_manifests, None if digests is None else list(digests))
+
+    async def intend_tag(self, record: TagRecord) -> None:
+        await self._state.run(self._state.intend_tag, record)
+
+    async def confirm_tag(self, record: TagRecord) -> None:
+        await self._state.run(self._state.confirm_tag, record)
+
+    async def intents(self, prefix: str | None = None) -> list[TagRecord]:
+        return await self._state.run(self._state.intents, prefix)
+
+    async def drop_intent(self, dest_repo: str, tag: str, dest_digest: str) -> bool:
+        return await self._state.run(self._state.drop_intent, dest_repo, tag, dest_digest)
+
 
 _TAG_COLUMNS = (
     "dest_repo, tag, source_ref, upstream_digest, dest_digest, synced_at, run_id, created_by_hubmirror, platforms"
@@ -1750,6 +1876,11 @@ def _change(row: Sequence[Any]) -> PendingChange:
 
 
 _RUN_COLUMNS = 'id, started, finished, status, "commit", summary, job'
+
+#: The columns of `tag_intents` in the order of `_TAG_COLUMNS` (``since`` stands for ``synced_at``).
+_INTENT_COLUMNS = (
+    "dest_repo, tag, source_ref, upstream_digest, dest_digest, since, run_id, created_by_hubmirror, platforms"
+)
 
 
 def _tag_record(row: Sequence[Any]) -> TagRecord:

@@ -128,7 +128,10 @@ sources:
         ("- hub: a/b\n    registry: x.io/a", "hubmirror.yaml:3: sources[0]: give exactly one of: repo, registry, hub"),
         ("- hub: a/b\n    semver: '>>1'", "hubmirror.yaml:4: sources[0].semver: invalid semver range"),
         ("- repo: python\n    immutable: ['.*']", "immutable is not allowed for docker.io/library"),
-        ("- hub: a/b\n    keeep: 3", "unknown key (allowed: exclude, hub, immutable, include, keep"),
+        (
+            "- hub: a/b\n    keeep: 3",
+            "unknown key, did you mean keep? (allowed: exclude, hub, immutable, include, keep",
+        ),
     ],
 )
 def test_config_source_errors_name_the_line(entry: str, message: str) -> None:

@@ -63,10 +63,13 @@ def test_empty_file_gives_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPat
             "dest: r:5000/m\nratelimit:\n  wait: true\n  reserve: -1\n",
             "hubmirror.yaml:4: ratelimit.reserve: must be ≥ 0",
         ),
-        ("dest: r:5000/m\nmax_pull: 3\n", "hubmirror.yaml:2: max_pull: unknown key (allowed: "),
+        (
+            "dest: r:5000/m\nmax_pull: 3\n",
+            "hubmirror.yaml:2: max_pull: unknown key, did you mean max_pulls? (allowed: ",
+        ),
         (
             "ratelimit:\n  reserve: 1\n  resrve: 2\n",
-            "hubmirror.yaml:3: ratelimit.resrve: unknown key (allowed: max_wait,",
+            "hubmirror.yaml:3: ratelimit.resrve: unknown key, did you mean reserve? (allowed: max_wait,",
         ),
         (
             "include_tags:\n  - ok\n  - '3.(12'\n",

@@ -138,6 +138,7 @@ def test_a_state_keyed_by_the_url_with_its_token_is_migrated_keeps_its_commit_an
             "DROP TABLE tag_owners",
             "DROP TABLE deletions",
             "ALTER TABLE runs DROP COLUMN job",
+            "DROP TABLE tag_intents",
             *(f"DROP TABLE {t}" for t in workers),
         ):
             db.execute(undo)  # back to what schema 5 had

@@ -238,9 +238,10 @@ def test_status_page_in_chromium_and_metrics_during_and_after_a_sync(env: Env) -
             current = browser.find_element(By.ID, "current")
             assert "copying" in current.text
             assert re.fullmatch(
-                r"[\d.]+ (B|KiB|MiB) of [\d.]+ (KiB|MiB)", browser.find_element(By.ID, "current-bytes").text
+                r"[\d.]+ (bytes|B|kB|MB) of [\d.]+ (kB|MB)", browser.find_element(By.ID, "current-bytes").text
             )
-            assert re.search(r"\(\S+ (B|KiB) of \S+ (KiB|MiB)\)", browser.find_element(By.ID, "current-inflight").text)
+            inflight = browser.find_element(By.ID, "current-inflight").text
+            assert re.search(r"\(\S+ (bytes|B|kB) of \S+ (kB|MB)\)", inflight)
             assert browser.find_element(By.CSS_SELECTOR, "#runs .badge.running")
             _shot(browser, "status-during-sync.png")
             # The page updates the run in progress in place (no reload) as items finish.
@@ -414,7 +415,7 @@ async def test_shutdown_cancels_a_run_that_does_not_stop_within_the_grace_and_th
     assert loop.trigger("api") == "refused"
     env.hub.set_delay(0)
     with State.open(env.state_path) as state:
-        assert [r.status for r in state.runs()] == ["running"]
+        assert [r.status for r in state.runs()] == ["interrupted"]  # the cancelled run says so itself
     _, report = await env.sync()
     assert report.exit_code == 0
     with State.open(env.state_path) as state:

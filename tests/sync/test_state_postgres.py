@@ -85,7 +85,7 @@ def test_a_wrong_or_unreachable_postgresql_url_is_one_line_without_the_password(
 
 def test_an_unknown_state_scheme_is_refused_not_taken_for_a_file(env: Env) -> None:
     out = _run(env, "mysql://user:pw@127.0.0.1/db", "--images", "tiny")
-    assert out.returncode == 1
+    assert out.returncode == 2  # a bad --state value: a usage error
     assert "unknown state scheme 'mysql'" in out.stderr
     assert "pw@" not in out.stderr
     assert not list(env.root.glob("mysql*"))

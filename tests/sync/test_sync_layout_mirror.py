@@ -122,7 +122,7 @@ def test_flat_layout_cannot_serve_docker_io_paths(env: Env) -> None:
 
 def test_layout_is_checked(env: Env) -> None:
     p = env.cli("--list", "/dev/null", "--layout", "nested", "--dry-run")
-    assert p.returncode == 1
+    assert p.returncode == 2  # a usage error on the command line
     assert "layout" in p.stderr and "'flat' or 'mirror'" in p.stderr
     assert "Traceback" not in p.stderr
 

@@ -28,6 +28,11 @@ app = typer.Typer(
 
 #: Human output (progress, tables) goes to stderr so that stdout stays clean for --json.
 console = Console(stderr=True)
+#: Off a terminal (a log, a pipe, CI) lines are as wide as they need: rich would cut tables at 80 columns
+#: (or $COLUMNS), and a reference cut short is no use in a log.
+LOG_WIDTH = 4096
+if not console.is_terminal:
+    console.width = max(console.width, LOG_WIDTH)
 #: Machine output (--json) goes to stdout.
 out = Console(highlight=False, soft_wrap=True)
 

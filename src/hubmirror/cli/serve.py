@@ -84,6 +84,7 @@ def serve(
 
     try:
         cfg = load_config(config)
+        cfg.check_consistency()  # what sync checks once its flags are merged: here the file alone
         host, port = parse_listen(listen)
     except HubmirrorError as e:
         error(e)

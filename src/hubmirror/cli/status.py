@@ -27,6 +27,7 @@ def status(
     from rich.table import Table
 
     from .._errors import HubmirrorError
+    from .._units import size_text
     from ..config import default_state_path, load_config
     from ..state import State, StateLocation
 
@@ -88,7 +89,7 @@ def status(
             r["status"],
             (r["commit"] or "")[:12],
             str(summary.get("manifest_gets", "")),
-            str(summary.get("bytes", "")),
+            size_text(summary["bytes"]) if "bytes" in summary else "",
         )
     console.print(table)
 

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 def render_plan(plan: Plan, report: SyncReport, cfg: SyncConfig | None = None) -> None:
     """The dry run's output: what would happen, what it costs, what the budget allows now."""
     from rich.table import Table
+    from rich.text import Text
 
     from ..report import Outcome
 
@@ -41,7 +42,12 @@ def render_plan(plan: Plan, report: SyncReport, cfg: SyncConfig | None = None) -
             f" (up to {item.mirror_manifests} from {item.mirror})" if item.mirror else ""
         )
         table.add_row(item.kind, item.canonical, ", ".join(item.tags), pulls, item.reason)
-    console.print(table)
+    if plan.items:
+        console.print(table)
+    else:
+        say("nothing to copy or retag")
+    for line in report.failure_lines():  # what failed, grouped by cause, with counts and examples
+        console.print(Text(line, style="red"), soft_wrap=True)
     if plan.diff is not None:
         d = plan.diff
         console.print(
@@ -170,10 +176,32 @@ def _duration(seconds: int | None) -> str:
     return f"{seconds} s"
 
 
-def _split(values: list[str] | None) -> list[str] | None:
+def _split(values: list[str] | None, flag: str, metavar: str = "NAME") -> list[str] | None:
+    """``NAME,NAME`` values of a repeatable *flag*, split; a value that names nothing (``''``, ``' '``,
+    ``',,'``: an unset shell variable) is a usage error, never "no filter"."""
+    from ..config import UsageError
+
     if not values:
         return None
-    return [v.strip() for value in values for v in value.split(",") if v.strip()]
+    out = []
+    for value in values:
+        names = [v.strip() for v in value.split(",") if v.strip()]
+        if not names:
+            raise UsageError(
+                f"option {flag}: {value!r} names nothing (an empty or unset variable?); "
+                f"give {flag} {metavar}[,{metavar}…], or leave the option out"
+            )
+        out += names
+    return out
+
+
+def _either(yes: bool, no: bool, flag: str) -> bool | None:
+    """``--FLAG`` → True, ``--no-FLAG`` → False, neither → None; both is a usage error."""
+    from ..config import UsageError
+
+    if yes and no:
+        raise UsageError(f"option --{flag}: give --{flag} or --no-{flag}, not both")
+    return True if yes else False if no else None
 
 
 @app.command()
@@ -196,7 +224,8 @@ def sync(
         ),
     ] = None,
     platform: Annotated[list[str] | None, typer.Option(help="Platform to keep (repeatable).")] = None,
-    windows: Annotated[bool | None, typer.Option("--windows/--no-windows", help="Include Windows images.")] = None,
+    windows: Annotated[bool, typer.Option("--windows", help="Include Windows images.")] = False,
+    no_windows: Annotated[bool, typer.Option("--no-windows", help="Leave Windows images out (the default).")] = False,
     include: Annotated[list[str] | None, typer.Option(help="Tag regex to include (repeatable).")] = None,
     exclude: Annotated[list[str] | None, typer.Option(help="Tag regex to exclude (repeatable).")] = None,
     repo: Annotated[
@@ -211,9 +240,11 @@ def sync(
     ] = None,
     hub_api: Annotated[str | None, typer.Option(help="Docker Hub's tags API (default https://hub.docker.com).")] = None,
     signatures: Annotated[
-        bool | None,
-        typer.Option("--signatures/--no-signatures", help="Copy signatures, attestations and referrers (default on)."),
-    ] = None,
+        bool, typer.Option("--signatures", help="Copy signatures, attestations and referrers (the default).")
+    ] = False,
+    no_signatures: Annotated[
+        bool, typer.Option("--no-signatures", help="Do not copy signatures, attestations and referrers.")
+    ] = False,
     job: Annotated[
         str | None,
         typer.Option(
@@ -254,12 +285,14 @@ def sync(
     """Mirror the selected official images (or an image list) into DEST, spending pulls only on changes.
 
     Exit codes: 0 all done; 1 failures; 75 work deferred by the pull budget (run again later; EX_TEMPFAIL);
-    2 a usage error (an unknown flag, a bad value).
+    2 a usage error on the command line (an unknown flag, a bad value, flags that contradict each other).
+    Ctrl-C or SIGTERM: the items in flight finish and are recorded, the rest is deferred (the deferred exit
+    code); a second one aborts (130).
     """
     import logging
 
-    from .._errors import ConfigError, HubmirrorError
-    from ..config import SyncConfig, load_config
+    from .._errors import HubmirrorError
+    from ..config import SyncConfig, UsageError, load_config
     from ..redact import install_log_filter
     from ..runlog import setup_logging
 
@@ -269,54 +302,61 @@ def sync(
     else:
         setup_logging("text", level=logging.WARNING, text_format="%(levelname)s %(name)s: %(message)s")
     install_log_filter()  # no credential in a URL reaches the log (defence in depth: messages omit them)
-    cli: dict[str, Any] = {
-        "library": library,
-        "commit": commit,
-        "images": _split(images),
-        "images_file": images_file,
-        "list": list_file,
-        "source": source,
-        "dest": dest,
-        "layout": layout,
-        "platforms": _split(platform),
-        "windows": windows,
-        "include_tags": include,
-        "exclude_tags": exclude,
-        "repos": repo,
-        "semver": semver,
-        "keep": keep,
-        "prerelease": prerelease,
-        "immutable": immutable,
-        "hub_api": hub_api,
-        "signatures": signatures,
-        "job": job,
-        "state": state,
-        "report": report,
-        "dry_run": dry_run,
-        "max_pulls": max_pulls,
-        "ratelimit.reserve": reserve,
-        "wait": wait,
-        "hub_rate": hub_rate,
-        "prune": prune,
-        "max_delete": max_delete,
-        "overwrite": overwrite,
-        "concurrency": concurrency,
-        "insecure": insecure,
-        "metrics_file": metrics_file,
-        "metrics_port": metrics_port,
-    }
-    try:
-        if no_content_mirrors and content_mirror:
-            raise ConfigError("give either --content-mirror or --no-content-mirrors, not both")
-        base = load_config(config) if config is not None else SyncConfig()
-        cfg = base.merge({**cli, "content_mirrors": content_mirror})
-        if no_content_mirrors:
-            cfg = cfg.without_content_mirrors()
-    except HubmirrorError as e:
+
+    def refuse(e: HubmirrorError) -> None:
         if json_log:
             logging.getLogger("hubmirror.run").error("%s", e, extra={"fields": {"event": "error"}})
         else:
             fail(e)
+
+    try:
+        cli: dict[str, Any] = {
+            "library": library,
+            "commit": commit,
+            "images": _split(images, "--images"),
+            "images_file": images_file,
+            "list": list_file,
+            "source": source,
+            "dest": dest,
+            "layout": layout,
+            "platforms": _split(platform, "--platform", "OS/ARCH"),
+            "windows": _either(windows, no_windows, "windows"),
+            "include_tags": include,
+            "exclude_tags": exclude,
+            "repos": repo,
+            "semver": semver,
+            "keep": keep,
+            "prerelease": prerelease,
+            "immutable": immutable,
+            "hub_api": hub_api,
+            "signatures": _either(signatures, no_signatures, "signatures"),
+            "job": job,
+            "state": state,
+            "report": report,
+            "dry_run": dry_run,
+            "max_pulls": max_pulls,
+            "ratelimit.reserve": reserve,
+            "wait": wait,
+            "hub_rate": hub_rate,
+            "prune": prune,
+            "max_delete": max_delete,
+            "overwrite": overwrite,
+            "concurrency": concurrency,
+            "insecure": insecure,
+            "metrics_file": metrics_file,
+            "metrics_port": metrics_port,
+        }
+        if no_content_mirrors and content_mirror:
+            raise UsageError("option --no-content-mirrors: give --content-mirror or --no-content-mirrors, not both")
+        base = load_config(config) if config is not None else SyncConfig()
+        cfg = base.merge({**cli, "content_mirrors": content_mirror})
+        if no_content_mirrors:
+            cfg = cfg.without_content_mirrors()
+    except UsageError as e:  # the command line itself: exit 2, as for an unknown flag
+        refuse(e)
+        raise typer.Exit(2) from None
+    except HubmirrorError as e:  # the config file, an unreadable input: exit 1
+        refuse(e)
         raise typer.Exit(1) from None
     if daemon:
         raise typer.Exit(run_daemon(cfg, cache_dir=cache_dir, json_out=json_out, verbose=verbose, json_log=json_log))
@@ -369,9 +409,12 @@ def _run_rendered(service: SyncService, cfg: SyncConfig, *, json_out: bool, verb
         transient=True,
         disable=not console.is_terminal,  # in a log (cron, CI, a pipe) no bars: no refresh thread either
     ) as progress:
-        result = service.run_once(cfg, events=RichEvents(progress))
+        result = service.run_once(cfg, events=RichEvents(progress), on_signal=say)
         if result.error is not None:
             progress.stop()
+    if result.interrupted == "aborted":
+        fail("the run was aborted before it could end; the next run goes on from here")
+        return result.exit_code
     if result.error is not None or result.report is None or result.plan is None:
         fail(result.error)
         return 1
@@ -385,6 +428,14 @@ def _run_rendered(service: SyncService, cfg: SyncConfig, *, json_out: bool, verb
     for item in result.report.by_outcome(Outcome.FAILED):
         if item.source == "--prune":  # refused (or, in a dry run, a real run would refuse): one line, why
             fail(f"{'--prune:' if cfg.dry_run else 'prune'} {item.reason}")
+        elif item.source == "--dest":  # failing the same way again and again: the run stopped pulling
+            fail(item.reason)
+    if result.interrupted == "stopped":
+        deferred = result.report.by_outcome(Outcome.DEFERRED)
+        say(
+            f"interrupted: the items in flight finished and are recorded; {len(deferred)} deferred to the next run "
+            f"(exit code {result.exit_code})"
+        )
     if json_out:
         out.print(result.report.to_json(), markup=False)
     return result.exit_code

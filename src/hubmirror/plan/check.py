@@ -25,13 +25,13 @@ from typing import TypeVar
 
 import aiohttp
 
-from .._errors import HubmirrorError, NotAccessible, NotFound
+from .._errors import HubmirrorError, NotFound
 from ..copy import PLATFORMS_ANNOTATION, SOURCE_DIGEST_ANNOTATION, selected_children
 from ..media import INDEX_TYPES, Manifest
 from ..platform import Platform
 from ..state import State, TagRecord
 from ..store import Store
-from .estimate import classify
+from .estimate import TagImagesLookup, classify
 from .model import Conflict, Plan, Target, UpToDate, WorkItem, selection_text
 
 T = TypeVar("T")
@@ -53,10 +53,12 @@ class _Seen:
     src: tuple[str, str] | None = None  # (digest, media type) on the source
     dst: tuple[str, str] | None = None  # … at the destination tag
     error: str | None = None
+    not_found: str | None = None  # the source's NotFound, when it says more than "not found"
     hubmirror_index: bool = False  # unrecorded, but a filtered index hubmirror wrote (its annotations say)
     filtered_current: bool = False  # … and the one this target's selection writes for the current upstream
     record: TagRecord | None = None  # what the state recorded for the destination tag
     missing: list[str] = field(default_factory=list)  # children of the destination index it lacks
+    src_size: int = 0  # the source manifest's size (its HEAD's Content-Length), 0 if unknown
 
     @property
     def upstream(self) -> str:
@@ -78,6 +80,7 @@ async def check(
     overwrite: bool = False,
     progress: Callable[[int, int], None] | None = None,
     verify_children: bool = False,
+    tag_images: TagImagesLookup | None = None,
 ) -> None:
     """HEAD every source and destination tag; fill *plan* with up-to-date targets, conflicts and work items.
 
@@ -86,6 +89,7 @@ async def check(
     annotations name the source digest). *progress* is told (done, total) as the targets are looked at. With
     *verify_children* the child manifests of every destination index found up to date are HEADed too (free):
     an index that lacks some is repaired (``plan.children_checked`` says whether all were found).
+    *tag_images*: Docker Hub's tags API for the pull estimate (`hubmirror.plan.estimate.classify`).
     """
     records = {(r.dest_repo, r.tag): r for r in await state.aio.tags(prefix=dest_key(""))}
     started = time.monotonic()
@@ -101,6 +105,8 @@ async def check(
         failure = _failure(seen)
         if failure is not None:
             plan.failed.append((seen.target, failure))
+            if seen.error is None:  # the source has no such tag or repository
+                plan.missing.append(seen.target)
         elif (missing := _repair(seen)) is not None:
             _add_work(pending, seen, missing=missing)
         elif (done := _up_to_date(seen) or _adoptable(seen)) is not None:
@@ -117,6 +123,7 @@ async def check(
         dest_key=dest_key,
         sources=sources,
         kept=state.aio.kept_manifest,
+        tag_images=tag_images,
     )
     plan.items = items
 
@@ -142,6 +149,13 @@ async def _look(
             d = await store.head_manifest(repo, ref)
         return (d.digest, d.media_type) if d else None
 
+    async def head_source(t: Target, seen: _Seen) -> tuple[str, str] | None:
+        """The source tag's digest and type; its size (the HEAD's Content-Length) goes to the estimate."""
+        async with sem:
+            d = await sources(t.source_registry).head_manifest(t.source_repo, t.source_ref)
+        seen.src_size = d.size if d else 0
+        return (d.digest, d.media_type) if d else None
+
     async def manifest(repo: str, digest: str) -> Manifest | None:
         async with sem:
             try:
@@ -160,13 +174,11 @@ async def _look(
             elif t.known_digest is not None:
                 seen.src = (t.known_digest, t.known_media_type)
             else:
-                seen.src = await head(sources(t.source_registry), t.source_repo, t.source_ref)
+                seen.src = await head_source(t, seen)
             seen.dst = await head(dest, t.dest_repo, t.tag or t.source_ref)
-        except NotAccessible as e:  # a 401 insufficient_scope: missing, or not readable with these credentials
-            seen.error = str(e)
-            return seen
-        except NotFound:
+        except NotFound as e:
             seen.src = seen.dst = None
+            seen.not_found = str(e) or None
         except HubmirrorError as e:
             seen.error = str(e)
             return seen
@@ -296,7 +308,7 @@ def _failure(seen: _Seen) -> str | None:
     if seen.error is not None:
         return seen.error
     if seen.src is None:
-        return f"{t.canonical} not found on {t.source_registry}"
+        return seen.not_found or f"{t.canonical} not found on {t.source_registry}"
     return None
 
 
@@ -363,6 +375,7 @@ def _add_work(pending: dict[_WorkKey, WorkItem], seen: _Seen, *, missing: list[s
             targets=[],
             platforms=t.platforms,
             previous_digest=rec.upstream_digest if rec else dest_digest,
+            size=seen.src_size,
         )
     item.targets.append(t)
     if dest_digest is not None and t.tag is not None:

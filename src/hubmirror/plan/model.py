@@ -63,6 +63,8 @@ class WorkItem:
     reason: str = "new"  # new | changed | rebuilt | deferred | missing | platforms changed | children missing
     previous_digest: str | None = None
     estimated_pulls: int = 1
+    #: The source manifest's size from the check's HEAD (0: unknown), a clue to its entries for the estimate.
+    size: int = 0
     #: The content mirror found holding the item's top manifest (a free HEAD), whose manifests then cost
     #: no pull; `mirror_manifests` estimates how many it serves.
     mirror: str | None = None
@@ -138,6 +140,9 @@ class Plan:
     up_to_date: list[UpToDate] = field(default_factory=list)
     items: list[WorkItem] = field(default_factory=list)
     failed: list[tuple[Target, str]] = field(default_factory=list)
+    #: Of the failed targets, those whose source says they do not exist (a 404, or `NotFound`, on the source
+    #: HEAD): they leave only their own destination repository in doubt, not the whole selection.
+    missing: list[Target] = field(default_factory=list)
     conflicts: list[Conflict] = field(default_factory=list)  # foreign tags with other content (not --overwrite)
     #: The job running the plan (`SyncConfig.job_id`): prune considers only the tags it owns.
     job: str | None = None

@@ -662,7 +662,7 @@ class RegistryClient:
             return
         resp = await self._send("GET", f"{self._base}/v2/", scopes=[], what="login", replayable=False)
         if resp.status != 200:
-            raise await self._fail(resp, f"login as {self._credentials.username if self._credentials else '?'}", None)
+            raise await self._fail(resp, "login", None)  # the user is named by the error itself (never on pages)
         resp.release()
 
     # -- manifests ---------------------------------------------------------------------------------
@@ -689,13 +689,14 @@ class RegistryClient:
         """Digest, media type and size of *ref*; None if absent. Falls back to GET without a digest header."""
         what = f"HEAD manifest {repo}:{ref}"
         resp = await self._manifest_request("HEAD", repo, ref, what)
+        if resp.status in (200, 404):  # every HEAD answered counts: "not found" was asked too
+            self.stats.manifest_heads += 1
         if resp.status == 404:
             resp.release()
             return None
         if resp.status != 200:
             raise await self._fail(resp, what, repo)
         resp.release()
-        self.stats.manifest_heads += 1
         digest = resp.headers.get("Docker-Content-Digest")
         if not digest or not is_digest(digest):
             log.debug("%s: no Docker-Content-Digest, falling back to GET", what)

@@ -29,6 +29,7 @@ from aiohttp import web
 from aiohttp.http import HttpProcessingError
 
 from .._errors import HubmirrorError
+from .._units import size_text
 from ..config import SyncConfig
 from ..service import SyncService
 from ..state import State
@@ -189,11 +190,48 @@ async def _api_status(request: web.Request) -> web.Response:
         return _error(503, f"the state cannot be read: {e}")
 
 
-def _started(loop: SyncLoop, reason: str) -> web.Response:
-    outcome = loop.trigger(reason)
+def _started(loop: SyncLoop, reason: str, repositories: list[str] | None = None) -> web.Response:
+    outcome = loop.trigger(reason, repositories)
     if outcome == "refused":
         return _error(503, "hubmirror serve is shutting down; no new run starts")
-    return web.json_response({"run": outcome, "pending": loop.pending_count}, status=202)
+    body: dict[str, Any] = {"run": outcome, "pending": loop.pending_count}
+    if repositories is not None:
+        body["repositories"] = repositories
+    return web.json_response(body, status=202)
+
+
+#: A repository named in ``POST /api/sync {"repositories": [...]}``: ``python``, ``library/python``, a path.
+_REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._/-][a-z0-9]+)*$")
+#: The body of ``POST /api/sync`` is small: a list of repository names.
+MAX_API_BODY = 64 * 1024
+
+
+async def _repositories(request: web.Request) -> list[str] | web.Response | None:
+    """The ``repositories`` of an API trigger's JSON body (None: no body, the whole selection), or the 400."""
+    if not request.can_read_body:
+        return None
+    if request.content_length is not None and request.content_length > MAX_API_BODY:
+        return _error(413, f"the body is at most {MAX_API_BODY} bytes")
+    raw = await request.content.read(MAX_API_BODY + 1)
+    if len(raw) > MAX_API_BODY:
+        return _error(413, f"the body is at most {MAX_API_BODY} bytes")
+    if not raw.strip():
+        return None
+    try:
+        obj = json.loads(raw)
+    except ValueError:
+        return _error(400, 'the body must be JSON: {"repositories": ["python", ...]} (or empty for every one)')
+    names = obj.get("repositories") if isinstance(obj, dict) else None
+    if names is None and isinstance(obj, dict) and not obj:
+        return None
+    if (
+        not isinstance(names, list)
+        or not names
+        or len(names) > 1000
+        or not all(isinstance(n, str) and _REPOSITORY.match(n.strip().strip("/")) for n in names)
+    ):
+        return _error(400, '"repositories" must be a non-empty list of repository names, e.g. ["python", "redis"]')
+    return sorted({n.strip().strip("/") for n in names})
 
 
 async def _api_sync(request: web.Request) -> web.Response:
@@ -203,7 +241,13 @@ async def _api_sync(request: web.Request) -> web.Response:
     scheme, _, given = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
         return _error(401, "a valid 'Authorization: Bearer TOKEN' header is required", **{"WWW-Authenticate": "Bearer"})
-    return _started(request.app[_LOOP], "api")
+    repositories = await _repositories(request)
+    if isinstance(repositories, web.Response):
+        return repositories
+    reason = "api"
+    if repositories is not None:
+        reason += f": {', '.join(repositories[:5])}{' …' if len(repositories) > 5 else ''}"
+    return _started(request.app[_LOOP], reason, repositories)
 
 
 async def _signed_body(request: web.Request, secret: str, given: str) -> bytes | web.Response:
@@ -355,14 +399,7 @@ async def serve(
 
 
 def _size(n: object) -> str:
-    if not isinstance(n, int | float):
-        return "–"
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} TiB"
+    return size_text(n)  # decimal units, as ``sync`` and ``status`` write them
 
 
 def _parse(when: object) -> datetime | None:

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +38,8 @@ class LiveRun:
 
     number: int  # this server's run counter (1 = the first run since start)
     triggers: list[str]
+    #: A run for chosen repositories only (POST /api/sync {"repositories": [...]}); None: the whole selection.
+    repositories: list[str] | None = None
     started: datetime = field(default_factory=lambda: datetime.now(UTC))  # when the run began (planning)
     copying_started: datetime | None = None  # when planning ended and copying began
     phase: str = "starting"
@@ -61,6 +64,7 @@ class LiveRun:
         return {
             "number": self.number,
             "triggers": self.triggers,
+            "repositories": self.repositories,
             "started": self.started.isoformat(),
             "began": self.started.isoformat(),
             "copying_started": self.copying_started.isoformat() if self.copying_started else None,
@@ -153,6 +157,8 @@ class SyncLoop:
         self.stopping = False
         self._pending: dict[str, int] = {}  # the first PENDING_REASONS reasons → how many triggers gave each
         self._pending_count = 0
+        self._pending_full = False  # a pending trigger asked for the whole selection
+        self._pending_repos: set[str] = set()  # … else the repositories the pending triggers asked for
         self._wake = asyncio.Event()
         self._control: RunControl | None = None
         self._task: asyncio.Task[RunResult] | None = None
@@ -176,12 +182,18 @@ class SyncLoop:
         """How many triggers wait for the next run."""
         return self._pending_count
 
-    def trigger(self, reason: str) -> str:
+    def trigger(self, reason: str, repositories: Iterable[str] | None = None) -> str:
         """Ask for a run: ``started`` (none was running), ``queued`` (it follows the run in progress; further
-        triggers merge into it) or ``refused`` (shutting down)."""
+        triggers merge into it) or ``refused`` (shutting down). With *repositories*, a run that checks and
+        copies only those (merged triggers: their repositories together, or the whole selection if one asked
+        for it)."""
         if self.stopping:
             return "refused"
         queued = self.current is not None or self._pending_count > 0
+        if repositories is None:
+            self._pending_full = True
+        else:
+            self._pending_repos.update(repositories)
         self._pending_count += 1
         if reason in self._pending or len(self._pending) < PENDING_REASONS:
             self._pending[reason] = self._pending.get(reason, 0) + 1
@@ -210,6 +222,7 @@ class SyncLoop:
         self.stopping = True
         self._pending.clear()
         self._pending_count = 0
+        self._pending_full, self._pending_repos = False, set()
         if self._cron_task is not None:
             self._cron_task.cancel()
         live = self.current
@@ -251,19 +264,22 @@ class SyncLoop:
             if self.stopping or not self._pending_count:
                 continue
             reasons = self.pending
+            only = None if self._pending_full or not self._pending_repos else sorted(self._pending_repos)
             self._pending, self._pending_count = {}, 0
-            await self._run(reasons)
+            self._pending_full, self._pending_repos = False, set()
+            await self._run(reasons, only)
 
-    async def _run(self, reasons: list[str]) -> None:
+    async def _run(self, reasons: list[str], only: list[str] | None = None) -> None:
         self.runs_started += 1
-        live = LiveRun(self.runs_started, reasons)
+        live = LiveRun(self.runs_started, reasons, repositories=only)
+        cfg = self.cfg if only is None else self.cfg.only(only)
         self.current = live
         runlog.run_started(
             live.number, reasons, library=self.cfg.library if self.cfg.reads_library else None, dest=self.cfg.dest
         )
         self._control = RunControl()
         self.service.metrics.in_progress.set(1)
-        self._task = asyncio.create_task(self.service.run(self.cfg, events=_LiveEvents(live), control=self._control))
+        self._task = asyncio.create_task(self.service.run(cfg, events=_LiveEvents(live), control=self._control))
         result: RunResult | None
         try:
             result = await asyncio.shield(self._task)

@@ -137,22 +137,49 @@ def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
         deferred.setdefault(d.dest_repo, []).append(
             {"source": d.source_ref, "tags": list(d.tags), "reason": d.reason, "since": _iso(d.since)}
         )
+    # Freshness: the upstream changes not yet at the destination, per repository (since when, how many, why).
+    now = datetime.now(UTC)
+    behind: dict[str, dict[str, Any]] = {}
+    for c in state.pending_changes():
+        b = behind.setdefault(c.dest_repo, {"since": c.changed_at, "tags": 0, "reasons": set()})
+        b["since"] = min(b["since"], c.changed_at)
+        b["tags"] += 1
+        b["reasons"].add(_why(c.reason))
+    for b in behind.values():
+        b["age"] = (now - b["since"]).total_seconds()
+    slo = cfg.freshness_slo
     repos: dict[str, dict[str, Any]] = {}
     for t in state.tags():
         r = repos.setdefault(t.dest_repo, {"tags": 0, "last_change": None})
         r["tags"] += 1
         if r["last_change"] is None or t.synced_at > r["last_change"]:
             r["last_change"] = t.synced_at
-    for name in set(failed) | set(deferred):
+    for name in set(failed) | set(deferred) | set(behind):
         repos.setdefault(name, {"tags": 0, "last_change": None})
+
+    def freshness(name: str) -> dict[str, Any] | None:
+        b = behind.get(name)
+        if b is None:
+            return None
+        age = b["age"]
+        return {
+            "behind_since": _iso(b["since"]),
+            "behind_seconds": round(age, 1),
+            "behind_tags": b["tags"],
+            "reasons": sorted(b["reasons"]),
+            "slo_breached": slo is not None and age > slo,
+            "catch_up": _iso(loop.next_scheduled) if loop.next_scheduled else "the next run",
+        }
+
     repositories = [
         {
             "name": name,
-            "state": "failed" if name in failed else "behind" if name in deferred else "ok",
+            "state": "failed" if name in failed else "behind" if name in deferred or name in behind else "ok",
             "tags": r["tags"],
             "last_change": _iso(r["last_change"]),
             "deferred": deferred.get(name, []),
             "failed": failed.get(name, []),
+            "freshness": freshness(name),
         }
         for name, r in sorted(repos.items())
     ]
@@ -179,6 +206,13 @@ def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
         "schedule": cfg.schedule,
         "runs": out_runs,
         "repositories": repositories,
+        "freshness": {
+            "slo_seconds": slo,
+            "pending_changes": sum(b["tags"] for b in behind.values()),
+            "oldest_pending_seconds": round(max((b["age"] for b in behind.values()), default=0.0), 1),
+            "repositories_behind": len(behind),
+            "slo_breached": sum(1 for r in repositories if (r["freshness"] or {}).get("slo_breached")),
+        },
         "totals": {
             "repositories": len(repositories),
             "tags": sum(r["tags"] for r in repositories),
@@ -193,6 +227,15 @@ def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
     }
     shown: dict[str, Any] = public(status)
     return shown
+
+
+def _why(reason: str) -> str:
+    """A pending change's reason, in the status page's words: the quota, a failure, or not yet copied."""
+    if reason.startswith("deferred"):
+        return "quota" if ("pull" in reason or "quota" in reason or "budget" in reason) else "deferred"
+    if reason.startswith("failed"):
+        return "failure"
+    return "not yet copied"
 
 
 __all__ = ["collect", "public"]

@@ -1,7 +1,7 @@
 """Tag sources beside the official-images library: any registry repository (``tags/list``) or Docker Hub
 repository (its tags API), each with its own tag policies; see `SourceSpec` and `list_sources`."""
 
-from ._hub import DEFAULT_HUB_API, ApiTags, HubApiError, HubApiThrottled, HubTagsAPI
+from ._hub import DEFAULT_HUB_API, ApiTags, HubApiError, HubApiThrottled, HubTagsAPI, TagImages
 from ._listing import (
     HubTags,
     Listed,
@@ -30,6 +30,7 @@ __all__ = [
     "SemverRange",
     "SourceListing",
     "SourceSpec",
+    "TagImages",
     "TagInfo",
     "TagPolicy",
     "TagSource",

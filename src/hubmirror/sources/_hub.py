@@ -86,6 +86,16 @@ class ApiTags:
     note: str | None = None
 
 
+@dataclass(frozen=True)
+class TagImages:
+    """What the tags API says of one tag's manifests (`HubTagsAPI.tag_images`): its platform images, and the
+    ``unknown/unknown`` entries (attestation manifests) when the API lists them (it may leave them out)."""
+
+    platforms: int
+    attestations: int
+    media_type: str | None = None  # the tag's manifest type, when the API gives it
+
+
 class HubTagsAPI:
     """A client of the tags API at *base* (``https://hub.docker.com``; the emulator's URL in tests), shared
     by the sources of a run: a 429 makes every request to the API wait."""
@@ -165,6 +175,16 @@ class HubTagsAPI:
             link = page.get("next")
             nxt = link if isinstance(link, str) and link else None
         return listed, count
+
+    async def tag_images(self, namespace: str, repo: str, tag: str) -> TagImages | None:
+        """One tag's images (``GET …/repositories/{repo}/tags/{tag}``, no pull): how many platforms and
+        attestation entries its index has, for the pull estimate. None when the API lists no images (it
+        sometimes answers ``images: []``); `HubApiError` when it fails."""
+        url = (
+            f"{self.base}/v2/namespaces/{quote(namespace, safe='')}/repositories/{quote(repo, safe='')}"
+            f"/tags/{quote(tag, safe='')}"
+        )
+        return _tag_images(await self._get(url, f"{namespace}/{repo}:{tag}"))
 
     async def _get(self, url: str, what: str) -> dict[str, Any]:
         if self._session is None:
@@ -260,6 +280,18 @@ def _tag(r: object) -> TagInfo | None:
     )
 
 
+def _tag_images(r: dict[str, Any]) -> TagImages | None:
+    images = r.get("images")
+    if not isinstance(images, list):
+        return None
+    entries = [im for im in images if isinstance(im, dict) and im.get("os")]
+    platforms = sum(1 for im in entries if im.get("os") != "unknown")
+    if not platforms:
+        return None
+    media_type = r.get("media_type")
+    return TagImages(platforms, len(entries) - platforms, media_type if isinstance(media_type, str) else None)
+
+
 def _time(value: object) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
@@ -269,4 +301,4 @@ def _time(value: object) -> datetime | None:
         return None
 
 
-__all__ = ["DEFAULT_HUB_API", "ApiTags", "HubApiError", "HubApiThrottled", "HubTagsAPI", "retry_at"]
+__all__ = ["DEFAULT_HUB_API", "ApiTags", "HubApiError", "HubApiThrottled", "HubTagsAPI", "TagImages", "retry_at"]

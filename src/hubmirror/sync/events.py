@@ -88,12 +88,17 @@ class ItemBytes(CopyEvents):
 
 
 class RunControl:
-    """Stops a run gracefully from outside (the server on SIGTERM): items in flight finish and are
-    recorded; copies not yet started are deferred (the next run takes them first)."""
+    """Stops a run gracefully from outside (the server on SIGTERM, ``hubmirror sync`` on SIGINT or SIGTERM):
+    items in flight finish and are recorded; copies not yet started are deferred (the next run takes them
+    first). The run keeps `copying` and `in_flight` up to date for the caller's message."""
 
     def __init__(self) -> None:
         self.reason: str | None = None
         self._listeners: list[Callable[[str], None]] = []
+        #: The plan is made and the copies have begun (before: nothing was changed yet).
+        self.copying = False
+        #: Work items being copied now.
+        self.in_flight = 0
 
     def stop(self, reason: str) -> None:
         """Ask the run to stop after the items in flight; *reason* is what deferred items say."""

@@ -15,14 +15,24 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
-from ..config import SyncConfig
+from .._errors import LibraryError
+from ..config import DEFAULT_SOURCE, SyncConfig
 from ..plan import Plan, check
+from ..plan.estimate import hub_tag_images
+from ..reference import normalize_registry
 from ..report import Outcome, SyncReport
-from ..sources import artifact_subject
+from ..sources import DEFAULT_HUB_API, HubTagsAPI, artifact_subject
 from ..state import State, TagRecord
 from .events import SyncEvents
 from .selection import select_targets, source_key, unique
-from .stores import Destination, Sources
+from .stores import Destination, Sources, probe_destination
+
+#: Added to a failed clone or fetch of a library URL: the library can come from a file instead.
+OFFLINE_HINT = (
+    "; without network access, give --library a local clone or a git bundle of official-images (made where "
+    "there is network: git clone https://github.com/docker-library/official-images, or git bundle create "
+    "official-images.bundle --all inside such a clone)"
+)
 
 #: The children of every index believed up to date are looked at again (HEADs at the destination, no pulls)
 #: at least this often, and at the next run after any prune deleted something in the destination.
@@ -40,10 +50,18 @@ async def build_plan(
 ) -> Plan:
     """Decide what the run will do, spending no pulls (library from git, HEADs on source and destination)."""
     events = events or SyncEvents()
+    await probe_destination(dest)
     plan = Plan(job=cfg.job_id)
-    targets = await select_targets(
-        cfg, plan, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events
-    )
+    try:
+        targets = await select_targets(
+            cfg, plan, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events
+        )
+    except LibraryError as e:
+        from ..library._git import _is_url  # only when the library could not be read
+
+        if cfg.reads_library and _is_url(cfg.library) and str(e).startswith(("cloning ", "fetching ")):
+            raise LibraryError(f"{e}{OFFLINE_HINT}") from None
+        raise
 
     # Deferred work from earlier runs goes first.
     deferred = {(d.dest_repo, tag) for d in await state.aio.deferred() for tag in d.tags}
@@ -53,20 +71,34 @@ async def build_plan(
     plan.targets = unique(targets)
     verify = await children_check_due(state, dest)
     started = datetime.now(UTC)
-    events.phase(f"checking {len(plan.targets)} tags (manifest HEADs, free)")
-    await check(
-        plan,
-        sources=sources.__getitem__,
-        dest=dest.store,
-        state=state,
-        dest_key=dest.key,
-        overwrite=cfg.overwrite,
-        progress=events.checked,
-        verify_children=verify,
-    )
-    if plan.failed:
-        target, reason = plan.failed[0]
-        more = f" and {len(plan.failed) - 1} more" if len(plan.failed) > 1 else ""
+    events.phase(check_phase(plan))
+    # Docker Hub's tags API tells the pull estimate how many images an image list's entries have (no pull):
+    # asked when the source is Docker Hub, or when --hub-api names one for the source (an emulator, a proxy).
+    hub_source = normalize_registry(cfg.source) == DEFAULT_SOURCE or cfg.hub_api != DEFAULT_HUB_API
+    api = HubTagsAPI(cfg.hub_api) if cfg.hub_api and hub_source and cfg.list_file is not None else None
+    try:
+        await check(
+            plan,
+            sources=sources.__getitem__,
+            dest=dest.store,
+            state=state,
+            dest_key=dest.key,
+            overwrite=cfg.overwrite,
+            progress=events.checked,
+            verify_children=verify,
+            tag_images=hub_tag_images(api, cfg.source) if api is not None else None,
+        )
+    finally:
+        if api is not None:
+            await api.close()
+    # A target that could not be checked leaves the selection in doubt: prune deletes nothing in this run. One
+    # the source says does not exist leaves only its own repository in doubt: its tags are not counted as
+    # leaving (below), the rest prunes.
+    missing = {id(t) for t in plan.missing}
+    unchecked = [(t, r) for t, r in plan.failed if id(t) not in missing]
+    if unchecked:
+        target, reason = unchecked[0]
+        more = f" and {len(unchecked) - 1} more" if len(unchecked) > 1 else ""
         plan.block_prune(f"{target.canonical} could not be checked ({reason}){more}")
 
     # A tag source that could not be listed leaves the selection in doubt: prune deletes nothing in this run
@@ -102,6 +134,7 @@ async def find_leaving(plan: Plan, *, state: State, dest: Destination, report: S
     image, whose signatures leave with it in this run."""
     selected = _selected(plan, dest)
     protected = {source_key(listing, dest) for listing in plan.sources if listing.error}
+    protected |= {dest.key(t.dest_repo) for t in plan.missing}  # the source says they do not exist
     records = await state.aio.tags(prefix=dest.prefix)
     owners = await state.aio.tag_owners(prefix=dest.prefix)
     held = _held_subjects(plan, records, selected, dest, report)
@@ -125,6 +158,18 @@ async def find_leaving(plan: Plan, *, state: State, dest: Destination, report: S
 def _selected(plan: Plan, dest: Destination) -> set[tuple[str, str]]:
     """(state name of the destination repository, tag) of every target of the selection."""
     return {(dest.key(t.dest_repo), t.tag) for t in plan.targets if t.tag is not None}
+
+
+def check_phase(plan: Plan) -> str:
+    """``checking N tags (manifest HEADs, free)``, saying which tags need no HEAD on the source: a tags API
+    gave their digests (the summary's HEAD count is the source's, and may well be 0 then)."""
+    n = len(plan.targets)
+    known = sum(1 for t in plan.targets if t.known_digest is not None)
+    if not known:
+        return f"checking {n} tags (manifest HEADs, free)"
+    if known == n:
+        return f"checking {n} tags (digests from the tags API: no HEAD on the source; free HEADs on the destination)"
+    return f"checking {n} tags ({known} digests from the tags API, manifest HEADs for the other {n - known}, free)"
 
 
 def _held_subjects(
@@ -160,4 +205,4 @@ def _follows_held(record: TagRecord, held: set[tuple[str, str]]) -> bool:
     return found is not None and (record.dest_repo, found[0]) in held
 
 
-__all__ = ["CHILDREN_CHECK_EVERY", "build_plan", "children_check_due", "find_leaving"]
+__all__ = ["CHILDREN_CHECK_EVERY", "OFFLINE_HINT", "build_plan", "check_phase", "children_check_due", "find_leaving"]

@@ -6,6 +6,7 @@ from ..config import SyncConfig
 from ..plan import Plan
 from ..report import Outcome, SyncReport
 from ..store import TransferStats
+from ..store.mirrored import MirroredStore, SourceStats, source_stats
 from ..store.registry import RegistryStore
 from .selection import source_key
 from .stores import Destination, Sources
@@ -20,13 +21,30 @@ def finish_report(report: SyncReport, sources: Sources, dest: Destination, cfg: 
     stores = [*sources.stores.values(), *([dest.store] if isinstance(dest.store, RegistryStore) else [])]
     for store in stores:
         report.abuse_backoffs[store.name] = report.abuse_backoffs.get(store.name, 0) + store.stats.abuse_backoffs
-    report.content_sources = sources.source_stats()
+    report.content_sources = content_sources(sources)
     hub = sources.stores.get(cfg.source)
     rl = hub.ratelimit if hub is not None else None
     if rl is not None:
         report.totals.ratelimit_remaining = rl.remaining
         report.totals.ratelimit_limit = rl.limit
         report.totals.ratelimit_window = rl.window
+
+
+def content_sources(sources: Sources) -> list[SourceStats]:
+    """What each source of content served: the registries and content mirrors the run asked anything. Those it
+    never asked (Docker Hub and its default mirrors in a run that reads only a local registry) are left out:
+    all-zero rows say nothing."""
+    out: list[SourceStats] = []
+    for store in sources.stores.values():
+        own, *_ = source_stats(store)
+        st = store.stats
+        if st.manifest_heads or st.manifest_gets or st.blob_gets or own.errors:
+            out.append(own)
+        for m in store.mirrors if isinstance(store, MirroredStore) else ():
+            stats = m.stats
+            if m.answered or stats.manifests or stats.blobs or stats.errors or stats.mismatches or stats.dropped:
+                out.append(stats)
+    return out
 
 
 def add_failed(plan: Plan, report: SyncReport, dest: Destination) -> None:
@@ -75,4 +93,4 @@ def plan_report(plan: Plan, report: SyncReport, dest: Destination) -> None:
         )
 
 
-__all__ = ["add_failed", "finish_report", "plan_report"]
+__all__ = ["add_failed", "content_sources", "finish_report", "plan_report"]

@@ -3,29 +3,36 @@ signatures → prune → report.
 
 It mirrors the selected official images (and/or an image list, tag sources) into a registry namespace or an
 OCI layout, spends Docker Hub pulls only on content that changed, records every tag in the state database as
-soon as it is pushed, defers what the budget does not allow, and returns a `SyncReport` whose `exit_code` the
-CLI exits with.
+soon as it is pushed (an intent before the push, settled by the next run if the process died before the
+record: `settle_intents`), defers what the budget does not allow, and returns a `SyncReport` whose
+`exit_code` the CLI exits with.
+
+Stopped by its `RunControl` (SIGTERM to ``serve``, SIGINT or SIGTERM to ``sync``), a run finishes the items
+in flight, defers the copies not started and what follows them (signatures), prunes and reports as usual;
+cancelled (a second signal), it marks its run ``interrupted``: every tag pushed is recorded or has its intent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from ..config import SyncConfig
 from ..plan import Plan
 from ..referrers import follow_referrers
-from ..report import SyncReport
+from ..report import Outcome, SyncReport
 from ..state import State
 from . import freshness
 from .events import RunControl, SyncEvents
+from .journal import FollowJournal, settle_intents
 from .planning import build_plan
 from .prune import prune
 from .record import record_followed, record_up_to_date
 from .reporting import add_failed, finish_report, plan_report
 from .runner import Runner
-from .stores import Sources, open_destination
+from .stores import Destination, Sources, open_destination
 from .worker import run_worker
 
 
@@ -56,6 +63,8 @@ async def run_sync(
         async with contextlib.AsyncExitStack() as stack:
             if not cfg.dry_run:
                 await stack.enter_async_context(state.aio.lock())
+                # Pushes a killed run began and never recorded: recorded (or dropped) before anything is planned.
+                await settle_intents(state, dest)
             plan = await build_plan(cfg, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events)
             report.commit = plan.commit
 
@@ -78,54 +87,93 @@ async def run_sync(
                 return plan, report
             run_id = await state.aio.begin_run(plan.commit)
             report.run_id = run_id
-            add_failed(plan, report, dest)
-            await record_up_to_date(plan, state=state, dest=dest, report=report, run_id=run_id)
-            await freshness.note_changes(plan, state=state, dest=dest)
-            events.plan_ready(plan)
-            runner = Runner(
-                cfg,
-                plan,
-                state=state,
-                dest=dest,
-                sources=sources,
-                report=report,
-                run_id=run_id,
-                events=events,
-                control=control,
-            )
-            await runner.run()
-            # Deferred work was taken first by the plan and stays recorded until the run has ended (a crash
-            # keeps its priority): now what this run deferred again stays, and entries for images that
-            # were done, failed, left the selection or became up to date go.
-            for d in await state.aio.deferred():
-                if d.dest_repo.startswith(dest.prefix) and (d.source_ref, d.dest_repo) not in runner.deferred:
-                    await state.aio.clear_deferred(d.source_ref, d.dest_repo)
-            if cfg.signatures and (control is None or control.reason is None):
-                events.phase("copying signatures and referrers of the mirrored images")
-                followed = await follow_referrers(
+            if control is not None:
+                control.copying = True
+            try:
+                await _copy_and_finish(
+                    cfg,
                     plan,
                     report,
-                    copier=runner.copier,
-                    sources=sources.__getitem__,
-                    dest=dest.store,
-                    dest_key=dest.key,
-                    listed=True,
+                    state=state,
+                    dest=dest,
+                    sources=sources,
+                    events=events,
+                    control=control,
+                    prune_selection=prune_selection,
                 )
-                await record_followed(followed, state=state, dest=dest, run_id=run_id)
-            await prune_selection()
-            await freshness.finish(plan, report, state=state, dest=dest)
-            finish_report(report, sources, dest, cfg)
-            status = report.run_status
-            # A commit whose selection was in doubt (a file failed to parse, …) is not synced: the next run
-            # looks at it again.
-            if report.exit_code == 0 and plan.commit is not None and not plan.prune_blockers:
-                await state.aio.set_library_commit(cfg.library, plan.commit)
-            await state.aio.finish_run(run_id, status, report.to_dict()["totals"], commit=plan.commit)
+            except asyncio.CancelledError:  # aborted (a second Ctrl-C): say so in the state, not "running"
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(state.aio.finish_run(run_id, "interrupted", {}, commit=plan.commit))
+                raise
             return plan, report
     finally:
         state.close()
         await sources.close()
         await dest.store.close()
+
+
+async def _copy_and_finish(
+    cfg: SyncConfig,
+    plan: Plan,
+    report: SyncReport,
+    *,
+    state: State,
+    dest: Destination,
+    sources: Sources,
+    events: SyncEvents,
+    control: RunControl | None,
+    prune_selection: Callable[[], Awaitable[None]],
+) -> None:
+    """A real run once its plan is made and begun in the state: copy, signatures, prune, report, finish."""
+    run_id = report.run_id
+    assert run_id is not None
+    add_failed(plan, report, dest)
+    await record_up_to_date(plan, state=state, dest=dest, report=report, run_id=run_id)
+    await freshness.note_changes(plan, state=state, dest=dest)
+    events.plan_ready(plan)
+    runner = Runner(
+        cfg,
+        plan,
+        state=state,
+        dest=dest,
+        sources=sources,
+        report=report,
+        run_id=run_id,
+        events=events,
+        control=control,
+    )
+    await runner.run()
+    # Deferred work was taken first by the plan and stays recorded until the run has ended (a crash keeps its
+    # priority): now what this run deferred again stays, and entries for images that were done, failed, left
+    # the selection or became up to date go.
+    for d in await state.aio.deferred():
+        if d.dest_repo.startswith(dest.prefix) and (d.source_ref, d.dest_repo) not in runner.deferred:
+            await state.aio.clear_deferred(d.source_ref, d.dest_repo)
+    if cfg.signatures and runner.stopped is None:
+        events.phase("copying signatures and referrers of the mirrored images")
+        followed = await follow_referrers(
+            plan,
+            report,
+            copier=runner.copier,
+            sources=sources.__getitem__,
+            dest=dest.store,
+            dest_key=dest.key,
+            listed=True,
+            journal=lambda subject: FollowJournal(subject, state=state, dest=dest, run_id=run_id),
+        )
+        await record_followed(followed, state=state, dest=dest, run_id=run_id)
+    elif cfg.signatures and control is not None and control.reason is not None:
+        # stopped from outside: what follows the images is left for the next run, and the report says so
+        report.add(Outcome.DEFERRED, "--signatures", dest.name, reason=f"not followed in this run: {control.reason}")
+    await prune_selection()
+    await freshness.finish(plan, report, state=state, dest=dest)
+    finish_report(report, sources, dest, cfg)
+    status = report.run_status
+    # A commit whose selection was in doubt (a file failed to parse, …) is not synced: the next run looks at
+    # it again.
+    if report.exit_code == 0 and plan.commit is not None and not plan.prune_blockers:
+        await state.aio.set_library_commit(cfg.library, plan.commit)
+    await state.aio.finish_run(run_id, status, report.to_dict()["totals"], commit=plan.commit)
 
 
 __all__ = ["run_sync"]

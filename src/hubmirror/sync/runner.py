@@ -1,5 +1,7 @@
 """The copy step: a plan's work items run under one TaskGroup, Docker Hub copies granted pulls in priority
-order by the budget, each finished item recorded in the state at once, what cannot be done deferred."""
+order by the budget, each tag recorded in the state as it is pushed (an intent before the PUT, the record
+after it: `ItemJournal`), what cannot be done deferred. A destination that keeps failing the same way stops
+the run's pulls (`DestinationBreaker`)."""
 
 from __future__ import annotations
 
@@ -13,13 +15,15 @@ import aiohttp
 from .._errors import BudgetExhausted, HubmirrorError, QuotaExceeded
 from ..config import SyncConfig
 from ..copy import Copier, CopyResult, first_error
-from ..media import Descriptor, Manifest
+from ..media import Descriptor
 from ..plan import Plan, WorkItem
 from ..report import Outcome, SyncReport
 from ..state import State
 from ..store.mirrored import counting_mirrored
 from . import freshness
+from .breaker import DestinationBreaker, DestinationWatch, Tripped, failure_kind
 from .events import RunControl, SyncEvents
+from .journal import ItemJournal
 from .record import record_copied
 from .stores import Destination, Sources
 
@@ -61,9 +65,17 @@ class Runner:
         self.budget.on_wait = events.quota_wait
         self._copiers: dict[str, Copier] = {}
         self._sem = semaphore or asyncio.Semaphore(cfg.concurrency)  # shared by runners working at once
-        self.stopped: str | None = None  # why no new copy starts (RunControl.stop)
+        self.stopped: str | None = None  # why no new copy starts (RunControl.stop, a failing destination)
+        self._stopping = asyncio.Event()
         #: (source_ref, dest key) of every item deferred by this run: the deferred rows to keep.
         self.deferred: set[tuple[str, str]] = set()
+        self.control = control
+        self.in_flight = 0
+        #: Copies go through this view of the destination: its failures are counted (`DestinationBreaker`).
+        self.breaker = DestinationBreaker(self._trip)
+        self.dest_store = DestinationWatch(dest.store, self.breaker)
+        #: Items that failed the way the tripped destination fails: deferred rows (taken first next run).
+        self._dest_failed: list[tuple[WorkItem, str, str]] = []
         if control is not None:
             control.on_stop(self._stop)
 
@@ -71,6 +83,15 @@ class Runner:
         """No new copy starts (they are deferred with *reason*); pulls set aside for items in flight stay."""
         self.stopped = self.stopped or reason
         self.budget.stopped = self.budget.stopped or reason
+        self._stopping.set()
+
+    def _trip(self, tripped: Tripped) -> None:
+        """The destination failed the same way too often: no new copy starts, and no pull is granted any
+        more, not even to items in flight (what they fetched is kept in the state for the next run)."""
+        reason = f"destination {self.dest.name} failing ({tripped.kind}): {tripped.first}"
+        log.warning("%s; no more pulls in this run", reason)
+        self._stop(reason)
+        self.budget.stop(reason)
 
     async def _probe(self) -> None:
         """A free HEAD on the source, to re-read the quota while waiting."""
@@ -83,7 +104,7 @@ class Runner:
         if registry not in self._copiers:
             self._copiers[registry] = Copier(
                 self.sources[registry],
-                self.dest.store,
+                self.dest_store,
                 concurrency=self.cfg.blob_concurrency,
                 events=self.events,
             )
@@ -113,7 +134,7 @@ class Runner:
                         rest = self.budget.grant_rest()
                         if rest:
                             granted, passed = [(passed[0], rest)], passed[1:]
-                        elif await self.budget.wait_until_fits(passed[0].estimated_pulls):
+                        elif await self._wait_for_window(passed[0].estimated_pulls):
                             continue
                     if not granted:
                         break
@@ -125,6 +146,42 @@ class Runner:
                     await self._defer(item, self._why_not(item))
         except BaseExceptionGroup as eg:
             raise first_error(eg) from None
+        if self.breaker.tripped is not None:
+            await self._destination_failed(self.breaker.tripped)
+
+    async def _wait_for_window(self, estimate: int) -> bool:
+        """With --wait: wait for the quota window to let an item of *estimate* pulls start (True), unless
+        --max-pulls is what is spent (no window gives more) or the run is stopped meanwhile (False)."""
+        if self.cfg.max_pulls is not None and self.budget.granted >= self.cfg.max_pulls:
+            return False
+        waiting = asyncio.ensure_future(self.budget.wait_until_fits(estimate))
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (waiting, stopping):
+                task.cancel()
+            await asyncio.gather(waiting, stopping, return_exceptions=True)
+        return self.stopped is None and waiting.done() and not waiting.cancelled() and waiting.result()
+
+    async def _destination_failed(self, tripped: Tripped) -> None:
+        """The run's one line on a failing destination; the items it failed are taken first next run."""
+        pulls = self.budget.granted  # Docker Hub GETs sent (one cancelled in flight too: the Hub counts it)
+        self.report.add(
+            Outcome.FAILED,
+            "--dest",
+            self.dest.name,
+            reason=(
+                f"destination {self.dest.name} failing: {tripped.first}; stopped after {tripped.failures} "
+                f"failures, {pulls} pulls spent, nothing more pulled"
+            ),
+        )
+        for item, reason, kind in self._dest_failed:
+            if kind != tripped.kind:
+                continue
+            key = self.dest.key(item.dest_repo)
+            self.deferred.add((item.canonical, key))
+            await self.state.aio.defer(item.canonical, key, item.tags, reason)
 
     def _why_not(self, item: WorkItem) -> str:
         if self.stopped:
@@ -140,13 +197,27 @@ class Runner:
         async with self._sem, self.budget.spending(granted):
             await self.item(item)
 
+    def _count_in_flight(self, n: int) -> None:
+        self.in_flight += n
+        if self.control is not None:
+            self.control.in_flight = self.in_flight
+
     async def item(self, item: WorkItem) -> None:
-        dest_repo = self.dest.key(item.dest_repo)
         if item.kind == "copy" and self.stopped:
             await self._defer(item, self.stopped)
             return
+        self._count_in_flight(1)
+        try:
+            await self._item(item)
+        finally:
+            self._count_in_flight(-1)
+
+    async def _item(self, item: WorkItem) -> None:
+        dest_repo = self.dest.key(item.dest_repo)
         self.events.item_started(item)
         copier = self.copier(item.source_registry)
+        journal = ItemJournal(item, state=self.state, dest=self.dest, run_id=self.run_id)
+        done = False
         try:
             try:
                 with counting_mirrored() as mirrored:
@@ -155,14 +226,16 @@ class Runner:
                         item.upstream_digest,
                         item.dest_repo,
                         item.tags,
-                        manifest=await self._kept_index(item),
                         platforms=item.platforms,
                         source=Descriptor(item.media_type, item.upstream_digest, 0),  # the plan's HEAD
                         dest_tags=item.dest_tags if self._fresh() else None,  # the plan's HEADs, if recent
                         events=self.events.item_events(item),
+                        journal=journal,
                     )
+                done = not result.skipped
             finally:
-                await self._keep_index(item, copier)
+                # shielded: a second Ctrl-C must not lose what this item fetched (nor tear a write)
+                await asyncio.shield(journal.close(done=done))
             if result.skipped:
                 self.report.add(
                     Outcome.FAILED,
@@ -188,6 +261,9 @@ class Runner:
         except (TimeoutError, HubmirrorError, aiohttp.ClientError, OSError) as e:
             reason = str(e) or type(e).__name__
             log.warning("%s: %s", item.canonical, reason)
+            kind = failure_kind(e)
+            if kind is not None:
+                self._dest_failed.append((item, reason, kind))
             self.report.add(
                 Outcome.FAILED, item.canonical, dest_repo, item.tags, digest=item.upstream_digest, reason=reason
             )
@@ -214,22 +290,6 @@ class Runner:
         Not after a wait for the quota window: someone may have pushed a tag meanwhile."""
         at = self.plan.checked_at
         return at is not None and time.monotonic() - at < DEST_TAGS_FRESH
-
-    async def _kept_index(self, item: WorkItem) -> Manifest | None:
-        """The index an earlier run fetched for *item* and kept in the state (verified), or None."""
-        if item.kind != "copy":
-            return None
-        kept = await self.state.aio.kept_manifest(item.upstream_digest)
-        if kept is None:
-            return None
-        m = Manifest(kept[1], kept[0])
-        return m if m.digest == item.upstream_digest and m.is_index else None
-
-    async def _keep_index(self, item: WorkItem, copier: Copier) -> None:
-        """Keep the index this item fetched while its copy is not finished; forget it once it is."""
-        fetched = copier.fetched_index(item.source_repo, item.upstream_digest)
-        if fetched is not None:
-            await self.state.aio.keep_manifest(fetched.digest, fetched.media_type, fetched.data)
 
     async def _record(self, item: WorkItem, result: CopyResult) -> None:
         await record_copied(item, result, state=self.state, dest=self.dest, run_id=self.run_id)

@@ -95,7 +95,16 @@ async def select_targets(
         plan.sources = await list_sources(specs, stores=sources.__getitem__, source=source, hub_api=cfg.hub_api)
         for i, listing in enumerate(plan.sources):
             targets += source_targets(listing, namespace=dest.namespace, layout=dest.layout, order=i)
+    only = cfg.only_repositories
+    if only is not None:  # a run for chosen repositories (POST /api/sync {"repositories": [...]})
+        targets = [t for t in targets if _chosen(t, only)]
     return targets
+
+
+def _chosen(target: Target, names: frozenset[str]) -> bool:
+    """Is *target* in one of the repositories *names* (``python``, ``library/python``, or the destination's)?"""
+    repo = target.source_repo
+    return repo in names or repo.removeprefix("library/") in names or target.dest_repo in names
 
 
 def source_key(listing: SourceListing, dest: Destination) -> str:

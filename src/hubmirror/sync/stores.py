@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .._errors import ConfigError
+from .._errors import ConfigError, HubmirrorError
 from ..budget import PullBudget
 from ..config import SyncConfig
 from ..plan import Layout
@@ -53,6 +53,18 @@ def open_destination(cfg: SyncConfig) -> Destination:
         return Destination(OCILayoutStore(path), "", cfg.dest, cfg.layout)
     host, _, namespace = cfg.dest.partition("/")
     return Destination(registry_store(cfg, host), namespace.strip("/"), cfg.dest.rstrip("/"), cfg.layout)
+
+
+async def probe_destination(dest: Destination) -> None:
+    """Before any work: does the destination registry answer ``/v2/`` and accept the credentials (a token
+    for them, or ``/v2/`` with Basic auth)? A `HubmirrorError` of one line if not, instead of a run whose
+    every tag fails alike. (An ``oci:`` layout's directory is checked with the run's other outputs,
+    `SyncConfig.check_outputs`.)"""
+    if isinstance(dest.store, RegistryStore):
+        try:
+            await dest.store.client.check_login()
+        except HubmirrorError as e:
+            raise HubmirrorError(f"destination {dest.name}: {e}; nothing was done") from None
 
 
 def registry_store(
@@ -119,4 +131,4 @@ class Sources:
             await s.close()
 
 
-__all__ = ["Destination", "Sources", "open_destination", "registry_store"]
+__all__ = ["Destination", "Sources", "open_destination", "probe_destination", "registry_store"]

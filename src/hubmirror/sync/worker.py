@@ -27,6 +27,7 @@ from ..store import TransferStats
 from . import freshness
 from .claim import Claims, SharedQuota, quota_key
 from .events import RunControl, SyncEvents
+from .journal import FollowJournal, settle_intents
 from .planning import children_check_due
 from .prune import prune
 from .record import record_followed, record_up_to_date
@@ -71,6 +72,8 @@ async def run_worker(
     run_id = await claims.join(job, list(by_unit), commit=whole.commit, quota=key)
     report.run_id = run_id
     events.phase(f"worker {claims.worker} on run {run_id} ({len(by_unit)} repositories)")
+    if control is not None:
+        control.copying = True
     add_failed(whole, report, dest)  # the selection's own problems: every worker sees them
     semaphore = asyncio.Semaphore(cfg.concurrency)  # the items copied at once, whatever repository
     unchecked = 0  # repositories whose indexes' children could not all be looked at (verify)
@@ -164,6 +167,8 @@ async def _work_unit(
     """Plan, copy and record one claimed destination repository; what must stop prune (checks that failed;
     `_UNCHECKED` when *verify* could not look at every child of its indexes)."""
     plan = Plan(commit=whole.commit, targets=targets, job=whole.job)
+    # Pushes begun here and never recorded (a worker that held this repository died): settled first.
+    await settle_intents(state, dest, repo=unit)
 
     def dest_key(repo: str) -> str:  # the state is read for this repository only (its name as the prefix)
         return dest.key(repo) if repo else unit
@@ -210,8 +215,12 @@ async def _work_unit(
                 dest=dest.store,
                 dest_key=dest.key,
                 listed=True,
+                journal=lambda subject: FollowJournal(subject, state=state, dest=dest, run_id=run_id),
             )
             await record_followed(followed, state=state, dest=dest, run_id=run_id)
+        elif cfg.signatures and control is not None and control.reason is not None:
+            why = f"not followed in this run: {control.reason}"
+            report.add(Outcome.DEFERRED, "--signatures", unit, reason=why)
     finally:
         await budget.release()
     return blockers

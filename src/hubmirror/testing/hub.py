@@ -61,6 +61,8 @@ _TAGS_API_ROUTE = re.compile(
     r"^/v2/(?:namespaces/(?P<ns>[^/]+)/repositories/(?P<repo>[^/]+)|repositories/(?P<ns2>[^/]+)/(?P<repo2>[^/]+))"
     r"/tags/?$"
 )
+#: One tag of the tags API: ``/v2/namespaces/NS/repositories/REPO/tags/TAG``.
+_TAG_API_ROUTE = re.compile(r"^/v2/namespaces/(?P<ns>[^/]+)/repositories/(?P<repo>[^/]+)/tags/(?P<tag>[^/]+)$")
 _PUSH_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 _FORWARD_REQUEST_HEADERS = ("Accept", "Content-Type", "Content-Length", "Content-Range", "If-None-Match", "Range")
 _PASS_RESPONSE_HEADERS = (
@@ -607,6 +609,9 @@ class HubEmulator:
             elif m := _TAGS_API_ROUTE.match(path):
                 kind, repo = "tags-api", f"{m.group('ns') or m.group('ns2')}/{m.group('repo') or m.group('repo2')}"
                 resp = await self._tags_api(request, repo)
+            elif m := _TAG_API_ROUTE.match(path):
+                kind, repo, ref = "tags-api", f"{m.group('ns')}/{m.group('repo')}", m.group("tag")
+                resp = await self._tag_api(request, repo, ref)
             elif not path.startswith("/v2/"):
                 resp = web.Response(status=404, text="404 page not found\n")
             else:
@@ -728,6 +733,25 @@ class HubEmulator:
                     datetime.now(UTC), datetime.fromtimestamp(newest.timestamp() + 0.001, UTC)
                 )
         return web.json_response(body)
+
+    async def _tag_api(self, request: web.Request, repo: str, tag: str) -> web.Response:
+        """One tag, as the list's results show it; 404 for a tag the upstream registry does not have."""
+        with self._lock:
+            failing = self._fail_always is not None and self._fail_always(request.method, request.path)
+            fail_status = self._fail_status
+        if failing:
+            return web.json_response({"message": "injected persistent failure"}, status=fail_status)
+        if request.method != "GET":
+            return web.json_response({"message": "method not allowed"}, status=405)
+        assert self._session is not None
+        async with self._session.head(
+            f"{self.upstream.url}/v2/{repo}/manifests/{tag}", headers={"Accept": ACCEPT}
+        ) as up:
+            if up.status != 200:
+                return web.json_response({"message": "object not found", "errinfo": {}}, status=404)
+        with self._lock:
+            pushed = self._pushed.setdefault((repo, tag), datetime.now(UTC))
+        return web.json_response(await self._tag_result(repo, tag, pushed))
 
     async def _tag_result(self, repo: str, tag: str, pushed: datetime) -> dict[str, Any]:
         """One tag as the API shows it: digest from the upstream registry, platforms from its manifest."""
