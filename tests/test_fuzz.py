@@ -62,7 +62,11 @@ def check_config(text: str) -> None:
             assert ERROR_LINE.match(line), line
         return
     assert isinstance(cfg, SyncConfig)
-    cfg.merge({})  # a valid config survives the CLI merge (dump and re-validate) unchanged in kind
+    try:
+        cfg.merge({})  # a valid config survives the CLI merge (dump and re-validate) unchanged in kind …
+    except ConfigError as e:  # … or its settings contradict each other (checked on the merged config): lines
+        for line in str(e).splitlines():
+            assert ERROR_LINE.match(line), line
 
 
 @FAST

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from ._errors import BudgetExhausted
 from .registry.ratelimit import RateLimit
@@ -121,6 +122,20 @@ def forecast(
     return Forecast(pulls, first, per, more + (1 if first else 0), done_by)
 
 
+class PullPool(Protocol):
+    """A pull quota shared with other processes (workers on one PostgreSQL state): pulls are taken from it
+    before they are granted, and what was not spent is given back."""
+
+    async def take(self, n: int, observed: RateLimit | None) -> int:
+        """Take up to *n* pulls (*observed*: the quota as this process last saw it); how many it got."""
+        ...
+
+    async def settle(self, spent: int, unused: int) -> None:
+        """*spent* pulls taken were spent (GETs sent) and *unused* go back; pulls taken and neither are
+        still out (set aside for work in flight)."""
+        ...
+
+
 @dataclass(frozen=True)
 class QuotaWait:
     """A wait for the pull quota (``wait``): what it waits for, and when it looks again or went on."""
@@ -189,6 +204,10 @@ class PullBudget:
 
     *ratelimit* returns the quota as last reported by the source (None: not limited). *probe* re-reads it
     with a free HEAD; it is used while waiting for the window to refill.
+
+    With a *pool* (the quota shared by workers, `PullPool`) nothing is granted that was not taken from the
+    pool first: `top_up` takes what a batch of work needs before it starts, `acquire` takes what a GET
+    beyond it needs, and `release` gives back what is left.
     """
 
     def __init__(
@@ -218,6 +237,9 @@ class PullBudget:
         self.stopped: str | None = None  # why no more GETs are granted
         self._halted = False  # a quota 429 came: not even pulls set aside may be spent
         self.waited = 0.0
+        self.pool: PullPool | None = None
+        self._held = 0  # pulls taken from the pool, not yet granted
+        self._spent = 0  # pulls of the pool spent (GETs) since it was last settled with
         #: Told when a wait for the quota begins and ends (what it waits for, when it looks again).
         self.on_wait: Callable[[QuotaWait], None] | None = None
 
@@ -241,6 +263,8 @@ class PullBudget:
             if self._halted and self.stopped:
                 raise BudgetExhausted(self.stopped)
             prepaid.left -= n
+            if self.pool is not None:
+                self._spent += n
             return
         async with self._lock:
             while True:
@@ -250,8 +274,16 @@ class PullBudget:
                     self.stopped = f"--max-pulls {self.max_pulls} reached"
                     raise BudgetExhausted(self.stopped)
                 quota = self._quota_left()
+                if self.pool is not None and (quota is None or quota >= n) and self._held < n:
+                    self._held += await self.pool.take(n - self._held, self._ratelimit())
+                    if self._held < n:
+                        self.stopped = "pull quota: the workers sharing it have spent it"
+                        raise BudgetExhausted(self.stopped)
                 if quota is None or quota >= n:
                     self.granted += n
+                    if self.pool is not None:
+                        self._held -= n
+                        self._spent += n
                     return
                 if not (self.wait and self.probe is not None) or not await self._wait_refill(n):
                     rl = self._ratelimit()
@@ -267,6 +299,8 @@ class PullBudget:
         quota = self._quota_left()
         if quota is not None:
             limits.append(quota)
+        if self.pool is not None:
+            limits.append(self._held)
         return max(0, min(limits)) if limits else None
 
     def capacity(self) -> int | None:
@@ -283,7 +317,7 @@ class PullBudget:
             return None
         granted = grant_for(estimate, self.left(), self.capacity())
         if granted:
-            self.granted += granted
+            self._take(granted)
         return granted
 
     def grant_rest(self) -> int:
@@ -293,8 +327,25 @@ class PullBudget:
         left = self.left()
         if not left:
             return 0
-        self.granted += left
+        self._take(left)
         return left
+
+    def _take(self, n: int) -> None:
+        self.granted += n
+        if self.pool is not None:
+            self._held -= n
+
+    async def top_up(self, need: int) -> None:
+        """With a pool: take from it what work needing *need* pulls lacks (as much as it has)."""
+        if self.pool is not None and not self.stopped and need > self._held:
+            self._held += await self.pool.take(need - self._held, self._ratelimit())
+
+    async def release(self) -> None:
+        """With a pool: settle with it: the pulls spent so far, and those taken and not granted go back
+        (pulls set aside for work still in flight stay out until a later release)."""
+        if self.pool is not None:
+            spent, unused, self._spent, self._held = self._spent, self._held, 0, 0
+            await self.pool.settle(spent, unused)
 
     @contextlib.asynccontextmanager
     async def spending(self, granted: int) -> AsyncIterator[None]:
@@ -310,6 +361,8 @@ class PullBudget:
         finally:
             _prepaid.reset(token)
             self.granted -= prepaid.left
+            if self.pool is not None:
+                self._held += prepaid.left
 
     async def wait_until_fits(self, estimate: int) -> bool:
         """With ``wait``: poll the quota (free HEADs) until an item of *estimate* pulls can be granted;
@@ -356,6 +409,10 @@ class PullBudget:
                 # A new window: recount the allowance from this observation.
                 self._base = None if rl is None else rl.remaining - self.reserve
                 self._base_granted = self.granted
+                if self.pool is not None and self._held < n:  # the workers' shared quota refills too
+                    self._held += await self.pool.take(n - self._held, rl)
+                    if self._held < n:
+                        continue
                 tell("resumed")
                 return True
         tell("gave_up")

@@ -369,6 +369,10 @@ class RateLimitConfig(_Model):
     min_remaining: int | None = Field(default=None, ge=0)  # the same as reserve (the larger of the two counts)
     wait: bool = False  # when the quota is spent, wait for the window to refill instead of deferring
     max_wait: Seconds = Field(default=21600.0, ge=0)  # wait at most this long (90s, 15m, 6h or seconds)
+    #: The key of the pull quota workers on one PostgreSQL state share (default: the source and the account
+    #: it is read with). Anonymous limits are per egress IP: workers behind different egresses give each
+    #: egress its own key.
+    quota_key: str | None = Field(default=None, min_length=1)
 
     @property
     def effective_reserve(self) -> int:
@@ -532,6 +536,9 @@ class SyncConfig(_Model):
     notify: list[NotifyEntry] = Field(default_factory=list)
     #: How long a change may wait to reach the mirror before it breaks the freshness objective (``6h``).
     freshness_slo: Seconds = Field(default=None, gt=0)
+    #: Workers on one PostgreSQL state: how long a claimed repository stays a worker's without a heartbeat
+    #: (renewed every third of it); a worker that dies loses its repositories after this long.
+    lease: Seconds = Field(default=30.0, gt=0, le=60)
     #: The job's name: prune deletes only the tags of the running job (several jobs may share a state and a
     #: destination). None: `job_id` names the job by where its selection is defined.
     job: str | None = None

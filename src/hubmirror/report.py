@@ -173,6 +173,10 @@ class SyncReport:
     lags: list[tuple[str, float]] = field(default_factory=list)
     pending_changes: int = 0
     oldest_pending: float = 0.0
+    #: Workers cooperating on one run (a PostgreSQL state): the whole run, every worker's part of it
+    #: (``{"workers": N, "exit_code": …, "status": …, "counts": {…}, "totals": {…}}``); None for a run of one
+    #: process. The items above are this worker's; its exit code is the run's when that is worse.
+    run: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.library is not None:  # the library URL as shown: without credentials
@@ -220,9 +224,10 @@ class SyncReport:
     def exit_code(self) -> int:
         """0: all done; 1: any failure; 75 (EX_TEMPFAIL): deferred by budget only (see the module docstring)."""
         outcomes = {i.outcome for i in self.items}
-        if Outcome.FAILED in outcomes:
+        whole = self.run.get("exit_code") if self.run is not None else None
+        if Outcome.FAILED in outcomes or whole == EXIT_FAILED:
             return EXIT_FAILED
-        if Outcome.DEFERRED in outcomes:
+        if Outcome.DEFERRED in outcomes or whole == EXIT_DEFERRED:
             return EXIT_DEFERRED
         return EXIT_DONE
 
@@ -295,6 +300,7 @@ class SyncReport:
             },
             "items": [i.to_dict() for i in self.items],
             "sources": self.sources,
+            **({"run": self.run} if self.run is not None else {}),
         }
 
     def to_json(self, *, indent: int | None = 2) -> str:
@@ -326,6 +332,7 @@ class SyncReport:
                 for s in d.get("content_sources") or []
             ],
             abuse_backoffs={str(k): int(v) for k, v in (d.get("abuse_backoffs") or {}).items()},
+            run=d.get("run"),
         )
 
     @classmethod

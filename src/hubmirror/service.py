@@ -109,7 +109,8 @@ class SyncService:
             self._record(cfg, result.report)
         except HubmirrorError as e:
             result.error = str(e)
-        if cfg.notify and not cfg.dry_run:
+        whole = result.report.run if result.report is not None else None
+        if cfg.notify and not cfg.dry_run and (whole is None or whole.get("closer")):  # workers: the closer's
             await notify_run(cfg, result)
         return result
 

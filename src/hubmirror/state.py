@@ -21,13 +21,17 @@ is vacuumed); 7 added ``tag_owners`` (which job owns each tag: prune deletes onl
 every child); 8 added ``tag_intents``: a row per destination tag about to be pushed, written before the PUT and
 turned into the tag's record after it (`intend_tag`, `confirm_tag`), so that a crash between a push and its
 record never leaves a tag hubmirror wrote unrecorded (the next run settles what is left: `intents`).
-`State.open` migrates older files in place, one transaction per step.
+9 (the workers block) added ``work_runs``, ``work_units``, ``work_workers`` and ``pull_quota`` (workers
+cooperating on one run, and their shared pull quota). `State.open` migrates older files in place, one
+transaction per step.
 
 Two backends, one `State`: SQLite (a path, or ``sqlite:///PATH``; the default) and PostgreSQL
 (``postgresql://USER@HOST:PORT/DB``, a libpq URL: the password comes from the URL, ``PGPASSWORD`` or
 ``~/.pgpass`` and is never printed). Every method is written once in the SQL both understand; the PostgreSQL
 connection (`_PgConnection`, psycopg 3, imported only for such a state) takes SQLite's ``?`` placeholders,
-and the migrations are translated (`_pg_ddl`). The sync lock is an advisory lock there.
+and the migrations are translated (`_pg_ddl`). The sync lock is an advisory lock there, but the sync does not
+take it: several syncs cooperate on one run instead (`join_run`, `claim_unit`, `take_pulls`;
+``hubmirror.sync.worker``).
 
 **Jobs.** Several sync jobs may share one state (the default state is one file per user). Each recorded tag
 is owned by the jobs that select it (`tag_owners`, a relation tag ↔ job); a `State` opened with *job* claims
@@ -47,6 +51,7 @@ import re
 import socket
 import sqlite3
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -65,7 +70,7 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 8
+SCHEMA_VERSION: Final = 9
 
 #: Statuses a run can have. ``running`` rows left by a killed sync become ``interrupted`` at the next run.
 RUN_STATUSES: Final = frozenset({"running", "completed", "deferred", "failed", "interrupted"})
@@ -184,6 +189,53 @@ CREATE TABLE tag_intents (
 """
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Workers (issue 15 items 2-3): several syncs cooperating on one run of a PostgreSQL state, and the pull
+# quota they share. A block of its own (the lead renumbers it at merge): `work_runs` is the run the workers
+# of one job share (``open`` → ``closing`` by the last worker → ``closed``; ``abandoned`` when every worker
+# died); `work_units` its destination repositories, each claimed by one worker at a time under a lease
+# (seconds since the epoch, renewed by heartbeat); `work_workers` each worker's lease and the summary of
+# what it did (JSON); `pull_quota` one row per quota (source registry and account or egress): the pulls
+# workers may still take (NULL: unknown until a worker reads the quota) and those taken and not yet settled.
+_WORKERS = """
+CREATE TABLE work_runs (
+    run_id INTEGER PRIMARY KEY,
+    job TEXT NOT NULL,
+    status TEXT NOT NULL,
+    closer TEXT,
+    started TEXT NOT NULL
+);
+CREATE INDEX work_runs_job ON work_runs (job, status);
+CREATE TABLE work_units (
+    run_id INTEGER NOT NULL,
+    dest_repo TEXT NOT NULL,
+    position INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    worker TEXT,
+    lease_until DOUBLE PRECISION,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    blockers TEXT,
+    PRIMARY KEY (run_id, dest_repo)
+);
+CREATE TABLE work_workers (
+    run_id INTEGER NOT NULL,
+    worker TEXT NOT NULL,
+    status TEXT NOT NULL,
+    lease_until DOUBLE PRECISION NOT NULL,
+    summary TEXT,
+    PRIMARY KEY (run_id, worker)
+);
+CREATE TABLE pull_quota (
+    quota_key TEXT PRIMARY KEY,
+    available INTEGER,
+    outstanding INTEGER NOT NULL DEFAULT 0,
+    settled_at DOUBLE PRECISION NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"""
+# ---------------------------------------------------------------------------------------------------------
+
+
 _LIBRARY_COMMIT_KEY = "library_commit:"
 _CHILDREN_CHECKED_KEY = "children_checked:"
 #: The deletions log keeps this many rows (the newest).
@@ -216,11 +268,13 @@ _MIGRATIONS: Final[dict[int, str | Callable[[_Conn], bool]]] = {
     6: _v6,
     7: _V7,
     8: _V8,
+    9: _WORKERS,  # the workers block (issue 15 items 2-3)
 }
 
 #: The PostgreSQL advisory lock keys: the sync lock (one run at a time) and migrations.
 _PG_SYNC_LOCK: Final = 0x68756273  # "hubs"
 _PG_MIGRATE_LOCK: Final = 0x6875626D  # "hubm"
+_PG_JOIN_LOCK: Final = 0x6875626A  # "hubj": workers joining or starting a run, one at a time
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _PG_SCHEMES: Final = ("postgresql", "postgres")
 
@@ -1271,6 +1325,322 @@ class State:
             ).fetchall()
         return [_run_record(r) for r in rows]
 
+    # ------------------------------------------------------------------ workers (one run, several processes)
+
+    @property
+    def cooperative(self) -> bool:
+        """True when several syncs may work on one run of this state (PostgreSQL): they claim its
+        repositories (`claim_unit`) instead of taking the sync `lock`."""
+        return self._pg
+
+    def join_run(
+        self,
+        job: str,
+        units: Sequence[str],
+        worker: str,
+        *,
+        commit: str | None,
+        lease: float,
+        now: float,
+        quota_key: str | None = None,
+    ) -> tuple[int, bool]:
+        """Join the run of *job* under way, or start one; returns (run id, True if this call started it).
+
+        A run whose workers all lost their leases (killed) is ``abandoned`` (its ``runs`` row
+        ``interrupted``) and a new one starts. Starting a run adds a ``runs`` row, forgets what the pull quota
+        *quota_key* was known to hold (the first worker to read the quota sets it again) and lists *units*
+        (destination repositories, in priority order); a worker joining adds the units it knows that are
+        missing. Either way *worker* is registered with a lease until ``now + lease``.
+        """
+        with self._guard("join run"), self._write():
+            if self._pg:  # two workers starting together: one starts the run, the other joins it
+                self._conn.execute("SELECT pg_advisory_xact_lock(?)", (_PG_JOIN_LOCK,))
+            row = self._conn.execute(
+                "SELECT run_id FROM work_runs WHERE job = ? AND status IN ('open', 'closing') ORDER BY run_id DESC",
+                (job,),
+            ).fetchone()
+            if row is not None:
+                live = self._conn.execute(
+                    "SELECT COUNT(*) FROM work_workers WHERE run_id = ? AND status = 'working' AND lease_until >= ?",
+                    (row[0], now),
+                ).fetchone()[0]
+                if not live:
+                    self._conn.execute("UPDATE work_runs SET status = 'abandoned' WHERE run_id = ?", (row[0],))
+                    self._conn.execute(
+                        "UPDATE runs SET status = 'interrupted' WHERE id = ? AND status = 'running'", (row[0],)
+                    )
+                    row = None
+            started = row is None
+            if row is None:
+                run_id = int(
+                    self._conn.execute(
+                        "INSERT INTO runs (started, status, \"commit\", job) VALUES (?, 'running', ?, ?) RETURNING id",
+                        (_to_text(_now()), commit, self.job),
+                    ).fetchone()[0]
+                )
+                self._conn.execute(
+                    "INSERT INTO work_runs (run_id, job, status, started) VALUES (?, ?, 'open', ?)",
+                    (run_id, job, _to_text(_now())),
+                )
+                if quota_key is not None:
+                    self._conn.execute(
+                        "UPDATE pull_quota SET available = NULL, outstanding = 0 WHERE quota_key = ?", (quota_key,)
+                    )
+            else:
+                run_id = int(row[0])
+            self._conn.executemany(
+                "INSERT INTO work_units (run_id, dest_repo, position, status) VALUES (?, ?, ?, 'todo') "
+                "ON CONFLICT (run_id, dest_repo) DO NOTHING",
+                [(run_id, unit, i) for i, unit in enumerate(units)],
+            )
+            self._conn.execute(
+                "INSERT INTO work_workers (run_id, worker, status, lease_until) VALUES (?, ?, 'working', ?) "
+                "ON CONFLICT (run_id, worker) DO UPDATE SET status = 'working', lease_until = excluded.lease_until",
+                (run_id, worker, now + lease),
+            )
+        return run_id, started
+
+    def claim_unit(self, run_id: int, worker: str, *, lease: float, now: float) -> str | None:
+        """Claim the first unit of run *run_id* nobody holds (never claimed, or its holder's lease ran out)
+        for *worker* until ``now + lease``; its name, or None when there is none. PostgreSQL: ``SELECT …
+        FOR UPDATE SKIP LOCKED``, so workers claiming together never wait on each other."""
+        skip = " FOR UPDATE SKIP LOCKED" if self._pg else ""
+        with self._guard("claim work"), self._write():
+            row = self._conn.execute(
+                "SELECT dest_repo FROM work_units WHERE run_id = ? AND (status = 'todo' OR "
+                "(status = 'claimed' AND lease_until < ?)) ORDER BY position, dest_repo LIMIT 1" + skip,
+                (run_id, now),
+            ).fetchone()
+            if row is not None:
+                self._conn.execute(
+                    "UPDATE work_units SET status = 'claimed', worker = ?, lease_until = ?, attempts = attempts + 1 "
+                    "WHERE run_id = ? AND dest_repo = ?",
+                    (worker, now + lease, run_id, row[0]),
+                )
+            self._conn.execute(
+                "UPDATE work_workers SET lease_until = ? WHERE run_id = ? AND worker = ?", (now + lease, run_id, worker)
+            )
+        return str(row[0]) if row is not None else None
+
+    def renew_leases(self, run_id: int, worker: str, *, lease: float, now: float) -> list[str]:
+        """The heartbeat: *worker*'s leases (its own, its units') last until ``now + lease``; the units it
+        still holds (one missing was taken over by another worker after its lease ran out)."""
+        with self._guard("renew leases"), self._write():
+            self._conn.execute(
+                "UPDATE work_workers SET lease_until = ? WHERE run_id = ? AND worker = ?", (now + lease, run_id, worker)
+            )
+            self._conn.execute(
+                "UPDATE work_units SET lease_until = ? WHERE run_id = ? AND worker = ? AND status = 'claimed'",
+                (now + lease, run_id, worker),
+            )
+            rows = self._conn.execute(
+                "SELECT dest_repo FROM work_units WHERE run_id = ? AND worker = ? AND status = 'claimed'",
+                (run_id, worker),
+            ).fetchall()
+        return sorted(str(r[0]) for r in rows)
+
+    def finish_unit(
+        self, run_id: int, unit: str, worker: str, *, blockers: Sequence[str] = (), summary: Mapping[str, Any]
+    ) -> bool:
+        """Mark *unit* done by *worker* (with what must stop prune: checks that failed) and keep the
+        worker's *summary* so far, in one transaction; False if another worker had taken the unit over."""
+        with self._guard("finish work"), self._write():
+            cur = self._conn.execute(
+                "UPDATE work_units SET status = 'done', lease_until = NULL, blockers = ? "
+                "WHERE run_id = ? AND dest_repo = ? AND worker = ? AND status = 'claimed'",
+                (json.dumps(list(blockers)), run_id, unit, worker),
+            )
+            self._conn.execute(
+                "UPDATE work_workers SET summary = ? WHERE run_id = ? AND worker = ?",
+                (json.dumps(dict(summary), sort_keys=True, default=str), run_id, worker),
+            )
+            return cur.rowcount > 0
+
+    def release_units(self, run_id: int, worker: str) -> None:
+        """*worker* stops (an error): the units it holds go back to be claimed at once."""
+        with self._guard("release work"), self._write():
+            self._conn.execute(
+                "UPDATE work_units SET status = 'todo', worker = NULL, lease_until = NULL "
+                "WHERE run_id = ? AND worker = ? AND status = 'claimed'",
+                (run_id, worker),
+            )
+            self._conn.execute(
+                "UPDATE work_workers SET status = 'failed' WHERE run_id = ? AND worker = ?", (run_id, worker)
+            )
+
+    def units_left(self, run_id: int) -> int:
+        """Units of run *run_id* not done yet (claimed or not)."""
+        with self._guard("read work"):
+            return int(
+                self._conn.execute(
+                    "SELECT COUNT(*) FROM work_units WHERE run_id = ? AND status <> 'done'", (run_id,)
+                ).fetchone()[0]
+            )
+
+    def close_run(
+        self, run_id: int, worker: str, summary: Mapping[str, Any], *, now: float, stopped: bool = False
+    ) -> bool:
+        """*worker* is finished (with *summary*); True if it is the one to close the run: every unit is done
+        (or, *stopped*, it was asked to stop and no other worker is alive to do the rest) and no other worker
+        closes it. The closer prunes (not when units are left), records the run and calls `end_run`."""
+        with self._guard("close run"), self._write():
+            self._conn.execute(
+                "UPDATE work_workers SET status = 'finished', summary = ? WHERE run_id = ? AND worker = ?",
+                (json.dumps(dict(summary), sort_keys=True, default=str), run_id, worker),
+            )
+            left = self._conn.execute(
+                "SELECT COUNT(*) FROM work_units WHERE run_id = ? AND status <> 'done'", (run_id,)
+            ).fetchone()[0]
+            if left and stopped:
+                left = self._conn.execute(
+                    "SELECT COUNT(*) FROM work_workers WHERE run_id = ? AND status = 'working' AND lease_until >= ?",
+                    (run_id, now),
+                ).fetchone()[0]
+            if left:
+                return False
+            cur = self._conn.execute(
+                "UPDATE work_runs SET status = 'closing', closer = ? WHERE run_id = ? AND status = 'open'",
+                (worker, run_id),
+            )
+            if cur.rowcount == 0:
+                return False
+            # The closer stays a live worker while it closes: one arriving meanwhile joins this run.
+            self._conn.execute(
+                "UPDATE work_workers SET status = 'working' WHERE run_id = ? AND worker = ?", (run_id, worker)
+            )
+            return True
+
+    def run_work(self, run_id: int) -> tuple[dict[str, dict[str, Any]], list[str]]:
+        """Run *run_id*'s workers → the summary each kept (what it did), and every unit's prune blockers."""
+        with self._guard("read work"):
+            workers = self._conn.execute(
+                "SELECT worker, summary FROM work_workers WHERE run_id = ? ORDER BY worker", (run_id,)
+            ).fetchall()
+            units = self._conn.execute(
+                "SELECT blockers FROM work_units WHERE run_id = ? ORDER BY position, dest_repo", (run_id,)
+            ).fetchall()
+        summaries = {str(w): json.loads(s) if s else {} for w, s in workers}
+        blockers = [b for (text,) in units if text for b in json.loads(text)]
+        return summaries, blockers
+
+    def end_run(self, run_id: int) -> None:
+        """The closer is done: run *run_id* is closed (the next sync of its job starts a new run)."""
+        with self._guard("end run"), self._write():
+            self._conn.execute("UPDATE work_runs SET status = 'closed' WHERE run_id = ?", (run_id,))
+            self._conn.execute(
+                "UPDATE work_workers SET status = 'finished' WHERE run_id = ? AND status = 'working'", (run_id,)
+            )
+
+    def work_units(self, run_id: int) -> list[tuple[str, str, str | None, int]]:
+        """(unit, status, worker, attempts) of every unit of run *run_id*, in priority order."""
+        with self._guard("read work"):
+            rows = self._conn.execute(
+                "SELECT dest_repo, status, worker, attempts FROM work_units WHERE run_id = ? "
+                "ORDER BY position, dest_repo",
+                (run_id,),
+            ).fetchall()
+        return [(str(r[0]), str(r[1]), r[2], int(r[3])) for r in rows]
+
+    # ------------------------------------------------------------------ the shared pull quota
+
+    def take_pulls(
+        self,
+        quota_key: str,
+        want: int,
+        *,
+        remaining: int | None,
+        observed_at: float,
+        reserve: int,
+        now: float,
+    ) -> int:
+        """Take up to *want* pulls of the quota *quota_key* shared by the workers: debited in this
+        transaction, they are the taker's to spend (`settle_pulls` gives back what it did not). Returns how
+        many it got (0 when none are left).
+
+        *remaining* is the quota left as the source last reported it (``ratelimit-remaining``, received at
+        *observed_at*; None: the source reports no quota, every pull is granted). It sets the pulls
+        available (less *reserve*) when nobody knows them yet; it lowers them when it says less is left than
+        the workers think (someone else pulls on this quota); it raises them (a new window) only when no
+        pulls are out and it was received after the last were settled, so it counts every pull spent.
+        """
+        if want <= 0:
+            return 0
+        if remaining is None:
+            return want
+        lock = " FOR UPDATE" if self._pg else ""
+        seen = remaining - reserve
+        with self._guard("take pulls"), self._write():
+            self._conn.execute(  # the first taker creates the row (unknown: it is counted below)
+                "INSERT INTO pull_quota (quota_key, available, outstanding, settled_at, updated_at) "
+                "VALUES (?, NULL, 0, ?, ?) ON CONFLICT (quota_key) DO NOTHING",
+                (quota_key, now, _to_text(_now())),
+            )
+            row = self._conn.execute(
+                "SELECT available, outstanding, settled_at FROM pull_quota WHERE quota_key = ?" + lock, (quota_key,)
+            ).fetchone()
+            outstanding = int(row[1])
+            if row[0] is None or seen < int(row[0]):  # unknown, or someone else pulled: count afresh
+                available = max(0, seen - outstanding)
+            elif outstanding == 0 and observed_at > float(row[2]):  # every pull counted: the window refilled
+                available = seen
+            else:
+                available = int(row[0])
+            got = max(0, min(want, available))
+            self._conn.execute(
+                "UPDATE pull_quota SET available = ?, outstanding = ?, updated_at = ? WHERE quota_key = ?",
+                (available - got, outstanding + got, _to_text(_now()), quota_key),
+            )
+        return got
+
+    def settle_pulls(self, quota_key: str, taken: int, unused: int, *, now: float) -> None:
+        """*taken* pulls (`take_pulls`) are no longer out: *unused* of them go back to the quota *quota_key*,
+        the rest were spent. Pulls set aside for work in flight are settled later, when it is done."""
+        if taken <= 0 and unused <= 0:
+            return
+        with self._guard("settle pulls"), self._write():
+            self._conn.execute(
+                "UPDATE pull_quota SET available = available + ?, outstanding = CASE WHEN outstanding > ? "
+                "THEN outstanding - ? ELSE 0 END, settled_at = ?, updated_at = ? WHERE quota_key = ?",
+                (unused, taken, taken, now, _to_text(_now()), quota_key),
+            )
+
+    def work_in_progress(self, *, now: float) -> list[dict[str, Any]]:
+        """Runs workers share that are not closed: per run its job, status, units per status and each
+        worker with its status and the seconds left on its lease (negative: it ran out)."""
+        with self._guard("read work"):
+            runs = self._conn.execute(
+                "SELECT run_id, job, status FROM work_runs WHERE status IN ('open', 'closing') ORDER BY run_id"
+            ).fetchall()
+            out = []
+            for run_id, job, status in runs:
+                units = self._conn.execute(
+                    "SELECT status, COUNT(*) FROM work_units WHERE run_id = ? GROUP BY status", (run_id,)
+                ).fetchall()
+                workers = self._conn.execute(
+                    "SELECT worker, status, lease_until FROM work_workers WHERE run_id = ? ORDER BY worker", (run_id,)
+                ).fetchall()
+                out.append(
+                    {
+                        "run": int(run_id),
+                        "job": job,
+                        "status": status,
+                        "units": {str(k): int(n) for k, n in units},
+                        "workers": [
+                            {"worker": w, "status": st, "lease_left": round(float(lease) - now, 1)}
+                            for w, st, lease in workers
+                        ],
+                    }
+                )
+        return out
+
+    def pull_quota(self, quota_key: str) -> tuple[int | None, int] | None:
+        """(pulls available, pulls taken and not settled) of the shared quota *quota_key*, or None."""
+        with self._guard("read pull quota"):
+            row = self._conn.execute(
+                "SELECT available, outstanding FROM pull_quota WHERE quota_key = ?", (quota_key,)
+            ).fetchone()
+        return (None if row[0] is None else int(row[0]), int(row[1])) if row else None
+
     # ------------------------------------------------------------------ meta
 
     def get_meta(self, key: str, default: str | None = None) -> str | None:
@@ -1333,6 +1703,7 @@ class State:
                 }
                 for d in self.deferred()
             ],
+            **({"work": self.work_in_progress(now=time.time())} if self.cooperative else {}),
             "runs": [
                 {
                     "id": r.id,

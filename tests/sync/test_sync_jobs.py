@@ -147,6 +147,10 @@ def v4_state(path: Path) -> None:
             """
             DROP TABLE tag_owners;
             DROP TABLE deletions;
+            DROP TABLE work_runs;
+            DROP TABLE work_units;
+            DROP TABLE work_workers;
+            DROP TABLE pull_quota;
             DROP TABLE pending_changes;
             DROP TABLE tag_intents;
             ALTER TABLE runs DROP COLUMN job;

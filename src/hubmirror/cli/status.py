@@ -72,6 +72,12 @@ def status(
         console.print(f"[yellow]{len(info['deferred'])} deferred[/] (the next sync takes them first):")
         for d in info["deferred"]:
             console.print(f"  {d['source']} → {d['dest']} ({', '.join(d['tags'])}): {d['reason']}", markup=False)
+    for w in info.get("work", []):  # workers sharing a run of a PostgreSQL state
+        units = ", ".join(f"{n} {k}" for k, n in sorted(w["units"].items()))
+        console.print(f"run {w['run']} ({w['status']}) of {w['job']}: {units}", markup=False)
+        for worker in w["workers"]:
+            lease = "lease ran out" if worker["lease_left"] < 0 else f"lease {worker['lease_left']:.0f}s left"
+            console.print(f"  worker {worker['worker']}: {worker['status']}, {lease}", markup=False)
     table = Table(title="recent runs", title_justify="left")
     for col in ("run", "started", "status", "commit", "pulls", "bytes"):
         table.add_column(col)

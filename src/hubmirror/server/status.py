@@ -230,12 +230,12 @@ def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
 
 
 def _why(reason: str) -> str:
-    """A pending change's reason, in the status page's words: the quota, a failure, or not yet copied."""
+    """A pending change's reason, in the status page's words: the quota, a failure, or not yet checked."""
     if reason.startswith("deferred"):
         return "quota" if ("pull" in reason or "quota" in reason or "budget" in reason) else "deferred"
     if reason.startswith("failed"):
         return "failure"
-    return "not yet copied"
+    return "not yet checked"
 
 
 __all__ = ["collect", "public"]

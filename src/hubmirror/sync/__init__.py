@@ -7,6 +7,8 @@ report. `run_sync` (in `run`) runs them in order; each step lives in its own mod
 * `runner`: the work items copied, granted pulls in priority order;
 * `record`: what is written to the state;
 * `prune`: what left the selection, deleted with every safeguard;
+* `worker` and `claim`: on a PostgreSQL state, several processes share one run: each claims destination
+  repositories under a lease and runs the steps above on them, the pulls taken from one shared quota;
 * `reporting`: the report's events; `events`: progress callbacks and the stop control.
 """
 

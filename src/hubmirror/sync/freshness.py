@@ -22,11 +22,12 @@ from .stores import Destination
 NOT_REACHED = "not yet copied"
 
 
-async def note_changes(plan: Plan, *, state: State, dest: Destination) -> None:
+async def note_changes(plan: Plan, *, state: State, dest: Destination, prefix: str | None = None) -> None:
     """Every tag the plan's items write: pending since its upstream change (kept from an earlier run when
-    older). A tag hubmirror never recorded starts its clock now."""
+    older). A tag hubmirror never recorded starts its clock now. *prefix*: the plan's repositories all
+    start with it (default: the destination's)."""
     now = datetime.now(UTC)
-    recorded = {(r.dest_repo, r.tag) for r in await state.aio.tags(prefix=dest.prefix)}
+    recorded = {(r.dest_repo, r.tag) for r in await state.aio.tags(prefix=prefix or dest.prefix)}
     changes = []
     for item in plan.items:
         key = dest.key(item.dest_repo)
@@ -40,6 +41,17 @@ async def note_changes(plan: Plan, *, state: State, dest: Destination) -> None:
     await state.aio.note_changes(changes)
 
 
+async def note_reasons(report: SyncReport, *, state: State) -> None:
+    """Why the changes of the report's deferred and failed items still wait (their outcome and reason)."""
+    reasons: dict[tuple[str, str], str] = {}
+    for item in report.items:
+        if item.outcome in (Outcome.DEFERRED, Outcome.FAILED):
+            why = f"{item.outcome.value}: {item.reason or ''}".rstrip(": ")
+            for tag in item.tags:
+                reasons[(item.dest, tag)] = why[:500]
+    await state.aio.set_change_reasons(reasons)
+
+
 async def settle(state: State, dest_repo: str, tags: list[str], report: SyncReport) -> None:
     """The tags of *dest_repo* now hold their upstream content: their pending changes go, their lags are
     reported."""
@@ -51,13 +63,7 @@ async def settle(state: State, dest_repo: str, tags: list[str], report: SyncRepo
 async def finish(plan: Plan, report: SyncReport, *, state: State, dest: Destination) -> None:
     """After the copies: why the changes still pending wait (the items' outcomes), changes of tags that left
     the selection forgotten, and the count and oldest age of what is pending in the report."""
-    reasons: dict[tuple[str, str], str] = {}
-    for item in report.items:
-        if item.outcome in (Outcome.DEFERRED, Outcome.FAILED):
-            why = f"{item.outcome.value}: {item.reason or ''}".rstrip(": ")
-            for tag in item.tags:
-                reasons[(item.dest, tag)] = why[:500]
-    await state.aio.set_change_reasons(reasons)
+    await note_reasons(report, state=state)
     leaving: dict[str, list[str]] = {}
     for rec in plan.leaving:
         leaving.setdefault(rec.dest_repo, []).append(rec.tag)
@@ -70,4 +76,4 @@ async def finish(plan: Plan, report: SyncReport, *, state: State, dest: Destinat
         report.oldest_pending = max(0.0, (datetime.now(UTC) - oldest).total_seconds())
 
 
-__all__ = ["NOT_REACHED", "finish", "note_changes", "settle"]
+__all__ = ["NOT_REACHED", "finish", "note_changes", "note_reasons", "settle"]

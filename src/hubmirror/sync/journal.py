@@ -111,13 +111,15 @@ class FollowJournal(CopyJournal):
         await self.state.aio.confirm_tag(self.record(tag, manifest))
 
 
-async def settle_intents(state: State, dest: Destination) -> tuple[int, int]:
-    """Tags of *dest* whose push was begun and never confirmed (the process died in between): recorded when
-    the destination tag holds the intended digest (as the intent says: created by hubmirror unless it was
-    there before), dropped when it does not; kept for a later run when the destination cannot say.
-    Returns (recorded, dropped)."""
+async def settle_intents(state: State, dest: Destination, *, repo: str | None = None) -> tuple[int, int]:
+    """Tags of *dest* (of its repository *repo* only: a state name) whose push was begun and never confirmed
+    (the process died in between): recorded when the destination tag holds the intended digest (as the
+    intent says: created by hubmirror unless it was there before), dropped when it does not; kept for a later
+    run when the destination cannot say. Returns (recorded, dropped)."""
     recorded = dropped = 0
-    for rec in await state.aio.intents(prefix=dest.prefix):
+    for rec in await state.aio.intents(prefix=repo or dest.prefix):
+        if repo is not None and rec.dest_repo != repo:
+            continue
         try:
             there = await dest.store.head_manifest(dest.repo(rec.dest_repo), rec.tag)
         except (HubmirrorError, aiohttp.ClientError, TimeoutError, OSError) as e:

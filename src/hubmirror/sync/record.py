@@ -62,9 +62,12 @@ async def record_followed(followed: list[Followed], *, state: State, dest: Desti
     await state.aio.record_tags(records)
 
 
-async def record_up_to_date(plan: Plan, *, state: State, dest: Destination, report: SyncReport, run_id: int) -> None:
+async def record_up_to_date(
+    plan: Plan, *, state: State, dest: Destination, report: SyncReport, run_id: int, prefix: str | None = None
+) -> None:
     """Remember destination tags found already right. One the state had no record of was not created by
-    hubmirror (created=False: prune never deletes it); one it had keeps its created flag."""
+    hubmirror (created=False: prune never deletes it); one it had keeps its created flag. *prefix*: the
+    plan's repositories all start with it (default: the destination's)."""
     records = [
         TagRecord(
             dest_repo=dest.key(u.target.dest_repo),
@@ -82,7 +85,7 @@ async def record_up_to_date(plan: Plan, *, state: State, dest: Destination, repo
     ]
     await state.aio.record_tags(records)
     # Changes pending from an earlier run that are now right (copied then, recorded now; or pushed by others).
-    pending = {(c.dest_repo, c.tag) for c in await state.aio.pending_changes(prefix=dest.prefix)}
+    pending = {(c.dest_repo, c.tag) for c in await state.aio.pending_changes(prefix=prefix or dest.prefix)}
     settled: dict[str, list[str]] = {}
     for u in plan.up_to_date:
         key = dest.key(u.target.dest_repo)

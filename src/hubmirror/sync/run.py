@@ -33,6 +33,7 @@ from .record import record_followed, record_up_to_date
 from .reporting import add_failed, finish_report, plan_report
 from .runner import Runner
 from .stores import Destination, Sources, open_destination
+from .worker import run_worker
 
 
 async def run_sync(
@@ -54,6 +55,11 @@ async def run_sync(
     report.dry_run = cfg.dry_run
     state = await asyncio.to_thread(State.open, cfg.state, job=cfg.job_id)  # claims the tags it records
     try:
+        if state.cooperative and not cfg.dry_run:  # PostgreSQL: workers share the run instead of a lock
+            return await run_worker(
+                cfg, state=state, dest=dest, sources=sources, report=report, events=events, cache_dir=cache_dir,
+                control=control,
+            )  # fmt: skip
         async with contextlib.AsyncExitStack() as stack:
             if not cfg.dry_run:
                 await stack.enter_async_context(state.aio.lock())

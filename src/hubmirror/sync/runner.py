@@ -55,6 +55,7 @@ class Runner:
         run_id: int,
         events: SyncEvents,
         control: RunControl | None = None,
+        semaphore: asyncio.Semaphore | None = None,
     ) -> None:
         self.cfg, self.plan, self.state, self.dest = cfg, plan, state, dest
         self.sources, self.report, self.run_id, self.events = sources, report, run_id, events
@@ -63,7 +64,7 @@ class Runner:
         self.budget.probe = self._probe
         self.budget.on_wait = events.quota_wait
         self._copiers: dict[str, Copier] = {}
-        self._sem = asyncio.Semaphore(cfg.concurrency)
+        self._sem = semaphore or asyncio.Semaphore(cfg.concurrency)  # shared by runners working at once
         self.stopped: str | None = None  # why no new copy starts (RunControl.stop, a failing destination)
         self._stopping = asyncio.Event()
         #: (source_ref, dest key) of every item deferred by this run: the deferred rows to keep.

@@ -1,0 +1,166 @@
+"""Claims and leases: how several ``hubmirror sync`` workers on one PostgreSQL state divide a run.
+
+The unit of work is one destination repository (all its tag groups). The first worker of a job starts the
+run and lists its units; the others join it (`State.join_run`). Each worker claims one unit at a time
+(`State.claim_unit`: ``SELECT … FOR UPDATE SKIP LOCKED``) under a lease that a heartbeat renews every third
+of its length; a worker that dies stops renewing, and once its lease has run out (`SyncConfig.lease`,
+30 s by default) another worker claims its unit again. The workers share one pull quota (`SharedQuota`,
+a row of the state) that every pull is taken from before it is granted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .._errors import StateError
+from ..config import SyncConfig
+from ..registry.ratelimit import RateLimit
+from ..state import State
+
+log = logging.getLogger(__name__)
+
+
+def worker_name() -> str:
+    """This process as the state names it: ``pid N on HOST #xxxxxx``."""
+    return f"pid {os.getpid()} on {socket.gethostname()} #{uuid.uuid4().hex[:6]}"
+
+
+def quota_key(cfg: SyncConfig) -> str:
+    """The shared pull quota's key: ``ratelimit.quota_key`` if set (anonymous limits are per egress IP:
+    give each egress its own), else the source registry and the account the source is read with."""
+    if cfg.ratelimit.quota_key:
+        return cfg.ratelimit.quota_key
+    creds = cfg.resolve_credentials(cfg.source)
+    user = getattr(creds, "username", None) if creds is not None else None
+    return f"{cfg.source} {user or 'anonymous'}"
+
+
+class Claims:
+    """One worker's part in a run: joins it, claims units with a lease, keeps the leases alive, and tells
+    when the run is over and whether this worker closes it."""
+
+    def __init__(self, state: State, *, lease: float, worker: str | None = None) -> None:
+        self.state = state
+        self.lease = lease
+        self.worker = worker or worker_name()
+        self.run_id: int | None = None
+        self.started = False  # this worker started the run
+        self._wake = asyncio.Event()  # set when one of this worker's units is done
+
+    async def join(self, job: str, units: list[str], *, commit: str | None, quota: str | None) -> int:
+        self.run_id, self.started = await self.state.run(
+            self.state.join_run,
+            job,
+            units,
+            self.worker,
+            commit=commit,
+            lease=self.lease,
+            now=time.time(),
+            quota_key=quota,
+        )
+        return self._run
+
+    @property
+    def _run(self) -> int:
+        assert self.run_id is not None, "join the run first"
+        return self.run_id
+
+    async def next(self) -> str | None:
+        """The next unit this worker claims, waiting while others still hold some (one of them may die and
+        leave its unit to be claimed again); None once every unit is done."""
+        while True:
+            unit = await self.state.run(
+                self.state.claim_unit, self._run, self.worker, lease=self.lease, now=time.time()
+            )
+            if unit is not None:
+                return unit
+            if not await self.state.run(self.state.units_left, self._run):
+                return None
+            # Others hold units: wait for one of ours to finish, or look again shortly (another worker
+            # may finish, or die and leave its unit once its lease runs out).
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), min(1.0, self.lease / 4))
+
+    async def done(self, unit: str, *, blockers: list[str], summary: dict[str, Any]) -> None:
+        if not await self.state.run(
+            self.state.finish_unit, self._run, unit, self.worker, blockers=blockers, summary=summary
+        ):
+            log.warning("%s: another worker took this repository over (this worker's lease ran out)", unit)
+        self._wake.set()  # lanes waiting on this worker's units look again
+        self._wake = asyncio.Event()
+
+    async def close(self, summary: dict[str, Any], *, stopped: bool = False) -> bool:
+        """This worker is finished (*stopped*: asked to stop); True if it closes the run (prune, the run
+        record)."""
+        return await self.state.run(
+            self.state.close_run, self._run, self.worker, summary, now=time.time(), stopped=stopped
+        )
+
+    async def release(self) -> None:
+        """This worker stops before the run is done (an error): the others take its units at once."""
+        if self.run_id is not None:
+            with contextlib.suppress(StateError):
+                await self.state.run(self.state.release_units, self.run_id, self.worker)
+
+    @contextlib.asynccontextmanager
+    async def heartbeat(self) -> AsyncIterator[None]:
+        """Renew this worker's leases every third of their length while the block runs."""
+
+        async def beat() -> None:
+            while True:
+                await asyncio.sleep(self.lease / 3)
+                try:
+                    await self.state.run(
+                        self.state.renew_leases, self._run, self.worker, lease=self.lease, now=time.time()
+                    )
+                except StateError as e:  # the next beat tries again; the lease outlives two missed beats
+                    log.warning("heartbeat: %s", e)
+
+        task = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+
+class SharedQuota:
+    """The pull quota the workers share (`hubmirror.budget.PullPool`): a row of the state, debited in the
+    transaction that takes pulls and re-based from ``ratelimit-remaining`` (`State.take_pulls`)."""
+
+    def __init__(self, state: State, key: str, *, reserve: int) -> None:
+        self.state, self.key, self.reserve = state, key, reserve
+        self.out = 0  # taken and not yet settled (spent or given back)
+
+    async def take(self, n: int, observed: RateLimit | None) -> int:
+        got = await self.state.run(
+            self.state.take_pulls,
+            self.key,
+            n,
+            remaining=observed.remaining if observed is not None else None,
+            observed_at=observed.observed_at if observed is not None else 0.0,
+            reserve=self.reserve,
+            now=time.time(),
+        )
+        if observed is not None:  # pulls of an unlimited source are not counted
+            self.out += got
+        return got
+
+    async def settle(self, spent: int, unused: int) -> None:
+        # (pulls given while the source reported no quota were never counted: they are not settled)
+        back = min(unused, self.out)
+        done = min(spent + back, self.out)
+        self.out -= done
+        await self.state.run(self.state.settle_pulls, self.key, done, back, now=time.time())
+
+
+__all__ = ["Claims", "SharedQuota", "quota_key", "worker_name"]

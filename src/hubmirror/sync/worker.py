@@ -1,0 +1,327 @@
+"""One worker of a run shared by several ``hubmirror sync`` processes on one PostgreSQL state.
+
+Every worker reads the whole selection (git, no pulls), joins the job's run (or starts it) and then, one
+destination repository at a time, claims it (`claim.Claims`), plans it (free HEADs), copies it on pulls
+taken from the quota the workers share (`claim.SharedQuota`), records it and marks it done. When no
+repository is left to claim it waits while others still hold some (a worker that dies leaves its
+repository to the others once its lease runs out). Once every repository is done, the last worker to
+finish closes the run: prune, the run record, the library commit. Each worker's report covers what it did;
+its ``run`` part covers the whole run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import asdict, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..config import SyncConfig
+from ..copy import first_error
+from ..plan import Plan, Target, check
+from ..referrers import follow_referrers
+from ..report import EXIT_DEFERRED, EXIT_DONE, EXIT_FAILED, RUN_STATUS, Outcome, SyncReport, Totals
+from ..state import State
+from ..store import TransferStats
+from . import freshness
+from .claim import Claims, SharedQuota, quota_key
+from .events import RunControl, SyncEvents
+from .journal import FollowJournal, settle_intents
+from .planning import children_check_due
+from .prune import prune
+from .record import record_followed, record_up_to_date
+from .reporting import add_failed, finish_report
+from .runner import Runner
+from .selection import select_targets, unique
+from .stores import Destination, Sources
+
+#: A unit's marker for "not every child of its indexes could be looked at" (not a prune blocker).
+_UNCHECKED = "\x00children unchecked"
+#: A lease when the config gives none (`SyncConfig.lease`).
+DEFAULT_LEASE = 30.0
+#: Repositories one worker works on at once (each claimed, planned and copied on its own; their items
+#: share the config's ``concurrency``).
+LANES = 4
+
+
+async def run_worker(
+    cfg: SyncConfig,
+    *,
+    state: State,
+    dest: Destination,
+    sources: Sources,
+    report: SyncReport,
+    events: SyncEvents,
+    cache_dir: Path | None,
+    control: RunControl | None,
+) -> tuple[Plan, SyncReport]:
+    """Take part in the run of *cfg*'s job on the cooperative *state*; the whole selection's plan (its
+    targets, and for the closer what left it) and this worker's report."""
+    whole = await _select(cfg, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events)
+    report.commit = whole.commit
+    key = quota_key(cfg)
+    sources.budget.pool = SharedQuota(state, key, reserve=sources.budget.reserve)
+    claims = Claims(state, lease=cfg.lease or DEFAULT_LEASE)
+    by_unit: dict[str, list[Target]] = {}
+    for t in whole.targets:
+        by_unit.setdefault(dest.key(t.dest_repo), []).append(t)
+    verify = await children_check_due(state, dest)  # this run HEADs the children of indexes up to date too
+    started = datetime.now(UTC)
+    job = f"{cfg.job_id} -> {dest.prefix}"  # the workers of one job (a config) into one destination
+    run_id = await claims.join(job, list(by_unit), commit=whole.commit, quota=key)
+    report.run_id = run_id
+    events.phase(f"worker {claims.worker} on run {run_id} ({len(by_unit)} repositories)")
+    if control is not None:
+        control.copying = True
+    add_failed(whole, report, dest)  # the selection's own problems: every worker sees them
+    semaphore = asyncio.Semaphore(cfg.concurrency)  # the items copied at once, whatever repository
+    unchecked = 0  # repositories whose indexes' children could not all be looked at (verify)
+
+    async def lane() -> None:
+        """Claim, plan, copy and record repositories one after the other until none is left."""
+        nonlocal unchecked
+        while control is None or control.reason is None:
+            unit = await claims.next()
+            if unit is None:
+                return
+            blockers = await _work_unit(
+                cfg, whole, unit, by_unit.get(unit, []), state=state, dest=dest, sources=sources,
+                report=report, run_id=run_id, events=events, control=control, semaphore=semaphore, verify=verify,
+            )  # fmt: skip
+            unchecked += blockers.count(_UNCHECKED)
+            blockers = [b for b in blockers if b != _UNCHECKED]
+            await claims.done(unit, blockers=blockers, summary=_summary(report, sources, dest, unchecked))
+
+    async with claims.heartbeat():
+        try:
+            async with asyncio.TaskGroup() as tg:
+                for _ in range(min(LANES, cfg.concurrency)):
+                    tg.create_task(lane())
+        except BaseException as e:
+            await claims.release()
+            if isinstance(e, BaseExceptionGroup):
+                raise first_error(e) from None
+            raise
+        stopped = control is not None and control.reason is not None
+        left = await state.run(state.units_left, run_id) if stopped else 0
+        if left:  # what is left is the other workers' (or, with none, the next run's)
+            assert control is not None
+            why = f"{control.reason}; {left} repositories left to the other workers or the next run"
+            report.add(Outcome.DEFERRED, "run", dest.name, reason=why)
+        await freshness.note_reasons(report, state=state)
+        closer = await claims.close(_summary(report, sources, dest, unchecked), stopped=stopped)
+        if closer:
+            await _close(cfg, whole, claims, state=state, dest=dest, sources=sources, report=report, events=events)
+            if verify and report.run is not None and not report.run["children_unchecked"]:
+                await state.aio.set_children_checked(dest.prefix, started)
+        else:
+            finish_report(report, sources, dest, cfg)
+            summaries, _ = await state.run(state.run_work, run_id)
+            report.run = _whole_run(summaries, closer=False)
+    return whole, report
+
+
+async def _select(
+    cfg: SyncConfig,
+    *,
+    state: State,
+    dest: Destination,
+    sources: Sources,
+    cache_dir: Path | None,
+    events: SyncEvents,
+) -> Plan:
+    """The whole selection's targets in priority order (deferred work first), as `build_plan` makes them,
+    without the check: each worker checks only the repositories it claims."""
+    whole = Plan(job=cfg.job_id)
+    targets = await select_targets(
+        cfg, whole, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events
+    )
+    deferred = {(d.dest_repo, tag) for d in await state.aio.deferred() for tag in d.tags}
+    targets = [
+        replace(t, priority=(0, *t.priority[1:])) if (dest.key(t.dest_repo), t.tag) in deferred else t for t in targets
+    ]
+    whole.targets = unique(targets)
+    for listing in whole.sources:
+        if listing.error:
+            whole.block_prune(f"tag source {listing.name} could not be listed ({listing.error})")
+    return whole
+
+
+async def _work_unit(
+    cfg: SyncConfig,
+    whole: Plan,
+    unit: str,
+    targets: list[Target],
+    *,
+    state: State,
+    dest: Destination,
+    sources: Sources,
+    report: SyncReport,
+    run_id: int,
+    events: SyncEvents,
+    control: RunControl | None,
+    semaphore: asyncio.Semaphore,
+    verify: bool,
+) -> list[str]:
+    """Plan, copy and record one claimed destination repository; what must stop prune (checks that failed;
+    `_UNCHECKED` when *verify* could not look at every child of its indexes)."""
+    plan = Plan(commit=whole.commit, targets=targets, job=whole.job)
+    # Pushes begun here and never recorded (a worker that held this repository died): settled first.
+    await settle_intents(state, dest, repo=unit)
+
+    def dest_key(repo: str) -> str:  # the state is read for this repository only (its name as the prefix)
+        return dest.key(repo) if repo else unit
+
+    await check(
+        plan,
+        sources=sources.__getitem__,
+        dest=dest.store,
+        state=state,
+        dest_key=dest_key,
+        overwrite=cfg.overwrite,
+        verify_children=verify,
+    )
+    blockers = [f"{t.canonical} could not be checked ({reason})" for t, reason in plan.failed]
+    if verify and not plan.children_checked:
+        blockers.append(_UNCHECKED)
+    # The job owns every recorded tag of this repository it selects (its first run adopts them).
+    recorded = {(r.dest_repo, r.tag) for r in await state.aio.tags(prefix=unit)}
+    selected = {(unit, t.tag) for t in targets if t.tag is not None}
+    await state.aio.claim_tags(cfg.job_id, sorted(selected & recorded))
+    listed = report.sources
+    add_failed(plan, report, dest)
+    report.sources = listed
+    await record_up_to_date(plan, state=state, dest=dest, report=report, run_id=run_id, prefix=unit)
+    await freshness.note_changes(plan, state=state, dest=dest, prefix=unit)
+    events.phase(f"{unit}: {len(plan.copies)} to copy, {len(plan.retags)} to retag, ~{plan.pulls_needed} pulls")
+    budget = sources.budget
+    await budget.top_up(sum(i.estimated_pulls for i in plan.copies if sources.is_hub(i.source_registry)))
+    try:
+        runner = Runner(
+            cfg, plan, state=state, dest=dest, sources=sources, report=report, run_id=run_id, events=events,
+            control=control, semaphore=semaphore,
+        )  # fmt: skip
+        await runner.run()
+        for d in await state.aio.deferred():  # this repository's deferred rows not deferred again go
+            if d.dest_repo == unit and (d.source_ref, d.dest_repo) not in runner.deferred:
+                await state.aio.clear_deferred(d.source_ref, d.dest_repo)
+        if cfg.signatures and runner.stopped is None:
+            followed = await follow_referrers(
+                plan,
+                report,
+                copier=runner.copier,
+                sources=sources.__getitem__,
+                dest=dest.store,
+                dest_key=dest.key,
+                listed=True,
+                journal=lambda subject: FollowJournal(subject, state=state, dest=dest, run_id=run_id),
+            )
+            await record_followed(followed, state=state, dest=dest, run_id=run_id)
+        elif cfg.signatures and control is not None and control.reason is not None:
+            why = f"not followed in this run: {control.reason}"
+            report.add(Outcome.DEFERRED, "--signatures", unit, reason=why)
+    finally:
+        await budget.release()
+    return blockers
+
+
+async def _close(
+    cfg: SyncConfig,
+    whole: Plan,
+    claims: Claims,
+    *,
+    state: State,
+    dest: Destination,
+    sources: Sources,
+    report: SyncReport,
+    events: SyncEvents,
+) -> None:
+    """The last worker: prune what left the selection (unless a worker's check failed), settle freshness,
+    record the run with every worker's totals, and the library commit when the whole run is done."""
+    run_id = report.run_id
+    assert run_id is not None
+    units = {u[0] for u in await state.run(state.work_units, run_id)}
+    for d in await state.aio.deferred():  # deferred work of repositories that left the selection goes
+        if d.dest_repo.startswith(dest.prefix) and d.dest_repo not in units:
+            await state.aio.clear_deferred(d.source_ref, d.dest_repo)
+    _, blockers = await state.run(state.run_work, run_id)
+    for reason in blockers[:1]:
+        more = f" and {len(blockers) - 1} more" if len(blockers) > 1 else ""
+        whole.block_prune(reason + more)
+    await prune(  # what left the selection is found by prune, from the state after every worker's copies
+        whole, state=state, dest=dest, report=report, enabled=cfg.prune, events=events, max_delete=cfg.max_delete
+    )
+    await freshness.finish(whole, report, state=state, dest=dest)
+    finish_report(report, sources, dest, cfg)
+    summaries, _ = await state.run(state.run_work, run_id)
+    unchecked = int(summaries.get(claims.worker, {}).get("children_unchecked", 0))
+    summaries[claims.worker] = _summary(report, sources, dest, unchecked)
+    report.run = _whole_run(summaries, closer=True)
+    # The commit the run started with (a worker joining later may have read a newer one): synced only if
+    # this worker's selection was made from it too.
+    started = next((r.commit for r in await state.run(state.runs, 50) if r.id == run_id), None)
+    done = report.exit_code == EXIT_DONE and not whole.prune_blockers
+    if done and whole.commit is not None and started == whole.commit:
+        await state.aio.set_library_commit(cfg.library, whole.commit)
+    totals = dict(report.run["totals"])
+    totals.update(
+        ratelimit_remaining=report.totals.ratelimit_remaining,
+        ratelimit_limit=report.totals.ratelimit_limit,
+        ratelimit_window=report.totals.ratelimit_window,
+    )
+    await state.aio.finish_run(run_id, report.run_status, totals, commit=whole.commit)
+    await state.run(state.end_run, run_id)
+
+
+def _summary(report: SyncReport, sources: Sources, dest: Destination, unchecked: int = 0) -> dict[str, Any]:
+    """What this worker did so far: its items' exit code and counts, its transfer totals, and how many of
+    its repositories' indexes could not have every child looked at."""
+    totals = Totals()
+    for store in sources.stores.values():
+        totals.add_stats(store.stats, TransferStats())
+    totals.add_stats(TransferStats(), dest.store.stats)
+    totals.blobs_skipped = report.totals.blobs_skipped
+    totals.duration = (datetime.now(UTC) - report.started).total_seconds()
+    own = SyncReport(items=report.items)
+    return {
+        "exit_code": own.exit_code,
+        "counts": own.counts(),
+        "totals": asdict(totals),
+        "children_unchecked": unchecked,
+    }
+
+
+_PER_RUN = frozenset({"ratelimit_remaining", "ratelimit_limit", "ratelimit_window"})
+
+
+def _whole_run(summaries: dict[str, dict[str, Any]], *, closer: bool) -> dict[str, Any]:
+    """Every worker's summary added up: the run's exit code and status, counts and totals; *closer*: this
+    worker closed the run (its report is the one notifications are sent for)."""
+    counts: dict[str, int] = {}
+    totals: dict[str, float] = {}
+    codes = set()
+    unchecked = 0
+    for s in summaries.values():
+        codes.add(int(s.get("exit_code", EXIT_DONE)))
+        unchecked += int(s.get("children_unchecked", 0))
+        for k, v in (s.get("counts") or {}).items():
+            counts[k] = counts.get(k, 0) + int(v)
+        for k, v in (s.get("totals") or {}).items():
+            if k in _PER_RUN or not isinstance(v, int | float):
+                continue
+            totals[k] = max(totals.get(k, 0), v) if k == "duration" else totals.get(k, 0) + v
+    code = EXIT_FAILED if EXIT_FAILED in codes else EXIT_DEFERRED if EXIT_DEFERRED in codes else EXIT_DONE
+    status = RUN_STATUS[code]
+    return {
+        "workers": len(summaries),
+        "closer": closer,
+        "exit_code": code,
+        "status": status,
+        "counts": counts,
+        "totals": totals,
+        "children_unchecked": unchecked,
+    }
+
+
+__all__ = ["DEFAULT_LEASE", "LANES", "run_worker"]

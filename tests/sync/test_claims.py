@@ -1,0 +1,157 @@
+"""Claims, leases and the shared pull quota in the state (`State.join_run` … `State.take_pulls`), on both
+backends (the sync uses them on PostgreSQL only; the SQL is written once); a `PullBudget` with a pool grants
+only pulls taken from it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hubmirror._errors import BudgetExhausted
+from hubmirror.budget import PullBudget
+from hubmirror.registry.ratelimit import RateLimit
+from hubmirror.state import State
+from hubmirror.testing.postgres import PostgresServer
+
+JOB = "127.0.0.1:5000/mirror/"
+UNITS = [JOB + "python", JOB + "node", JOB + "alpine"]
+KEY = "docker.io anonymous"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "state.db")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.new_database()
+
+
+def test_workers_join_one_run_and_claim_each_unit_once(where: str) -> None:
+    with State.open(where) as st:
+        run, started = st.join_run(JOB, UNITS, "a", commit="c1", lease=10, now=100)
+        again, joined_started = st.join_run(JOB, UNITS, "b", commit="c1", lease=10, now=100)
+        assert started and not joined_started and again == run
+        assert st.claim_unit(run, "a", lease=10, now=100) == UNITS[0]  # in priority order
+        assert st.claim_unit(run, "b", lease=10, now=100) == UNITS[1]
+        assert st.claim_unit(run, "a", lease=10, now=101) == UNITS[2]
+        assert st.claim_unit(run, "b", lease=10, now=102) is None
+        # a renews its leases, b does not: b's unit is claimable once its lease ran out, a's are not
+        assert st.renew_leases(run, "a", lease=10, now=108) == sorted([UNITS[0], UNITS[2]])
+        assert st.claim_unit(run, "a", lease=10, now=111) == UNITS[1]
+        assert not st.finish_unit(run, UNITS[1], "b", summary={})  # b lost it
+        for unit in UNITS:
+            assert st.finish_unit(run, unit, "a", blockers=["x"] if unit == UNITS[0] else [], summary={"n": 1})
+        assert st.units_left(run) == 0
+        work = st.work_in_progress(now=115)
+        assert [(w["run"], w["status"], w["units"]) for w in work] == [(run, "open", {"done": 3})]
+        assert [(x["worker"], x["status"], x["lease_left"]) for x in work[0]["workers"]] == [
+            ("a", "working", 6.0),
+            ("b", "working", -3.0),  # its lease ran out
+        ]
+        assert ("work" in st.overview()) is st.cooperative  # `hubmirror status` shows it for PostgreSQL
+        assert st.close_run(run, "b", {"exit_code": 0}, now=111)
+        assert not st.close_run(run, "a", {"exit_code": 0}, now=111)  # closed once
+        joined, started = st.join_run(JOB, UNITS, "c", commit="c1", lease=10, now=111)
+        assert (joined, started) == (run, False)  # b is closing it: c joins, finds nothing to do
+        assert st.claim_unit(run, "c", lease=10, now=111) is None
+        assert not st.close_run(run, "c", {"exit_code": 0}, now=111)
+        summaries, blockers = st.run_work(run)
+        assert summaries == {"a": {"exit_code": 0}, "b": {"exit_code": 0}, "c": {"exit_code": 0}}
+        assert blockers == ["x"]
+        st.end_run(run)
+        assert [(u[1], u[2]) for u in st.work_units(run)] == [("done", "a")] * 3
+        nxt, started = st.join_run(JOB, UNITS, "a", commit="c2", lease=10, now=200)
+        assert started and nxt != run
+
+
+def test_a_run_whose_workers_all_died_is_abandoned(where: str) -> None:
+    with State.open(where) as st:
+        run, _ = st.join_run(JOB, UNITS, "a", commit=None, lease=10, now=100)
+        assert st.claim_unit(run, "a", lease=10, now=100) == UNITS[0]
+        late, started = st.join_run(JOB, UNITS, "b", commit=None, lease=10, now=105)
+        assert late == run and not started  # a is alive: b joins
+        new, started = st.join_run(JOB, UNITS, "c", commit=None, lease=10, now=200)  # a and b are long gone
+        assert started and new != run
+        assert [r.status for r in st.runs()] == ["running", "interrupted"]
+
+
+def test_a_failing_worker_releases_its_units(where: str) -> None:
+    with State.open(where) as st:
+        run, _ = st.join_run(JOB, UNITS, "a", commit=None, lease=10, now=100)
+        assert st.claim_unit(run, "a", lease=10, now=100) == UNITS[0]
+        st.release_units(run, "a")
+        assert st.claim_unit(run, "b", lease=10, now=101) == UNITS[0]
+
+
+def test_the_shared_quota_is_debited_settled_and_rebased(where: str) -> None:
+    with State.open(where) as st:
+        take = st.take_pulls
+        assert take(KEY, 5, remaining=None, observed_at=0, reserve=5, now=1) == 5  # no quota: not counted
+        assert st.pull_quota(KEY) is None
+        assert take(KEY, 8, remaining=25, observed_at=1, reserve=5, now=2) == 8  # 20 available
+        assert take(KEY, 8, remaining=25, observed_at=1, reserve=5, now=2) == 8
+        assert take(KEY, 8, remaining=25, observed_at=1, reserve=5, now=2) == 4  # what is left
+        assert take(KEY, 1, remaining=25, observed_at=1, reserve=5, now=2) == 0
+        assert st.pull_quota(KEY) == (0, 20)
+        st.settle_pulls(KEY, 8, 3, now=3)  # 5 spent, 3 back
+        assert st.pull_quota(KEY) == (3, 12)
+        # The source says 10 left (5 beyond the reserve): no fewer than the 3 the workers count, nothing changes.
+        assert take(KEY, 1, remaining=10, observed_at=4, reserve=5, now=4) == 1
+        assert st.pull_quota(KEY) == (2, 13)
+        # It says 6: someone else pulled. 13 are out with the workers (maybe unspent): none can be taken.
+        assert take(KEY, 1, remaining=6, observed_at=4, reserve=5, now=4) == 0
+        st.settle_pulls(KEY, 8, 0, now=5)
+        st.settle_pulls(KEY, 5, 5, now=5)
+        assert st.pull_quota(KEY) == (5, 0)
+        # An older observation never raises it; a newer one with nothing out does (a new window).
+        assert take(KEY, 50, remaining=100, observed_at=4.5, reserve=5, now=6) == 5
+        st.settle_pulls(KEY, 5, 5, now=7)
+        assert take(KEY, 50, remaining=100, observed_at=8, reserve=5, now=8) == 50
+        assert st.pull_quota(KEY) == (45, 50)
+        # A new run forgets what the quota held (the first worker to read it counts it again).
+        st.join_run(JOB, UNITS, "a", commit=None, lease=10, now=9, quota_key=KEY)
+        assert st.pull_quota(KEY) == (None, 0)
+
+
+class FakePool:
+    """A shared quota of *left* pulls, as `hubmirror.sync.claim.SharedQuota` keeps it in the state."""
+
+    def __init__(self, left: int) -> None:
+        self.left, self.out = left, 0
+
+    async def take(self, n: int, observed: RateLimit | None) -> int:
+        got = min(n, self.left)
+        self.left -= got
+        self.out += got
+        return got
+
+    async def settle(self, spent: int, unused: int) -> None:
+        self.left += unused
+        self.out -= spent + unused
+
+
+async def test_a_budget_with_a_pool_grants_only_pulls_taken_from_it() -> None:
+    budget = PullBudget(lambda: RateLimit(100, 90), reserve=5)
+    pool = FakePool(12)
+    budget.pool = pool
+    assert budget.grant(5) is None  # nothing taken yet: nothing granted
+    await budget.top_up(10)  # what a repository's copies need
+    assert pool.left == 2 and pool.out == 10 and budget.left() == 10
+    assert budget.grant(8) == 8 and budget.left() == 2
+    async with budget.spending(8):
+        for _ in range(6):
+            await budget.acquire()  # 6 of the 8
+        await budget.release()  # another repository is done meanwhile: the 6 spent are settled, the 2 held go back
+        assert pool.left == 4 and pool.out == 2  # the 2 set aside for the copy in flight stay out
+    assert budget.left() == 2  # they came back unused
+    await budget.acquire(3)  # GETs outside a work item draw on what is held, then on the pool
+    assert pool.left == 3 and budget.left() == 0
+    await budget.acquire(2)
+    await budget.release()
+    assert pool.left == 1 and pool.out == 0  # every pull taken is settled: spent or given back
+    await budget.acquire()
+    with pytest.raises(BudgetExhausted, match="workers sharing it"):
+        await budget.acquire()
+    await budget.release()
+    assert budget.granted == 12 and pool.left == 0 and pool.out == 0  # every pull of the pool, not one more
