@@ -24,6 +24,9 @@ from ..testing.hub import HubEmulator
 from ..testing.official import make_library_repo, seed_library
 from ..testing.registry import REGISTRY_BIN, Registry, start_registry
 
+#: Off a terminal the console is as wide as a line needs (tables are never cut); a rule is this wide there.
+_RULE_WIDTH = 100
+
 #: The tag rebuilt on the emulator before the third run.
 REBUILT = ("python", "3.14-slim")
 
@@ -69,7 +72,7 @@ def run_demo(console: Console, workdir: Path | None = None, *, keep: bool = Fals
 
         def run(title: str, run_cfg: SyncConfig = cfg, extra: str = "") -> tuple[int, int]:
             assert hub is not None
-            console.print(Rule(title))
+            console.print(Rule(title), width=_RULE_WIDTH if not console.is_terminal else None)
             console.print(f"$ hubmirror sync --library {repo} --source {hub.host} --dest {run_cfg.dest}{extra}")
             before = hub.manifest_gets()
             code = run_once(run_cfg, cache_dir=cache, json_out=False, verbose=False)
@@ -83,7 +86,7 @@ def run_demo(console: Console, workdir: Path | None = None, *, keep: bool = Fals
         ok &= code2 == 0 and pulls2 == 0
         name, tag = REBUILT
         rebuilt = img.run_sync(seed_library(upstream, library, repos=[name], generation={name: {tag: 1}}))
-        console.print(Rule())
+        console.print(Rule(), width=_RULE_WIDTH if not console.is_terminal else None)
         console.print(
             f"The emulator rebuilds {name}:{tag} under the same tag (git unchanged): {rebuilt[f'{name}:{tag}'][:19]}…"
         )
@@ -107,7 +110,7 @@ def run_demo(console: Console, workdir: Path | None = None, *, keep: bool = Fals
         registries.append(fresh)
         img.run_sync(seed_library(gcr, library))
         img.run_sync(seed_library(gcr, library, repos=[name], generation={name: {tag: 1}}))
-        console.print(Rule())
+        console.print(Rule(), width=_RULE_WIDTH if not console.is_terminal else None)
         console.print(
             f"A local registry at {gcr.url} plays mirror.gcr.io: it holds the same images by digest. Tags are"
             " still resolved on the Hub (free HEADs); manifests by digest and blobs come from the mirror,"
@@ -123,7 +126,7 @@ def run_demo(console: Console, workdir: Path | None = None, *, keep: bool = Fals
         blob_gets4 = hub.blob_gets() - blobs_before
         console.print(f"blob downloads from the emulator: {blob_gets4}")
         ok &= code4 == 0 and pulls4 == 0 and blob_gets4 == 0
-        console.print(Rule())
+        console.print(Rule(), width=_RULE_WIDTH if not console.is_terminal else None)
         console.print("[green]demo complete[/]" if ok else "[red]demo: something did not behave as expected[/]")
         return 0 if ok else 1
     finally:
