@@ -8,13 +8,17 @@ and import what a command does at the start of its body. ``tests/test_cli_help.p
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.text import Text
 
 from .. import __version__
+
+if TYPE_CHECKING:
+    from ..config import SyncConfig
 
 app = typer.Typer(
     name="hubmirror",
@@ -112,3 +116,19 @@ def warn(message: object) -> None:
 
     text = redact_text(str(message))
     console.print(Text.assemble(("warning:", "yellow"), " ", text), highlight=False, soft_wrap=True)
+
+
+def load_sync_config(
+    config: Path | None, cli: dict[str, Any], *, content_mirror: list[str] | None, no_content_mirrors: bool
+) -> SyncConfig:
+    """The config file (if any) with the command's flags laid over it (`SyncConfig.merge`), as `check` and
+    `verify` read it: ``--content-mirror`` and ``--no-content-mirrors`` together are refused."""
+    from .._errors import ConfigError
+    from ..config import SyncConfig as Config
+    from ..config import load_config
+
+    if no_content_mirrors and content_mirror:
+        raise ConfigError("give either --content-mirror or --no-content-mirrors, not both")
+    base = load_config(config) if config is not None else Config()
+    cfg = base.merge({**cli, "content_mirrors": content_mirror})
+    return cfg.without_content_mirrors() if no_content_mirrors else cfg

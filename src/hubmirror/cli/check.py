@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._app import ContentMirrorOption, NoContentMirrorsOption, app, fail, out, say
+from ._app import ContentMirrorOption, NoContentMirrorsOption, app, fail, load_sync_config, out, say
 
 
 @app.command()
@@ -37,8 +37,7 @@ def check(
     import logging
     from dataclasses import asdict
 
-    from .._errors import ConfigError, HubmirrorError
-    from ..config import SyncConfig, load_config
+    from .._errors import HubmirrorError
     from ..preflight import run_checks
 
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
@@ -50,15 +49,9 @@ def check(
         "prune": prune,
         "hub_api": hub_api,
         "insecure": insecure,
-        "content_mirrors": content_mirror,
     }
     try:
-        if no_content_mirrors and content_mirror:
-            raise ConfigError("give either --content-mirror or --no-content-mirrors, not both")
-        base = load_config(config) if config is not None else SyncConfig()
-        cfg = base.merge(cli)
-        if no_content_mirrors:
-            cfg = cfg.without_content_mirrors()
+        cfg = load_sync_config(config, cli, content_mirror=content_mirror, no_content_mirrors=no_content_mirrors)
         report = asyncio.run(run_checks(cfg))
     except HubmirrorError as e:
         fail(e)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ._app import ContentMirrorOption, NoContentMirrorsOption, app, console, fail, out, say
+from ._app import ContentMirrorOption, NoContentMirrorsOption, app, console, fail, load_sync_config, out, say
 
 
 @app.command()
@@ -38,7 +38,6 @@ def verify(
     import logging
 
     from .._errors import ConfigError, HubmirrorError
-    from ..config import SyncConfig, load_config
     from ..verify import verify as run_verify
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -48,15 +47,9 @@ def verify(
         "source": source,
         "max_pulls": max_pulls,
         "insecure": insecure,
-        "content_mirrors": content_mirror,
     }
     try:
-        if no_content_mirrors and content_mirror:
-            raise ConfigError("give either --content-mirror or --no-content-mirrors, not both")
-        base = load_config(config) if config is not None else SyncConfig()
-        cfg = base.merge(cli)
-        if no_content_mirrors:
-            cfg = cfg.without_content_mirrors()
+        cfg = load_sync_config(config, cli, content_mirror=content_mirror, no_content_mirrors=no_content_mirrors)
         if not cfg.dest:
             raise ConfigError("no destination: give --dest REGISTRY/NAMESPACE or --dest oci:PATH (or dest: in config)")
         report = asyncio.run(run_verify(cfg, deep=deep, repair=repair))
