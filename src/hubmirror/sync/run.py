@@ -21,17 +21,16 @@ from pathlib import Path
 
 from ..config import SyncConfig
 from ..plan import Plan
-from ..referrers import follow_referrers
-from ..report import Outcome, SyncReport
+from ..report import SyncReport
 from ..state import State
 from . import freshness
 from .events import RunControl, SyncEvents
-from .journal import FollowJournal, settle_intents
+from .journal import settle_intents
 from .planning import build_plan
 from .prune import prune
-from .record import record_followed, record_up_to_date
+from .record import record_up_to_date
 from .reporting import add_failed, finish_report, plan_report
-from .runner import Runner
+from .runner import copy_and_follow
 from .stores import Destination, Sources, open_destination
 from .worker import run_worker
 
@@ -131,40 +130,22 @@ async def _copy_and_finish(
     await record_up_to_date(plan, state=state, dest=dest, report=report, run_id=run_id)
     await freshness.note_changes(plan, state=state, dest=dest)
     events.plan_ready(plan)
-    runner = Runner(
+    # Deferred work was taken first by the plan and stays recorded until the run has ended: what this run did
+    # not defer again, for every repository of this destination, goes once the copies are done.
+    await copy_and_follow(
         cfg,
         plan,
+        report,
         state=state,
         dest=dest,
         sources=sources,
-        report=report,
-        run_id=run_id,
         events=events,
         control=control,
+        run_id=run_id,
+        scope=lambda repo: repo.startswith(dest.prefix),
+        deferred_where=dest.name,
+        phase="copying signatures and referrers of the mirrored images",
     )
-    await runner.run()
-    # Deferred work was taken first by the plan and stays recorded until the run has ended (a crash keeps its
-    # priority): now what this run deferred again stays, and entries for images that were done, failed, left
-    # the selection or became up to date go.
-    for d in await state.aio.deferred():
-        if d.dest_repo.startswith(dest.prefix) and (d.source_ref, d.dest_repo) not in runner.deferred:
-            await state.aio.clear_deferred(d.source_ref, d.dest_repo)
-    if cfg.signatures and runner.stopped is None:
-        events.phase("copying signatures and referrers of the mirrored images")
-        followed = await follow_referrers(
-            plan,
-            report,
-            copier=runner.copier,
-            sources=sources.__getitem__,
-            dest=dest.store,
-            dest_key=dest.key,
-            listed=True,
-            journal=lambda subject: FollowJournal(subject, state=state, dest=dest, run_id=run_id),
-        )
-        await record_followed(followed, state=state, dest=dest, run_id=run_id)
-    elif cfg.signatures and control is not None and control.reason is not None:
-        # stopped from outside: what follows the images is left for the next run, and the report says so
-        report.add(Outcome.DEFERRED, "--signatures", dest.name, reason=f"not followed in this run: {control.reason}")
     await prune_selection()
     await freshness.finish(plan, report, state=state, dest=dest)
     finish_report(report, sources, dest, cfg)

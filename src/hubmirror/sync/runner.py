@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 
 import aiohttp
 
@@ -17,14 +18,15 @@ from ..config import SyncConfig
 from ..copy import Copier, CopyResult, first_error
 from ..media import Descriptor
 from ..plan import Plan, WorkItem
+from ..referrers import follow_referrers
 from ..report import Outcome, SyncReport
 from ..state import State
 from ..store.mirrored import counting_mirrored
 from . import freshness
 from .breaker import DestinationBreaker, DestinationWatch, Tripped, failure_kind
 from .events import RunControl, SyncEvents
-from .journal import ItemJournal
-from .record import record_copied
+from .journal import FollowJournal, ItemJournal
+from .record import record_copied, record_followed
 from .stores import Destination, Sources
 
 log = logging.getLogger(__name__)
@@ -311,4 +313,61 @@ class Runner:
         self.events.item_done(item, Outcome.DEFERRED)
 
 
-__all__ = ["DEST_TAGS_FRESH", "Runner"]
+async def copy_and_follow(
+    cfg: SyncConfig,
+    plan: Plan,
+    report: SyncReport,
+    *,
+    state: State,
+    dest: Destination,
+    sources: Sources,
+    events: SyncEvents,
+    control: RunControl | None,
+    run_id: int,
+    scope: Callable[[str], bool],
+    deferred_where: str,
+    phase: str | None = None,
+    semaphore: asyncio.Semaphore | None = None,
+) -> Runner:
+    """Copy the plan's items; forget the deferred rows of the destination repositories in *scope* that the
+    copies did not defer again (deferred work keeps its priority until its run has ended, so a crash keeps
+    it); then follow the signatures and referrers of what was mirrored, announced by *phase*, or, stopped
+    from outside, report them deferred (as *deferred_where*). The sync (every repository) and a worker (one
+    repository) both end their copies here."""
+    runner = Runner(
+        cfg,
+        plan,
+        state=state,
+        dest=dest,
+        sources=sources,
+        report=report,
+        run_id=run_id,
+        events=events,
+        control=control,
+        semaphore=semaphore,
+    )
+    await runner.run()
+    for d in await state.aio.deferred():
+        if scope(d.dest_repo) and (d.source_ref, d.dest_repo) not in runner.deferred:
+            await state.aio.clear_deferred(d.source_ref, d.dest_repo)
+    if cfg.signatures and runner.stopped is None:
+        if phase is not None:
+            events.phase(phase)
+        followed = await follow_referrers(
+            plan,
+            report,
+            copier=runner.copier,
+            sources=sources.__getitem__,
+            dest=dest.store,
+            dest_key=dest.key,
+            listed=True,
+            journal=lambda subject: FollowJournal(subject, state=state, dest=dest, run_id=run_id),
+        )
+        await record_followed(followed, state=state, dest=dest, run_id=run_id)
+    elif cfg.signatures and control is not None and control.reason is not None:
+        why = f"not followed in this run: {control.reason}"
+        report.add(Outcome.DEFERRED, "--signatures", deferred_where, reason=why)
+    return runner
+
+
+__all__ = ["DEST_TAGS_FRESH", "Runner", "copy_and_follow"]

@@ -20,19 +20,18 @@ from typing import Any
 from ..config import SyncConfig
 from ..copy import first_error
 from ..plan import Plan, Target, check
-from ..referrers import follow_referrers
 from ..report import EXIT_DEFERRED, EXIT_DONE, EXIT_FAILED, RUN_STATUS, Outcome, SyncReport, Totals
 from ..state import State
 from ..store import TransferStats
 from . import freshness
 from .claim import Claims, SharedQuota, quota_key
 from .events import RunControl, SyncEvents
-from .journal import FollowJournal, settle_intents
+from .journal import settle_intents
 from .planning import children_check_due
 from .prune import prune
-from .record import record_followed, record_up_to_date
+from .record import record_up_to_date
 from .reporting import add_failed, finish_report
-from .runner import Runner
+from .runner import copy_and_follow
 from .selection import select_targets, unique
 from .stores import Destination, Sources
 
@@ -198,29 +197,20 @@ async def _work_unit(
     budget = sources.budget
     await budget.top_up(sum(i.estimated_pulls for i in plan.copies if sources.is_hub(i.source_registry)))
     try:
-        runner = Runner(
-            cfg, plan, state=state, dest=dest, sources=sources, report=report, run_id=run_id, events=events,
-            control=control, semaphore=semaphore,
-        )  # fmt: skip
-        await runner.run()
-        for d in await state.aio.deferred():  # this repository's deferred rows not deferred again go
-            if d.dest_repo == unit and (d.source_ref, d.dest_repo) not in runner.deferred:
-                await state.aio.clear_deferred(d.source_ref, d.dest_repo)
-        if cfg.signatures and runner.stopped is None:
-            followed = await follow_referrers(
-                plan,
-                report,
-                copier=runner.copier,
-                sources=sources.__getitem__,
-                dest=dest.store,
-                dest_key=dest.key,
-                listed=True,
-                journal=lambda subject: FollowJournal(subject, state=state, dest=dest, run_id=run_id),
-            )
-            await record_followed(followed, state=state, dest=dest, run_id=run_id)
-        elif cfg.signatures and control is not None and control.reason is not None:
-            why = f"not followed in this run: {control.reason}"
-            report.add(Outcome.DEFERRED, "--signatures", unit, reason=why)
+        await copy_and_follow(
+            cfg,
+            plan,
+            report,
+            state=state,
+            dest=dest,
+            sources=sources,
+            events=events,
+            control=control,
+            run_id=run_id,
+            scope=lambda repo: repo == unit,  # this repository's deferred rows not deferred again go
+            deferred_where=unit,
+            semaphore=semaphore,
+        )
     finally:
         await budget.release()
     return blockers
