@@ -26,6 +26,7 @@ Goal (issue 15): PostgreSQL with one worker within 1.2x SQLite's wall time, cold
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import statistics
@@ -64,6 +65,8 @@ class Result:
     manifest_gets: int
     uploads: int | None  # blobs_copied + blobs_mounted over the workers' reports
     tags_ok: bool | None
+    mounted: int = 0  # of the uploads, cross-repository mounts
+    mib: float = 0.0  # blob bytes uploaded (the reports' ``bytes``), MiB
     repos_by_worker: list[int] = field(default_factory=list)  # repositories each worker copied into
 
     @property
@@ -116,7 +119,11 @@ class Bench:
         )
         return cfg
 
-    def run(self, case: str, kind: str, rnd: int, dest: Registry, where: str, workers: int) -> Result:
+    def run(
+        self, case: str, kind: str, rnd: int, dest: Registry, where: str, workers: int, profile: Path | None = None
+    ) -> Result:
+        """One run of *case*: its *workers* processes started at once (*profile*: the one process under
+        cProfile, stats into that file; the run is then left out of the results)."""
         cfg = self.config(dest)
         tag = f"{self._n}-{kind}-{rnd}-{workers}"
         cmds = []
@@ -125,26 +132,28 @@ class Bench:
             report.unlink(missing_ok=True)
             argv = [HUBMIRROR, "sync", "--config", str(cfg), "--state", where, "--report", str(report)]
             argv += ["--cache-dir", str(self.work / "cache")]
+            if profile is not None:
+                argv = [sys.executable, "-m", "cProfile", "-o", str(profile), *argv]
             cmds.append((argv, self.work / f"log-{tag}-{i}.out", self.work / f"log-{tag}-{i}.err"))
         gets = self.hub.manifest_gets()
         wall, runs = run_measured_all(cmds)
         reports = []
         for i in range(workers):
-            try:
+            with contextlib.suppress(OSError, ValueError):
                 reports.append(json.loads((self.work / f"report-{tag}-{i}.json").read_text()))
-            except (OSError, ValueError):
-                pass
         uploads = (
             sum(int(r["totals"]["blobs_copied"]) + int(r["totals"]["blobs_mounted"]) for r in reports)
             if len(reports) == workers
             else None
         )
+        mounted = sum(int(r["totals"]["blobs_mounted"]) for r in reports)
+        mib = round(sum(float(r["totals"]["bytes"]) for r in reports) / (1 << 20), 1)
         spread = [len({i["dest"] for i in r["items"] if i["outcome"] == "copied"}) for r in reports]
         probe = Run("hubmirror", kind, wall, 0.0, 0)
         verify(probe, dest, f"{NAMESPACE}/", self.expected)
         res = Result(
             case, kind, rnd, round(wall, 2), round(sum(m.cpu_s for m in runs), 2), [m.code for m in runs],
-            self.hub.manifest_gets() - gets, uploads, probe.digests_ok, spread,
+            self.hub.manifest_gets() - gets, uploads, probe.digests_ok, mounted, mib, spread,
         )  # fmt: skip
         for i, m in enumerate(runs):
             if m.code != 0:
@@ -155,7 +164,8 @@ class Bench:
             f"GETs {res.manifest_gets:4}  uploads {res.uploads}  {'ok' if res.ok else 'FAIL'}",
             file=sys.stderr,
         )
-        self.results.append(res)
+        if profile is None:
+            self.results.append(res)
         return res
 
 
@@ -181,25 +191,38 @@ def measure(bench: Bench, rounds: int, noop_runs: int) -> None:
             shutil.rmtree(dest.root, ignore_errors=True)
 
 
-def paired(results: list[Result], kind: str) -> list[float]:
-    """PostgreSQL-1-worker / SQLite wall ratios of the runs of *kind* taken in turn (same round, same index)."""
+def profile(bench: Bench, out: Path) -> None:
+    """A SQLite and a one-worker PostgreSQL case, each on fresh destinations, run under cProfile: stats into
+    *out*/{sqlite,pg1}-{cold,noop}.prof (read with ``python -m pstats``)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for (name, backend, n), short in zip(CASES[:2], ("sqlite", "pg1"), strict=True):
+        dest, where = bench.new_target(backend)
+        for kind in ("cold", "noop"):
+            bench.run(name, kind, -1, dest, where, n, profile=out / f"{short}-{kind}.prof")
+
+
+def paired(results: list[Result], kind: str, what: str = "wall_s") -> list[float]:
+    """PostgreSQL-1-worker / SQLite ratios of *what* (``wall_s``, ``cpu_s``) of the runs of *kind* taken in turn
+    (same round, same index)."""
     out = []
     for rnd in sorted({r.round for r in results}):
-        sq = [r.wall_s for r in results if (r.case, r.kind, r.round) == (SQLITE, kind, rnd)]
-        pg = [r.wall_s for r in results if (r.case, r.kind, r.round) == (PG1, kind, rnd)]
+        sq = [getattr(r, what) for r in results if (r.case, r.kind, r.round) == (SQLITE, kind, rnd)]
+        pg = [getattr(r, what) for r in results if (r.case, r.kind, r.round) == (PG1, kind, rnd)]
         out += [p / s for p, s in zip(pg, sq, strict=False) if s]
     return out
 
 
 def _spread(values: list[float], fmt: str = "{:.2f}") -> str:
-    med = statistics.median(values)
-    return fmt.format(med) if len(values) == 1 else f"{fmt.format(med)} ({fmt.format(min(values))}–{fmt.format(max(values))})"
+    """The median of *values*, and their range when there are several."""
+    med, lo, hi = (fmt.format(v) for v in (statistics.median(values), min(values), max(values)))
+    return med if len(values) == 1 else f"{med} ({lo}–{hi})"
 
 
 def table(results: list[Result], min_gets: int, min_uploads: int) -> str:
     cols = (
         "case", "run", "n", "wall s, median (range)", "CPU s, median (range)",
-        "manifest GETs / min", "blob uploads+mounts / unique", "repos per worker", "tags",
+        "manifest GETs / min", "blob uploads+mounts / unique", "of them mounts", "MiB uploaded", "repos per worker",
+        "tags",
     )  # fmt: skip
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for name, _, _ in CASES:
@@ -214,6 +237,7 @@ def table(results: list[Result], min_gets: int, min_uploads: int) -> str:
             cells = (
                 name, kind, str(len(rs)), _spread([r.wall_s for r in rs]), _spread([r.cpu_s for r in rs]),
                 f"{'/'.join(map(str, gets))} / {mins[0]}", f"{'/'.join(map(str, ups))} / {mins[1]}",
+                "/".join(map(str, sorted({r.mounted for r in rs}))), _spread([r.mib for r in rs], "{:.1f}"),
                 spread if kind == "cold" else "–",
                 "all right" if all(r.ok for r in rs) else f"{sum(not r.ok for r in rs)} FAILED",
             )  # fmt: skip
@@ -233,6 +257,12 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=3, help="rounds of every case (default 3)")
     ap.add_argument("--noop-runs", type=int, default=3, help="no-op runs per case and round (default 3)")
     ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument(
+        "--cprofile",
+        type=Path,
+        metavar="DIR",
+        help="then a SQLite and a PostgreSQL one-worker case (cold, no-op) under cProfile, into DIR/*.prof",
+    )
     ap.add_argument("--json", action="store_true", help="print the results as JSON on stdout")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, reports)")
     args = ap.parse_args()
@@ -273,15 +303,21 @@ def main() -> int:
             bench = Bench(work, hub, registries, pg, lib_path, args)
             bench.expected = expected
             measure(bench, args.rounds, args.noop_runs)
+            if args.cprofile is not None:
+                profile(bench, args.cprofile)
         results = bench.results
         ratios = {kind: paired(results, kind) for kind in ("cold", "noop")}
+        cpu = {kind: paired(results, kind, "cpu_s") for kind in ("cold", "noop")}
         summary = {k: round(statistics.median(v), 3) if v else None for k, v in ratios.items()}
         goals = {k: v is not None and v <= GOAL for k, v in summary.items()}
         if args.json:
             out = {
                 "setup": setup,
                 "results": [r.__dict__ for r in results],
-                "pg1_vs_sqlite": {k: {"median": summary[k], "pairs": [round(x, 3) for x in v]} for k, v in ratios.items()},
+                "pg1_vs_sqlite": {
+                    k: {"median": summary[k], "pairs": [round(x, 3) for x in v]} for k, v in ratios.items()
+                },
+                "pg1_vs_sqlite_cpu": {k: [round(x, 3) for x in v] for k, v in cpu.items()},
                 "goals": goals,
             }
             print(json.dumps(out, indent=2))
@@ -294,6 +330,11 @@ def main() -> int:
                     print(
                         f"PostgreSQL 1 worker / SQLite wall, {kind}: median {summary[kind]:.3f}x of {len(v)} pairs "
                         f"(range {min(v):.3f}–{max(v):.3f}x); goal <= {GOAL}x {'met' if goals[kind] else 'MISSED'}"
+                    )
+                    c = cpu[kind]
+                    print(
+                        f"PostgreSQL 1 worker / SQLite CPU, {kind}: median {statistics.median(c):.3f}x "
+                        f"(range {min(c):.3f}–{max(c):.3f}x)"
                     )
         return 0 if all(r.ok for r in results) else 1
     finally:
