@@ -1176,6 +1176,15 @@ class State:
             )
             return cur.rowcount > 0
 
+    def clear_deferred_many(self, items: Iterable[tuple[str, str]]) -> int:
+        """`clear_deferred` of every (source_ref, dest_repo) of *items*, in one transaction (one round trip to
+        PostgreSQL for all of them); how many there were."""
+        rows = list(items)
+        if not rows:
+            return 0
+        with self._guard("clear deferred work"), self._write():
+            return self._changes("DELETE FROM deferred WHERE source_ref = ? AND dest_repo = ?", rows)
+
     # ------------------------------------------------------------------ manifests of unfinished copies
 
     def keep_manifest(self, digest: str, media_type: str, data: bytes) -> None:
@@ -1814,6 +1823,9 @@ class AsyncState:
 
     async def clear_deferred(self, source_ref: str, dest_repo: str) -> bool:
         return await self._state.run(self._state.clear_deferred, source_ref, dest_repo)
+
+    async def clear_deferred_many(self, items: Iterable[tuple[str, str]]) -> int:
+        return await self._state.run(self._state.clear_deferred_many, list(items))
 
     async def begin_run(self, commit: str | None = None) -> int:
         return await self._state.run(self._state.begin_run, commit)
