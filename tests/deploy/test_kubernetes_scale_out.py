@@ -444,3 +444,29 @@ def test_two_serve_replicas_on_the_postgresql_state_answer_probes_and_the_api_an
     logs = [(env.root / f"replica-{i}.log").read_text() for i in range(len(replicas))]
     assert codes == [0] * len(replicas), logs
     assert all(postgres.password not in log for log in logs)
+
+
+def test_your_own_postgresqls_whole_address_can_live_in_the_secret(env: Env, postgres: PostgresServer) -> None:
+    """secret.example.yaml: with `state: postgresql://`, libpq takes the host, port, user and database from
+    the Secret's PGHOST, PGPORT, PGUSER and PGDATABASE, as it takes the password from PGPASSWORD."""
+    docs = _docs()
+    url = postgres.new_database()
+    etc = env.root / "etc-hubmirror"
+    etc.mkdir()
+    data = yaml.safe_load(_cluster_config(env, postgres, url.rsplit("/", 1)[1], docs))
+    data["state"] = "postgresql://"
+    (etc / "hubmirror.yaml").write_text(yaml.safe_dump(data))
+    user = url.removeprefix("postgresql://").split(":", 1)[0]
+    secret = {"PGHOST": postgres.host, "PGPORT": str(postgres.port), "PGUSER": user, "PGPASSWORD": postgres.password}
+    secret["PGDATABASE"] = url.rsplit("/", 1)[1]
+    env.commit(repos_library())
+    env.seed()
+    pod = Pod(_container(_one(docs, "CronJob")), env.root / "worker", etc, {"hubmirror-postgres": secret})
+    p = subprocess.run(
+        pod.argv(), env={**pod.env, "JOB_COMPLETION_INDEX": "0", **_test_env(env)}, capture_output=True, text=True
+    )
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert_every_tag_right(env)
+    with State.open(url) as st:
+        assert [r.status for r in st.runs()] == ["completed"]
+    assert postgres.password not in p.stdout + p.stderr
