@@ -102,6 +102,10 @@ def test_the_scale_out_compose_file_passes_the_compose_spec_and_wires_postgres_w
         assert (FILE.parent / build["context"] / build["dockerfile"]).resolve() == DEPLOY / "Dockerfile"
         deps = services[name]["depends_on"]
         assert deps["postgres"]["condition"] == "service_healthy" and "registry" in deps
+    # The image's HEALTHCHECK asks serve's /healthz: the sync daemons, which do not listen, turn it off.
+    assert "/healthz" in (DEPLOY / "Dockerfile").read_text()
+    assert services["worker"]["healthcheck"] == {"disable": True} and "healthcheck" not in services["hubmirror"]
+    assert services["hubmirror"]["command"][-2:] == ["--listen", "0.0.0.0:8080"]
     assert all(p.startswith("127.0.0.1:") for s in services.values() for p in s.get("ports", []))
     assert "ports" not in services["postgres"]  # reachable inside the compose network only
 
