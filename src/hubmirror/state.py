@@ -1595,7 +1595,10 @@ class State:
         (its lease not run out) or another repository holds it (`blob_holders`): mount or wait instead."""
         with self._guard("claim blob"), self._write():
             if self._pg:  # two workers claiming one blob together: one after the other
-                self._conn.execute("SELECT pg_advisory_xact_lock(CAST(? AS integer), hashtext(CAST(? AS text)))", (_PG_BLOB_LOCK, digest))
+                self._conn.execute(
+                    "SELECT pg_advisory_xact_lock(CAST(? AS integer), hashtext(CAST(? AS text)))",
+                    (_PG_BLOB_LOCK, digest),
+                )
             busy = self._conn.execute(
                 "SELECT 1 FROM work_blobs WHERE run_id = ? AND digest = ? AND dest_repo <> ? "
                 "AND (lease_until IS NULL OR lease_until >= ?) LIMIT 1",
