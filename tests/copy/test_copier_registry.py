@@ -20,8 +20,8 @@ from hubmirror.platform import Platform
 from hubmirror.registry.credentials import Credentials
 from hubmirror.registry.options import ClientOptions
 from hubmirror.registry.retry import RetryPolicy
-from hubmirror.store import OCILayoutStore
 from hubmirror.state import State
+from hubmirror.store import OCILayoutStore
 from hubmirror.store.registry import RegistryStore
 from hubmirror.sync.claim import BlobClaims
 from hubmirror.testing import layout as oci_layout
@@ -170,6 +170,17 @@ class NoMounts(RegistryStore):
         return False
 
 
+async def _in_flight(st: State, run: int, digests: list[str]) -> None:
+    """Return once one of *digests* is being transferred under a claim (as the state says)."""
+
+    async def claimed() -> bool:
+        return any([await st.run(st.blob_in_flight, run, d, now=time.time()) for d in digests])
+
+    async with asyncio.timeout(60):
+        while not await claimed():  # noqa: ASYNC110 (the state is polled: no event to wait on)
+            await asyncio.sleep(0.05)
+
+
 @pytest.mark.parametrize("mounts", [True, False])
 async def test_copiers_sharing_a_ledger_download_a_shared_blob_once(
     mounts: bool,
@@ -199,14 +210,11 @@ async def test_copiers_sharing_a_ledger_download_a_shared_blob_once(
         copy_a = asyncio.create_task(
             Copier(hub_store, dest_a, ledger=ledgers[0]).copy("library/a", "1", f"{repo_name}/a", ["1"])
         )
-        while not st.blob_in_flight(run, base[0].digest, now=time.time()):  # a claimed the base layer
-            await asyncio.sleep(0.05)
+        await _in_flight(st, run, [base[0].digest])  # a claimed the base layer
         copy_b = asyncio.create_task(
             Copier(hub_store, dest_b, ledger=ledgers[1]).copy("library/b", "1", f"{repo_name}/b", ["1"])
         )
-        own_b = sorted(set(b.blob_digests) - shared)
-        while not any(st.blob_in_flight(run, d, now=time.time()) for d in own_b):  # b is placing its blobs
-            await asyncio.sleep(0.05)
+        await _in_flight(st, run, sorted(set(b.blob_digests) - shared))  # b is placing its blobs
         hub.set_delay(0)
         ra, rb = await asyncio.wait_for(asyncio.gather(copy_a, copy_b), 120)
         holders = st.blob_holders(run, base[0].digest)
