@@ -709,13 +709,7 @@ class Copier:
         repo, digest = ctx.dst_repo, desc.digest
         tried: set[str] = set()
         while True:
-            for other in sorted(await ledger.holders(digest) - {repo} - tried):
-                tried.add(other)
-                if await self._mount(repo, desc, other):
-                    return "mounted"
-            if tried:  # held elsewhere, but the registry refuses the mount: a claim would save nothing
-                break
-            if await ledger.claim(digest, repo):
+            if await ledger.claim(digest, repo):  # first: a blob no other repository needs costs one question
                 try:
                     async with self._blob_sem:
                         await self._transfer(ctx, desc)
@@ -723,6 +717,12 @@ class Copier:
                     await asyncio.shield(ledger.release(digest, repo))
                     raise
                 return "copied"
+            for other in sorted(await ledger.holders(digest) - {repo} - tried):
+                tried.add(other)
+                if await self._mount(repo, desc, other):
+                    return "mounted"
+            if tried:  # held elsewhere, but the registry refuses the mount: a claim would save nothing
+                break
             await ledger.wait(digest)  # another process transfers it: then look again
         async with self._blob_sem:
             await self._transfer(ctx, desc)
