@@ -70,7 +70,7 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 9
+SCHEMA_VERSION: Final = 10
 
 #: Statuses a run can have. ``running`` rows left by a killed sync become ``interrupted`` at the next run.
 RUN_STATUSES: Final = frozenset({"running", "completed", "deferred", "failed", "interrupted"})
@@ -235,6 +235,23 @@ CREATE TABLE pull_quota (
 """
 # ---------------------------------------------------------------------------------------------------------
 
+# Blobs of a run shared by workers (issue 15 item 2): `work_blobs` has one row per (run, blob, destination
+# repository) a worker placed the blob in during the run (``lease_until`` NULL), or is transferring it into
+# (``lease_until``: the claim's lease, epoch seconds, renewed with the worker's other leases). Other workers
+# mount the blob from a repository that holds it, or wait while one transfers it, instead of downloading it
+# again. Rows live as long as their run (`State.end_run`, or the next run of any job once it is over).
+_WORK_BLOBS = """
+CREATE TABLE work_blobs (
+    run_id INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    dest_repo TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    lease_until DOUBLE PRECISION,
+    PRIMARY KEY (run_id, digest, dest_repo)
+);
+CREATE INDEX work_blobs_in_flight ON work_blobs (run_id, worker) WHERE lease_until IS NOT NULL;
+"""
+
 
 _LIBRARY_COMMIT_KEY = "library_commit:"
 _CHILDREN_CHECKED_KEY = "children_checked:"
@@ -269,12 +286,15 @@ _MIGRATIONS: Final[dict[int, str | Callable[[_Conn], bool]]] = {
     7: _V7,
     8: _V8,
     9: _WORKERS,  # the workers block (issue 15 items 2-3)
+    10: _WORK_BLOBS,  # blobs in flight between workers (issue 15 item 2)
 }
 
 #: The PostgreSQL advisory lock keys: the sync lock (one run at a time) and migrations.
 _PG_SYNC_LOCK: Final = 0x68756273  # "hubs"
 _PG_MIGRATE_LOCK: Final = 0x6875626D  # "hubm"
 _PG_JOIN_LOCK: Final = 0x6875626A  # "hubj": workers joining or starting a run, one at a time
+#: With a blob's hash as the second key (the two-key space, apart from the keys above): claims of one blob.
+_PG_BLOB_LOCK: Final = 0x68756262  # "hubb"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _PG_SCHEMES: Final = ("postgresql", "postgres")
 
@@ -1386,6 +1406,11 @@ class State:
                     self._conn.execute(
                         "UPDATE pull_quota SET available = NULL, outstanding = 0 WHERE quota_key = ?", (quota_key,)
                     )
+                # The blobs of runs that are over (closed, or abandoned by workers that all died) go.
+                self._conn.execute(
+                    "DELETE FROM work_blobs WHERE run_id NOT IN "
+                    "(SELECT run_id FROM work_runs WHERE status IN ('open', 'closing'))"
+                )
             else:
                 run_id = int(row[0])
             self._conn.executemany(
@@ -1423,14 +1448,19 @@ class State:
         return str(row[0]) if row is not None else None
 
     def renew_leases(self, run_id: int, worker: str, *, lease: float, now: float) -> list[str]:
-        """The heartbeat: *worker*'s leases (its own, its units') last until ``now + lease``; the units it
-        still holds (one missing was taken over by another worker after its lease ran out)."""
+        """The heartbeat: *worker*'s leases (its own, its units', its blobs in flight) last until ``now +
+        lease``; the units it still holds (one missing was taken over by another worker after its lease ran
+        out)."""
         with self._guard("renew leases"), self._write():
             self._conn.execute(
                 "UPDATE work_workers SET lease_until = ? WHERE run_id = ? AND worker = ?", (now + lease, run_id, worker)
             )
             self._conn.execute(
                 "UPDATE work_units SET lease_until = ? WHERE run_id = ? AND worker = ? AND status = 'claimed'",
+                (now + lease, run_id, worker),
+            )
+            self._conn.execute(
+                "UPDATE work_blobs SET lease_until = ? WHERE run_id = ? AND worker = ? AND lease_until IS NOT NULL",
                 (now + lease, run_id, worker),
             )
             rows = self._conn.execute(
@@ -1457,8 +1487,12 @@ class State:
             return cur.rowcount > 0
 
     def release_units(self, run_id: int, worker: str) -> None:
-        """*worker* stops (an error): the units it holds go back to be claimed at once."""
+        """*worker* stops (an error): the units it holds, and the blobs it was transferring, go back to be
+        claimed at once."""
         with self._guard("release work"), self._write():
+            self._conn.execute(
+                "DELETE FROM work_blobs WHERE run_id = ? AND worker = ? AND lease_until IS NOT NULL", (run_id, worker)
+            )
             self._conn.execute(
                 "UPDATE work_units SET status = 'todo', worker = NULL, lease_until = NULL "
                 "WHERE run_id = ? AND worker = ? AND status = 'claimed'",
@@ -1527,6 +1561,7 @@ class State:
         """The closer is done: run *run_id* is closed (the next sync of its job starts a new run)."""
         with self._guard("end run"), self._write():
             self._conn.execute("UPDATE work_runs SET status = 'closed' WHERE run_id = ?", (run_id,))
+            self._conn.execute("DELETE FROM work_blobs WHERE run_id = ?", (run_id,))
             self._conn.execute(
                 "UPDATE work_workers SET status = 'finished' WHERE run_id = ? AND status = 'working'", (run_id,)
             )
@@ -1540,6 +1575,72 @@ class State:
                 (run_id,),
             ).fetchall()
         return [(str(r[0]), str(r[1]), r[2], int(r[3])) for r in rows]
+
+    # ------------------------------------------------------------------ blobs workers share in a run
+
+    def blob_holders(self, run_id: int, digest: str) -> list[str]:
+        """The destination repositories workers of run *run_id* placed blob *digest* in (copied, mounted, or
+        found there), sorted."""
+        with self._guard("read blobs"):
+            rows = self._conn.execute(
+                "SELECT dest_repo FROM work_blobs WHERE run_id = ? AND digest = ? AND lease_until IS NULL "
+                "ORDER BY dest_repo",
+                (run_id, digest),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def claim_blob(self, run_id: int, digest: str, dest_repo: str, worker: str, *, lease: float, now: float) -> bool:
+        """Claim the transfer of blob *digest* into *dest_repo* for *worker* until ``now + lease`` (renewed by
+        `renew_leases`); False, claiming nothing, while another claim of the blob in run *run_id* is alive
+        (its lease not run out) or another repository holds it (`blob_holders`): mount or wait instead."""
+        with self._guard("claim blob"), self._write():
+            if self._pg:  # two workers claiming one blob together: one after the other
+                self._conn.execute(
+                    "SELECT pg_advisory_xact_lock(CAST(? AS integer), hashtext(CAST(? AS text)))",
+                    (_PG_BLOB_LOCK, digest),
+                )
+            busy = self._conn.execute(
+                "SELECT 1 FROM work_blobs WHERE run_id = ? AND digest = ? AND dest_repo <> ? "
+                "AND (lease_until IS NULL OR lease_until >= ?) LIMIT 1",
+                (run_id, digest, dest_repo, now),
+            ).fetchone()
+            if busy is not None:
+                return False
+            self._conn.execute(
+                "INSERT INTO work_blobs (run_id, digest, dest_repo, worker, lease_until) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (run_id, digest, dest_repo) DO UPDATE SET worker = excluded.worker, "
+                "lease_until = excluded.lease_until",
+                (run_id, digest, dest_repo, worker, now + lease),
+            )
+            return True
+
+    def blob_in_flight(self, run_id: int, digest: str, *, now: float) -> bool:
+        """Is blob *digest* being transferred by a worker of run *run_id* (a claim whose lease is alive)?"""
+        with self._guard("read blobs"):
+            row = self._conn.execute(
+                "SELECT 1 FROM work_blobs WHERE run_id = ? AND digest = ? AND lease_until >= ? LIMIT 1",
+                (run_id, digest, now),
+            ).fetchone()
+        return row is not None
+
+    def placed_blob(self, run_id: int, digest: str, dest_repo: str, worker: str) -> None:
+        """*worker* placed blob *digest* in *dest_repo* (copied, mounted or found there); its claim, if any,
+        is over."""
+        with self._guard("record blob"), self._write():
+            self._conn.execute(
+                "INSERT INTO work_blobs (run_id, digest, dest_repo, worker, lease_until) VALUES (?, ?, ?, ?, NULL) "
+                "ON CONFLICT (run_id, digest, dest_repo) DO UPDATE SET worker = excluded.worker, lease_until = NULL",
+                (run_id, digest, dest_repo, worker),
+            )
+
+    def release_blob(self, run_id: int, digest: str, dest_repo: str, worker: str) -> None:
+        """*worker*'s transfer of blob *digest* into *dest_repo* failed: its claim goes (another may try)."""
+        with self._guard("release blob"), self._write():
+            self._conn.execute(
+                "DELETE FROM work_blobs WHERE run_id = ? AND digest = ? AND dest_repo = ? AND worker = ? "
+                "AND lease_until IS NOT NULL",
+                (run_id, digest, dest_repo, worker),
+            )
 
     # ------------------------------------------------------------------ the shared pull quota
 

@@ -1,9 +1,12 @@
 """Claims, leases and the shared pull quota in the state (`State.join_run` … `State.take_pulls`), on both
-backends (the sync uses them on PostgreSQL only; the SQL is written once); a `PullBudget` with a pool grants
-only pulls taken from it."""
+backends (the sync uses them on PostgreSQL only; the SQL is written once); the blobs workers claim and
+place (`State.claim_blob` …, `BlobClaims`); a `PullBudget` with a pool grants only pulls taken from it."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from hubmirror._errors import BudgetExhausted
 from hubmirror.budget import PullBudget
 from hubmirror.registry.ratelimit import RateLimit
 from hubmirror.state import State
+from hubmirror.sync.claim import BlobClaims
 from hubmirror.testing.postgres import PostgresServer
 
 JOB = "127.0.0.1:5000/mirror/"
@@ -82,6 +86,97 @@ def test_a_failing_worker_releases_its_units(where: str) -> None:
         assert st.claim_unit(run, "a", lease=10, now=100) == UNITS[0]
         st.release_units(run, "a")
         assert st.claim_unit(run, "b", lease=10, now=101) == UNITS[0]
+
+
+BLOB = "sha256:" + "b" * 64
+OTHER = "sha256:" + "c" * 64
+
+
+def test_a_blob_is_claimed_once_and_a_dead_workers_claim_runs_out_with_its_lease(where: str) -> None:
+    with State.open(where) as st:
+        run, _ = st.join_run(JOB, UNITS, "a", commit=None, lease=10, now=100)
+        st.join_run(JOB, UNITS, "b", commit=None, lease=10, now=100)
+        assert st.blob_holders(run, BLOB) == [] and not st.blob_in_flight(run, BLOB, now=100)
+        assert st.claim_blob(run, BLOB, "mirror/python", "a", lease=10, now=100)
+        assert not st.claim_blob(run, BLOB, "mirror/node", "b", lease=10, now=101)  # a transfers it: b waits
+        assert st.blob_in_flight(run, BLOB, now=101)
+        st.renew_leases(run, "a", lease=10, now=108)  # the heartbeat renews it with a's other leases
+        assert not st.claim_blob(run, BLOB, "mirror/node", "b", lease=10, now=115)
+        assert st.blob_in_flight(run, BLOB, now=118)
+        # a dies: once its lease ran out, nothing is in flight and b claims the blob
+        assert not st.blob_in_flight(run, BLOB, now=118.5)
+        assert st.claim_blob(run, BLOB, "mirror/node", "b", lease=10, now=119)
+        assert not st.claim_blob(run, BLOB, "mirror/python", "a", lease=10, now=119)  # a is too late
+        st.placed_blob(run, BLOB, "mirror/node", "b")
+        assert st.blob_holders(run, BLOB) == ["mirror/node"] and not st.blob_in_flight(run, BLOB, now=120)
+        # A repository holds it: no claim, mount it from there (unless the registry refuses the mount).
+        assert not st.claim_blob(run, BLOB, "mirror/alpine", "a", lease=10, now=120)
+        st.placed_blob(run, BLOB, "mirror/alpine", "a")
+        assert st.blob_holders(run, BLOB) == ["mirror/alpine", "mirror/node"]
+        # A failed transfer gives its claim back at once; so does a worker stopping on an error.
+        assert st.claim_blob(run, OTHER, "mirror/python", "a", lease=10, now=121)
+        st.release_blob(run, OTHER, "mirror/python", "a")
+        assert st.claim_blob(run, OTHER, "mirror/node", "b", lease=10, now=121)
+        st.release_units(run, "b")
+        assert not st.blob_in_flight(run, OTHER, now=122)
+        assert st.blob_holders(run, BLOB) == ["mirror/alpine", "mirror/node"]  # what b placed stays placed
+        # The run's blobs go when it ends; those of a run abandoned go when the next run starts.
+        st.end_run(run)
+        assert st.blob_holders(run, BLOB) == []
+        dead, _ = st.join_run(JOB, UNITS, "a", commit=None, lease=10, now=200)
+        st.placed_blob(dead, BLOB, "mirror/python", "a")
+        assert st.claim_blob(dead, OTHER, "mirror/python", "a", lease=10, now=200)
+        new, started = st.join_run(JOB, UNITS, "c", commit=None, lease=10, now=300)  # a died
+        assert started and new != dead
+        assert st.blob_holders(dead, BLOB) == [] and not st.blob_in_flight(dead, OTHER, now=200)
+
+
+def test_workers_claiming_the_same_blobs_together_claim_each_once(where: str) -> None:
+    """Two workers (two connections) claim the same 40 blobs at the same time: each blob goes to one."""
+    digests = [f"sha256:{i:064x}" for i in range(40)]
+    with State.open(where) as st:
+        run, _ = st.join_run(JOB, UNITS, "a", commit=None, lease=30, now=time.time())
+    got: dict[str, list[str]] = {"a": [], "b": []}
+    start = threading.Barrier(2)
+
+    def worker(name: str) -> None:
+        with State.open(where) as st:
+            start.wait(timeout=60)
+            for d in digests:
+                if st.claim_blob(run, d, f"mirror/{name}", name, lease=30, now=time.time()):
+                    got[name].append(d)
+
+    threads = [threading.Thread(target=worker, args=(n,)) for n in got]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert sorted(got["a"] + got["b"]) == digests  # each blob claimed by exactly one worker
+
+
+async def test_blob_claims_let_one_lane_transfer_and_the_others_wait(tmp_path: Path) -> None:
+    """`BlobClaims`, the ledger of one worker: its lanes wait for each other in the process; a lane of
+    another worker waits on the state until the claim is over, then sees the repository to mount from."""
+    with State.open(tmp_path / "state.db") as st:
+        run, _ = st.join_run(JOB, UNITS, "a", commit=None, lease=10, now=time.time())
+        a = BlobClaims(st, run, "a", lease=10, poll=0.05)
+        b = BlobClaims(st, run, "b", lease=10, poll=0.05)
+        assert await a.claim(BLOB, "mirror/python")
+        assert not await a.claim(BLOB, "mirror/node")  # another lane of a has it in flight
+        assert not await b.claim(BLOB, "mirror/alpine")  # another worker has it in flight
+        lane = asyncio.create_task(a.wait(BLOB))
+        other = asyncio.create_task(b.wait(BLOB))
+        await asyncio.sleep(0.2)
+        assert not lane.done() and not other.done()
+        await a.placed(BLOB, "mirror/python")
+        await asyncio.wait_for(asyncio.gather(lane, other), 30)
+        assert await b.holders(BLOB) == {"mirror/python"}
+        # A failed transfer: the claim goes, the next one claims it.
+        assert await b.claim(OTHER, "mirror/alpine")
+        waiting = asyncio.create_task(a.wait(OTHER))
+        await b.release(OTHER, "mirror/alpine")
+        await asyncio.wait_for(waiting, 30)
+        assert await a.claim(OTHER, "mirror/node")
 
 
 def test_the_shared_quota_is_debited_settled_and_rebased(where: str) -> None:

@@ -133,7 +133,7 @@ def test_a_state_keyed_by_the_url_with_its_token_is_migrated_keeps_its_commit_an
         assert _sync(env, url).returncode == 0
         # What hubmirror wrote before this change: schema 5, the key with the token, updated run after run.
         db = sqlite3.connect(env.state_path, isolation_level=None)
-        workers = ("work_runs", "work_units", "work_workers", "pull_quota")  # the workers block
+        workers = ("work_runs", "work_units", "work_workers", "pull_quota", "work_blobs")  # the workers blocks
         for undo in (
             "DROP TABLE tag_owners",
             "DROP TABLE deletions",

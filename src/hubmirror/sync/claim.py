@@ -5,7 +5,9 @@ run and lists its units; the others join it (`State.join_run`). Each worker clai
 (`State.claim_unit`: ``SELECT … FOR UPDATE SKIP LOCKED``) under a lease that a heartbeat renews every third
 of its length; a worker that dies stops renewing, and once its lease has run out (`SyncConfig.lease`,
 30 s by default) another worker claims its unit again. The workers share one pull quota (`SharedQuota`,
-a row of the state) that every pull is taken from before it is granted.
+a row of the state) that every pull is taken from before it is granted, and the blobs of the run
+(`BlobClaims`): a blob another worker placed is mounted from its repository, one another worker is
+transferring is waited for, so that a blob shared by several repositories is downloaded once.
 """
 
 from __future__ import annotations
@@ -133,6 +135,91 @@ class Claims:
                 await task
 
 
+class BlobClaims:
+    """The `hubmirror.copy.BlobLedger` of one worker of a run: the blobs the run's workers placed and are
+    transferring, in the state (`State.claim_blob` …). A claim's lease is the run's, renewed by the worker's
+    heartbeat (`State.renew_leases`): a worker that dies mid-transfer holds the others up one lease at most.
+    The lanes of this worker (each with its own `Copier`) wait for each other here, without the state.
+
+    The ledger only saves transfers: when the state cannot be read or written, a blob is transferred as if
+    no other worker were there (with one warning)."""
+
+    def __init__(self, state: State, run_id: int, worker: str, *, lease: float, poll: float = 0.5) -> None:
+        self.state, self.run_id, self.worker, self.lease = state, run_id, worker, lease
+        self.poll = min(poll, lease / 4)  # how often a waiter looks at another worker's claim
+        self._mine: dict[str, tuple[str, asyncio.Event]] = {}  # digest → (repo, set when over) claimed here
+        self._warned = False
+
+    def _failed(self, e: StateError) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("blobs shared between workers: %s (transferring without them)", e)
+
+    async def holders(self, digest: str) -> set[str]:
+        try:
+            return set(await self.state.run(self.state.blob_holders, self.run_id, digest))
+        except StateError as e:
+            self._failed(e)
+            return set()
+
+    async def claim(self, digest: str, repo: str) -> bool:
+        if digest in self._mine:  # another lane of this worker transfers it
+            return False
+        done = asyncio.Event()
+        self._mine[digest] = (repo, done)
+        try:
+            got = await self.state.run(
+                self.state.claim_blob, self.run_id, digest, repo, self.worker, lease=self.lease, now=time.time()
+            )
+        except StateError as e:
+            self._failed(e)
+            got = True
+        except BaseException:
+            self._over(digest, repo)
+            raise
+        if not got:
+            self._over(digest, repo)
+        return got
+
+    async def wait(self, digest: str) -> None:
+        mine = self._mine.get(digest)
+        if mine is not None:
+            await mine[1].wait()
+            return
+        while True:
+            try:
+                busy = await self.state.run(self.state.blob_in_flight, self.run_id, digest, now=time.time())
+            except StateError as e:
+                self._failed(e)
+                return
+            if not busy:
+                return
+            await asyncio.sleep(self.poll)
+
+    async def placed(self, digest: str, repo: str) -> None:
+        try:
+            await self.state.run(self.state.placed_blob, self.run_id, digest, repo, self.worker)
+        except StateError as e:
+            self._failed(e)
+        finally:
+            self._over(digest, repo)
+
+    async def release(self, digest: str, repo: str) -> None:
+        try:
+            await self.state.run(self.state.release_blob, self.run_id, digest, repo, self.worker)
+        except StateError as e:
+            self._failed(e)
+        finally:
+            self._over(digest, repo)
+
+    def _over(self, digest: str, repo: str) -> None:
+        """This lane's claim of *digest* for *repo*, if any, is over: the lanes waiting on it look again."""
+        mine = self._mine.get(digest)
+        if mine is not None and mine[0] == repo:
+            del self._mine[digest]
+            mine[1].set()
+
+
 class SharedQuota:
     """The pull quota the workers share (`hubmirror.budget.PullPool`): a row of the state, debited in the
     transaction that takes pulls and re-based from ``ratelimit-remaining`` (`State.take_pulls`)."""
@@ -163,4 +250,4 @@ class SharedQuota:
         await self.state.run(self.state.settle_pulls, self.key, done, back, now=time.time())
 
 
-__all__ = ["Claims", "SharedQuota", "quota_key", "worker_name"]
+__all__ = ["BlobClaims", "Claims", "SharedQuota", "quota_key", "worker_name"]

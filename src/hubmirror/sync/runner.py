@@ -15,7 +15,7 @@ import aiohttp
 
 from .._errors import BudgetExhausted, HubmirrorError, QuotaExceeded
 from ..config import SyncConfig
-from ..copy import Copier, CopyResult, first_error
+from ..copy import BlobLedger, Copier, CopyResult, first_error
 from ..media import Descriptor
 from ..plan import Plan, WorkItem
 from ..referrers import follow_referrers
@@ -58,8 +58,10 @@ class Runner:
         events: SyncEvents,
         control: RunControl | None = None,
         semaphore: asyncio.Semaphore | None = None,
+        ledger: BlobLedger | None = None,
     ) -> None:
         self.cfg, self.plan, self.state, self.dest = cfg, plan, state, dest
+        self.ledger = ledger  # the blobs other workers of the run placed or are transferring (a worker's)
         self.sources, self.report, self.run_id, self.events = sources, report, run_id, events
         self.hub = sources[cfg.source]
         self.budget = sources.budget
@@ -109,6 +111,7 @@ class Runner:
                 self.dest_store,
                 concurrency=self.cfg.blob_concurrency,
                 events=self.events,
+                ledger=self.ledger,
             )
         return self._copiers[registry]
 
@@ -328,12 +331,14 @@ async def copy_and_follow(
     deferred_where: str,
     phase: str | None = None,
     semaphore: asyncio.Semaphore | None = None,
+    ledger: BlobLedger | None = None,
 ) -> Runner:
     """Copy the plan's items; forget the deferred rows of the destination repositories in *scope* that the
     copies did not defer again (deferred work keeps its priority until its run has ended, so a crash keeps
     it); then follow the signatures and referrers of what was mirrored, announced by *phase*, or, stopped
     from outside, report them deferred (as *deferred_where*). The sync (every repository) and a worker (one
-    repository) both end their copies here."""
+    repository) both end their copies here; a worker's copiers share blobs with the other workers through
+    *ledger*."""
     runner = Runner(
         cfg,
         plan,
@@ -345,6 +350,7 @@ async def copy_and_follow(
         events=events,
         control=control,
         semaphore=semaphore,
+        ledger=ledger,
     )
     await runner.run()
     for d in await state.aio.deferred():

@@ -24,7 +24,7 @@ from ..report import EXIT_DEFERRED, EXIT_DONE, EXIT_FAILED, RUN_STATUS, Outcome,
 from ..state import State
 from ..store import TransferStats
 from . import freshness
-from .claim import Claims, SharedQuota, quota_key
+from .claim import BlobClaims, Claims, SharedQuota, quota_key
 from .events import RunControl, SyncEvents
 from .journal import settle_intents
 from .planning import children_check_due
@@ -70,6 +70,7 @@ async def run_worker(
     job = f"{cfg.job_id} -> {dest.prefix}"  # the workers of one job (a config) into one destination
     run_id = await claims.join(job, list(by_unit), commit=whole.commit, quota=key)
     report.run_id = run_id
+    ledger = BlobClaims(state, run_id, claims.worker, lease=claims.lease)  # blobs the workers share
     events.phase(f"worker {claims.worker} on run {run_id} ({len(by_unit)} repositories)")
     if control is not None:
         control.copying = True
@@ -87,6 +88,7 @@ async def run_worker(
             blockers = await _work_unit(
                 cfg, whole, unit, by_unit.get(unit, []), state=state, dest=dest, sources=sources,
                 report=report, run_id=run_id, events=events, control=control, semaphore=semaphore, verify=verify,
+                ledger=ledger,
             )  # fmt: skip
             unchecked += blockers.count(_UNCHECKED)
             blockers = [b for b in blockers if b != _UNCHECKED]
@@ -162,6 +164,7 @@ async def _work_unit(
     control: RunControl | None,
     semaphore: asyncio.Semaphore,
     verify: bool,
+    ledger: BlobClaims,
 ) -> list[str]:
     """Plan, copy and record one claimed destination repository; what must stop prune (checks that failed;
     `_UNCHECKED` when *verify* could not look at every child of its indexes)."""
@@ -210,6 +213,7 @@ async def _work_unit(
             scope=lambda repo: repo == unit,  # this repository's deferred rows not deferred again go
             deferred_where=unit,
             semaphore=semaphore,
+            ledger=ledger,
         )
     finally:
         await budget.release()
