@@ -5,10 +5,8 @@ repository gets it by a cross-repository mount, whichever worker copies it."""
 
 from __future__ import annotations
 
-import json
-
-from test_sync_support import _HEAD, Env, get_manifest, has_blob, manifests_of
-from test_workers import copied_by, hold_until_joined, log_of, reports, start_workers, wait_all
+from test_sync_support import _HEAD, Env, has_blob, manifests_of
+from test_workers import copied_by, dest_blobs, hold_until_joined, log_of, reports, start_workers, wait_all
 
 from hubmirror.state import State
 from hubmirror.testing import images as img
@@ -32,23 +30,6 @@ def shared_library() -> dict[str, str]:
     return files
 
 
-def dest_blobs(env: Env) -> set[tuple[str, str]]:
-    """(repository, blob) of every blob the destination's tags reach."""
-    out: set[tuple[str, str]] = set()
-
-    def walk(repo: str, ref: str) -> None:
-        m = json.loads(get_manifest(env.dest, f"mirror/{repo}", ref))
-        for child in m.get("manifests", []):
-            walk(repo, child["digest"])
-        for blob in [m["config"], *m["layers"]] if "config" in m else []:
-            out.add((repo, blob["digest"]))
-
-    for name in NAMES:
-        for tag in env.dest_tags(name):
-            walk(name, tag)
-    return out
-
-
 def test_three_workers_download_a_shared_base_layer_once(env: Env, postgres: PostgresServer) -> None:
     assert len(NAMES) == 6
     env.commit(shared_library())
@@ -70,7 +51,7 @@ def test_three_workers_download_a_shared_base_layer_once(env: Env, postgres: Pos
             manifests |= manifests_of(ix)
     assert env.hub.manifest_gets() == len(manifests)  # the minimum: each manifest once, all workers
 
-    pairs = dest_blobs(env)
+    pairs = dest_blobs(env, NAMES)
     unique = {blob for _, blob in pairs}
     assert {(name, BASE) for name in NAMES} <= pairs  # every repository has the base layer
     assert all(has_blob(env.dest, f"mirror/{repo}", blob) for repo, blob in pairs)  # every (repo, blob) present
