@@ -17,7 +17,7 @@ from typing import Final
 
 from .._errors import LibraryError
 from ..config import DEFAULT_SOURCE, SyncConfig
-from ..plan import Plan, check
+from ..plan import Plan, Target, check
 from ..plan.estimate import hub_tag_images
 from ..reference import normalize_registry
 from ..report import Outcome, SyncReport
@@ -63,12 +63,7 @@ async def build_plan(
             raise LibraryError(f"{e}{OFFLINE_HINT}") from None
         raise
 
-    # Deferred work from earlier runs goes first.
-    deferred = {(d.dest_repo, tag) for d in await state.aio.deferred() for tag in d.tags}
-    targets = [
-        replace(t, priority=(0, *t.priority[1:])) if (dest.key(t.dest_repo), t.tag) in deferred else t for t in targets
-    ]
-    plan.targets = unique(targets)
+    plan.targets = await deferred_first(targets, state=state, dest=dest)
     verify = await children_check_due(state, dest)
     started = datetime.now(UTC)
     events.phase(check_phase(plan))
@@ -114,6 +109,18 @@ async def build_plan(
         if verify and plan.children_checked:
             await state.aio.set_children_checked(dest.prefix, started)
     return plan
+
+
+async def deferred_first(targets: list[Target], *, state: State, dest: Destination) -> list[Target]:
+    """*targets* without duplicates, the work earlier runs deferred first (the sync's plan and a worker's
+    selection order them alike)."""
+    deferred = {(d.dest_repo, tag) for d in await state.aio.deferred() for tag in d.tags}
+    return unique(
+        [
+            replace(t, priority=(0, *t.priority[1:])) if (dest.key(t.dest_repo), t.tag) in deferred else t
+            for t in targets
+        ]
+    )
 
 
 async def children_check_due(state: State, dest: Destination) -> bool:
@@ -205,4 +212,12 @@ def _follows_held(record: TagRecord, held: set[tuple[str, str]]) -> bool:
     return found is not None and (record.dest_repo, found[0]) in held
 
 
-__all__ = ["CHILDREN_CHECK_EVERY", "OFFLINE_HINT", "build_plan", "check_phase", "children_check_due", "find_leaving"]
+__all__ = [
+    "CHILDREN_CHECK_EVERY",
+    "OFFLINE_HINT",
+    "build_plan",
+    "check_phase",
+    "children_check_due",
+    "deferred_first",
+    "find_leaving",
+]

@@ -12,7 +12,7 @@ its ``run`` part covers the whole run.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,12 @@ from . import freshness
 from .claim import BlobClaims, Claims, SharedQuota, quota_key
 from .events import RunControl, SyncEvents
 from .journal import settle_intents
-from .planning import children_check_due
+from .planning import children_check_due, deferred_first
 from .prune import prune
 from .record import record_up_to_date
 from .reporting import add_failed, finish_report
 from .runner import copy_and_follow
-from .selection import select_targets, unique
+from .selection import select_targets
 from .stores import Destination, Sources
 
 #: A unit's marker for "not every child of its indexes could be looked at" (not a prune blocker).
@@ -138,11 +138,7 @@ async def _select(
     targets = await select_targets(
         cfg, whole, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events
     )
-    deferred = {(d.dest_repo, tag) for d in await state.aio.deferred() for tag in d.tags}
-    targets = [
-        replace(t, priority=(0, *t.priority[1:])) if (dest.key(t.dest_repo), t.tag) in deferred else t for t in targets
-    ]
-    whole.targets = unique(targets)
+    whole.targets = await deferred_first(targets, state=state, dest=dest)
     for listing in whole.sources:
         if listing.error:
             whole.block_prune(f"tag source {listing.name} could not be listed ({listing.error})")
