@@ -11,18 +11,63 @@ from __future__ import annotations
 import json
 import time
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
+import pytest
 from test_serve import PUSH, SECRET, TOKEN, Serve, serving
 from test_sync_support import Env
 
 from hubmirror.server import ELECTED_REASON
+from hubmirror.state import MAX_PENDING_TRIGGERS, State
 from hubmirror.testing.postgres import PostgresServer
 
 #: Failover must take at most this (issue 15 item 5).
 FAILOVER = 60.0
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 SECRETS = {"HUBMIRROR_API_TOKEN": TOKEN, "HUBMIRROR_WEBHOOK_SECRET": SECRET}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "state.db")
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return server.new_database()
+
+
+def test_triggers_wait_in_the_state_merged_bounded_and_taken_once(where: str) -> None:
+    with State.open(where) as st:
+        assert st.add_trigger("job", "api", None, "a") == 1
+        assert st.add_trigger("job", "api", None, "b") == 2  # the same trigger: one row, counted
+        assert st.add_trigger("job", "api: tiny", ["tiny"], "b") == 3
+        assert st.add_trigger("other", "api", None, "a") == 1  # another job's scheduler takes its own
+        assert st.pending_triggers("job") == [("api", None, 2), ("api: tiny", ["tiny"], 1)]
+        assert st.take_triggers("job") == [("api", None, 2), ("api: tiny", ["tiny"], 1)]
+        assert st.take_triggers("job") == [] and st.pending_triggers("other") == [("api", None, 1)]
+        for i in range(MAX_PENDING_TRIGGERS):
+            assert st.add_trigger("job", f"push {i}", None, "a") == i + 1
+        assert st.add_trigger("job", "push new", None, "a") is None  # bounded: refused, nothing added
+        assert st.add_trigger("job", "push 7", None, "a") == MAX_PENDING_TRIGGERS + 1  # a known one still counts
+        assert len(st.take_triggers("job")) == MAX_PENDING_TRIGGERS
+
+
+def test_one_scheduler_per_job_until_its_connection_ends(postgres: PostgresServer) -> None:
+    where = postgres.new_database()
+    with State.open(where) as a, State.open(where) as b:
+        assert a.scheduler("job") is None
+        assert a.lead_scheduler("job", "replica-a") and a.leads_scheduler("job")
+        assert a.lead_scheduler("job", "replica-a")  # again: still the one (re-entrant)
+        assert not b.lead_scheduler("job", "replica-b") and not b.leads_scheduler("job")
+        assert b.lead_scheduler("another job", "replica-b")  # one scheduler per job
+        assert b.scheduler("job") == "replica-a" and a.scheduler("another job") == "replica-b"
+        a.close()  # the connection ends: PostgreSQL releases the lock
+        assert b.lead_scheduler("job", "replica-b") and b.scheduler("job") == "replica-b"
+
+
+def test_a_sqlite_state_has_one_scheduler_without_election(tmp_path: Path) -> None:
+    with State.open(tmp_path / "state.db") as st:
+        assert st.lead_scheduler("job", "x") and st.leads_scheduler("job") and st.scheduler("job") is None
 
 
 def events(srv: Serve, event: str) -> list[dict[str, Any]]:

@@ -125,7 +125,10 @@ class Replicas:
 
     async def _elect(self) -> None:
         while True:
-            await self.step()
+            try:
+                await self.step()
+            except Exception:  # a bug: say what it was and keep electing (a replica must not go silent)
+                log.exception("the election of the scheduler failed; retrying in %g s", self.retry)
             await asyncio.sleep(self.retry)
 
     async def step(self) -> None:
