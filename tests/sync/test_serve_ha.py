@@ -61,8 +61,12 @@ def test_one_scheduler_per_job_until_its_connection_ends(postgres: PostgresServe
         assert not b.lead_scheduler("job", "replica-b") and not b.leads_scheduler("job")
         assert b.lead_scheduler("another job", "replica-b")  # one scheduler per job
         assert b.scheduler("job") == "replica-a" and a.scheduler("another job") == "replica-b"
-        a.close()  # the connection ends: PostgreSQL releases the lock
-        assert b.lead_scheduler("job", "replica-b") and b.scheduler("job") == "replica-b"
+        a.close()  # the connection ends: PostgreSQL releases the lock (once its backend has seen the end)
+        deadline = time.monotonic() + 30
+        while not b.lead_scheduler("job", "replica-b"):
+            assert time.monotonic() < deadline, "the lock of a closed connection was not released"
+            time.sleep(0.05)
+        assert b.scheduler("job") == "replica-b"
 
 
 def test_a_sqlite_state_has_one_scheduler_without_election(tmp_path: Path) -> None:
