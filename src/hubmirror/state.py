@@ -23,8 +23,8 @@ turned into the tag's record after it (`intend_tag`, `confirm_tag`), so that a c
 record never leaves a tag hubmirror wrote unrecorded (the next run settles what is left: `intents`).
 9 (the workers block) added ``work_runs``, ``work_units``, ``work_workers`` and ``pull_quota`` (workers
 cooperating on one run, and their shared pull quota). 11 (the serve replicas block) added ``serve_triggers``
-(runs asked of ``hubmirror serve`` replicas, which the one that schedules takes). `State.open` migrates older
-files in place, one transaction per step.
+(runs asked of ``hubmirror serve`` replicas, which the one that schedules takes) and ``serve_deliveries`` (the
+webhook deliveries they accepted). `State.open` migrates older files in place, one transaction per step.
 
 Two backends, one `State`: SQLite (a path, or ``sqlite:///PATH``; the default) and PostgreSQL
 (``postgresql://USER@HOST:PORT/DB``, a libpq URL: the password comes from the URL, ``PGPASSWORD`` or
@@ -243,6 +243,8 @@ CREATE TABLE pull_quota (
 # session advisory lock, `lead_scheduler`); a trigger any replica accepts (API, webhook) is a row of
 # `serve_triggers` until the scheduler takes it for its next run (`take_triggers`), so none is lost when the
 # scheduler dies. Triggers of the same reason and repositories are one row (``triggers`` counts them).
+# `serve_deliveries` remembers the webhook deliveries any replica accepted (the newest few thousand), so that
+# GitHub's retry of one reaching another replica starts nothing.
 _SERVE_TRIGGERS = """
 CREATE TABLE serve_triggers (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -254,6 +256,13 @@ CREATE TABLE serve_triggers (
     created TEXT NOT NULL
 );
 CREATE INDEX serve_triggers_job ON serve_triggers (job, id);
+CREATE TABLE serve_deliveries (
+    job TEXT NOT NULL,
+    delivery TEXT NOT NULL,
+    seen TEXT NOT NULL,
+    PRIMARY KEY (job, delivery)
+);
+CREATE INDEX serve_deliveries_seen ON serve_deliveries (job, seen);
 """
 #: Rows of `serve_triggers` one job keeps at most (distinct reasons and repositories): beyond, a trigger is
 #: refused (`add_trigger` returns None) until the scheduler takes them.
@@ -561,6 +570,14 @@ def _read_pid(fd: int) -> int | None:
     except OSError:
         return None
     return int(text) if text.isdigit() else None
+
+
+class _NotAdded(Exception):
+    """`State.add_trigger` adds nothing (its transaction is rolled back) and returns *result*."""
+
+    def __init__(self, result: int | None) -> None:
+        super().__init__(result)
+        self.result = result
 
 
 class State:
@@ -1671,12 +1688,53 @@ class State:
 
     # ------------------------------------------------------------------ serve replicas (one scheduler)
 
-    def add_trigger(self, job: str, reason: str, repositories: Sequence[str] | None, replica: str) -> int | None:
+    def add_trigger(
+        self,
+        job: str,
+        reason: str,
+        repositories: Sequence[str] | None,
+        replica: str,
+        *,
+        deliveries: Sequence[str] = (),
+        remember: int = 4096,
+    ) -> int | None:
         """Ask the scheduler of *job* for a run (*repositories*: only those; None: the whole selection): a row
         of ``serve_triggers``, or one more on the row of the same reason and repositories. Returns how many
-        triggers now wait, or None when `MAX_PENDING_TRIGGERS` rows wait already (nothing was added)."""
+        triggers now wait, or None when `MAX_PENDING_TRIGGERS` rows wait already (nothing was added).
+
+        *deliveries*: the keys of a webhook delivery (its id, its signature); if one was remembered before,
+        nothing is added and the result is 0; else they are remembered in the same transaction (the newest
+        *remember* of the job are kept)."""
         repos = json.dumps(sorted(repositories)) if repositories is not None else None
+        try:
+            return self._add_trigger(job, reason, repos, replica, deliveries, remember)
+        except _NotAdded as e:
+            return e.result
+
+    def _add_trigger(
+        self, job: str, reason: str, repos: str | None, replica: str, deliveries: Sequence[str], remember: int
+    ) -> int | None:
         with self._guard("add a trigger"), self._write():
+            if deliveries:
+                now = _to_text(_now())
+                added = 0
+                for key in deliveries:
+                    added += self._conn.execute(
+                        "INSERT INTO serve_deliveries (job, delivery, seen) VALUES (?, ?, ?) "
+                        "ON CONFLICT (job, delivery) DO NOTHING",
+                        (job, key, now),
+                    ).rowcount
+                if added < len(deliveries):  # seen before (rolled back: the new keys are not kept either)
+                    raise _NotAdded(0)
+                kept = int(
+                    self._conn.execute("SELECT COUNT(*) FROM serve_deliveries WHERE job = ?", (job,)).fetchone()[0]
+                )
+                if kept > remember:
+                    self._conn.execute(
+                        "DELETE FROM serve_deliveries WHERE job = ? AND delivery IN (SELECT delivery FROM "
+                        "serve_deliveries WHERE job = ? ORDER BY seen, delivery LIMIT ?)",
+                        (job, job, kept - remember),
+                    )
             same = self._conn.execute(
                 "SELECT id FROM serve_triggers WHERE job = ? AND reason = ? AND "
                 + ("repositories IS NULL" if repos is None else "repositories = ?")
@@ -1688,7 +1746,7 @@ class State:
             else:
                 rows = self._conn.execute("SELECT COUNT(*) FROM serve_triggers WHERE job = ?", (job,)).fetchone()[0]
                 if int(rows) >= MAX_PENDING_TRIGGERS:
-                    return None
+                    raise _NotAdded(None)  # nor are its deliveries remembered: a retry may get in
                 self._conn.execute(
                     "INSERT INTO serve_triggers (job, reason, repositories, replica, created) VALUES (?, ?, ?, ?, ?)",
                     (job, reason, repos, replica, _to_text(_now())),

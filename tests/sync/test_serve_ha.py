@@ -51,6 +51,22 @@ def test_triggers_wait_in_the_state_merged_bounded_and_taken_once(where: str) ->
         assert st.add_trigger("job", "push 7", None, "a") == MAX_PENDING_TRIGGERS + 1  # a known one still counts
         assert len(st.take_triggers("job")) == MAX_PENDING_TRIGGERS
 
+        # A webhook delivery is remembered with its trigger: the same delivery again (another replica, a
+        # retry) adds nothing; the keys of the newest `remember` are kept.
+        assert st.add_trigger("job", "push a", None, "a", deliveries=["delivery:1", "body:aa"], remember=2) == 1
+        assert st.add_trigger("job", "push a", None, "b", deliveries=["delivery:1", "body:aa"], remember=2) == 0
+        assert st.add_trigger("job", "push b", None, "b", deliveries=["delivery:2", "body:aa"], remember=2) == 0
+        assert st.add_trigger("job", "push c", None, "b", deliveries=["delivery:3", "body:cc"], remember=2) == 2
+        assert st.pending_triggers("job") == [("push a", None, 1), ("push c", None, 1)]
+        assert st.add_trigger("job", "push a", None, "b", deliveries=["delivery:1"], remember=2) == 3  # forgotten
+        # Too many waiting: refused, and its delivery is not remembered (GitHub's retry may get in later).
+        st.take_triggers("job")
+        for i in range(MAX_PENDING_TRIGGERS):
+            st.add_trigger("job", f"push {i}", None, "a")
+        assert st.add_trigger("job", "push d", None, "a", deliveries=["delivery:4"]) is None
+        st.take_triggers("job")
+        assert st.add_trigger("job", "push d", None, "a", deliveries=["delivery:4"]) == 1
+
 
 def test_one_scheduler_per_job_until_its_connection_ends(postgres: PostgresServer) -> None:
     where = postgres.new_database()
@@ -148,9 +164,11 @@ def test_two_replicas_elect_one_scheduler_triggers_reach_it_and_the_other_takes_
         assert code == 200 and b"schedules the runs" in page
         assert not events(other, "run_started")
 
-        # A signed push on that replica reaches the scheduler too; a replay of it starts nothing.
+        # A signed push on that replica reaches the scheduler too; a replay of it starts nothing, on either.
         assert other.webhook({**PUSH, "after": "c" * 40})[0] == 202
         assert other.webhook({**PUSH, "after": "c" * 40})[0] == 200
+        code, body = lead.webhook({**PUSH, "after": "c" * 40})
+        assert (code, json.loads(body)["ignored"]) == (200, "a delivery already received")
         finished(lead, "push docker-library/official-images")
 
         # SIGKILL the scheduler: the other takes over within FAILOVER seconds, with nothing lost.

@@ -191,13 +191,24 @@ async def _api_status(request: web.Request) -> web.Response:
         return _error(503, f"the state cannot be read: {e}")
 
 
-async def _started(loop: SyncLoop, reason: str, repositories: list[str] | None = None) -> web.Response:
+async def _started(
+    loop: SyncLoop,
+    reason: str,
+    repositories: list[str] | None = None,
+    *,
+    deliveries: list[str] | None = None,
+    remember: int = 4096,
+) -> web.Response:
+    """Ask *loop* for a run and answer (202). *deliveries*: a webhook delivery's keys, which replicas on one
+    state remember together (a delivery one of them accepted starts nothing on another)."""
     try:
-        outcome, pending = await loop.submit(reason, repositories)
+        outcome, pending = await loop.submit(reason, repositories, deliveries=deliveries or (), remember=remember)
     except (HubmirrorError, TimeoutError) as e:
         return _error(503, f"the trigger cannot be written to the state: {e or 'no answer in time'}", **_RETRY)
     if outcome == "refused":
         return _error(503, "hubmirror serve is shutting down; no new run starts")
+    if outcome == "seen":
+        return web.json_response({"event": "push", "ignored": "a delivery already received"})
     if outcome == "full":
         return _error(503, "too many triggers wait for the scheduler already; try again later", **_RETRY)
     body: dict[str, Any] = {"run": outcome, "pending": pending}
@@ -322,9 +333,10 @@ async def _github(request: web.Request) -> web.Response:
     if hooks.known(keys):
         return web.json_response({"event": "push", "ignored": "a delivery already received"})
     reason = " ".join(p for p in ("push", repo, str(payload.get("ref") or "")[:100], after[:12]) if p)
-    response = await _started(request.app[_LOOP], reason)
-    if response.status == 202:
-        hooks.remember(keys, request.app[_LIMITS].remembered_deliveries)
+    remember = request.app[_LIMITS].remembered_deliveries
+    response = await _started(request.app[_LOOP], reason, deliveries=keys, remember=remember)
+    if response.status in (200, 202):  # 200: another replica received it (the state remembers)
+        hooks.remember(keys, remember)
     return response
 
 

@@ -9,7 +9,9 @@ scheduling at once.
 
 A trigger accepted by any replica is a row of the state (`State.add_trigger`); the scheduler takes the rows
 waiting when it starts its next run (`State.take_triggers`), so a trigger survives the death of the scheduler
-that would have run it. With a SQLite state there is no `Replicas`: one process, which schedules.
+that would have run it; a webhook delivery is remembered in the same transaction, so that one any replica
+accepted starts nothing when it reaches another. With a SQLite state there is no `Replicas`: one process,
+which schedules.
 """
 
 from __future__ import annotations
@@ -199,12 +201,18 @@ class Replicas:
             _close(db)
             raise
 
-    async def submit(self, reason: str, repositories: Sequence[str] | None) -> int | None:
-        """Write a trigger for the scheduler; how many wait now (None: too many wait, nothing was added).
-        `HubmirrorError` (or `TimeoutError`) if the state cannot be written."""
+    async def submit(
+        self, reason: str, repositories: Sequence[str] | None, *, deliveries: Sequence[str] = (), remember: int = 4096
+    ) -> int | None:
+        """Write a trigger for the scheduler; how many wait now (None: too many wait; 0: one of the webhook
+        *deliveries* was seen before, by any replica: nothing was added). `HubmirrorError` (or `TimeoutError`)
+        if the state cannot be written."""
         job, replica = self.job, self.replica
         return await asyncio.wait_for(
-            self._call(lambda st: st.add_trigger(job, reason, repositories, replica)), SUBMIT_TIMEOUT
+            self._call(
+                lambda st: st.add_trigger(job, reason, repositories, replica, deliveries=deliveries, remember=remember)
+            ),
+            SUBMIT_TIMEOUT,
         )
 
     async def take(self) -> list[tuple[str, list[str] | None, int]]:

@@ -11,7 +11,7 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -208,17 +208,27 @@ class SyncLoop:
         """Whether this process schedules the runs (always, without replicas)."""
         return self.replicas is None or self.replicas.leader
 
-    async def submit(self, reason: str, repositories: Iterable[str] | None = None) -> tuple[str, int]:
+    async def submit(
+        self,
+        reason: str,
+        repositories: Iterable[str] | None = None,
+        *,
+        deliveries: Sequence[str] = (),
+        remember: int = 4096,
+    ) -> tuple[str, int]:
         """Ask for a run as a request does: `trigger` without replicas; with replicas, a trigger written to the
         state for the scheduler (this replica or another): ``started`` (this replica schedules and is idle),
-        ``queued``, ``full`` (too many triggers wait already) or ``refused``. Also how many triggers wait.
-        `HubmirrorError` or `TimeoutError` when the state cannot be written."""
+        ``queued``, ``full`` (too many triggers wait already), ``seen`` (one of the webhook *deliveries* was
+        accepted before by a replica; the state keeps the newest *remember*) or ``refused``. Also how many
+        triggers wait. `HubmirrorError` or `TimeoutError` when the state cannot be written."""
         if self.replicas is None or self.stopping:
             return self.trigger(reason, repositories), self.pending_count
         repos = sorted(set(repositories)) if repositories is not None else None
-        waiting = await self.replicas.submit(reason, repos)
+        waiting = await self.replicas.submit(reason, repos, deliveries=deliveries, remember=remember)
         if waiting is None:
             return "full", self.pending_count
+        if waiting == 0:
+            return "seen", self.pending_count
         if self.leads:
             self._wake.set()
             idle = self.current is None and not self._pending_count and waiting <= 1
