@@ -191,6 +191,10 @@ async def _api_status(request: web.Request) -> web.Response:
         return _error(503, f"the state cannot be read: {e}")
 
 
+#: When to try again after a trigger could not be taken (the state is unreachable, or too many wait).
+_RETRY = {"Retry-After": "10"}
+
+
 async def _started(
     loop: SyncLoop,
     reason: str,
@@ -217,7 +221,6 @@ async def _started(
     return web.json_response(body, status=202)
 
 
-_RETRY = {"Retry-After": "10"}
 #: A repository named in ``POST /api/sync {"repositories": [...]}``: ``python``, ``library/python``, a path.
 _REPOSITORY = re.compile(r"^[a-z0-9]+(?:[._/-][a-z0-9]+)*$")
 #: The body of ``POST /api/sync`` is small: a list of repository names.
