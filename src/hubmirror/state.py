@@ -22,8 +22,9 @@ every child); 8 added ``tag_intents``: a row per destination tag about to be pus
 turned into the tag's record after it (`intend_tag`, `confirm_tag`), so that a crash between a push and its
 record never leaves a tag hubmirror wrote unrecorded (the next run settles what is left: `intents`).
 9 (the workers block) added ``work_runs``, ``work_units``, ``work_workers`` and ``pull_quota`` (workers
-cooperating on one run, and their shared pull quota). `State.open` migrates older files in place, one
-transaction per step.
+cooperating on one run, and their shared pull quota). 11 (the serve replicas block) added ``serve_triggers``
+(runs asked of ``hubmirror serve`` replicas, which the one that schedules takes) and ``serve_deliveries`` (the
+webhook deliveries they accepted). `State.open` migrates older files in place, one transaction per step.
 
 Two backends, one `State`: SQLite (a path, or ``sqlite:///PATH``; the default) and PostgreSQL
 (``postgresql://USER@HOST:PORT/DB``, a libpq URL: the password comes from the URL, ``PGPASSWORD`` or
@@ -52,6 +53,7 @@ import socket
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -70,7 +72,7 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 10
+SCHEMA_VERSION: Final = 11
 
 #: Statuses a run can have. ``running`` rows left by a killed sync become ``interrupted`` at the next run.
 RUN_STATUSES: Final = frozenset({"running", "completed", "deferred", "failed", "interrupted"})
@@ -253,6 +255,38 @@ CREATE INDEX work_blobs_in_flight ON work_blobs (run_id, worker) WHERE lease_unt
 """
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Serve replicas (issue 15 item 5): several ``hubmirror serve`` on one PostgreSQL state elect one scheduler (a
+# session advisory lock, `lead_scheduler`); a trigger any replica accepts (API, webhook) is a row of
+# `serve_triggers` until the scheduler takes it for its next run (`take_triggers`), so none is lost when the
+# scheduler dies. Triggers of the same reason and repositories are one row (``triggers`` counts them).
+# `serve_deliveries` remembers the webhook deliveries any replica accepted (the newest few thousand), so that
+# GitHub's retry of one reaching another replica starts nothing.
+_SERVE_TRIGGERS = """
+CREATE TABLE serve_triggers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    repositories TEXT,
+    triggers INTEGER NOT NULL DEFAULT 1,
+    replica TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE INDEX serve_triggers_job ON serve_triggers (job, id);
+CREATE TABLE serve_deliveries (
+    job TEXT NOT NULL,
+    delivery TEXT NOT NULL,
+    seen TEXT NOT NULL,
+    PRIMARY KEY (job, delivery)
+);
+CREATE INDEX serve_deliveries_seen ON serve_deliveries (job, seen);
+"""
+#: Rows of `serve_triggers` one job keeps at most (distinct reasons and repositories): beyond, a trigger is
+#: refused (`add_trigger` returns None) until the scheduler takes them.
+MAX_PENDING_TRIGGERS: Final = 1000
+# ---------------------------------------------------------------------------------------------------------
+
+
 _LIBRARY_COMMIT_KEY = "library_commit:"
 _CHILDREN_CHECKED_KEY = "children_checked:"
 #: The deletions log keeps this many rows (the newest).
@@ -287,6 +321,7 @@ _MIGRATIONS: Final[dict[int, str | Callable[[_Conn], bool]]] = {
     8: _V8,
     9: _WORKERS,  # the workers block (issue 15 items 2-3)
     10: _WORK_BLOBS,  # blobs in flight between workers (issue 15 item 2)
+    11: _SERVE_TRIGGERS,  # the serve replicas block (issue 15 item 5)
 }
 
 #: The PostgreSQL advisory lock keys: the sync lock (one run at a time) and migrations.
@@ -295,6 +330,8 @@ _PG_MIGRATE_LOCK: Final = 0x6875626D  # "hubm"
 _PG_JOIN_LOCK: Final = 0x6875626A  # "hubj": workers joining or starting a run, one at a time
 #: With a blob's hash as the second key (the two-key space, apart from the keys above): claims of one blob.
 _PG_BLOB_LOCK: Final = 0x68756262  # "hubb"
+#: The serve scheduler's lock: this (``classid``) and the CRC-32 of the job (``objid``), one scheduler per job.
+_PG_SERVE_LOCK: Final = 0x68756272  # "hubr"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _PG_SCHEMES: Final = ("postgresql", "postgres")
 
@@ -553,6 +590,14 @@ def _read_pid(fd: int) -> int | None:
     except OSError:
         return None
     return int(text) if text.isdigit() else None
+
+
+class _NotAdded(Exception):
+    """`State.add_trigger` adds nothing (its transaction is rolled back) and returns *result*."""
+
+    def __init__(self, result: int | None) -> None:
+        super().__init__(result)
+        self.result = result
 
 
 class State:
@@ -1742,6 +1787,150 @@ class State:
             ).fetchone()
         return (None if row[0] is None else int(row[0]), int(row[1])) if row else None
 
+    # ------------------------------------------------------------------ serve replicas (one scheduler)
+
+    def add_trigger(
+        self,
+        job: str,
+        reason: str,
+        repositories: Sequence[str] | None,
+        replica: str,
+        *,
+        deliveries: Sequence[str] = (),
+        remember: int = 4096,
+    ) -> int | None:
+        """Ask the scheduler of *job* for a run (*repositories*: only those; None: the whole selection): a row
+        of ``serve_triggers``, or one more on the row of the same reason and repositories. Returns how many
+        triggers now wait, or None when `MAX_PENDING_TRIGGERS` rows wait already (nothing was added).
+
+        *deliveries*: the keys of a webhook delivery (its id, its signature); if one was remembered before,
+        nothing is added and the result is 0; else they are remembered in the same transaction (the newest
+        *remember* of the job are kept)."""
+        repos = json.dumps(sorted(repositories)) if repositories is not None else None
+        try:
+            return self._add_trigger(job, reason, repos, replica, deliveries, remember)
+        except _NotAdded as e:
+            return e.result
+
+    def _add_trigger(
+        self, job: str, reason: str, repos: str | None, replica: str, deliveries: Sequence[str], remember: int
+    ) -> int | None:
+        with self._guard("add a trigger"), self._write():
+            if deliveries:
+                now = _to_text(_now())
+                added = 0
+                for key in deliveries:
+                    added += self._conn.execute(
+                        "INSERT INTO serve_deliveries (job, delivery, seen) VALUES (?, ?, ?) "
+                        "ON CONFLICT (job, delivery) DO NOTHING",
+                        (job, key, now),
+                    ).rowcount
+                if added < len(deliveries):  # seen before (rolled back: the new keys are not kept either)
+                    raise _NotAdded(0)
+                kept = int(
+                    self._conn.execute("SELECT COUNT(*) FROM serve_deliveries WHERE job = ?", (job,)).fetchone()[0]
+                )
+                if kept > remember:
+                    self._conn.execute(
+                        "DELETE FROM serve_deliveries WHERE job = ? AND delivery IN (SELECT delivery FROM "
+                        "serve_deliveries WHERE job = ? ORDER BY seen, delivery LIMIT ?)",
+                        (job, job, kept - remember),
+                    )
+            same = self._conn.execute(
+                "SELECT id FROM serve_triggers WHERE job = ? AND reason = ? AND "
+                + ("repositories IS NULL" if repos is None else "repositories = ?")
+                + " ORDER BY id LIMIT 1",
+                (job, reason) if repos is None else (job, reason, repos),
+            ).fetchone()
+            if same is not None:
+                self._conn.execute("UPDATE serve_triggers SET triggers = triggers + 1 WHERE id = ?", (same[0],))
+            else:
+                rows = self._conn.execute("SELECT COUNT(*) FROM serve_triggers WHERE job = ?", (job,)).fetchone()[0]
+                if int(rows) >= MAX_PENDING_TRIGGERS:
+                    raise _NotAdded(None)  # nor are its deliveries remembered: a retry may get in
+                self._conn.execute(
+                    "INSERT INTO serve_triggers (job, reason, repositories, replica, created) VALUES (?, ?, ?, ?, ?)",
+                    (job, reason, repos, replica, _to_text(_now())),
+                )
+            total = self._conn.execute(
+                "SELECT COALESCE(SUM(triggers), 0) FROM serve_triggers WHERE job = ?", (job,)
+            ).fetchone()[0]
+        return int(total)
+
+    def pending_triggers(self, job: str) -> list[tuple[str, list[str] | None, int]]:
+        """The triggers of *job* waiting for the scheduler, oldest first: (reason, repositories, how many)."""
+        with self._guard("read triggers"):
+            rows = self._conn.execute(
+                "SELECT reason, repositories, triggers FROM serve_triggers WHERE job = ? ORDER BY id", (job,)
+            ).fetchall()
+        return [(str(r[0]), json.loads(r[1]) if r[1] is not None else None, int(r[2])) for r in rows]
+
+    def take_triggers(self, job: str) -> list[tuple[str, list[str] | None, int]]:
+        """`pending_triggers`, removed in the same transaction (the scheduler's next run takes them)."""
+        with self._guard("take triggers"), self._write():
+            rows = self._conn.execute(
+                "SELECT id, reason, repositories, triggers FROM serve_triggers WHERE job = ? ORDER BY id", (job,)
+            ).fetchall()
+            if rows:
+                self._conn.execute("DELETE FROM serve_triggers WHERE job = ? AND id <= ?", (job, rows[-1][0]))
+        return [(str(r[1]), json.loads(r[2]) if r[2] is not None else None, int(r[3])) for r in rows]
+
+    @staticmethod
+    def _serve_lock(job: str) -> tuple[int, int]:
+        """The scheduler lock of *job*: its two keys as ``pg_locks`` shows them (``classid``, ``objid``)."""
+        return _PG_SERVE_LOCK, zlib.crc32(job.encode())
+
+    def lead_scheduler(self, job: str, replica: str, *, keepalive: int = 10) -> bool:
+        """Try to become the scheduler of *job* (PostgreSQL: a session advisory lock on this state's connection,
+        which the server drops when the connection does; SQLite: always True, one process). The connection is
+        then named after *replica* (`scheduler`), and the server probes it every *keepalive* seconds (TCP
+        keepalives: a lost node's lock is dropped within about three times that)."""
+        if not self._pg:
+            return True
+        hi, lo = self._serve_lock(job)
+        with self._guard("elect the scheduler"):
+            signed = lo - (1 << 32) if lo >= 1 << 31 else lo  # the function takes int4; pg_locks shows an oid
+            sql = "SELECT pg_try_advisory_lock(?::integer, ?::integer)"
+            got = bool(self._conn.execute(sql, (hi, signed)).fetchone()[0])
+            if got:
+                self._conn.execute(
+                    "SELECT set_config('application_name', ?, false)", (f"hubmirror serve {replica}"[:63],)
+                )
+                for name, value in (("idle", keepalive), ("interval", max(1, keepalive // 2)), ("count", 3)):
+                    self._conn.execute(f"SELECT set_config('tcp_keepalives_{name}', ?, false)", (str(value),))
+        return got
+
+    def leads_scheduler(self, job: str) -> bool:
+        """Whether this state's connection holds the scheduler lock of *job* (a round trip: `StateError` when
+        the connection is gone, and with it the lock)."""
+        if not self._pg:
+            return True
+        hi, lo = self._serve_lock(job)
+        with self._guard("check the scheduler lock"):
+            row = self._conn.execute(
+                "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
+                "AND classid::bigint = ? AND objid::bigint = ? AND objsubid = 2 AND granted",
+                (hi, lo),
+            ).fetchone()
+        return bool(row[0])
+
+    def scheduler(self, job: str) -> str | None:
+        """The name of the connection that schedules *job* (``hubmirror serve REPLICA``), or None if none does."""
+        if not self._pg:
+            return None
+        hi, lo = self._serve_lock(job)
+        with self._guard("find the scheduler"):
+            row = self._conn.execute(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.classid::bigint = ? AND l.objid::bigint = ? "
+                "AND l.objsubid = 2 AND l.granted",
+                (hi, lo),
+            ).fetchone()
+        if row is None:
+            return None
+        name = str(row[0] or "")
+        return name.removeprefix("hubmirror serve ") or "another process"
+
     # ------------------------------------------------------------------ meta
 
     def get_meta(self, key: str, default: str | None = None) -> str | None:
@@ -2038,6 +2227,7 @@ def _split_sql(script: str) -> list[str]:
 
 
 __all__ = [
+    "MAX_PENDING_TRIGGERS",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
     "AsyncState",

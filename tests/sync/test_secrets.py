@@ -140,6 +140,8 @@ def test_a_state_keyed_by_the_url_with_its_token_is_migrated_keeps_its_commit_an
             "ALTER TABLE runs DROP COLUMN job",
             "DROP TABLE tag_intents",
             *(f"DROP TABLE {t}" for t in workers),
+            "DROP TABLE serve_triggers",  # the serve replicas block
+            "DROP TABLE serve_deliveries",
         ):
             db.execute(undo)  # back to what schema 5 had
         db.execute("UPDATE schema_version SET version = 5")

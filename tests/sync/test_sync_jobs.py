@@ -152,6 +152,8 @@ def v4_state(path: Path) -> None:
             DROP TABLE work_workers;
             DROP TABLE pull_quota;
             DROP TABLE work_blobs;
+            DROP TABLE serve_triggers;
+            DROP TABLE serve_deliveries;
             DROP TABLE pending_changes;
             DROP TABLE tag_intents;
             ALTER TABLE runs DROP COLUMN job;
