@@ -30,7 +30,7 @@ def test_the_alert_rules_pass_promtool_check_and_their_unit_tests() -> None:
         [promtool, "check", "rules", "hubmirror-alerts.yaml"], cwd=RULES, capture_output=True, text=True, check=False
     )
     assert check.returncode == 0, check.stdout + check.stderr
-    assert "6 rules found" in check.stdout
+    assert "8 rules found" in check.stdout
     unit = [promtool, "test", "rules", "hubmirror-alerts.test.yaml"]
     test = subprocess.run(unit, cwd=RULES, capture_output=True, text=True, check=False)
     assert test.returncode == 0, test.stdout + test.stderr
