@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from .._errors import BudgetExhausted, HubmirrorError, QuotaExceeded
+from .._errors import BudgetExhausted, HubmirrorError, QuotaExceeded, StateUnavailable
 from ..config import SyncConfig
 from ..copy import BlobLedger, Copier, CopyResult, first_error
 from ..media import Descriptor
@@ -253,6 +253,8 @@ class Runner:
                 self.events.item_done(item, Outcome.FAILED)
                 return
             await self._record(item, result)
+        except StateUnavailable:  # the state database is gone: the run stops (not one item's failure)
+            raise
         except BudgetExhausted as e:
             await self._defer(item, str(e))
             return
