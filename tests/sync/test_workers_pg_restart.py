@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from test_sync_support import Env
-from test_workers import REPOS, assert_every_tag_right, log_of, repos_library, reports, start_workers, wait_all
+from test_workers import REPOS, assert_every_tag_right, log_of, reports, repos_library, start_workers, wait_all
 
 from hubmirror.state import State
 from hubmirror.testing.postgres import PostgresServer
