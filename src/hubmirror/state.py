@@ -965,19 +965,20 @@ class State:
             if _is_psycopg_error(e):
                 raise _ConnectionLost(self.where, "reconnect", _first_line(e)) from None
             raise
+        down = time.monotonic() - self._down_since
+        self._down_since = None
+        log.warning("%s: the connection to the state database was lost; reconnected after %.1f s", self.where, down)
         if self._lock_depth and not conn.execute("SELECT pg_try_advisory_lock(?)", (_PG_SYNC_LOCK,)).fetchone()[0]:
             raise StateLocked(
                 f"{self.where}: the sync lock went with the lost connection to the state database, and another "
                 "sync took it meanwhile; stopping"
             )
-        down = time.monotonic() - self._down_since
-        self._down_since = None
-        log.warning("%s: the connection to the state database was lost; reconnected after %.1f s", self.where, down)
 
     def _committed(self, xid: int, detail: str) -> bool:
         """Whether transaction *xid*, whose ``COMMIT`` lost its answer with the connection, was committed:
         asked on a new connection, waiting (backoff) up to `reconnect_window` for the server to come back;
-        `StateUnavailable` if it does not."""
+        `StateUnavailable` if it does not (or if the old session still holds it open by then)."""
+        deadline = (self._down_since or time.monotonic()) + self.reconnect_window
         pause = 0.25
         while True:
             try:
@@ -985,6 +986,7 @@ class State:
                 status = self._conn.execute("SELECT txid_status(?)", (xid,)).fetchone()[0]
                 if status != "in progress":  # the old session may not have ended yet
                     return bool(status == "committed")
+                detail = "the transaction is still in progress on the old session"
             except _ConnectionLost as e:
                 detail = e.detail
             except Exception as e:
@@ -992,9 +994,8 @@ class State:
                     raise
                 self._lost()
                 detail = _first_line(e)
-            since = self._down_since if self._down_since is not None else time.monotonic()
-            if time.monotonic() - since >= self.reconnect_window:
-                raise self._unavailable(f"a commit's answer was lost: {detail}")
+            if time.monotonic() >= deadline:
+                raise self._unavailable(f"a commit's answer was lost, its outcome is unknown: {detail}")
             time.sleep(pause)
             pause = min(pause * 2, 5.0)
 
@@ -2199,12 +2200,18 @@ class AsyncState:
     async def lock(self) -> AsyncIterator[None]:
         """`State.lock`, taken and released on the state's worker thread (a PostgreSQL advisory lock is a
         round trip to the server)."""
-        cm = self._state.lock()
-        await self._state.run(cm.__enter__)
+        held: list[contextlib.AbstractContextManager[None]] = []
+
+        def enter() -> None:  # a new context each time `run` makes the call again (a lost connection)
+            cm = self._state.lock()
+            cm.__enter__()
+            held.append(cm)
+
+        await self._state.run(enter)
         try:
             yield
         finally:
-            await self._state.run(cm.__exit__, None, None, None)
+            await self._state.run(held[0].__exit__, None, None, None)
 
     async def tag(self, dest_repo: str, tag: str) -> TagRecord | None:
         return await self._state.run(self._state.tag, dest_repo, tag)

@@ -161,3 +161,18 @@ def test_a_commit_whose_answer_was_lost_is_looked_up(where: str) -> None:
             conn.execute(end)
         assert st._committed(xids[0], "lost") is True
         assert st._committed(xids[1], "lost") is False
+
+
+def test_the_async_lock_is_taken_on_a_new_connection(where: str, admin: psycopg.Connection[tuple[object, ...]]) -> None:
+    with State.open(where) as st:
+        st.tags()
+        _end_sessions(admin, where)  # found lost by the lock's own statement: taken again, on a new connection
+
+        async def hold() -> None:
+            async with st.aio.lock():
+                with State.open(where) as other, pytest.raises(StateLocked), other.lock():
+                    pass
+
+        asyncio.run(hold())
+        with State.open(where) as other, other.lock():  # released
+            pass
