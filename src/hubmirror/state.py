@@ -32,7 +32,8 @@ Two backends, one `State`: SQLite (a path, or ``sqlite:///PATH``; the default) a
 connection (`_PgConnection`, psycopg 3, imported only for such a state) takes SQLite's ``?`` placeholders,
 and the migrations are translated (`_pg_ddl`). The sync lock is an advisory lock there, but the sync does not
 take it: several syncs cooperate on one run instead (`join_run`, `claim_unit`, `take_pulls`;
-``hubmirror.sync.worker``).
+``hubmirror.sync.worker``). A lost connection (the server restarted or stopped) is opened again and the call
+made again by `State.run`, up to `State.reconnect_window`; then `StateUnavailable`.
 
 **Jobs.** Several sync jobs may share one state (the default state is one file per user). Each recorded tag
 is owned by the jobs that select it (`tag_owners`, a relation tag ↔ job); a `State` opened with *job* claims

@@ -94,6 +94,7 @@ def test_workers_exit_with_one_line_when_postgresql_does_not_come_back(env: Env,
     workers = start_workers(env, where, 3, lease="5s")  # waits up to two leases (10 s) for the server
     try:
         _wait_for(where, "some tags recorded", _recorded(4))
+        env.hub.set_delay(3600)  # the rest held: workers busy with transfers stop too (their heartbeat)
         before = _snapshot(where)
         postgres.stop()
         stopped = time.monotonic()

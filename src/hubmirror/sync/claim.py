@@ -114,7 +114,11 @@ class Claims:
     @contextlib.asynccontextmanager
     async def heartbeat(self) -> AsyncIterator[None]:
         """Renew this worker's leases every third of their length while the block runs. A beat while the
-        state's server is away waits for it (`State.run`) and renews from the time it is back."""
+        state's server is away waits for it (`State.run`) and renews from the time it is back; when it does
+        not come back (`StateUnavailable`) this worker's leases are gone: the block is cancelled and raises
+        that error (a worker whose lanes all wait on transfers stops too)."""
+        owner = asyncio.current_task()
+        lost: list[StateUnavailable] = []
 
         def renew() -> list[str]:
             return self.state.renew_leases(self._run, self.worker, lease=self.lease, now=time.time())
@@ -124,14 +128,22 @@ class Claims:
                 await asyncio.sleep(self.lease / 3)
                 try:
                     await self.state.run(renew)
-                except StateUnavailable as e:  # the work's own calls stop the run; the next beat tries again
-                    log.debug("heartbeat: %s", e)
+                except StateUnavailable as e:
+                    lost.append(e)
+                    if owner is not None:
+                        owner.cancel()
+                    return
                 except StateError as e:  # the next beat tries again; the lease outlives two missed beats
                     log.warning("heartbeat: %s", e)
 
         task = asyncio.create_task(beat())
         try:
             yield
+        except asyncio.CancelledError:
+            if not lost or owner is None:
+                raise
+            owner.uncancel()  # cancelled by the heartbeat, not by the caller: the error the heartbeat met
+            raise lost[0] from None
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
