@@ -157,7 +157,8 @@ class BlobClaims:
     The lanes of this worker (each with its own `Copier`) wait for each other here, without the state.
 
     The ledger only saves transfers: when the state cannot be read or written, a blob is transferred as if
-    no other worker were there (with one warning)."""
+    no other worker were there (with one warning). A state that went away for good (`StateUnavailable`)
+    stops the run instead."""
 
     def __init__(self, state: State, run_id: int, worker: str, *, lease: float, poll: float = 0.5) -> None:
         self.state, self.run_id, self.worker, self.lease = state, run_id, worker, lease
@@ -173,6 +174,8 @@ class BlobClaims:
     async def holders(self, digest: str) -> set[str]:
         try:
             return set(await self.state.run(self.state.blob_holders, self.run_id, digest))
+        except StateUnavailable:
+            raise
         except StateError as e:
             self._failed(e)
             return set()
@@ -184,8 +187,11 @@ class BlobClaims:
         self._mine[digest] = (repo, done)
         try:
             got = await self.state.run(
-                self.state.claim_blob, self.run_id, digest, repo, self.worker, lease=self.lease, now=time.time()
+                lambda: self.state.claim_blob(self.run_id, digest, repo, self.worker, lease=self.lease, now=time.time())
             )
+        except StateUnavailable:
+            self._over(digest, repo)
+            raise
         except StateError as e:
             self._failed(e)
             got = True
@@ -203,7 +209,9 @@ class BlobClaims:
             return
         while True:
             try:
-                busy = await self.state.run(self.state.blob_in_flight, self.run_id, digest, now=time.time())
+                busy = await self.state.run(lambda: self.state.blob_in_flight(self.run_id, digest, now=time.time()))
+            except StateUnavailable:
+                raise
             except StateError as e:
                 self._failed(e)
                 return
@@ -214,6 +222,8 @@ class BlobClaims:
     async def placed(self, digest: str, repo: str) -> None:
         try:
             await self.state.run(self.state.placed_blob, self.run_id, digest, repo, self.worker)
+        except StateUnavailable:
+            raise
         except StateError as e:
             self._failed(e)
         finally:
@@ -222,6 +232,8 @@ class BlobClaims:
     async def release(self, digest: str, repo: str) -> None:
         try:
             await self.state.run(self.state.release_blob, self.run_id, digest, repo, self.worker)
+        except StateUnavailable:
+            raise
         except StateError as e:
             self._failed(e)
         finally:
