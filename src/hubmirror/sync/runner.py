@@ -15,7 +15,7 @@ import aiohttp
 
 from .._errors import BudgetExhausted, HubmirrorError, QuotaExceeded, StateUnavailable
 from ..config import SyncConfig
-from ..copy import BlobLedger, Copier, CopyResult, first_error
+from ..copy import BlobLedger, Copier, CopyResult, first_error, shielded
 from ..media import Descriptor
 from ..plan import Plan, WorkItem
 from ..referrers import follow_referrers
@@ -239,11 +239,8 @@ class Runner:
                     )
                 done = not result.skipped
             finally:
-                # shielded: a second Ctrl-C must not lose what this item fetched (nor tear a write); its
-                # error, once this item was cancelled meanwhile, is the run's other tasks' too (not logged)
-                closing = asyncio.ensure_future(journal.close(done=done))
-                closing.add_done_callback(_retrieve)
-                await asyncio.shield(closing)
+                # shielded: a second Ctrl-C must not lose what this item fetched (nor tear a write)
+                await shielded(journal.close(done=done))
             if result.skipped:
                 self.report.add(
                     Outcome.FAILED,
@@ -379,13 +376,6 @@ async def copy_and_follow(
         why = f"not followed in this run: {control.reason}"
         report.add(Outcome.DEFERRED, "--signatures", deferred_where, reason=why)
     return runner
-
-
-def _retrieve(task: asyncio.Future[None]) -> None:
-    """Mark the error of a shielded task as seen: one whose awaiter was cancelled is otherwise logged as
-    "never retrieved", with a traceback."""
-    if not task.cancelled():
-        task.exception()
 
 
 __all__ = ["DEST_TAGS_FRESH", "Runner", "copy_and_follow"]
