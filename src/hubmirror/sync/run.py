@@ -31,7 +31,7 @@ from .prune import prune
 from .record import record_up_to_date
 from .reporting import add_failed, finish_report, plan_report
 from .runner import copy_and_follow
-from .stores import Destination, Sources, open_destination
+from .stores import Destination, Scope, Sources, open_destination
 from .worker import run_worker
 
 
@@ -137,13 +137,11 @@ async def _copy_and_finish(
         plan,
         report,
         state=state,
-        dest=dest,
+        scope=Scope(dest),
         sources=sources,
         events=events,
         control=control,
         run_id=run_id,
-        scope=lambda repo: repo.startswith(dest.prefix),
-        deferred_where=dest.name,
         phase="copying signatures and referrers of the mirrored images",
     )
     await prune_selection()

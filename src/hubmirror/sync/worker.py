@@ -19,7 +19,7 @@ from typing import Any
 
 from ..config import SyncConfig
 from ..copy import first_error
-from ..plan import Plan, Target, check
+from ..plan import Plan, Target
 from ..report import EXIT_DEFERRED, EXIT_DONE, EXIT_FAILED, RUN_STATUS, Outcome, SyncReport, Totals
 from ..state import State
 from ..store import TransferStats
@@ -27,13 +27,12 @@ from . import freshness
 from .claim import BlobClaims, Claims, SharedQuota, quota_key
 from .events import RunControl, SyncEvents
 from .journal import settle_intents
-from .planning import children_check_due, deferred_first
+from .planning import ChildrenCheck, block_prune, check_targets, select_plan
 from .prune import prune
 from .record import record_up_to_date
 from .reporting import add_failed, finish_report
 from .runner import copy_and_follow
-from .selection import select_targets
-from .stores import Destination, Sources
+from .stores import Destination, Scope, Sources
 
 #: A unit's marker for "not every child of its indexes could be looked at" (not a prune blocker).
 _UNCHECKED = "\x00children unchecked"
@@ -57,7 +56,9 @@ async def run_worker(
 ) -> tuple[Plan, SyncReport]:
     """Take part in the run of *cfg*'s job on the cooperative *state*; the whole selection's plan (its
     targets, and for the closer what left it) and this worker's report."""
-    whole = await _select(cfg, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events)
+    # The whole selection's targets in priority order, as the single process's plan has them, not checked:
+    # each worker checks only the repositories it claims.
+    whole = await select_plan(cfg, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events)
     report.commit = whole.commit
     key = quota_key(cfg)
     sources.budget.pool = SharedQuota(state, key, reserve=sources.budget.reserve)
@@ -65,8 +66,7 @@ async def run_worker(
     by_unit: dict[str, list[Target]] = {}
     for t in whole.targets:
         by_unit.setdefault(dest.key(t.dest_repo), []).append(t)
-    verify = await children_check_due(state, dest)  # this run HEADs the children of indexes up to date too
-    started = datetime.now(UTC)
+    children = await ChildrenCheck.begin(state, dest)  # does this run HEAD the children of indexes up to date?
     job = f"{cfg.job_id} -> {dest.prefix}"  # the workers of one job (a config) into one destination
     run_id = await claims.join(job, list(by_unit), commit=whole.commit, quota=key)
     report.run_id = run_id
@@ -87,7 +87,7 @@ async def run_worker(
                 return
             blockers = await _work_unit(
                 cfg, whole, unit, by_unit.get(unit, []), state=state, dest=dest, sources=sources,
-                report=report, run_id=run_id, events=events, control=control, semaphore=semaphore, verify=verify,
+                report=report, run_id=run_id, events=events, control=control, semaphore=semaphore, verify=children.due,
                 ledger=ledger,
             )  # fmt: skip
             unchecked += blockers.count(_UNCHECKED)
@@ -114,35 +114,13 @@ async def run_worker(
         closer = await claims.close(_summary(report, sources, dest, unchecked), stopped=stopped)
         if closer:
             await _close(cfg, whole, claims, state=state, dest=dest, sources=sources, report=report, events=events)
-            if verify and report.run is not None and not report.run["children_unchecked"]:
-                await state.aio.set_children_checked(dest.prefix, started)
+            complete = report.run is not None and not report.run["children_unchecked"]  # every worker's
+            await children.done(state, dest, complete=complete)
         else:
             finish_report(report, sources, dest, cfg)
             summaries, _ = await state.run(state.run_work, run_id)
             report.run = _whole_run(summaries, closer=False)
     return whole, report
-
-
-async def _select(
-    cfg: SyncConfig,
-    *,
-    state: State,
-    dest: Destination,
-    sources: Sources,
-    cache_dir: Path | None,
-    events: SyncEvents,
-) -> Plan:
-    """The whole selection's targets in priority order (deferred work first), as `build_plan` makes them,
-    without the check: each worker checks only the repositories it claims."""
-    whole = Plan(job=cfg.job_id)
-    targets = await select_targets(
-        cfg, whole, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events
-    )
-    whole.targets = await deferred_first(targets, state=state, dest=dest)
-    for listing in whole.sources:
-        if listing.error:
-            whole.block_prune(f"tag source {listing.name} could not be listed ({listing.error})")
-    return whole
 
 
 async def _work_unit(
@@ -168,25 +146,10 @@ async def _work_unit(
     # Pushes begun here and never recorded (a worker that held this repository died): settled first.
     await settle_intents(state, dest, repo=unit)
 
-    def dest_key(repo: str) -> str:  # the state is read for this repository only (its name as the prefix)
-        return dest.key(repo) if repo else unit
-
-    await check(
-        plan,
-        sources=sources.__getitem__,
-        dest=dest.store,
-        state=state,
-        dest_key=dest_key,
-        overwrite=cfg.overwrite,
-        verify_children=verify,
-    )
-    blockers = [f"{t.canonical} could not be checked ({reason})" for t, reason in plan.failed]
+    scope = Scope(dest, unit)  # the state is read for this repository only
+    blockers = await check_targets(cfg, plan, scope=scope, state=state, sources=sources, verify=verify)
     if verify and not plan.children_checked:
         blockers.append(_UNCHECKED)
-    # The job owns every recorded tag of this repository it selects (its first run adopts them).
-    recorded = {(r.dest_repo, r.tag) for r in await state.aio.tags(prefix=unit)}
-    selected = {(unit, t.tag) for t in targets if t.tag is not None}
-    await state.aio.claim_tags(cfg.job_id, sorted(selected & recorded))
     listed = report.sources
     add_failed(plan, report, dest)
     report.sources = listed
@@ -201,13 +164,11 @@ async def _work_unit(
             plan,
             report,
             state=state,
-            dest=dest,
+            scope=scope,  # this repository's deferred rows not deferred again go
             sources=sources,
             events=events,
             control=control,
             run_id=run_id,
-            scope=lambda repo: repo == unit,  # this repository's deferred rows not deferred again go
-            deferred_where=unit,
             semaphore=semaphore,
             ledger=ledger,
         )
@@ -236,9 +197,7 @@ async def _close(
         if d.dest_repo.startswith(dest.prefix) and d.dest_repo not in units:
             await state.aio.clear_deferred(d.source_ref, d.dest_repo)
     _, blockers = await state.run(state.run_work, run_id)
-    for reason in blockers[:1]:
-        more = f" and {len(blockers) - 1} more" if len(blockers) > 1 else ""
-        whole.block_prune(reason + more)
+    block_prune(whole, blockers)  # every worker's checks that failed, and the tag sources not listed
     await prune(  # what left the selection is found by prune, from the state after every worker's copies
         whole, state=state, dest=dest, report=report, enabled=cfg.prune, events=events, max_delete=cfg.max_delete
     )
