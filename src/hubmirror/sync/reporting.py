@@ -48,10 +48,12 @@ def content_sources(sources: Sources) -> list[SourceStats]:
 
 
 def add_failed(plan: Plan, report: SyncReport, dest: Destination) -> None:
-    """Failures known from the plan: selection errors, tags that could not be checked, conflicts."""
+    """Failures known from the plan: selection errors and tag sources not listed (the tag sources go to the
+    report too), tags that could not be checked, conflicts. A worker adds its whole selection's plan (not
+    checked), then each repository's (no selection of its own)."""
     for what, reason in plan.selection_errors:
         report.add(Outcome.FAILED, what, dest.name, reason=reason)
-    report.sources = [listing.to_dict() for listing in plan.sources]
+    report.sources += [listing.to_dict() for listing in plan.sources]
     for listing in plan.sources:
         if listing.error:
             reason = f"{listing.error}; nothing is pruned in this run"

@@ -28,8 +28,8 @@ from .events import RunControl, SyncEvents
 from .journal import settle_intents
 from .planning import build_plan
 from .prune import prune
-from .record import record_up_to_date
-from .reporting import add_failed, finish_report, plan_report
+from .record import start_copies
+from .reporting import finish_report, plan_report
 from .runner import copy_and_follow
 from .stores import Destination, Scope, Sources, open_destination
 from .worker import run_worker
@@ -126,9 +126,7 @@ async def _copy_and_finish(
     """A real run once its plan is made and begun in the state: copy, signatures, prune, report, finish."""
     run_id = report.run_id
     assert run_id is not None
-    add_failed(plan, report, dest)
-    await record_up_to_date(plan, state=state, dest=dest, report=report, run_id=run_id)
-    await freshness.note_changes(plan, state=state, dest=dest)
+    await start_copies(plan, report, scope=Scope(dest), state=state, run_id=run_id)
     events.plan_ready(plan)
     # Deferred work was taken first by the plan and stays recorded until the run has ended: what this run did
     # not defer again, for every repository of this destination, goes once the copies are done.

@@ -29,7 +29,7 @@ from .events import RunControl, SyncEvents
 from .journal import settle_intents
 from .planning import ChildrenCheck, block_prune, check_targets, select_plan
 from .prune import prune
-from .record import record_up_to_date
+from .record import start_copies
 from .reporting import add_failed, finish_report
 from .runner import copy_and_follow
 from .stores import Destination, Scope, Sources
@@ -150,11 +150,7 @@ async def _work_unit(
     blockers = await check_targets(cfg, plan, scope=scope, state=state, sources=sources, verify=verify)
     if verify and not plan.children_checked:
         blockers.append(_UNCHECKED)
-    listed = report.sources
-    add_failed(plan, report, dest)
-    report.sources = listed
-    await record_up_to_date(plan, state=state, dest=dest, report=report, run_id=run_id, prefix=unit)
-    await freshness.note_changes(plan, state=state, dest=dest, prefix=unit)
+    await start_copies(plan, report, scope=scope, state=state, run_id=run_id)
     events.phase(f"{unit}: {len(plan.copies)} to copy, {len(plan.retags)} to retag, ~{plan.pulls_needed} pulls")
     budget = sources.budget
     await budget.top_up(sum(i.estimated_pulls for i in plan.copies if sources.is_hub(i.source_registry)))
