@@ -25,10 +25,10 @@ from ..state import State
 from ..store import TransferStats
 from . import freshness
 from .claim import BlobClaims, Claims, SharedQuota, quota_key
+from .close import close_run
 from .events import RunControl, SyncEvents
 from .journal import settle_intents
 from .planning import ChildrenCheck, block_prune, check_targets, select_plan
-from .prune import prune
 from .record import start_copies
 from .reporting import add_failed, finish_report
 from .runner import copy_and_follow
@@ -184,8 +184,9 @@ async def _close(
     report: SyncReport,
     events: SyncEvents,
 ) -> None:
-    """The last worker: prune what left the selection (unless a worker's check failed), settle freshness,
-    record the run with every worker's totals, and the library commit when the whole run is done."""
+    """The last worker closes the run for all (`close_run`): prune what left the selection (unless a worker's
+    check failed), settle freshness, record the run with every worker's totals, and the library commit when
+    the whole run is done."""
     run_id = report.run_id
     assert run_id is not None
     units = {u[0] for u in await state.run(state.work_units, run_id)}
@@ -194,28 +195,21 @@ async def _close(
             await state.aio.clear_deferred(d.source_ref, d.dest_repo)
     _, blockers = await state.run(state.run_work, run_id)
     block_prune(whole, blockers)  # every worker's checks that failed, and the tag sources not listed
-    await prune(  # what left the selection is found by prune, from the state after every worker's copies
-        whole, state=state, dest=dest, report=report, enabled=cfg.prune, events=events, max_delete=cfg.max_delete
-    )
-    await freshness.finish(whole, report, state=state, dest=dest)
-    finish_report(report, sources, dest, cfg)
-    summaries, _ = await state.run(state.run_work, run_id)
-    unchecked = int(summaries.get(claims.worker, {}).get("children_unchecked", 0))
-    summaries[claims.worker] = _summary(report, sources, dest, unchecked)
-    report.run = _whole_run(summaries, closer=True)
     # The commit the run started with (a worker joining later may have read a newer one): synced only if
     # this worker's selection was made from it too.
     started = next((r.commit for r in await state.run(state.runs, 50) if r.id == run_id), None)
-    done = report.exit_code == EXIT_DONE and not whole.prune_blockers
-    if done and whole.commit is not None and started == whole.commit:
-        await state.aio.set_library_commit(cfg.library, whole.commit)
-    totals = dict(report.run["totals"])
-    totals.update(
-        ratelimit_remaining=report.totals.ratelimit_remaining,
-        ratelimit_limit=report.totals.ratelimit_limit,
-        ratelimit_window=report.totals.ratelimit_window,
-    )
-    await state.aio.finish_run(run_id, report.run_status, totals, commit=whole.commit)
+
+    async def whole_run() -> dict[str, Any]:  # this worker's report is finished: every worker's part added up
+        summaries, _ = await state.run(state.run_work, run_id)
+        unchecked = int(summaries.get(claims.worker, {}).get("children_unchecked", 0))
+        summaries[claims.worker] = _summary(report, sources, dest, unchecked)
+        return _whole_run(summaries, closer=True)
+
+    # What left the selection is found by prune, from the state after every worker's copies.
+    await close_run(
+        cfg, whole, report, state=state, dest=dest, sources=sources, events=events, started_commit=started,
+        whole_run=whole_run,
+    )  # fmt: skip
     await state.run(state.end_run, run_id)
 
 
