@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -714,7 +714,7 @@ class Copier:
                     async with self._blob_sem:
                         await self._transfer(ctx, desc)
                 except BaseException:
-                    await asyncio.shield(ledger.release(digest, repo))
+                    await shielded(ledger.release(digest, repo))
                     raise
                 return "copied"
             for other in sorted(await ledger.holders(digest) - {repo} - tried):
@@ -902,6 +902,20 @@ def first_error(eg: BaseExceptionGroup[BaseException]) -> BaseException:
     return eg.exceptions[0]
 
 
+async def shielded(coro: Coroutine[Any, Any, T]) -> T:
+    """``await asyncio.shield(coro)``: *coro* runs to its end even if the awaiter is cancelled, and its error,
+    once nobody awaits it any more, is not logged as "never retrieved" with a traceback (the awaiter's own
+    error or cancellation tells what happened)."""
+    task = asyncio.ensure_future(coro)
+    task.add_done_callback(_retrieve)
+    return await asyncio.shield(task)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 __all__ = [
     "BlobHow",
     "BlobLedger",
@@ -912,4 +926,5 @@ __all__ = [
     "ManifestHow",
     "copy_location",
     "selected_children",
+    "shielded",
 ]

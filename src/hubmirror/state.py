@@ -32,7 +32,8 @@ Two backends, one `State`: SQLite (a path, or ``sqlite:///PATH``; the default) a
 connection (`_PgConnection`, psycopg 3, imported only for such a state) takes SQLite's ``?`` placeholders,
 and the migrations are translated (`_pg_ddl`). The sync lock is an advisory lock there, but the sync does not
 take it: several syncs cooperate on one run instead (`join_run`, `claim_unit`, `take_pulls`;
-``hubmirror.sync.worker``).
+``hubmirror.sync.worker``). A lost connection (the server restarted or stopped) is opened again and the call
+made again by `State.run`, up to `State.reconnect_window`; then `StateUnavailable`.
 
 **Jobs.** Several sync jobs may share one state (the default state is one file per user). Each recorded tag
 is owned by the jobs that select it (`tag_owners`, a relation tag ↔ job); a `State` opened with *job* claims
@@ -47,6 +48,7 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import re
 import socket
@@ -62,17 +64,23 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, Protocol, TypeVar
 
-from ._errors import StateError, StateLocked
+from ._errors import StateError, StateLocked, StateUnavailable
 from ._fs import output_problem
 from .redact import redact_url
 
 if TYPE_CHECKING:
     import psycopg
 
+log = logging.getLogger(__name__)
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
 SCHEMA_VERSION: Final = 11
+
+#: How long (seconds) a call through `State.run` waits for a lost PostgreSQL connection to come back before
+#: it gives up with `StateUnavailable` (`State.reconnect_window`; workers use twice their lease).
+RECONNECT_WINDOW: Final = 60.0
 
 #: Statuses a run can have. ``running`` rows left by a killed sync become ``interrupted`` at the next run.
 RUN_STATUSES: Final = frozenset({"running", "completed", "deferred", "failed", "interrupted"})
@@ -404,10 +412,35 @@ class _Conn(Protocol):
 class _PgConnection:
     """A psycopg 3 connection (autocommit: transactions are the explicit ``BEGIN``/``COMMIT`` of `State`)
     that speaks SQLite's dialect as `State` writes it: ``?`` placeholders, ``BEGIN IMMEDIATE``, and
-    booleans stored as integers."""
+    booleans stored as integers. *connect* opens a new session when this one was lost (`reconnect`)."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], connect: Callable[[], psycopg.Connection[Any]]) -> None:
         self._conn = conn
+        self._connect = connect
+        self.lost = False  # a statement failed because the session was lost (`State._guard` says so)
+        self.closed_by_us = False
+
+    @property
+    def broken(self) -> bool:
+        """The session is gone (the server restarted or stopped, the network): `reconnect` before using it."""
+        return not self.closed_by_us and (self.lost or self._conn.closed)
+
+    def is_lost(self, e: BaseException) -> bool:
+        """*e* (a psycopg error) means the session is gone, not that the statement was wrong: the connection
+        broke, or the server ended it (``57P01`` admin shutdown, ``57P02`` crash shutdown, ``57P03`` not
+        accepting connections yet, class ``08`` connection exceptions)."""
+        if self.closed_by_us:
+            return False
+        code = str(getattr(e, "sqlstate", None) or "")
+        return self._conn.closed or code.startswith("08") or code in ("57P01", "57P02", "57P03")
+
+    def reconnect(self) -> None:
+        """A new session in place of the lost one (whose session state, advisory locks included, is gone);
+        a psycopg error if the server cannot be reached."""
+        with contextlib.suppress(Exception):
+            self._conn.close()
+        self._conn = self._connect()
+        self.lost = False
 
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> _Cursor:
         return self._conn.execute(_pg_sql(sql), _pg_params(params))
@@ -417,6 +450,7 @@ class _PgConnection:
             cur.executemany(_pg_sql(sql), [_pg_params(r) for r in rows])
 
     def close(self) -> None:
+        self.closed_by_us = True
         self._conn.close()
 
 
@@ -621,6 +655,11 @@ class State:
         self._pg = isinstance(conn, _PgConnection)
         self._mutex = threading.RLock()
         self._lock_depth = 0
+        #: PostgreSQL: how long (seconds) a call through `run` waits for a lost connection to come back
+        #: (reconnecting with backoff) before it raises `StateUnavailable`.
+        self.reconnect_window = RECONNECT_WINDOW
+        self._down_since: float | None = None  # monotonic time the connection was found lost, until back
+        self._depth = 0  # nested `_guard` blocks: only the outermost reconnects (never mid-transaction)
         self._file_lock = _FileLock(self.path.with_name(self.path.name + ".lock")) if self.path is not None else None
         self._executor: ThreadPoolExecutor | None = None
         self.aio = AsyncState(self)
@@ -668,16 +707,18 @@ class State:
         except ImportError:  # pragma: no cover - a dependency of the package
             raise StateError(f"{location}: the PostgreSQL driver (psycopg) is not installed") from None
         assert location.url is not None
+        connect = partial(
+            psycopg.connect,
+            location.url,
+            autocommit=True,
+            connect_timeout=10,
+            application_name=f"hubmirror pid {os.getpid()} on {socket.gethostname()}"[:63],
+        )
         try:
-            raw = psycopg.connect(
-                location.url,
-                autocommit=True,
-                connect_timeout=10,
-                application_name=f"hubmirror pid {os.getpid()} on {socket.gethostname()}"[:63],
-            )
+            raw = connect()
         except psycopg.Error as e:
             raise StateError(f"{location}: cannot connect to the state database: {_first_line(e)}") from None
-        state = cls(location, _PgConnection(raw), job=job)
+        state = cls(location, _PgConnection(raw, connect), job=job)
         try:
             state._setup()
         except BaseException:
@@ -794,13 +835,39 @@ class State:
             if self._file_lock is not None:
                 self._file_lock.release()
             self._lock_depth = 0
-            self._conn.close()
+            with contextlib.suppress(Exception):  # a lost PostgreSQL connection closes as well
+                self._conn.close()
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """``fn(*args, **kwargs)`` on this state's worker thread (one thread: calls keep their order)."""
+        """``fn(*args, **kwargs)`` on this state's worker thread (one thread: calls keep their order).
+
+        PostgreSQL: when the connection is lost (the server restarted or stopped, the network), the call is
+        made again on a new connection, with backoff, until it goes through or `reconnect_window` seconds
+        have passed since the loss was seen; then `StateUnavailable`. Making it again is safe: *fn* is one
+        `State` method, and each is one transaction (cut off: rolled back by the server, so made whole again)
+        or a read; a commit whose answer was lost is looked up (`_write`) instead of being made twice.
+        """
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="hubmirror-state")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args, **kwargs))
+        call = partial(fn, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        pause = 0.25
+        while True:
+            try:
+                return await loop.run_in_executor(self._executor, call)
+            except _ConnectionLost as e:
+                since = self._down_since
+                waited = time.monotonic() - since if since is not None else 0.0
+                if waited >= self.reconnect_window:
+                    raise self._unavailable(e.detail) from None
+                await asyncio.sleep(min(pause, self.reconnect_window - waited))
+                pause = min(pause * 2, 5.0)
+
+    def _unavailable(self, detail: str) -> StateUnavailable:
+        return StateUnavailable(
+            f"{self.where}: the state database is unreachable ({detail}) and did not come back within "
+            f"{self.reconnect_window:.0f} s; stopping (what was pushed is recorded, or settled by the next run)"
+        )
 
     def __enter__(self) -> State:
         return self
@@ -815,9 +882,14 @@ class State:
 
     @contextlib.contextmanager
     def _guard(self, what: str) -> Iterator[None]:
-        """Serialise access and turn database errors into `StateError` naming the state."""
+        """Serialise access and turn database errors into `StateError` naming the state. PostgreSQL: a lost
+        connection is `_ConnectionLost` (`run` makes the call again), and the next call opens a new one."""
         with self._mutex:
+            outer = self._depth == 0
+            self._depth += 1
             try:
+                if outer and self._pg:
+                    self._reconnect_if_lost()
                 yield
             except sqlite3.DatabaseError as e:
                 detail = str(e)
@@ -831,20 +903,102 @@ class State:
                 raise StateError(f"{self.where}: {what} failed: {e}") from None
             except Exception as e:
                 if self._pg and _is_psycopg_error(e):
+                    if self._pgconn.is_lost(e):
+                        self._lost()
+                        raise _ConnectionLost(self.where, what, _first_line(e)) from None
                     raise StateError(f"{self.where}: {what} failed: {_first_line(e)}") from None
                 raise
+            finally:
+                self._depth -= 1
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
-        """One short write transaction (the caller holds ``_guard``)."""
+        """One short write transaction (the caller holds ``_guard``).
+
+        PostgreSQL: the transaction's id is read first, so that a ``COMMIT`` whose answer is lost with the
+        connection is looked up on a new one (``txid_status``): made, the call returns as if nothing had
+        happened; not made, the call fails as cut off (and `run` makes it again)."""
         self._conn.execute("BEGIN IMMEDIATE")
+        xid: int | None = None
         try:
+            if self._pg:
+                xid = int(self._conn.execute("SELECT txid_current()").fetchone()[0])
             yield
         except BaseException:
             with contextlib.suppress(Exception):  # a broken connection: the server rolls back itself
                 self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
+        try:
+            self._conn.execute("COMMIT")
+        except Exception as e:
+            if xid is None or not _is_psycopg_error(e) or not self._pgconn.is_lost(e):
+                raise
+            self._lost()
+            detail = _first_line(e)
+            if not self._committed(xid, detail):  # rolled back: made whole again by `run`
+                raise _ConnectionLost(self.where, "commit", detail) from None
+
+    # ------------------------------------------------------------------ PostgreSQL: a lost connection
+
+    @property
+    def _pgconn(self) -> _PgConnection:
+        assert isinstance(self._conn, _PgConnection)
+        return self._conn
+
+    def _lost(self) -> None:
+        """The connection was found lost: the next call reconnects; `run` waits from now on."""
+        self._pgconn.lost = True
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+
+    def _reconnect_if_lost(self) -> None:
+        """Before a call: a lost connection is opened again (one attempt: `_ConnectionLost` if the server
+        cannot be reached), and the session's sync lock, if this `State` held it, taken again: another sync
+        that took it meanwhile makes this one stop (`StateLocked`)."""
+        conn = self._pgconn
+        if not conn.broken:
+            return
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        try:
+            conn.reconnect()
+        except Exception as e:
+            if _is_psycopg_error(e):
+                raise _ConnectionLost(self.where, "reconnect", _first_line(e)) from None
+            raise
+        down = time.monotonic() - self._down_since
+        self._down_since = None
+        log.warning("%s: the connection to the state database was lost; reconnected after %.1f s", self.where, down)
+        if self._lock_depth and not conn.execute("SELECT pg_try_advisory_lock(?)", (_PG_SYNC_LOCK,)).fetchone()[0]:
+            raise StateLocked(
+                f"{self.where}: the sync lock went with the lost connection to the state database, and another "
+                "sync took it meanwhile; stopping"
+            )
+
+    def _committed(self, xid: int, detail: str) -> bool:
+        """Whether transaction *xid*, whose ``COMMIT`` lost its answer with the connection, was committed:
+        asked on a new connection, waiting (backoff) up to `reconnect_window` for the server to come back;
+        `StateUnavailable` if it does not (or if the old session still holds it open by then)."""
+        deadline = (self._down_since or time.monotonic()) + self.reconnect_window
+        pause = 0.25
+        while True:
+            try:
+                self._reconnect_if_lost()
+                status = self._conn.execute("SELECT txid_status(?)", (xid,)).fetchone()[0]
+                if status != "in progress":  # the old session may not have ended yet
+                    return bool(status == "committed")
+                detail = "the transaction is still in progress on the old session"
+            except _ConnectionLost as e:
+                detail = e.detail
+            except Exception as e:
+                if not (_is_psycopg_error(e) and self._pgconn.is_lost(e)):
+                    raise
+                self._lost()
+                detail = _first_line(e)
+            if time.monotonic() >= deadline:
+                raise self._unavailable(f"a commit's answer was lost, its outcome is unknown: {detail}")
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
     # ------------------------------------------------------------------ lock
 
@@ -2047,12 +2201,18 @@ class AsyncState:
     async def lock(self) -> AsyncIterator[None]:
         """`State.lock`, taken and released on the state's worker thread (a PostgreSQL advisory lock is a
         round trip to the server)."""
-        cm = self._state.lock()
-        await self._state.run(cm.__enter__)
+        held: list[contextlib.AbstractContextManager[None]] = []
+
+        def enter() -> None:  # a new context each time `run` makes the call again (a lost connection)
+            cm = self._state.lock()
+            cm.__enter__()
+            held.append(cm)
+
+        await self._state.run(enter)
         try:
             yield
         finally:
-            await self._state.run(cm.__exit__, None, None, None)
+            await self._state.run(held[0].__exit__, None, None, None)
 
     async def tag(self, dest_repo: str, tag: str) -> TagRecord | None:
         return await self._state.run(self._state.tag, dest_repo, tag)
@@ -2210,6 +2370,14 @@ def _deferred_item(row: Sequence[Any]) -> DeferredItem:
     )
 
 
+class _ConnectionLost(StateError):
+    """A PostgreSQL call failed because the connection was lost; `State.run` makes it again."""
+
+    def __init__(self, where: str, what: str, detail: str) -> None:
+        super().__init__(f"{where}: {what} failed: lost the connection to the state database ({detail})")
+        self.detail = detail
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -2240,5 +2408,6 @@ __all__ = [
     "StateError",
     "StateLocation",
     "StateLocked",
+    "StateUnavailable",
     "TagRecord",
 ]

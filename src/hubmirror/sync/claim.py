@@ -8,6 +8,10 @@ of its length; a worker that dies stops renewing, and once its lease has run out
 a row of the state) that every pull is taken from before it is granted, and the blobs of the run
 (`BlobClaims`): a blob another worker placed is mounted from its repository, one another worker is
 transferring is waited for, so that a blob shared by several repositories is downloaded once.
+
+The state's server may restart mid-run: each call is made again on a new connection (`State.run`), those
+that stamp a lease with the time of the call reading the clock again, so that a lease renewed after the
+server came back runs from then. A restart shorter than the lease loses no claim.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .._errors import StateError
+from .._errors import StateError, StateUnavailable
 from ..config import SyncConfig
 from ..registry.ratelimit import RateLimit
 from ..state import State
@@ -59,14 +63,9 @@ class Claims:
 
     async def join(self, job: str, units: list[str], *, commit: str | None, quota: str | None) -> int:
         self.run_id, self.started = await self.state.run(
-            self.state.join_run,
-            job,
-            units,
-            self.worker,
-            commit=commit,
-            lease=self.lease,
-            now=time.time(),
-            quota_key=quota,
+            lambda: self.state.join_run(
+                job, units, self.worker, commit=commit, lease=self.lease, now=time.time(), quota_key=quota
+            )
         )
         return self._run
 
@@ -80,7 +79,7 @@ class Claims:
         leave its unit to be claimed again); None once every unit is done."""
         while True:
             unit = await self.state.run(
-                self.state.claim_unit, self._run, self.worker, lease=self.lease, now=time.time()
+                lambda: self.state.claim_unit(self._run, self.worker, lease=self.lease, now=time.time())
             )
             if unit is not None:
                 return unit
@@ -103,7 +102,7 @@ class Claims:
         """This worker is finished (*stopped*: asked to stop); True if it closes the run (prune, the run
         record)."""
         return await self.state.run(
-            self.state.close_run, self._run, self.worker, summary, now=time.time(), stopped=stopped
+            lambda: self.state.close_run(self._run, self.worker, summary, now=time.time(), stopped=stopped)
         )
 
     async def release(self) -> None:
@@ -114,21 +113,37 @@ class Claims:
 
     @contextlib.asynccontextmanager
     async def heartbeat(self) -> AsyncIterator[None]:
-        """Renew this worker's leases every third of their length while the block runs."""
+        """Renew this worker's leases every third of their length while the block runs. A beat while the
+        state's server is away waits for it (`State.run`) and renews from the time it is back; when it does
+        not come back (`StateUnavailable`) this worker's leases are gone: the block is cancelled and raises
+        that error (a worker whose lanes all wait on transfers stops too)."""
+        owner = asyncio.current_task()
+        lost: list[StateUnavailable] = []
+
+        def renew() -> list[str]:
+            return self.state.renew_leases(self._run, self.worker, lease=self.lease, now=time.time())
 
         async def beat() -> None:
             while True:
                 await asyncio.sleep(self.lease / 3)
                 try:
-                    await self.state.run(
-                        self.state.renew_leases, self._run, self.worker, lease=self.lease, now=time.time()
-                    )
+                    await self.state.run(renew)
+                except StateUnavailable as e:
+                    lost.append(e)
+                    if owner is not None:
+                        owner.cancel()
+                    return
                 except StateError as e:  # the next beat tries again; the lease outlives two missed beats
                     log.warning("heartbeat: %s", e)
 
         task = asyncio.create_task(beat())
         try:
             yield
+        except asyncio.CancelledError:
+            if not lost or owner is None:
+                raise
+            owner.uncancel()  # cancelled by the heartbeat, not by the caller: the error the heartbeat met
+            raise lost[0] from None
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -142,7 +157,8 @@ class BlobClaims:
     The lanes of this worker (each with its own `Copier`) wait for each other here, without the state.
 
     The ledger only saves transfers: when the state cannot be read or written, a blob is transferred as if
-    no other worker were there (with one warning)."""
+    no other worker were there (with one warning). A state that went away for good (`StateUnavailable`)
+    stops the run instead."""
 
     def __init__(self, state: State, run_id: int, worker: str, *, lease: float, poll: float = 0.5) -> None:
         self.state, self.run_id, self.worker, self.lease = state, run_id, worker, lease
@@ -158,6 +174,8 @@ class BlobClaims:
     async def holders(self, digest: str) -> set[str]:
         try:
             return set(await self.state.run(self.state.blob_holders, self.run_id, digest))
+        except StateUnavailable:
+            raise
         except StateError as e:
             self._failed(e)
             return set()
@@ -169,8 +187,11 @@ class BlobClaims:
         self._mine[digest] = (repo, done)
         try:
             got = await self.state.run(
-                self.state.claim_blob, self.run_id, digest, repo, self.worker, lease=self.lease, now=time.time()
+                lambda: self.state.claim_blob(self.run_id, digest, repo, self.worker, lease=self.lease, now=time.time())
             )
+        except StateUnavailable:
+            self._over(digest, repo)
+            raise
         except StateError as e:
             self._failed(e)
             got = True
@@ -188,7 +209,9 @@ class BlobClaims:
             return
         while True:
             try:
-                busy = await self.state.run(self.state.blob_in_flight, self.run_id, digest, now=time.time())
+                busy = await self.state.run(lambda: self.state.blob_in_flight(self.run_id, digest, now=time.time()))
+            except StateUnavailable:
+                raise
             except StateError as e:
                 self._failed(e)
                 return
@@ -199,6 +222,8 @@ class BlobClaims:
     async def placed(self, digest: str, repo: str) -> None:
         try:
             await self.state.run(self.state.placed_blob, self.run_id, digest, repo, self.worker)
+        except StateUnavailable:
+            raise
         except StateError as e:
             self._failed(e)
         finally:
@@ -207,6 +232,8 @@ class BlobClaims:
     async def release(self, digest: str, repo: str) -> None:
         try:
             await self.state.run(self.state.release_blob, self.run_id, digest, repo, self.worker)
+        except StateUnavailable:
+            raise
         except StateError as e:
             self._failed(e)
         finally:

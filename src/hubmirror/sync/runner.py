@@ -12,9 +12,9 @@ import time
 
 import aiohttp
 
-from .._errors import BudgetExhausted, HubmirrorError, QuotaExceeded
+from .._errors import BudgetExhausted, HubmirrorError, QuotaExceeded, StateUnavailable
 from ..config import SyncConfig
-from ..copy import BlobLedger, Copier, CopyResult, first_error
+from ..copy import BlobLedger, Copier, CopyResult, first_error, shielded
 from ..media import Descriptor
 from ..plan import Plan, WorkItem
 from ..referrers import follow_referrers
@@ -239,7 +239,7 @@ class Runner:
                 done = not result.skipped
             finally:
                 # shielded: a second Ctrl-C must not lose what this item fetched (nor tear a write)
-                await asyncio.shield(journal.close(done=done))
+                await shielded(journal.close(done=done))
             if result.skipped:
                 self.report.add(
                     Outcome.FAILED,
@@ -252,6 +252,8 @@ class Runner:
                 self.events.item_done(item, Outcome.FAILED)
                 return
             await self._record(item, result)
+        except StateUnavailable:  # the state database is gone: the run stops (not one item's failure)
+            raise
         except BudgetExhausted as e:
             await self._defer(item, str(e))
             return

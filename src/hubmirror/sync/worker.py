@@ -56,6 +56,8 @@ async def run_worker(
 ) -> tuple[Plan, SyncReport]:
     """Take part in the run of *cfg*'s job on the cooperative *state*; the whole selection's plan (its
     targets, and for the closer what left it) and this worker's report."""
+    # The state's server restarting mid-run: calls wait for it up to two leases, then the worker stops.
+    state.reconnect_window = 2 * (cfg.lease or DEFAULT_LEASE)
     # The whole selection's targets in priority order, as the single process's plan has them, not checked:
     # each worker checks only the repositories it claims.
     whole = await select_plan(cfg, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events)
