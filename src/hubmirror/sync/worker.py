@@ -22,7 +22,6 @@ from ..copy import first_error
 from ..plan import Plan, Target
 from ..report import EXIT_DEFERRED, EXIT_DONE, EXIT_FAILED, RUN_STATUS, Outcome, SyncReport, Totals
 from ..state import State
-from ..store import TransferStats
 from . import freshness
 from .claim import BlobClaims, Claims, SharedQuota, quota_key
 from .close import close_run
@@ -30,7 +29,7 @@ from .events import RunControl, SyncEvents
 from .journal import settle_intents
 from .planning import ChildrenCheck, block_prune, check_targets, select_plan
 from .record import start_copies
-from .reporting import add_failed, finish_report
+from .reporting import add_failed, add_transfers, finish_report
 from .runner import copy_and_follow
 from .stores import Destination, Scope, Sources
 
@@ -219,9 +218,7 @@ def _summary(report: SyncReport, sources: Sources, dest: Destination, unchecked:
     """What this worker did so far: its items' exit code and counts, its transfer totals, and how many of
     its repositories' indexes could not have every child looked at."""
     totals = Totals()
-    for store in sources.stores.values():
-        totals.add_stats(store.stats, TransferStats())
-    totals.add_stats(TransferStats(), dest.store.stats)
+    add_transfers(totals, sources, dest)
     totals.blobs_skipped = report.totals.blobs_skipped
     totals.duration = (datetime.now(UTC) - report.started).total_seconds()
     own = SyncReport(items=report.items)
