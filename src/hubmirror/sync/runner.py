@@ -9,7 +9,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 
 import aiohttp
 
@@ -27,7 +26,7 @@ from .breaker import DestinationBreaker, DestinationWatch, Tripped, failure_kind
 from .events import RunControl, SyncEvents
 from .journal import FollowJournal, ItemJournal
 from .record import record_copied, record_followed
-from .stores import Destination, Sources
+from .stores import Destination, Scope, Sources
 
 log = logging.getLogger(__name__)
 
@@ -324,23 +323,22 @@ async def copy_and_follow(
     report: SyncReport,
     *,
     state: State,
-    dest: Destination,
+    scope: Scope,
     sources: Sources,
     events: SyncEvents,
     control: RunControl | None,
     run_id: int,
-    scope: Callable[[str], bool],
-    deferred_where: str,
     phase: str | None = None,
     semaphore: asyncio.Semaphore | None = None,
     ledger: BlobLedger | None = None,
 ) -> Runner:
-    """Copy the plan's items; forget the deferred rows of the destination repositories in *scope* that the
-    copies did not defer again (deferred work keeps its priority until its run has ended, so a crash keeps
-    it); then follow the signatures and referrers of what was mirrored, announced by *phase*, or, stopped
-    from outside, report them deferred (as *deferred_where*). The sync (every repository) and a worker (one
-    repository) both end their copies here; a worker's copiers share blobs with the other workers through
+    """The copy step of *scope* (the whole destination, or a worker's repository): copy the plan's items;
+    forget the deferred rows of the destination repositories in *scope* that the copies did not defer again
+    (deferred work keeps its priority until its run has ended, so a crash keeps it); then follow the
+    signatures and referrers of what was mirrored, announced by *phase*, or, stopped from outside, report
+    them deferred (in the scope's name). A worker's copiers share blobs with the other workers through
     *ledger*."""
+    dest = scope.dest
     runner = Runner(
         cfg,
         plan,
@@ -356,7 +354,7 @@ async def copy_and_follow(
     )
     await runner.run()
     for d in await state.aio.deferred():
-        if scope(d.dest_repo) and (d.source_ref, d.dest_repo) not in runner.deferred:
+        if scope.holds(d.dest_repo) and (d.source_ref, d.dest_repo) not in runner.deferred:
             await state.aio.clear_deferred(d.source_ref, d.dest_repo)
     if cfg.signatures and runner.stopped is None:
         if phase is not None:
@@ -374,7 +372,7 @@ async def copy_and_follow(
         await record_followed(followed, state=state, dest=dest, run_id=run_id)
     elif cfg.signatures and control is not None and control.reason is not None:
         why = f"not followed in this run: {control.reason}"
-        report.add(Outcome.DEFERRED, "--signatures", deferred_where, reason=why)
+        report.add(Outcome.DEFERRED, "--signatures", scope.name, reason=why)
     return runner
 
 
