@@ -289,8 +289,9 @@ MAX_PENDING_TRIGGERS: Final = 1000
 # ---------------------------------------------------------------------------------------------------------
 
 # The pulls each worker took from a shared quota and has not settled (issue 15 item 3): one row per (quota,
-# worker), with the run whose lease (`work_workers`) says whether the worker is alive. Only live workers' pulls
-# are out (`State.take_pulls`); a dead worker's are spent. ``pull_quota.outstanding`` is no longer used.
+# worker), with the run whose lease (`work_workers`) says whether the worker is alive. A dead worker's pulls are
+# spent once a ``ratelimit-remaining`` received after its lease ran out counts them (`State.take_pulls`).
+# ``pull_quota.outstanding`` is no longer used.
 _PULL_QUOTA_WORKERS = """
 CREATE TABLE pull_quota_workers (
     quota_key TEXT NOT NULL,
