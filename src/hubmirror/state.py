@@ -24,7 +24,9 @@ record never leaves a tag hubmirror wrote unrecorded (the next run settles what 
 9 (the workers block) added ``work_runs``, ``work_units``, ``work_workers`` and ``pull_quota`` (workers
 cooperating on one run, and their shared pull quota). 11 (the serve replicas block) added ``serve_triggers``
 (runs asked of ``hubmirror serve`` replicas, which the one that schedules takes) and ``serve_deliveries`` (the
-webhook deliveries they accepted). `State.open` migrates older files in place, one transaction per step.
+webhook deliveries they accepted). 12 added ``pull_quota_workers``, the pulls each worker took from a shared
+quota and has not settled (a dead worker's count as spent). `State.open` migrates older files in place, one
+transaction per step.
 
 Two backends, one `State`: SQLite (a path, or ``sqlite:///PATH``; the default) and PostgreSQL
 (``postgresql://USER@HOST:PORT/DB``, a libpq URL: the password comes from the URL, ``PGPASSWORD`` or
@@ -76,7 +78,7 @@ log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 11
+SCHEMA_VERSION: Final = 12
 
 #: How long (seconds) a call through `State.run` waits for a lost PostgreSQL connection to come back before
 #: it gives up with `StateUnavailable` (`State.reconnect_window`; workers use twice their lease).
@@ -294,6 +296,20 @@ CREATE INDEX serve_deliveries_seen ON serve_deliveries (job, seen);
 MAX_PENDING_TRIGGERS: Final = 1000
 # ---------------------------------------------------------------------------------------------------------
 
+# The pulls each worker took from a shared quota and has not settled (issue 15 item 3): one row per (quota,
+# worker), with the run whose lease (`work_workers`) says whether the worker is alive. A dead worker's pulls are
+# spent once a ``ratelimit-remaining`` received after its lease ran out counts them (`State.take_pulls`).
+# ``pull_quota.outstanding`` is no longer used.
+_PULL_QUOTA_WORKERS = """
+CREATE TABLE pull_quota_workers (
+    quota_key TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    outstanding INTEGER NOT NULL,
+    PRIMARY KEY (quota_key, worker)
+);
+"""
+
 
 _LIBRARY_COMMIT_KEY = "library_commit:"
 _CHILDREN_CHECKED_KEY = "children_checked:"
@@ -330,6 +346,7 @@ _MIGRATIONS: Final[dict[int, str | Callable[[_Conn], bool]]] = {
     9: _WORKERS,  # the workers block (issue 15 items 2-3)
     10: _WORK_BLOBS,  # blobs in flight between workers (issue 15 item 2)
     11: _SERVE_TRIGGERS,  # the serve replicas block (issue 15 item 5)
+    12: _PULL_QUOTA_WORKERS,  # the pulls out, per worker of the shared quota (issue 15 item 3)
 }
 
 #: The PostgreSQL advisory lock keys: the sync lock (one run at a time) and migrations.
@@ -1561,15 +1578,14 @@ class State:
         commit: str | None,
         lease: float,
         now: float,
-        quota_key: str | None = None,
     ) -> tuple[int, bool]:
         """Join the run of *job* under way, or start one; returns (run id, True if this call started it).
 
         A run whose workers all lost their leases (killed) is ``abandoned`` (its ``runs`` row
-        ``interrupted``) and a new one starts. Starting a run adds a ``runs`` row, forgets what the pull quota
-        *quota_key* was known to hold (the first worker to read the quota sets it again) and lists *units*
+        ``interrupted``) and a new one starts. Starting a run adds a ``runs`` row and lists *units*
         (destination repositories, in priority order); a worker joining adds the units it knows that are
-        missing. Either way *worker* is registered with a lease until ``now + lease``.
+        missing. Either way *worker* is registered with a lease until ``now + lease``. The pull quota is not
+        touched: workers of other jobs may be taking from it (`take_pulls`).
         """
         with self._guard("join run"), self._write():
             if self._pg:  # two workers starting together: one starts the run, the other joins it
@@ -1601,10 +1617,6 @@ class State:
                     "INSERT INTO work_runs (run_id, job, status, started) VALUES (?, ?, 'open', ?)",
                     (run_id, job, _to_text(_now())),
                 )
-                if quota_key is not None:
-                    self._conn.execute(
-                        "UPDATE pull_quota SET available = NULL, outstanding = 0 WHERE quota_key = ?", (quota_key,)
-                    )
                 # The blobs of runs that are over (closed, or abandoned by workers that all died) go.
                 self._conn.execute(
                     "DELETE FROM work_blobs WHERE run_id NOT IN "
@@ -1848,20 +1860,26 @@ class State:
         quota_key: str,
         want: int,
         *,
+        worker: str,
+        run_id: int,
         remaining: int | None,
         observed_at: float,
         reserve: int,
         now: float,
     ) -> int:
-        """Take up to *want* pulls of the quota *quota_key* shared by the workers: debited in this
-        transaction, they are the taker's to spend (`settle_pulls` gives back what it did not). Returns how
-        many it got (0 when none are left).
+        """Take up to *want* pulls of the quota *quota_key* shared by the workers for *worker* (of run
+        *run_id*): debited in this transaction, they are the taker's to spend (`settle_pulls` gives back what it
+        did not). Returns how many it got (0 when none are left).
 
         *remaining* is the quota left as the source last reported it (``ratelimit-remaining``, received at
         *observed_at*; None: the source reports no quota, every pull is granted). It sets the pulls
         available (less *reserve*) when nobody knows them yet; it lowers them when it says less is left than
         the workers think (someone else pulls on this quota); it raises them (a new window) only when no
         pulls are out and it was received after the last were settled, so it counts every pull spent.
+
+        Pulls are out per worker (``pull_quota_workers``), whatever its job. Those of a worker that died (its
+        lease in ``work_workers`` ran out, or it stopped) are spent once *remaining* was received after its
+        lease ran out (it counts them); until then they are still out. A run starting does not reset the row.
         """
         if want <= 0:
             return 0
@@ -1875,33 +1893,81 @@ class State:
                 "VALUES (?, NULL, 0, ?, ?) ON CONFLICT (quota_key) DO NOTHING",
                 (quota_key, now, _to_text(_now())),
             )
+            # The row lock (PostgreSQL) serialises every taker and settler of this quota, and with them
+            # every change to its `pull_quota_workers` rows.
             row = self._conn.execute(
-                "SELECT available, outstanding, settled_at FROM pull_quota WHERE quota_key = ?" + lock, (quota_key,)
+                "SELECT available, settled_at FROM pull_quota WHERE quota_key = ?" + lock, (quota_key,)
             ).fetchone()
-            outstanding = int(row[1])
+            outstanding = self._pulls_out(quota_key, worker, observed_at=observed_at, now=now)
             if row[0] is None or seen < int(row[0]):  # unknown, or someone else pulled: count afresh
                 available = max(0, seen - outstanding)
-            elif outstanding == 0 and observed_at > float(row[2]):  # every pull counted: the window refilled
+            elif outstanding == 0 and observed_at > float(row[1]):  # every pull counted: the window refilled
                 available = seen
             else:
                 available = int(row[0])
             got = max(0, min(want, available))
             self._conn.execute(
-                "UPDATE pull_quota SET available = ?, outstanding = ?, updated_at = ? WHERE quota_key = ?",
-                (available - got, outstanding + got, _to_text(_now()), quota_key),
+                "UPDATE pull_quota SET available = ?, updated_at = ? WHERE quota_key = ?",
+                (available - got, _to_text(_now()), quota_key),
             )
+            if got:
+                self._conn.execute(
+                    "INSERT INTO pull_quota_workers (quota_key, worker, run_id, outstanding) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (quota_key, worker) DO UPDATE SET run_id = excluded.run_id, "
+                    "outstanding = pull_quota_workers.outstanding + excluded.outstanding",
+                    (quota_key, worker, run_id, got),
+                )
         return got
 
-    def settle_pulls(self, quota_key: str, taken: int, unused: int, *, now: float) -> None:
-        """*taken* pulls (`take_pulls`) are no longer out: *unused* of them go back to the quota *quota_key*,
-        the rest were spent. Pulls set aside for work in flight are settled later, when it is done."""
+    def _pulls_out(self, quota_key: str, taker: str, *, observed_at: float, now: float) -> int:
+        """The pulls of *quota_key* out with workers (taken, not settled), as `take_pulls` counts them with an
+        observation received at *observed_at*: those of *taker* (alive: it takes), of every worker whose lease
+        is alive (``working``, not run out), and of a dead worker whose lease ran out after *observed_at* (the
+        observation may not count the pulls it spent last). The rows of the other dead workers are forgotten:
+        their pulls are spent, and counted by the observation. In `take_pulls`' transaction."""
+        rows = self._conn.execute(
+            "SELECT q.worker, q.outstanding, w.status, w.lease_until FROM pull_quota_workers q "
+            "LEFT JOIN work_workers w ON w.run_id = q.run_id AND w.worker = q.worker WHERE q.quota_key = ?",
+            (quota_key,),
+        ).fetchall()
+        out, gone = 0, []
+        for name, n, status, lease_until in rows:
+            until = float(lease_until) if lease_until is not None else None
+            counted = until is not None and ((status == "working" and until >= now) or until >= observed_at)
+            if name == taker or counted:
+                out += int(n)
+            else:
+                gone.append((quota_key, name))
+        if gone:
+            self._conn.executemany("DELETE FROM pull_quota_workers WHERE quota_key = ? AND worker = ?", gone)
+        return out
+
+    def settle_pulls(self, quota_key: str, taken: int, unused: int, *, worker: str, now: float) -> None:
+        """*taken* pulls *worker* took (`take_pulls`) are no longer out: *unused* of them go back to the quota
+        *quota_key*, the rest were spent. Pulls set aside for work in flight are settled later, when it is
+        done. Nothing goes back beyond what the worker holds: the pulls of a worker taken for dead (forgotten
+        by `take_pulls`) count as spent even if it lives after all."""
         if taken <= 0 and unused <= 0:
             return
+        lock = " FOR UPDATE" if self._pg else ""
         with self._guard("settle pulls"), self._write():
+            self._conn.execute("SELECT 1 FROM pull_quota WHERE quota_key = ?" + lock, (quota_key,))  # as takers do
+            row = self._conn.execute(
+                "SELECT outstanding FROM pull_quota_workers WHERE quota_key = ? AND worker = ?", (quota_key, worker)
+            ).fetchone()
+            held = int(row[0]) if row is not None else 0
+            if held > max(taken, 0):
+                self._conn.execute(
+                    "UPDATE pull_quota_workers SET outstanding = ? WHERE quota_key = ? AND worker = ?",
+                    (held - taken, quota_key, worker),
+                )
+            elif row is not None:
+                self._conn.execute(
+                    "DELETE FROM pull_quota_workers WHERE quota_key = ? AND worker = ?", (quota_key, worker)
+                )
             self._conn.execute(
-                "UPDATE pull_quota SET available = available + ?, outstanding = CASE WHEN outstanding > ? "
-                "THEN outstanding - ? ELSE 0 END, settled_at = ?, updated_at = ? WHERE quota_key = ?",
-                (unused, taken, taken, now, _to_text(_now()), quota_key),
+                "UPDATE pull_quota SET available = available + ?, settled_at = ?, updated_at = ? WHERE quota_key = ?",
+                (max(0, min(unused, held)), now, _to_text(_now()), quota_key),
             )
 
     def work_in_progress(self, *, now: float) -> list[dict[str, Any]]:
@@ -1934,10 +2000,13 @@ class State:
         return out
 
     def pull_quota(self, quota_key: str) -> tuple[int | None, int] | None:
-        """(pulls available, pulls taken and not settled) of the shared quota *quota_key*, or None."""
+        """(pulls available, pulls taken and not settled) of the shared quota *quota_key*, or None. The pulls
+        taken include those of workers that died since, until `take_pulls` forgets them."""
         with self._guard("read pull quota"):
             row = self._conn.execute(
-                "SELECT available, outstanding FROM pull_quota WHERE quota_key = ?", (quota_key,)
+                "SELECT available, (SELECT COALESCE(SUM(outstanding), 0) FROM pull_quota_workers q "
+                "WHERE q.quota_key = pull_quota.quota_key) FROM pull_quota WHERE quota_key = ?",
+                (quota_key,),
             ).fetchone()
         return (None if row[0] is None else int(row[0]), int(row[1])) if row else None
 

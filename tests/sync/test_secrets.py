@@ -142,6 +142,7 @@ def test_a_state_keyed_by_the_url_with_its_token_is_migrated_keeps_its_commit_an
             *(f"DROP TABLE {t}" for t in workers),
             "DROP TABLE serve_triggers",  # the serve replicas block
             "DROP TABLE serve_deliveries",
+            "DROP TABLE pull_quota_workers",  # the pulls out, per worker (version 12)
         ):
             db.execute(undo)  # back to what schema 5 had
         db.execute("UPDATE schema_version SET version = 5")

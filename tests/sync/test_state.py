@@ -42,6 +42,7 @@ _AFTER_V5 = (
     "DROP TABLE work_blobs",  # blobs in flight between workers (version 10)
     "DROP TABLE serve_triggers",  # the serve replicas block
     "DROP TABLE serve_deliveries",
+    "DROP TABLE pull_quota_workers",  # the pulls out, per worker (version 12)
 )
 
 

@@ -61,11 +61,9 @@ class Claims:
         self.started = False  # this worker started the run
         self._wake = asyncio.Event()  # set when one of this worker's units is done
 
-    async def join(self, job: str, units: list[str], *, commit: str | None, quota: str | None) -> int:
+    async def join(self, job: str, units: list[str], *, commit: str | None) -> int:
         self.run_id, self.started = await self.state.run(
-            lambda: self.state.join_run(
-                job, units, self.worker, commit=commit, lease=self.lease, now=time.time(), quota_key=quota
-            )
+            lambda: self.state.join_run(job, units, self.worker, commit=commit, lease=self.lease, now=time.time())
         )
         return self._run
 
@@ -249,10 +247,12 @@ class BlobClaims:
 
 class SharedQuota:
     """The pull quota the workers share (`hubmirror.budget.PullPool`): a row of the state, debited in the
-    transaction that takes pulls and re-based from ``ratelimit-remaining`` (`State.take_pulls`)."""
+    transaction that takes pulls and re-based from ``ratelimit-remaining`` (`State.take_pulls`). The pulls
+    *worker* (of run *run_id*, whose lease tells whether it is alive) holds are kept apart, whatever the job
+    of the other workers on the same quota: if it dies, they count as spent."""
 
-    def __init__(self, state: State, key: str, *, reserve: int) -> None:
-        self.state, self.key, self.reserve = state, key, reserve
+    def __init__(self, state: State, key: str, *, worker: str, run_id: int, reserve: int) -> None:
+        self.state, self.key, self.worker, self.run_id, self.reserve = state, key, worker, run_id, reserve
         self.out = 0  # taken and not yet settled (spent or given back)
 
     async def take(self, n: int, observed: RateLimit | None) -> int:
@@ -260,6 +260,8 @@ class SharedQuota:
             self.state.take_pulls,
             self.key,
             n,
+            worker=self.worker,
+            run_id=self.run_id,
             remaining=observed.remaining if observed is not None else None,
             observed_at=observed.observed_at if observed is not None else 0.0,
             reserve=self.reserve,
@@ -274,7 +276,7 @@ class SharedQuota:
         back = min(unused, self.out)
         done = min(spent + back, self.out)
         self.out -= done
-        await self.state.run(self.state.settle_pulls, self.key, done, back, now=time.time())
+        await self.state.run(self.state.settle_pulls, self.key, done, back, worker=self.worker, now=time.time())
 
 
 __all__ = ["BlobClaims", "Claims", "SharedQuota", "quota_key", "worker_name"]

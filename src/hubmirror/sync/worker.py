@@ -61,16 +61,19 @@ async def run_worker(
     # each worker checks only the repositories it claims.
     whole = await select_plan(cfg, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events)
     report.commit = whole.commit
-    key = quota_key(cfg)
-    sources.budget.pool = SharedQuota(state, key, reserve=sources.budget.reserve)
     claims = Claims(state, lease=cfg.lease or DEFAULT_LEASE)
     by_unit: dict[str, list[Target]] = {}
     for t in whole.targets:
         by_unit.setdefault(dest.key(t.dest_repo), []).append(t)
     children = await ChildrenCheck.begin(state, dest)  # does this run HEAD the children of indexes up to date?
     job = f"{cfg.job_id} -> {dest.prefix}"  # the workers of one job (a config) into one destination
-    run_id = await claims.join(job, list(by_unit), commit=whole.commit, quota=key)
+    run_id = await claims.join(job, list(by_unit), commit=whole.commit)
     report.run_id = run_id
+    # Every pull from here on is taken from the quota the workers share, as this worker of this run (the
+    # selection above reads git only: no pulls).
+    sources.budget.pool = SharedQuota(
+        state, quota_key(cfg), worker=claims.worker, run_id=run_id, reserve=sources.budget.reserve
+    )
     ledger = BlobClaims(state, run_id, claims.worker, lease=claims.lease)  # blobs the workers share
     events.phase(f"worker {claims.worker} on run {run_id} ({len(by_unit)} repositories)")
     if control is not None:
