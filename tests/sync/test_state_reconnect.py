@@ -72,14 +72,16 @@ def test_a_call_after_the_session_ended_is_made_on_a_new_connection(
 
 def test_a_transaction_cut_off_is_made_whole_once(where: str, admin: psycopg.Connection[tuple[object, ...]]) -> None:
     with State.open(where) as st:
-        assert st.take_pulls("q", 1, remaining=100, observed_at=1.0, reserve=0, now=1.0) == 1
+        assert st.take_pulls("q", 1, worker="w", run_id=1, remaining=100, observed_at=1.0, reserve=0, now=1.0) == 1
         with psycopg.connect(where, autocommit=True) as other:
             other.execute("BEGIN")
             other.execute("SELECT * FROM pull_quota WHERE quota_key = 'q' FOR UPDATE")  # take_pulls waits on it
 
             async def take() -> int:
                 task = asyncio.ensure_future(
-                    st.run(st.take_pulls, "q", 5, remaining=100, observed_at=1.0, reserve=0, now=2.0)
+                    st.run(
+                        st.take_pulls, "q", 5, worker="w", run_id=1, remaining=100, observed_at=1.0, reserve=0, now=2.0
+                    )
                 )
                 deadline = time.monotonic() + 60
                 while not admin.execute(  # the state's transaction is under way, waiting on the row
