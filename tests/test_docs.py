@@ -82,6 +82,7 @@ def test_messages_quoted_in_troubleshooting_exist_in_the_code() -> None:
 def test_alert_rules_use_metrics_hubmirror_exports_and_the_docs_name_each_alert() -> None:
     metrics = SyncMetrics()
     metrics.set_freshness_slo(3600)
+    metrics.set_scheduler_leader(True)  # (serve only)
     exported = {m.name for m in metrics.registry.collect()}
     exported |= {f"{n}_total" for n in exported}
     rules = yaml.safe_load((DOCS.parent / "deploy" / "prometheus" / "hubmirror-alerts.yaml").read_text())

@@ -16,6 +16,7 @@ from ._errors import (
     RegistryError,
     StateError,
     StateLocked,
+    StateUnavailable,
     StoreError,
     UnsupportedManifest,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "RegistryError",
     "StateError",
     "StateLocked",
+    "StateUnavailable",
     "StoreError",
     "UnsupportedManifest",
     "__version__",

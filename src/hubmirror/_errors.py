@@ -102,5 +102,11 @@ class StateLocked(StateError):
     """Another sync holds the lock on this state."""
 
 
+class StateUnavailable(StateError):
+    """The state database went away (its connection was lost: a PostgreSQL server restarted, stopped, the
+    network) and did not come back within the reconnect window. It stops a run: no work goes on without its
+    record; what was pushed is recorded, or settled by the next run (tag intents)."""
+
+
 class BudgetExhausted(HubmirrorError):
     """The run's pull budget (``--max-pulls``, or the Hub quota minus the reserve) is spent: defer the rest."""

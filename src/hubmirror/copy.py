@@ -3,17 +3,18 @@
 Indexes are copied byte for byte (attestations and unusual platforms included) unless a platform
 filter drops children, in which case a new valid index is written and the result says so. Blobs are
 streamed and verified, skipped when the destination has them, mounted when another repository of the
-destination has them, and transferred at most once even when several copies need them at once. Push
-order is blobs → child manifests by digest → tags, so a tag never points at missing content.
+destination has them, and transferred at most once even when several copies need them at once (several
+processes too, through a `BlobLedger`). Push order is blobs → child manifests by digest → tags, so a tag
+never points at missing content.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, Protocol, TypeVar
 
 import aiohttp
 
@@ -99,6 +100,38 @@ class CopyJournal:
         """The destination repository of the copy holds manifest *digest*."""
 
 
+class BlobLedger(Protocol):
+    """What several processes copying into one destination tell each other of its blobs (the sync's workers
+    keep it in their shared state; the copier knows nothing of where). A `Copier` with a ledger asks it only
+    when it knows of no repository of its own holding a blob: it mounts the blob from a repository another
+    process placed it in, or claims its transfer, or waits while another process transfers it.
+
+    Repositories are the destination store's names, as `Copier.copy` is given them.
+    """
+
+    async def holders(self, digest: str) -> set[str]:
+        """Destination repositories the blob *digest* was placed in (by any process of the ledger)."""
+        ...
+
+    async def claim(self, digest: str, repo: str) -> bool:
+        """Claim the transfer of *digest* into *repo*: True if this process is to transfer it; False while
+        another transfer of it is under way (`wait`, then look again) or a repository holds it. A claim
+        ends with `placed` or `release`, or runs out when its process dies."""
+        ...
+
+    async def wait(self, digest: str) -> None:
+        """Return once no transfer of *digest* claimed by another is under way (done, given up, or dead)."""
+        ...
+
+    async def placed(self, digest: str, repo: str) -> None:
+        """*repo* holds *digest* now (copied, mounted or found there); a claim of it for *repo* is over."""
+        ...
+
+    async def release(self, digest: str, repo: str) -> None:
+        """The claimed transfer of *digest* into *repo* failed: the claim goes (another may try)."""
+        ...
+
+
 @dataclass
 class CopyResult:
     """What one `Copier.copy` did."""
@@ -160,6 +193,7 @@ class Copier:
         concurrency: int = 8,
         platforms: Sequence[Platform] | None = None,
         events: CopyEvents | None = None,
+        ledger: BlobLedger | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -167,6 +201,7 @@ class Copier:
         self.dst = dst
         self.platforms = list(platforms) if platforms else None
         self.events = events or CopyEvents()
+        self.ledger = ledger  # blobs other processes placed or are transferring (None: this process alone)
         self._blob_sem = asyncio.Semaphore(concurrency)
         self._manifest_sem = asyncio.Semaphore(concurrency)
         self._inflight: dict[str, asyncio.Future[None]] = {}
@@ -642,16 +677,54 @@ class Copier:
         ctx.events.blob_done(desc, how)
 
     async def _place_blob(self, ctx: _Ctx, desc: Descriptor) -> BlobHow:
+        if self.ledger is not None:
+            how = await self._place_blob_here(ctx, desc, self.ledger)
+            await self.ledger.placed(desc.digest, ctx.dst_repo)
+            return how
+        return await self._place_blob_here(ctx, desc, None)
+
+    async def _place_blob_here(self, ctx: _Ctx, desc: Descriptor, ledger: BlobLedger | None) -> BlobHow:
         repo = ctx.dst_repo
         if await self.dst.has_blob(repo, desc):
             return "skipped"
-        for other in sorted(self._known.get(desc.digest, set()) - {repo}):
-            try:
-                if await self.dst.mount_blob(repo, desc, other):
-                    return "mounted"
-            except (RegistryError, StoreError):
-                continue
+        others = sorted(self._known.get(desc.digest, set()) - {repo})
+        for other in others:
+            if await self._mount(repo, desc, other):
+                return "mounted"
+        if ledger is not None and not others:
+            return await self._place_shared(ctx, desc, ledger)
         async with self._blob_sem:  # only transfers take a slot: HEADs and mounts are quick
+            await self._transfer(ctx, desc)
+        return "copied"
+
+    async def _mount(self, repo: str, desc: Descriptor, other: str) -> bool:
+        try:
+            return await self.dst.mount_blob(repo, desc, other)
+        except (RegistryError, StoreError):
+            return False
+
+    async def _place_shared(self, ctx: _Ctx, desc: Descriptor, ledger: BlobLedger) -> BlobHow:
+        """No repository this Copier knows of holds *desc*: mount it from one another process placed it in;
+        else transfer it under a claim, or wait while another process transfers it and then mount it."""
+        repo, digest = ctx.dst_repo, desc.digest
+        tried: set[str] = set()
+        while True:
+            if await ledger.claim(digest, repo):  # first: a blob no other repository needs costs one question
+                try:
+                    async with self._blob_sem:
+                        await self._transfer(ctx, desc)
+                except BaseException:
+                    await shielded(ledger.release(digest, repo))
+                    raise
+                return "copied"
+            for other in sorted(await ledger.holders(digest) - {repo} - tried):
+                tried.add(other)
+                if await self._mount(repo, desc, other):
+                    return "mounted"
+            if tried:  # held elsewhere, but the registry refuses the mount: a claim would save nothing
+                break
+            await ledger.wait(digest)  # another process transfers it: then look again
+        async with self._blob_sem:
             await self._transfer(ctx, desc)
         return "copied"
 
@@ -829,8 +902,23 @@ def first_error(eg: BaseExceptionGroup[BaseException]) -> BaseException:
     return eg.exceptions[0]
 
 
+async def shielded(coro: Coroutine[Any, Any, T]) -> T:
+    """``await asyncio.shield(coro)``: *coro* runs to its end even if the awaiter is cancelled, and its error,
+    once nobody awaits it any more, is not logged as "never retrieved" with a traceback (the awaiter's own
+    error or cancellation tells what happened)."""
+    task = asyncio.ensure_future(coro)
+    task.add_done_callback(_retrieve)
+    return await asyncio.shield(task)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()
+
+
 __all__ = [
     "BlobHow",
+    "BlobLedger",
     "Copier",
     "CopyEvents",
     "CopyJournal",
@@ -838,4 +926,5 @@ __all__ = [
     "ManifestHow",
     "copy_location",
     "selected_children",
+    "shielded",
 ]

@@ -85,6 +85,7 @@ class SyncMetrics:
             registry=r,
         )
         self._freshness_slo: Gauge | None = None  # only exported once a freshness_slo is set (no false 0)
+        self._scheduler_leader: Gauge | None = None  # only exported by hubmirror serve
         self.last_success = Gauge(
             "hubmirror_last_success_timestamp_seconds", "When the last run that did everything finished.", registry=r
         )
@@ -130,6 +131,17 @@ class SyncMetrics:
                 "hubmirror_freshness_slo_seconds", "The config's freshness_slo, in seconds.", registry=self.registry
             )
         self._freshness_slo.set(seconds)
+
+    def set_scheduler_leader(self, leader: bool) -> None:
+        """Export whether this ``hubmirror serve`` schedules the runs (1; always with a SQLite state) or is a
+        replica that does not (0)."""
+        if self._scheduler_leader is None:
+            self._scheduler_leader = Gauge(
+                "hubmirror_scheduler_leader",
+                "1 if this hubmirror serve schedules the runs (of its replicas on one state), else 0.",
+                registry=self.registry,
+            )
+        self._scheduler_leader.set(1 if leader else 0)
 
     def text(self) -> bytes:
         """The metrics in Prometheus text format (for a ``/metrics`` handler)."""

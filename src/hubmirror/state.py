@@ -22,7 +22,10 @@ every child); 8 added ``tag_intents``: a row per destination tag about to be pus
 turned into the tag's record after it (`intend_tag`, `confirm_tag`), so that a crash between a push and its
 record never leaves a tag hubmirror wrote unrecorded (the next run settles what is left: `intents`).
 9 (the workers block) added ``work_runs``, ``work_units``, ``work_workers`` and ``pull_quota`` (workers
-cooperating on one run, and their shared pull quota). `State.open` migrates older files in place, one
+cooperating on one run, and their shared pull quota). 11 (the serve replicas block) added ``serve_triggers``
+(runs asked of ``hubmirror serve`` replicas, which the one that schedules takes) and ``serve_deliveries`` (the
+webhook deliveries they accepted). 12 added ``pull_quota_workers``, the pulls each worker took from a shared
+quota and has not settled (a dead worker's count as spent). `State.open` migrates older files in place, one
 transaction per step.
 
 Two backends, one `State`: SQLite (a path, or ``sqlite:///PATH``; the default) and PostgreSQL
@@ -31,7 +34,8 @@ Two backends, one `State`: SQLite (a path, or ``sqlite:///PATH``; the default) a
 connection (`_PgConnection`, psycopg 3, imported only for such a state) takes SQLite's ``?`` placeholders,
 and the migrations are translated (`_pg_ddl`). The sync lock is an advisory lock there, but the sync does not
 take it: several syncs cooperate on one run instead (`join_run`, `claim_unit`, `take_pulls`;
-``hubmirror.sync.worker``).
+``hubmirror.sync.worker``). A lost connection (the server restarted or stopped) is opened again and the call
+made again by `State.run`, up to `State.reconnect_window`; then `StateUnavailable`.
 
 **Jobs.** Several sync jobs may share one state (the default state is one file per user). Each recorded tag
 is owned by the jobs that select it (`tag_owners`, a relation tag ↔ job); a `State` opened with *job* claims
@@ -46,12 +50,14 @@ import contextlib
 import errno
 import fcntl
 import json
+import logging
 import os
 import re
 import socket
 import sqlite3
 import threading
 import time
+import zlib
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -60,17 +66,23 @@ from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, Protocol, TypeVar
 
-from ._errors import StateError, StateLocked
+from ._errors import StateError, StateLocked, StateUnavailable
 from ._fs import output_problem
 from .redact import redact_url
 
 if TYPE_CHECKING:
     import psycopg
 
+log = logging.getLogger(__name__)
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
-SCHEMA_VERSION: Final = 9
+SCHEMA_VERSION: Final = 12
+
+#: How long (seconds) a call through `State.run` waits for a lost PostgreSQL connection to come back before
+#: it gives up with `StateUnavailable` (`State.reconnect_window`; workers use twice their lease).
+RECONNECT_WINDOW: Final = 60.0
 
 #: Statuses a run can have. ``running`` rows left by a killed sync become ``interrupted`` at the next run.
 RUN_STATUSES: Final = frozenset({"running", "completed", "deferred", "failed", "interrupted"})
@@ -235,6 +247,69 @@ CREATE TABLE pull_quota (
 """
 # ---------------------------------------------------------------------------------------------------------
 
+# Blobs of a run shared by workers (issue 15 item 2): `work_blobs` has one row per (run, blob, destination
+# repository) a worker placed the blob in during the run (``lease_until`` NULL), or is transferring it into
+# (``lease_until``: the claim's lease, epoch seconds, renewed with the worker's other leases). Other workers
+# mount the blob from a repository that holds it, or wait while one transfers it, instead of downloading it
+# again. Rows live as long as their run (`State.end_run`, or the next run of any job once it is over).
+_WORK_BLOBS = """
+CREATE TABLE work_blobs (
+    run_id INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    dest_repo TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    lease_until DOUBLE PRECISION,
+    PRIMARY KEY (run_id, digest, dest_repo)
+);
+CREATE INDEX work_blobs_in_flight ON work_blobs (run_id, worker) WHERE lease_until IS NOT NULL;
+"""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Serve replicas (issue 15 item 5): several ``hubmirror serve`` on one PostgreSQL state elect one scheduler (a
+# session advisory lock, `lead_scheduler`); a trigger any replica accepts (API, webhook) is a row of
+# `serve_triggers` until the scheduler takes it for its next run (`take_triggers`), so none is lost when the
+# scheduler dies. Triggers of the same reason and repositories are one row (``triggers`` counts them).
+# `serve_deliveries` remembers the webhook deliveries any replica accepted (the newest few thousand), so that
+# GitHub's retry of one reaching another replica starts nothing.
+_SERVE_TRIGGERS = """
+CREATE TABLE serve_triggers (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    job TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    repositories TEXT,
+    triggers INTEGER NOT NULL DEFAULT 1,
+    replica TEXT NOT NULL,
+    created TEXT NOT NULL
+);
+CREATE INDEX serve_triggers_job ON serve_triggers (job, id);
+CREATE TABLE serve_deliveries (
+    job TEXT NOT NULL,
+    delivery TEXT NOT NULL,
+    seen TEXT NOT NULL,
+    PRIMARY KEY (job, delivery)
+);
+CREATE INDEX serve_deliveries_seen ON serve_deliveries (job, seen);
+"""
+#: Rows of `serve_triggers` one job keeps at most (distinct reasons and repositories): beyond, a trigger is
+#: refused (`add_trigger` returns None) until the scheduler takes them.
+MAX_PENDING_TRIGGERS: Final = 1000
+# ---------------------------------------------------------------------------------------------------------
+
+# The pulls each worker took from a shared quota and has not settled (issue 15 item 3): one row per (quota,
+# worker), with the run whose lease (`work_workers`) says whether the worker is alive. A dead worker's pulls are
+# spent once a ``ratelimit-remaining`` received after its lease ran out counts them (`State.take_pulls`).
+# ``pull_quota.outstanding`` is no longer used.
+_PULL_QUOTA_WORKERS = """
+CREATE TABLE pull_quota_workers (
+    quota_key TEXT NOT NULL,
+    worker TEXT NOT NULL,
+    run_id INTEGER NOT NULL,
+    outstanding INTEGER NOT NULL,
+    PRIMARY KEY (quota_key, worker)
+);
+"""
+
 
 _LIBRARY_COMMIT_KEY = "library_commit:"
 _CHILDREN_CHECKED_KEY = "children_checked:"
@@ -269,12 +344,19 @@ _MIGRATIONS: Final[dict[int, str | Callable[[_Conn], bool]]] = {
     7: _V7,
     8: _V8,
     9: _WORKERS,  # the workers block (issue 15 items 2-3)
+    10: _WORK_BLOBS,  # blobs in flight between workers (issue 15 item 2)
+    11: _SERVE_TRIGGERS,  # the serve replicas block (issue 15 item 5)
+    12: _PULL_QUOTA_WORKERS,  # the pulls out, per worker of the shared quota (issue 15 item 3)
 }
 
 #: The PostgreSQL advisory lock keys: the sync lock (one run at a time) and migrations.
 _PG_SYNC_LOCK: Final = 0x68756273  # "hubs"
 _PG_MIGRATE_LOCK: Final = 0x6875626D  # "hubm"
 _PG_JOIN_LOCK: Final = 0x6875626A  # "hubj": workers joining or starting a run, one at a time
+#: With a blob's hash as the second key (the two-key space, apart from the keys above): claims of one blob.
+_PG_BLOB_LOCK: Final = 0x68756262  # "hubb"
+#: The serve scheduler's lock: this (``classid``) and the CRC-32 of the job (``objid``), one scheduler per job.
+_PG_SERVE_LOCK: Final = 0x68756272  # "hubr"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 _PG_SCHEMES: Final = ("postgresql", "postgres")
 
@@ -347,10 +429,35 @@ class _Conn(Protocol):
 class _PgConnection:
     """A psycopg 3 connection (autocommit: transactions are the explicit ``BEGIN``/``COMMIT`` of `State`)
     that speaks SQLite's dialect as `State` writes it: ``?`` placeholders, ``BEGIN IMMEDIATE``, and
-    booleans stored as integers."""
+    booleans stored as integers. *connect* opens a new session when this one was lost (`reconnect`)."""
 
-    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, conn: psycopg.Connection[Any], connect: Callable[[], psycopg.Connection[Any]]) -> None:
         self._conn = conn
+        self._connect = connect
+        self.lost = False  # a statement failed because the session was lost (`State._guard` says so)
+        self.closed_by_us = False
+
+    @property
+    def broken(self) -> bool:
+        """The session is gone (the server restarted or stopped, the network): `reconnect` before using it."""
+        return not self.closed_by_us and (self.lost or self._conn.closed)
+
+    def is_lost(self, e: BaseException) -> bool:
+        """*e* (a psycopg error) means the session is gone, not that the statement was wrong: the connection
+        broke, or the server ended it (``57P01`` admin shutdown, ``57P02`` crash shutdown, ``57P03`` not
+        accepting connections yet, class ``08`` connection exceptions)."""
+        if self.closed_by_us:
+            return False
+        code = str(getattr(e, "sqlstate", None) or "")
+        return self._conn.closed or code.startswith("08") or code in ("57P01", "57P02", "57P03")
+
+    def reconnect(self) -> None:
+        """A new session in place of the lost one (whose session state, advisory locks included, is gone);
+        a psycopg error if the server cannot be reached."""
+        with contextlib.suppress(Exception):
+            self._conn.close()
+        self._conn = self._connect()
+        self.lost = False
 
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> _Cursor:
         return self._conn.execute(_pg_sql(sql), _pg_params(params))
@@ -363,6 +470,7 @@ class _PgConnection:
             return cur.rowcount
 
     def close(self) -> None:
+        self.closed_by_us = True
         self._conn.close()
 
 
@@ -539,6 +647,14 @@ def _read_pid(fd: int) -> int | None:
     return int(text) if text.isdigit() else None
 
 
+class _NotAdded(Exception):
+    """`State.add_trigger` adds nothing (its transaction is rolled back) and returns *result*."""
+
+    def __init__(self, result: int | None) -> None:
+        super().__init__(result)
+        self.result = result
+
+
 class State:
     """An open state database. Create with `State.open`; use as a context manager to close it.
 
@@ -560,6 +676,11 @@ class State:
         self._pg = isinstance(conn, _PgConnection)
         self._mutex = threading.RLock()
         self._lock_depth = 0
+        #: PostgreSQL: how long (seconds) a call through `run` waits for a lost connection to come back
+        #: (reconnecting with backoff) before it raises `StateUnavailable`.
+        self.reconnect_window = RECONNECT_WINDOW
+        self._down_since: float | None = None  # monotonic time the connection was found lost, until back
+        self._depth = 0  # nested `_guard` blocks: only the outermost reconnects (never mid-transaction)
         self._file_lock = _FileLock(self.path.with_name(self.path.name + ".lock")) if self.path is not None else None
         self._executor: ThreadPoolExecutor | None = None
         self.aio = AsyncState(self)
@@ -607,16 +728,18 @@ class State:
         except ImportError:  # pragma: no cover - a dependency of the package
             raise StateError(f"{location}: the PostgreSQL driver (psycopg) is not installed") from None
         assert location.url is not None
+        connect = partial(
+            psycopg.connect,
+            location.url,
+            autocommit=True,
+            connect_timeout=10,
+            application_name=f"hubmirror pid {os.getpid()} on {socket.gethostname()}"[:63],
+        )
         try:
-            raw = psycopg.connect(
-                location.url,
-                autocommit=True,
-                connect_timeout=10,
-                application_name=f"hubmirror pid {os.getpid()} on {socket.gethostname()}"[:63],
-            )
+            raw = connect()
         except psycopg.Error as e:
             raise StateError(f"{location}: cannot connect to the state database: {_first_line(e)}") from None
-        state = cls(location, _PgConnection(raw), job=job)
+        state = cls(location, _PgConnection(raw, connect), job=job)
         try:
             state._setup()
         except BaseException:
@@ -733,13 +856,39 @@ class State:
             if self._file_lock is not None:
                 self._file_lock.release()
             self._lock_depth = 0
-            self._conn.close()
+            with contextlib.suppress(Exception):  # a lost PostgreSQL connection closes as well
+                self._conn.close()
 
     async def run(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """``fn(*args, **kwargs)`` on this state's worker thread (one thread: calls keep their order)."""
+        """``fn(*args, **kwargs)`` on this state's worker thread (one thread: calls keep their order).
+
+        PostgreSQL: when the connection is lost (the server restarted or stopped, the network), the call is
+        made again on a new connection, with backoff, until it goes through or `reconnect_window` seconds
+        have passed since the loss was seen; then `StateUnavailable`. Making it again is safe: *fn* is one
+        `State` method, and each is one transaction (cut off: rolled back by the server, so made whole again)
+        or a read; a commit whose answer was lost is looked up (`_write`) instead of being made twice.
+        """
         if self._executor is None:
             self._executor = ThreadPoolExecutor(1, thread_name_prefix="hubmirror-state")
-        return await asyncio.get_running_loop().run_in_executor(self._executor, partial(fn, *args, **kwargs))
+        call = partial(fn, *args, **kwargs)
+        loop = asyncio.get_running_loop()
+        pause = 0.25
+        while True:
+            try:
+                return await loop.run_in_executor(self._executor, call)
+            except _ConnectionLost as e:
+                since = self._down_since
+                waited = time.monotonic() - since if since is not None else 0.0
+                if waited >= self.reconnect_window:
+                    raise self._unavailable(e.detail) from None
+                await asyncio.sleep(min(pause, self.reconnect_window - waited))
+                pause = min(pause * 2, 5.0)
+
+    def _unavailable(self, detail: str) -> StateUnavailable:
+        return StateUnavailable(
+            f"{self.where}: the state database is unreachable ({detail}) and did not come back within "
+            f"{self.reconnect_window:.0f} s; stopping (what was pushed is recorded, or settled by the next run)"
+        )
 
     def __enter__(self) -> State:
         return self
@@ -754,9 +903,14 @@ class State:
 
     @contextlib.contextmanager
     def _guard(self, what: str) -> Iterator[None]:
-        """Serialise access and turn database errors into `StateError` naming the state."""
+        """Serialise access and turn database errors into `StateError` naming the state. PostgreSQL: a lost
+        connection is `_ConnectionLost` (`run` makes the call again), and the next call opens a new one."""
         with self._mutex:
+            outer = self._depth == 0
+            self._depth += 1
             try:
+                if outer and self._pg:
+                    self._reconnect_if_lost()
                 yield
             except sqlite3.DatabaseError as e:
                 detail = str(e)
@@ -770,20 +924,102 @@ class State:
                 raise StateError(f"{self.where}: {what} failed: {e}") from None
             except Exception as e:
                 if self._pg and _is_psycopg_error(e):
+                    if self._pgconn.is_lost(e):
+                        self._lost()
+                        raise _ConnectionLost(self.where, what, _first_line(e)) from None
                     raise StateError(f"{self.where}: {what} failed: {_first_line(e)}") from None
                 raise
+            finally:
+                self._depth -= 1
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[None]:
-        """One short write transaction (the caller holds ``_guard``)."""
+        """One short write transaction (the caller holds ``_guard``).
+
+        PostgreSQL: the transaction's id is read first, so that a ``COMMIT`` whose answer is lost with the
+        connection is looked up on a new one (``txid_status``): made, the call returns as if nothing had
+        happened; not made, the call fails as cut off (and `run` makes it again)."""
         self._conn.execute("BEGIN IMMEDIATE")
+        xid: int | None = None
         try:
+            if self._pg:
+                xid = int(self._conn.execute("SELECT txid_current()").fetchone()[0])
             yield
         except BaseException:
             with contextlib.suppress(Exception):  # a broken connection: the server rolls back itself
                 self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
+        try:
+            self._conn.execute("COMMIT")
+        except Exception as e:
+            if xid is None or not _is_psycopg_error(e) or not self._pgconn.is_lost(e):
+                raise
+            self._lost()
+            detail = _first_line(e)
+            if not self._committed(xid, detail):  # rolled back: made whole again by `run`
+                raise _ConnectionLost(self.where, "commit", detail) from None
+
+    # ------------------------------------------------------------------ PostgreSQL: a lost connection
+
+    @property
+    def _pgconn(self) -> _PgConnection:
+        assert isinstance(self._conn, _PgConnection)
+        return self._conn
+
+    def _lost(self) -> None:
+        """The connection was found lost: the next call reconnects; `run` waits from now on."""
+        self._pgconn.lost = True
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+
+    def _reconnect_if_lost(self) -> None:
+        """Before a call: a lost connection is opened again (one attempt: `_ConnectionLost` if the server
+        cannot be reached), and the session's sync lock, if this `State` held it, taken again: another sync
+        that took it meanwhile makes this one stop (`StateLocked`)."""
+        conn = self._pgconn
+        if not conn.broken:
+            return
+        if self._down_since is None:
+            self._down_since = time.monotonic()
+        try:
+            conn.reconnect()
+        except Exception as e:
+            if _is_psycopg_error(e):
+                raise _ConnectionLost(self.where, "reconnect", _first_line(e)) from None
+            raise
+        down = time.monotonic() - self._down_since
+        self._down_since = None
+        log.warning("%s: the connection to the state database was lost; reconnected after %.1f s", self.where, down)
+        if self._lock_depth and not conn.execute("SELECT pg_try_advisory_lock(?)", (_PG_SYNC_LOCK,)).fetchone()[0]:
+            raise StateLocked(
+                f"{self.where}: the sync lock went with the lost connection to the state database, and another "
+                "sync took it meanwhile; stopping"
+            )
+
+    def _committed(self, xid: int, detail: str) -> bool:
+        """Whether transaction *xid*, whose ``COMMIT`` lost its answer with the connection, was committed:
+        asked on a new connection, waiting (backoff) up to `reconnect_window` for the server to come back;
+        `StateUnavailable` if it does not (or if the old session still holds it open by then)."""
+        deadline = (self._down_since or time.monotonic()) + self.reconnect_window
+        pause = 0.25
+        while True:
+            try:
+                self._reconnect_if_lost()
+                status = self._conn.execute("SELECT txid_status(?)", (xid,)).fetchone()[0]
+                if status != "in progress":  # the old session may not have ended yet
+                    return bool(status == "committed")
+                detail = "the transaction is still in progress on the old session"
+            except _ConnectionLost as e:
+                detail = e.detail
+            except Exception as e:
+                if not (_is_psycopg_error(e) and self._pgconn.is_lost(e)):
+                    raise
+                self._lost()
+                detail = _first_line(e)
+            if time.monotonic() >= deadline:
+                raise self._unavailable(f"a commit's answer was lost, its outcome is unknown: {detail}")
+            time.sleep(pause)
+            pause = min(pause * 2, 5.0)
 
     # ------------------------------------------------------------------ lock
 
@@ -1356,15 +1592,14 @@ class State:
         commit: str | None,
         lease: float,
         now: float,
-        quota_key: str | None = None,
     ) -> tuple[int, bool]:
         """Join the run of *job* under way, or start one; returns (run id, True if this call started it).
 
         A run whose workers all lost their leases (killed) is ``abandoned`` (its ``runs`` row
-        ``interrupted``) and a new one starts. Starting a run adds a ``runs`` row, forgets what the pull quota
-        *quota_key* was known to hold (the first worker to read the quota sets it again) and lists *units*
+        ``interrupted``) and a new one starts. Starting a run adds a ``runs`` row and lists *units*
         (destination repositories, in priority order); a worker joining adds the units it knows that are
-        missing. Either way *worker* is registered with a lease until ``now + lease``.
+        missing. Either way *worker* is registered with a lease until ``now + lease``. The pull quota is not
+        touched: workers of other jobs may be taking from it (`take_pulls`).
         """
         with self._guard("join run"), self._write():
             if self._pg:  # two workers starting together: one starts the run, the other joins it
@@ -1396,10 +1631,11 @@ class State:
                     "INSERT INTO work_runs (run_id, job, status, started) VALUES (?, ?, 'open', ?)",
                     (run_id, job, _to_text(_now())),
                 )
-                if quota_key is not None:
-                    self._conn.execute(
-                        "UPDATE pull_quota SET available = NULL, outstanding = 0 WHERE quota_key = ?", (quota_key,)
-                    )
+                # The blobs of runs that are over (closed, or abandoned by workers that all died) go.
+                self._conn.execute(
+                    "DELETE FROM work_blobs WHERE run_id NOT IN "
+                    "(SELECT run_id FROM work_runs WHERE status IN ('open', 'closing'))"
+                )
             else:
                 run_id = int(row[0])
             self._conn.executemany(
@@ -1437,14 +1673,19 @@ class State:
         return str(row[0]) if row is not None else None
 
     def renew_leases(self, run_id: int, worker: str, *, lease: float, now: float) -> list[str]:
-        """The heartbeat: *worker*'s leases (its own, its units') last until ``now + lease``; the units it
-        still holds (one missing was taken over by another worker after its lease ran out)."""
+        """The heartbeat: *worker*'s leases (its own, its units', its blobs in flight) last until ``now +
+        lease``; the units it still holds (one missing was taken over by another worker after its lease ran
+        out)."""
         with self._guard("renew leases"), self._write():
             self._conn.execute(
                 "UPDATE work_workers SET lease_until = ? WHERE run_id = ? AND worker = ?", (now + lease, run_id, worker)
             )
             self._conn.execute(
                 "UPDATE work_units SET lease_until = ? WHERE run_id = ? AND worker = ? AND status = 'claimed'",
+                (now + lease, run_id, worker),
+            )
+            self._conn.execute(
+                "UPDATE work_blobs SET lease_until = ? WHERE run_id = ? AND worker = ? AND lease_until IS NOT NULL",
                 (now + lease, run_id, worker),
             )
             rows = self._conn.execute(
@@ -1471,8 +1712,12 @@ class State:
             return cur.rowcount > 0
 
     def release_units(self, run_id: int, worker: str) -> None:
-        """*worker* stops (an error): the units it holds go back to be claimed at once."""
+        """*worker* stops (an error): the units it holds, and the blobs it was transferring, go back to be
+        claimed at once."""
         with self._guard("release work"), self._write():
+            self._conn.execute(
+                "DELETE FROM work_blobs WHERE run_id = ? AND worker = ? AND lease_until IS NOT NULL", (run_id, worker)
+            )
             self._conn.execute(
                 "UPDATE work_units SET status = 'todo', worker = NULL, lease_until = NULL "
                 "WHERE run_id = ? AND worker = ? AND status = 'claimed'",
@@ -1541,6 +1786,7 @@ class State:
         """The closer is done: run *run_id* is closed (the next sync of its job starts a new run)."""
         with self._guard("end run"), self._write():
             self._conn.execute("UPDATE work_runs SET status = 'closed' WHERE run_id = ?", (run_id,))
+            self._conn.execute("DELETE FROM work_blobs WHERE run_id = ?", (run_id,))
             self._conn.execute(
                 "UPDATE work_workers SET status = 'finished' WHERE run_id = ? AND status = 'working'", (run_id,)
             )
@@ -1555,6 +1801,72 @@ class State:
             ).fetchall()
         return [(str(r[0]), str(r[1]), r[2], int(r[3])) for r in rows]
 
+    # ------------------------------------------------------------------ blobs workers share in a run
+
+    def blob_holders(self, run_id: int, digest: str) -> list[str]:
+        """The destination repositories workers of run *run_id* placed blob *digest* in (copied, mounted, or
+        found there), sorted."""
+        with self._guard("read blobs"):
+            rows = self._conn.execute(
+                "SELECT dest_repo FROM work_blobs WHERE run_id = ? AND digest = ? AND lease_until IS NULL "
+                "ORDER BY dest_repo",
+                (run_id, digest),
+            ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def claim_blob(self, run_id: int, digest: str, dest_repo: str, worker: str, *, lease: float, now: float) -> bool:
+        """Claim the transfer of blob *digest* into *dest_repo* for *worker* until ``now + lease`` (renewed by
+        `renew_leases`); False, claiming nothing, while another claim of the blob in run *run_id* is alive
+        (its lease not run out) or another repository holds it (`blob_holders`): mount or wait instead."""
+        with self._guard("claim blob"), self._write():
+            if self._pg:  # two workers claiming one blob together: one after the other
+                self._conn.execute(
+                    "SELECT pg_advisory_xact_lock(CAST(? AS integer), hashtext(CAST(? AS text)))",
+                    (_PG_BLOB_LOCK, digest),
+                )
+            busy = self._conn.execute(
+                "SELECT 1 FROM work_blobs WHERE run_id = ? AND digest = ? AND dest_repo <> ? "
+                "AND (lease_until IS NULL OR lease_until >= ?) LIMIT 1",
+                (run_id, digest, dest_repo, now),
+            ).fetchone()
+            if busy is not None:
+                return False
+            self._conn.execute(
+                "INSERT INTO work_blobs (run_id, digest, dest_repo, worker, lease_until) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (run_id, digest, dest_repo) DO UPDATE SET worker = excluded.worker, "
+                "lease_until = excluded.lease_until",
+                (run_id, digest, dest_repo, worker, now + lease),
+            )
+            return True
+
+    def blob_in_flight(self, run_id: int, digest: str, *, now: float) -> bool:
+        """Is blob *digest* being transferred by a worker of run *run_id* (a claim whose lease is alive)?"""
+        with self._guard("read blobs"):
+            row = self._conn.execute(
+                "SELECT 1 FROM work_blobs WHERE run_id = ? AND digest = ? AND lease_until >= ? LIMIT 1",
+                (run_id, digest, now),
+            ).fetchone()
+        return row is not None
+
+    def placed_blob(self, run_id: int, digest: str, dest_repo: str, worker: str) -> None:
+        """*worker* placed blob *digest* in *dest_repo* (copied, mounted or found there); its claim, if any,
+        is over."""
+        with self._guard("record blob"), self._write():
+            self._conn.execute(
+                "INSERT INTO work_blobs (run_id, digest, dest_repo, worker, lease_until) VALUES (?, ?, ?, ?, NULL) "
+                "ON CONFLICT (run_id, digest, dest_repo) DO UPDATE SET worker = excluded.worker, lease_until = NULL",
+                (run_id, digest, dest_repo, worker),
+            )
+
+    def release_blob(self, run_id: int, digest: str, dest_repo: str, worker: str) -> None:
+        """*worker*'s transfer of blob *digest* into *dest_repo* failed: its claim goes (another may try)."""
+        with self._guard("release blob"), self._write():
+            self._conn.execute(
+                "DELETE FROM work_blobs WHERE run_id = ? AND digest = ? AND dest_repo = ? AND worker = ? "
+                "AND lease_until IS NOT NULL",
+                (run_id, digest, dest_repo, worker),
+            )
+
     # ------------------------------------------------------------------ the shared pull quota
 
     def take_pulls(
@@ -1562,20 +1874,26 @@ class State:
         quota_key: str,
         want: int,
         *,
+        worker: str,
+        run_id: int,
         remaining: int | None,
         observed_at: float,
         reserve: int,
         now: float,
     ) -> int:
-        """Take up to *want* pulls of the quota *quota_key* shared by the workers: debited in this
-        transaction, they are the taker's to spend (`settle_pulls` gives back what it did not). Returns how
-        many it got (0 when none are left).
+        """Take up to *want* pulls of the quota *quota_key* shared by the workers for *worker* (of run
+        *run_id*): debited in this transaction, they are the taker's to spend (`settle_pulls` gives back what it
+        did not). Returns how many it got (0 when none are left).
 
         *remaining* is the quota left as the source last reported it (``ratelimit-remaining``, received at
         *observed_at*; None: the source reports no quota, every pull is granted). It sets the pulls
         available (less *reserve*) when nobody knows them yet; it lowers them when it says less is left than
         the workers think (someone else pulls on this quota); it raises them (a new window) only when no
         pulls are out and it was received after the last were settled, so it counts every pull spent.
+
+        Pulls are out per worker (``pull_quota_workers``), whatever its job. Those of a worker that died (its
+        lease in ``work_workers`` ran out, or it stopped) are spent once *remaining* was received after its
+        lease ran out (it counts them); until then they are still out. A run starting does not reset the row.
         """
         if want <= 0:
             return 0
@@ -1589,33 +1907,81 @@ class State:
                 "VALUES (?, NULL, 0, ?, ?) ON CONFLICT (quota_key) DO NOTHING",
                 (quota_key, now, _to_text(_now())),
             )
+            # The row lock (PostgreSQL) serialises every taker and settler of this quota, and with them
+            # every change to its `pull_quota_workers` rows.
             row = self._conn.execute(
-                "SELECT available, outstanding, settled_at FROM pull_quota WHERE quota_key = ?" + lock, (quota_key,)
+                "SELECT available, settled_at FROM pull_quota WHERE quota_key = ?" + lock, (quota_key,)
             ).fetchone()
-            outstanding = int(row[1])
+            outstanding = self._pulls_out(quota_key, worker, observed_at=observed_at, now=now)
             if row[0] is None or seen < int(row[0]):  # unknown, or someone else pulled: count afresh
                 available = max(0, seen - outstanding)
-            elif outstanding == 0 and observed_at > float(row[2]):  # every pull counted: the window refilled
+            elif outstanding == 0 and observed_at > float(row[1]):  # every pull counted: the window refilled
                 available = seen
             else:
                 available = int(row[0])
             got = max(0, min(want, available))
             self._conn.execute(
-                "UPDATE pull_quota SET available = ?, outstanding = ?, updated_at = ? WHERE quota_key = ?",
-                (available - got, outstanding + got, _to_text(_now()), quota_key),
+                "UPDATE pull_quota SET available = ?, updated_at = ? WHERE quota_key = ?",
+                (available - got, _to_text(_now()), quota_key),
             )
+            if got:
+                self._conn.execute(
+                    "INSERT INTO pull_quota_workers (quota_key, worker, run_id, outstanding) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (quota_key, worker) DO UPDATE SET run_id = excluded.run_id, "
+                    "outstanding = pull_quota_workers.outstanding + excluded.outstanding",
+                    (quota_key, worker, run_id, got),
+                )
         return got
 
-    def settle_pulls(self, quota_key: str, taken: int, unused: int, *, now: float) -> None:
-        """*taken* pulls (`take_pulls`) are no longer out: *unused* of them go back to the quota *quota_key*,
-        the rest were spent. Pulls set aside for work in flight are settled later, when it is done."""
+    def _pulls_out(self, quota_key: str, taker: str, *, observed_at: float, now: float) -> int:
+        """The pulls of *quota_key* out with workers (taken, not settled), as `take_pulls` counts them with an
+        observation received at *observed_at*: those of *taker* (alive: it takes), of every worker whose lease
+        is alive (``working``, not run out), and of a dead worker whose lease ran out after *observed_at* (the
+        observation may not count the pulls it spent last). The rows of the other dead workers are forgotten:
+        their pulls are spent, and counted by the observation. In `take_pulls`' transaction."""
+        rows = self._conn.execute(
+            "SELECT q.worker, q.outstanding, w.status, w.lease_until FROM pull_quota_workers q "
+            "LEFT JOIN work_workers w ON w.run_id = q.run_id AND w.worker = q.worker WHERE q.quota_key = ?",
+            (quota_key,),
+        ).fetchall()
+        out, gone = 0, []
+        for name, n, status, lease_until in rows:
+            until = float(lease_until) if lease_until is not None else None
+            counted = until is not None and ((status == "working" and until >= now) or until >= observed_at)
+            if name == taker or counted:
+                out += int(n)
+            else:
+                gone.append((quota_key, name))
+        if gone:
+            self._conn.executemany("DELETE FROM pull_quota_workers WHERE quota_key = ? AND worker = ?", gone)
+        return out
+
+    def settle_pulls(self, quota_key: str, taken: int, unused: int, *, worker: str, now: float) -> None:
+        """*taken* pulls *worker* took (`take_pulls`) are no longer out: *unused* of them go back to the quota
+        *quota_key*, the rest were spent. Pulls set aside for work in flight are settled later, when it is
+        done. Nothing goes back beyond what the worker holds: the pulls of a worker taken for dead (forgotten
+        by `take_pulls`) count as spent even if it lives after all."""
         if taken <= 0 and unused <= 0:
             return
+        lock = " FOR UPDATE" if self._pg else ""
         with self._guard("settle pulls"), self._write():
+            self._conn.execute("SELECT 1 FROM pull_quota WHERE quota_key = ?" + lock, (quota_key,))  # as takers do
+            row = self._conn.execute(
+                "SELECT outstanding FROM pull_quota_workers WHERE quota_key = ? AND worker = ?", (quota_key, worker)
+            ).fetchone()
+            held = int(row[0]) if row is not None else 0
+            if held > max(taken, 0):
+                self._conn.execute(
+                    "UPDATE pull_quota_workers SET outstanding = ? WHERE quota_key = ? AND worker = ?",
+                    (held - taken, quota_key, worker),
+                )
+            elif row is not None:
+                self._conn.execute(
+                    "DELETE FROM pull_quota_workers WHERE quota_key = ? AND worker = ?", (quota_key, worker)
+                )
             self._conn.execute(
-                "UPDATE pull_quota SET available = available + ?, outstanding = CASE WHEN outstanding > ? "
-                "THEN outstanding - ? ELSE 0 END, settled_at = ?, updated_at = ? WHERE quota_key = ?",
-                (unused, taken, taken, now, _to_text(_now()), quota_key),
+                "UPDATE pull_quota SET available = available + ?, settled_at = ?, updated_at = ? WHERE quota_key = ?",
+                (max(0, min(unused, held)), now, _to_text(_now()), quota_key),
             )
 
     def work_in_progress(self, *, now: float) -> list[dict[str, Any]]:
@@ -1648,12 +2014,159 @@ class State:
         return out
 
     def pull_quota(self, quota_key: str) -> tuple[int | None, int] | None:
-        """(pulls available, pulls taken and not settled) of the shared quota *quota_key*, or None."""
+        """(pulls available, pulls taken and not settled) of the shared quota *quota_key*, or None. The pulls
+        taken include those of workers that died since, until `take_pulls` forgets them."""
         with self._guard("read pull quota"):
             row = self._conn.execute(
-                "SELECT available, outstanding FROM pull_quota WHERE quota_key = ?", (quota_key,)
+                "SELECT available, (SELECT COALESCE(SUM(outstanding), 0) FROM pull_quota_workers q "
+                "WHERE q.quota_key = pull_quota.quota_key) FROM pull_quota WHERE quota_key = ?",
+                (quota_key,),
             ).fetchone()
         return (None if row[0] is None else int(row[0]), int(row[1])) if row else None
+
+    # ------------------------------------------------------------------ serve replicas (one scheduler)
+
+    def add_trigger(
+        self,
+        job: str,
+        reason: str,
+        repositories: Sequence[str] | None,
+        replica: str,
+        *,
+        deliveries: Sequence[str] = (),
+        remember: int = 4096,
+    ) -> int | None:
+        """Ask the scheduler of *job* for a run (*repositories*: only those; None: the whole selection): a row
+        of ``serve_triggers``, or one more on the row of the same reason and repositories. Returns how many
+        triggers now wait, or None when `MAX_PENDING_TRIGGERS` rows wait already (nothing was added).
+
+        *deliveries*: the keys of a webhook delivery (its id, its signature); if one was remembered before,
+        nothing is added and the result is 0; else they are remembered in the same transaction (the newest
+        *remember* of the job are kept)."""
+        repos = json.dumps(sorted(repositories)) if repositories is not None else None
+        try:
+            return self._add_trigger(job, reason, repos, replica, deliveries, remember)
+        except _NotAdded as e:
+            return e.result
+
+    def _add_trigger(
+        self, job: str, reason: str, repos: str | None, replica: str, deliveries: Sequence[str], remember: int
+    ) -> int | None:
+        with self._guard("add a trigger"), self._write():
+            if deliveries:
+                now = _to_text(_now())
+                added = 0
+                for key in deliveries:
+                    added += self._conn.execute(
+                        "INSERT INTO serve_deliveries (job, delivery, seen) VALUES (?, ?, ?) "
+                        "ON CONFLICT (job, delivery) DO NOTHING",
+                        (job, key, now),
+                    ).rowcount
+                if added < len(deliveries):  # seen before (rolled back: the new keys are not kept either)
+                    raise _NotAdded(0)
+                kept = int(
+                    self._conn.execute("SELECT COUNT(*) FROM serve_deliveries WHERE job = ?", (job,)).fetchone()[0]
+                )
+                if kept > remember:
+                    self._conn.execute(
+                        "DELETE FROM serve_deliveries WHERE job = ? AND delivery IN (SELECT delivery FROM "
+                        "serve_deliveries WHERE job = ? ORDER BY seen, delivery LIMIT ?)",
+                        (job, job, kept - remember),
+                    )
+            same = self._conn.execute(
+                "SELECT id FROM serve_triggers WHERE job = ? AND reason = ? AND "
+                + ("repositories IS NULL" if repos is None else "repositories = ?")
+                + " ORDER BY id LIMIT 1",
+                (job, reason) if repos is None else (job, reason, repos),
+            ).fetchone()
+            if same is not None:
+                self._conn.execute("UPDATE serve_triggers SET triggers = triggers + 1 WHERE id = ?", (same[0],))
+            else:
+                rows = self._conn.execute("SELECT COUNT(*) FROM serve_triggers WHERE job = ?", (job,)).fetchone()[0]
+                if int(rows) >= MAX_PENDING_TRIGGERS:
+                    raise _NotAdded(None)  # nor are its deliveries remembered: a retry may get in
+                self._conn.execute(
+                    "INSERT INTO serve_triggers (job, reason, repositories, replica, created) VALUES (?, ?, ?, ?, ?)",
+                    (job, reason, repos, replica, _to_text(_now())),
+                )
+            total = self._conn.execute(
+                "SELECT COALESCE(SUM(triggers), 0) FROM serve_triggers WHERE job = ?", (job,)
+            ).fetchone()[0]
+        return int(total)
+
+    def pending_triggers(self, job: str) -> list[tuple[str, list[str] | None, int]]:
+        """The triggers of *job* waiting for the scheduler, oldest first: (reason, repositories, how many)."""
+        with self._guard("read triggers"):
+            rows = self._conn.execute(
+                "SELECT reason, repositories, triggers FROM serve_triggers WHERE job = ? ORDER BY id", (job,)
+            ).fetchall()
+        return [(str(r[0]), json.loads(r[1]) if r[1] is not None else None, int(r[2])) for r in rows]
+
+    def take_triggers(self, job: str) -> list[tuple[str, list[str] | None, int]]:
+        """`pending_triggers`, removed in the same transaction (the scheduler's next run takes them)."""
+        with self._guard("take triggers"), self._write():
+            rows = self._conn.execute(
+                "SELECT id, reason, repositories, triggers FROM serve_triggers WHERE job = ? ORDER BY id", (job,)
+            ).fetchall()
+            if rows:
+                self._conn.execute("DELETE FROM serve_triggers WHERE job = ? AND id <= ?", (job, rows[-1][0]))
+        return [(str(r[1]), json.loads(r[2]) if r[2] is not None else None, int(r[3])) for r in rows]
+
+    @staticmethod
+    def _serve_lock(job: str) -> tuple[int, int]:
+        """The scheduler lock of *job*: its two keys as ``pg_locks`` shows them (``classid``, ``objid``)."""
+        return _PG_SERVE_LOCK, zlib.crc32(job.encode())
+
+    def lead_scheduler(self, job: str, replica: str, *, keepalive: int = 10) -> bool:
+        """Try to become the scheduler of *job* (PostgreSQL: a session advisory lock on this state's connection,
+        which the server drops when the connection does; SQLite: always True, one process). The connection is
+        then named after *replica* (`scheduler`), and the server probes it every *keepalive* seconds (TCP
+        keepalives: a lost node's lock is dropped within about three times that)."""
+        if not self._pg:
+            return True
+        hi, lo = self._serve_lock(job)
+        with self._guard("elect the scheduler"):
+            signed = lo - (1 << 32) if lo >= 1 << 31 else lo  # the function takes int4; pg_locks shows an oid
+            sql = "SELECT pg_try_advisory_lock(?::integer, ?::integer)"
+            got = bool(self._conn.execute(sql, (hi, signed)).fetchone()[0])
+            if got:
+                self._conn.execute(
+                    "SELECT set_config('application_name', ?, false)", (f"hubmirror serve {replica}"[:63],)
+                )
+                for name, value in (("idle", keepalive), ("interval", max(1, keepalive // 2)), ("count", 3)):
+                    self._conn.execute(f"SELECT set_config('tcp_keepalives_{name}', ?, false)", (str(value),))
+        return got
+
+    def leads_scheduler(self, job: str) -> bool:
+        """Whether this state's connection holds the scheduler lock of *job* (a round trip: `StateError` when
+        the connection is gone, and with it the lock)."""
+        if not self._pg:
+            return True
+        hi, lo = self._serve_lock(job)
+        with self._guard("check the scheduler lock"):
+            row = self._conn.execute(
+                "SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND pid = pg_backend_pid() "
+                "AND classid::bigint = ? AND objid::bigint = ? AND objsubid = 2 AND granted",
+                (hi, lo),
+            ).fetchone()
+        return bool(row[0])
+
+    def scheduler(self, job: str) -> str | None:
+        """The name of the connection that schedules *job* (``hubmirror serve REPLICA``), or None if none does."""
+        if not self._pg:
+            return None
+        hi, lo = self._serve_lock(job)
+        with self._guard("find the scheduler"):
+            row = self._conn.execute(
+                "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.classid::bigint = ? AND l.objid::bigint = ? "
+                "AND l.objsubid = 2 AND l.granted",
+                (hi, lo),
+            ).fetchone()
+        if row is None:
+            return None
+        name = str(row[0] or "")
+        return name.removeprefix("hubmirror serve ") or "another process"
 
     # ------------------------------------------------------------------ meta
 
@@ -1771,12 +2284,18 @@ class AsyncState:
     async def lock(self) -> AsyncIterator[None]:
         """`State.lock`, taken and released on the state's worker thread (a PostgreSQL advisory lock is a
         round trip to the server)."""
-        cm = self._state.lock()
-        await self._state.run(cm.__enter__)
+        held: list[contextlib.AbstractContextManager[None]] = []
+
+        def enter() -> None:  # a new context each time `run` makes the call again (a lost connection)
+            cm = self._state.lock()
+            cm.__enter__()
+            held.append(cm)
+
+        await self._state.run(enter)
         try:
             yield
         finally:
-            await self._state.run(cm.__exit__, None, None, None)
+            await self._state.run(held[0].__exit__, None, None, None)
 
     async def tag(self, dest_repo: str, tag: str) -> TagRecord | None:
         return await self._state.run(self._state.tag, dest_repo, tag)
@@ -1937,6 +2456,14 @@ def _deferred_item(row: Sequence[Any]) -> DeferredItem:
     )
 
 
+class _ConnectionLost(StateError):
+    """A PostgreSQL call failed because the connection was lost; `State.run` makes it again."""
+
+    def __init__(self, where: str, what: str, detail: str) -> None:
+        super().__init__(f"{where}: {what} failed: lost the connection to the state database ({detail})")
+        self.detail = detail
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
@@ -1954,6 +2481,7 @@ def _split_sql(script: str) -> list[str]:
 
 
 __all__ = [
+    "MAX_PENDING_TRIGGERS",
     "RUN_STATUSES",
     "SCHEMA_VERSION",
     "AsyncState",
@@ -1966,5 +2494,6 @@ __all__ = [
     "StateError",
     "StateLocation",
     "StateLocked",
+    "StateUnavailable",
     "TagRecord",
 ]

@@ -15,13 +15,15 @@ import pytest
 from _auth import PASSWORD, USER
 from hubmirror._errors import BudgetExhausted, HubmirrorError, QuotaExceeded
 from hubmirror.copy import Copier
-from hubmirror.media import Manifest
+from hubmirror.media import Descriptor, Manifest
 from hubmirror.platform import Platform
 from hubmirror.registry.credentials import Credentials
 from hubmirror.registry.options import ClientOptions
 from hubmirror.registry.retry import RetryPolicy
+from hubmirror.state import State
 from hubmirror.store import OCILayoutStore
 from hubmirror.store.registry import RegistryStore
+from hubmirror.sync.claim import BlobClaims
 from hubmirror.testing import layout as oci_layout
 from hubmirror.testing.hub import HubEmulator
 from hubmirror.testing.images import base_layer, index, manifest_list, push, put
@@ -159,6 +161,79 @@ async def test_shared_base_layers_read_once(
         assert hub.cdn_gets(d) == 1, d
     assert ra.blobs_mounted + rb.blobs_mounted == len(shared)
     assert (await auth_store.head_manifest(f"{repo_name}/b", "1")) is not None
+
+
+class NoMounts(RegistryStore):
+    """A destination whose registry refuses cross-repository mounts (answers 202: upload the blob)."""
+
+    async def mount_blob(self, repo: str, desc: Descriptor, from_repo: str) -> bool:
+        return False
+
+
+async def _in_flight(st: State, run: int, digests: list[str]) -> None:
+    """Return once one of *digests* is being transferred under a claim (as the state says)."""
+
+    async def claimed() -> bool:
+        return any([await st.run(st.blob_in_flight, run, d, now=time.time()) for d in digests])
+
+    async with asyncio.timeout(60):
+        while not await claimed():  # noqa: ASYNC110 (the state is polled: no event to wait on)
+            await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("mounts", [True, False])
+async def test_copiers_sharing_a_ledger_download_a_shared_blob_once(
+    mounts: bool,
+    hub: HubEmulator,
+    hub_store: RegistryStore,
+    auth_registry: Registry,
+    repo_name: str,
+    tmp_path: Path,
+) -> None:
+    """Two Copiers (two workers) with a `BlobLedger` on one state: the one that claims a shared base layer
+    downloads it; the other waits and mounts it from the first one's repository, or, where the registry
+    refuses the mount, downloads it itself."""
+    base = [base_layer("debian-bookworm", 50_000)]
+    plats = ("linux/amd64", "linux/arm64/v8")
+    a = await push(hub.upstream, "library/a", index("a", plats, base=base), ["1"])
+    b = await push(hub.upstream, "library/b", index("b", plats, base=base), ["1"])
+    shared = set(a.blob_digests) & set(b.blob_digests)
+    assert base[0].digest in shared
+    hub.reset_counts()
+    hub.set_delay(3600)  # downloads held until both copies are under way
+    dest_a = RegistryStore(auth_registry.host, ClientOptions(credentials=Credentials(USER, PASSWORD)))
+    kind = RegistryStore if mounts else NoMounts
+    dest_b = kind(auth_registry.host, ClientOptions(credentials=Credentials(USER, PASSWORD)))
+    with State.open(tmp_path / "state.db") as st:
+        run, _ = st.join_run("job", [], "a", commit=None, lease=30, now=time.time())
+        ledgers = [BlobClaims(st, run, w, lease=30, poll=0.05) for w in ("a", "b")]
+        copy_a = asyncio.create_task(
+            Copier(hub_store, dest_a, ledger=ledgers[0]).copy("library/a", "1", f"{repo_name}/a", ["1"])
+        )
+        await _in_flight(st, run, [base[0].digest])  # a claimed the base layer
+        copy_b = asyncio.create_task(
+            Copier(hub_store, dest_b, ledger=ledgers[1]).copy("library/b", "1", f"{repo_name}/b", ["1"])
+        )
+        await _in_flight(st, run, sorted(set(b.blob_digests) - shared))  # b is placing its blobs
+        hub.set_delay(0)
+        ra, rb = await asyncio.wait_for(asyncio.gather(copy_a, copy_b), 120)
+        holders = st.blob_holders(run, base[0].digest)
+    for repo, pushed in ((f"{repo_name}/a", a), (f"{repo_name}/b", b)):
+        for d in pushed.blob_digests:
+            assert await dest_a.has_blob(repo, Descriptor("application/octet-stream", d, 0)), (repo, d)
+    await dest_a.close()
+    await dest_b.close()
+
+    assert hub.cdn_gets(base[0].digest) == (1 if mounts else 2)
+    for d in set(a.blob_digests) ^ set(b.blob_digests):
+        assert hub.cdn_gets(d) == 1, d
+    assert ra.blobs_copied == len(a.blob_digests) and ra.blobs_mounted == 0
+    assert rb.blobs_mounted == (len(shared) if mounts else 0)
+    assert rb.blobs_copied == len(b.blob_digests) - rb.blobs_mounted
+    assert holders == [f"{repo_name}/a", f"{repo_name}/b"]
+    for repo, pushed in ((f"{repo_name}/a", a), (f"{repo_name}/b", b)):
+        ref = f"docker://{auth_registry.host}/{repo}:1"
+        assert skopeo("inspect", "--raw", *creds(auth_registry), ref) == pushed.manifest.data
 
 
 async def test_faults_on_source_are_survived_and_content_verified(

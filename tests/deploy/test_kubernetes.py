@@ -2,19 +2,12 @@
 kubectl is installed; its `images:` transform applied by the test otherwise), validated with
 `kubernetes-validate --strict`; the CronJob's container command run for real (a fake hubmirror for each exit
 code, the real one against the Hub emulator), and its exit codes fed to an evaluator of the Job controller's
-documented podFailurePolicy and backoffLimit rules.
-
-Kubernetes' rules (batch/v1 Job, "Pod failure policy", stable since 1.31): a pod whose container exits 0
-succeeds, and with completions 1 the Job is Complete. A failed pod is matched against the rules in order, the
-first match wins: FailJob fails the Job; Ignore creates a replacement pod without counting the failure;
-Count (and no match) counts it, and the Job fails once the failures counted exceed backoffLimit. In
-onExitCodes, containers that exited 0 are left out; In matches a code in `values`, NotIn a code outside them.
-onPodConditions matches a pod condition of that type (status True unless given).
+documented podFailurePolicy and backoffLimit rules (k8s_support). The scale-out shape is
+test_kubernetes_scale_out.py's.
 """
 
 from __future__ import annotations
 
-import copy
 import os
 import shutil
 import signal
@@ -27,6 +20,8 @@ from typing import Any
 import pytest
 import yaml
 from deploy_support import DEPLOY
+from k8s_support import job_after, render
+from k8s_support import pod_specs as _pod_specs
 from test_sync_support import Env
 
 from hubmirror.config import parse_config
@@ -50,45 +45,6 @@ def _with_resources(tmp: Path, resources: list[str]) -> Path:
     k["resources"] = resources
     (d / "kustomization.yaml").write_text(yaml.safe_dump(k))
     return d
-
-
-def _apply_images(docs: list[dict[str, Any]], images: list[dict[str, str]]) -> list[dict[str, Any]]:
-    """kustomize's `images:` transform: a container image named `name` (with any tag) gets newName/newTag."""
-    out = copy.deepcopy(docs)
-    for doc in out:
-        for pod in _pod_specs(doc):
-            for c in pod.get("containers", []) + pod.get("initContainers", []):
-                name = c["image"].split("@")[0]
-                name = name.rsplit(":", 1)[0] if ":" in name.rsplit("/", 1)[-1] else name
-                for rule in images:
-                    if rule["name"] == name:
-                        c["image"] = rule.get("newName", name) + (f":{rule['newTag']}" if "newTag" in rule else "")
-    return out
-
-
-def _pod_specs(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    spec = doc.get("spec") or {}
-    if doc["kind"] == "CronJob":
-        return [spec["jobTemplate"]["spec"]["template"]["spec"]]
-    if doc["kind"] in ("Deployment", "Job", "StatefulSet", "DaemonSet"):
-        return [spec["template"]["spec"]]
-    return []
-
-
-def render(directory: Path) -> list[dict[str, Any]]:
-    """What `kubectl apply -k DIRECTORY` sends: kustomize's output, or the test's transform without kubectl."""
-    k = yaml.safe_load((directory / "kustomization.yaml").read_text())
-    docs = [d for r in k["resources"] for d in yaml.safe_load_all((directory / r).read_text()) if d]
-    ours = _apply_images(docs, k.get("images", []))
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        return ours
-    p = subprocess.run([kubectl, "kustomize", str(directory)], capture_output=True, text=True, timeout=60, check=False)
-    assert p.returncode == 0, p.stderr
-    rendered = [d for d in yaml.safe_load_all(p.stdout) if d]
-    images = sorted(c["image"] for d in rendered for pod in _pod_specs(d) for c in pod["containers"])
-    assert images == sorted(c["image"] for d in ours for pod in _pod_specs(d) for c in pod["containers"])
-    return rendered
 
 
 VARIANTS = {"serve": None, "cronjob": ["config.yaml", "cronjob.yaml"]}
@@ -132,35 +88,7 @@ def test_the_shipped_kustomization_never_deploys_serve_and_the_cronjob_together(
     assert "secret.example.yaml" not in resources  # created with kubectl, never committed
 
 
-# -- the Job controller's rules ---------------------------------------------------------------------------
-
-
-def _matches(rule: dict[str, Any], container: str, code: int, conditions: frozenset[str]) -> bool:
-    on_codes = rule.get("onExitCodes")
-    if on_codes is not None:
-        if code == 0 or on_codes.get("containerName") not in (None, container):
-            return False
-        return (code in on_codes["values"]) == (on_codes["operator"] == "In")
-    return any(p["type"] in conditions and p.get("status", "True") == "True" for p in rule["onPodConditions"])
-
-
-def job_after(job: dict[str, Any], container: str, codes: list[int], conditions: frozenset[str] = frozenset()) -> str:
-    """The Job's fate after pods whose container exited with *codes* in turn: Complete, Failed, or Running
-    (a replacement pod is due). The pods after the first get no conditions."""
-    counted = 0
-    for n, code in enumerate(codes):
-        if code == 0:
-            return "Complete"
-        conds = conditions if n == 0 else frozenset()
-        rules = (job.get("podFailurePolicy") or {}).get("rules", [])
-        action = next((r["action"] for r in rules if _matches(r, container, code, conds)), "Count")
-        if action == "FailJob":
-            return "Failed"
-        if action == "Count":
-            counted += 1
-            if counted > job.get("backoffLimit", 6):
-                return "Failed"
-    return "Running"
+# -- the CronJob -------------------------------------------------------------------------------------------
 
 
 def _cronjob() -> dict[str, Any]:

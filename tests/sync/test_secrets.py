@@ -133,13 +133,16 @@ def test_a_state_keyed_by_the_url_with_its_token_is_migrated_keeps_its_commit_an
         assert _sync(env, url).returncode == 0
         # What hubmirror wrote before this change: schema 5, the key with the token, updated run after run.
         db = sqlite3.connect(env.state_path, isolation_level=None)
-        workers = ("work_runs", "work_units", "work_workers", "pull_quota")  # the workers block
+        workers = ("work_runs", "work_units", "work_workers", "pull_quota", "work_blobs")  # the workers blocks
         for undo in (
             "DROP TABLE tag_owners",
             "DROP TABLE deletions",
             "ALTER TABLE runs DROP COLUMN job",
             "DROP TABLE tag_intents",
             *(f"DROP TABLE {t}" for t in workers),
+            "DROP TABLE serve_triggers",  # the serve replicas block
+            "DROP TABLE serve_deliveries",
+            "DROP TABLE pull_quota_workers",  # the pulls out, per worker (version 12)
         ):
             db.execute(undo)  # back to what schema 5 had
         db.execute("UPDATE schema_version SET version = 5")

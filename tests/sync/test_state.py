@@ -39,6 +39,10 @@ _AFTER_V5 = (
     "ALTER TABLE runs DROP COLUMN job",
     "DROP TABLE tag_intents",
     *(f"DROP TABLE {t}" for t in ("work_runs", "work_units", "work_workers", "pull_quota")),  # the workers block
+    "DROP TABLE work_blobs",  # blobs in flight between workers (version 10)
+    "DROP TABLE serve_triggers",  # the serve replicas block
+    "DROP TABLE serve_deliveries",
+    "DROP TABLE pull_quota_workers",  # the pulls out, per worker (version 12)
 )
 
 

@@ -151,6 +151,10 @@ def v4_state(path: Path) -> None:
             DROP TABLE work_units;
             DROP TABLE work_workers;
             DROP TABLE pull_quota;
+            DROP TABLE work_blobs;
+            DROP TABLE serve_triggers;
+            DROP TABLE serve_deliveries;
+            DROP TABLE pull_quota_workers;
             DROP TABLE pending_changes;
             DROP TABLE tag_intents;
             ALTER TABLE runs DROP COLUMN job;

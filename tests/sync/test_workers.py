@@ -89,8 +89,8 @@ def all_manifests(env: Env) -> set[str]:
     return {d for r in range(1, REPOS + 1) for ix in env.indexes(f"r{r}").values() for d in manifests_of(ix)}
 
 
-def dest_blobs(env: Env) -> set[tuple[str, str]]:
-    """(repository, blob) of every blob the destination's tags reach."""
+def dest_blobs(env: Env, names: list[str] | None = None) -> set[tuple[str, str]]:
+    """(repository, blob) of every blob the destination's tags reach (repositories *names*, or r1 … rN)."""
     out: set[tuple[str, str]] = set()
 
     def walk(repo: str, ref: str) -> None:
@@ -100,9 +100,9 @@ def dest_blobs(env: Env) -> set[tuple[str, str]]:
         for blob in [m["config"], *m["layers"]] if "config" in m else []:
             out.add((repo, blob["digest"]))
 
-    for r in range(1, REPOS + 1):
-        for tag in env.dest_tags(f"r{r}"):
-            walk(f"r{r}", tag)
+    for name in names if names is not None else [f"r{r}" for r in range(1, REPOS + 1)]:
+        for tag in env.dest_tags(name):
+            walk(name, tag)
     return out
 
 

@@ -4,10 +4,11 @@ status page, ``/api/status``, ``/metrics``, ``/healthz`` and ``/readyz``."""
 from __future__ import annotations
 
 from .app import API_TOKEN_ENV, WEBHOOK_SECRET_ENV, Limits, Secrets, create_app, serve
-from .runner import PENDING_REASONS, SHUTDOWN_REASON, LiveRun, SyncLoop
+from .runner import ELECTED_REASON, PENDING_REASONS, SHUTDOWN_REASON, LiveRun, SyncLoop
 
 __all__ = [
     "API_TOKEN_ENV",
+    "ELECTED_REASON",
     "PENDING_REASONS",
     "SHUTDOWN_REASON",
     "WEBHOOK_SECRET_ENV",

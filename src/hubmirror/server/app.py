@@ -32,8 +32,9 @@ from .._errors import HubmirrorError
 from .._units import size_text
 from ..config import SyncConfig
 from ..service import SyncService
-from ..state import State
+from ..state import State, StateLocation
 from .guard import ConnectionGuard
+from .replicas import Replicas
 from .runner import SyncLoop
 from .status import collect
 
@@ -190,11 +191,31 @@ async def _api_status(request: web.Request) -> web.Response:
         return _error(503, f"the state cannot be read: {e}")
 
 
-def _started(loop: SyncLoop, reason: str, repositories: list[str] | None = None) -> web.Response:
-    outcome = loop.trigger(reason, repositories)
+#: When to try again after a trigger could not be taken (the state is unreachable, or too many wait).
+_RETRY = {"Retry-After": "10"}
+
+
+async def _started(
+    loop: SyncLoop,
+    reason: str,
+    repositories: list[str] | None = None,
+    *,
+    deliveries: list[str] | None = None,
+    remember: int = 4096,
+) -> web.Response:
+    """Ask *loop* for a run and answer (202). *deliveries*: a webhook delivery's keys, which replicas on one
+    state remember together (a delivery one of them accepted starts nothing on another)."""
+    try:
+        outcome, pending = await loop.submit(reason, repositories, deliveries=deliveries or (), remember=remember)
+    except (HubmirrorError, TimeoutError) as e:
+        return _error(503, f"the trigger cannot be written to the state: {e or 'no answer in time'}", **_RETRY)
     if outcome == "refused":
         return _error(503, "hubmirror serve is shutting down; no new run starts")
-    body: dict[str, Any] = {"run": outcome, "pending": loop.pending_count}
+    if outcome == "seen":
+        return web.json_response({"event": "push", "ignored": "a delivery already received"})
+    if outcome == "full":
+        return _error(503, "too many triggers wait for the scheduler already; try again later", **_RETRY)
+    body: dict[str, Any] = {"run": outcome, "pending": pending}
     if repositories is not None:
         body["repositories"] = repositories
     return web.json_response(body, status=202)
@@ -247,7 +268,7 @@ async def _api_sync(request: web.Request) -> web.Response:
     reason = "api"
     if repositories is not None:
         reason += f": {', '.join(repositories[:5])}{' …' if len(repositories) > 5 else ''}"
-    return _started(request.app[_LOOP], reason, repositories)
+    return await _started(request.app[_LOOP], reason, repositories)
 
 
 async def _signed_body(request: web.Request, secret: str, given: str) -> bytes | web.Response:
@@ -315,9 +336,10 @@ async def _github(request: web.Request) -> web.Response:
     if hooks.known(keys):
         return web.json_response({"event": "push", "ignored": "a delivery already received"})
     reason = " ".join(p for p in ("push", repo, str(payload.get("ref") or "")[:100], after[:12]) if p)
-    response = _started(request.app[_LOOP], reason)
-    if response.status == 202:
-        hooks.remember(keys, request.app[_LIMITS].remembered_deliveries)
+    remember = request.app[_LIMITS].remembered_deliveries
+    response = await _started(request.app[_LOOP], reason, deliveries=keys, remember=remember)
+    if response.status in (200, 202):  # 200: another replica received it (the state remembers)
+        hooks.remember(keys, remember)
     return response
 
 
@@ -356,7 +378,8 @@ async def serve(
     """Serve until SIGTERM or SIGINT; a run in progress then finishes its items in flight. Returns 0."""
     service = service or SyncService()
     limits = limits or Limits()
-    loop = SyncLoop(cfg, service)
+    replicas = Replicas(cfg) if StateLocation.parse(cfg.state).kind == "postgresql" else None
+    loop = SyncLoop(cfg, service, replicas=replicas)
     app = create_app(loop, secrets, limits)
     guard = app[GUARD]
     if guard.max_connections < limits.max_connections:

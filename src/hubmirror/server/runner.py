@@ -1,5 +1,8 @@
 """The server's run loop: one sync at a time (single flight), triggered by the cron schedule, webhooks and
-the API; triggers that arrive during a run are merged into one follow-up run."""
+the API; triggers that arrive during a run are merged into one follow-up run.
+
+With `Replicas` (a PostgreSQL state), only the replica elected scheduler runs syncs and follows the schedule;
+triggers go through the state (`SyncLoop.submit`), and the scheduler takes them when its next run starts."""
 
 from __future__ import annotations
 
@@ -8,12 +11,13 @@ import contextlib
 import logging
 import time
 from collections import Counter, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from .. import runlog
+from .._errors import HubmirrorError
 from ..budget import QuotaWait
 from ..config import SyncConfig
 from ..copy import CopyEvents
@@ -22,6 +26,7 @@ from ..report import Outcome, SyncReport
 from ..schedule import next_run
 from ..service import RunResult, SyncService
 from ..sync import ItemBytes, RunControl, SyncEvents
+from .replicas import Replicas
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +35,10 @@ SHUTDOWN_REASON = "hubmirror serve was stopped during the run; the next run take
 #: Triggers waiting for the next run merge into it: the reasons of this many (distinct) are kept, with how
 #: often each came; the rest are only counted.
 PENDING_REASONS = 10
+#: Seconds between the scheduler's looks at the triggers other replicas wrote to the state (when idle).
+POLL = 1.0
+#: The trigger of the run a replica starts when it becomes the scheduler (as a lone server runs at start).
+ELECTED_REASON = "elected scheduler"
 
 
 @dataclass
@@ -145,8 +154,20 @@ class FinishedRun:
 class SyncLoop:
     """Runs `SyncService` syncs one at a time for a server; `trigger` asks for a run."""
 
-    def __init__(self, cfg: SyncConfig, service: SyncService, *, history: int = 50, stop_grace: float = 90.0) -> None:
+    def __init__(
+        self,
+        cfg: SyncConfig,
+        service: SyncService,
+        *,
+        history: int = 50,
+        stop_grace: float = 90.0,
+        replicas: Replicas | None = None,
+    ) -> None:
         self.cfg = cfg
+        #: The election of the scheduler among the replicas on one PostgreSQL state (None: this process alone
+        #: schedules, as with a SQLite state).
+        self.replicas = replicas
+        self._run_now = True
         self.stop_grace = stop_grace  # how long `shutdown` lets the items in flight finish before cancelling
         self.service = service
         self.current: LiveRun | None = None
@@ -182,6 +203,38 @@ class SyncLoop:
         """How many triggers wait for the next run."""
         return self._pending_count
 
+    @property
+    def leads(self) -> bool:
+        """Whether this process schedules the runs (always, without replicas)."""
+        return self.replicas is None or self.replicas.leader
+
+    async def submit(
+        self,
+        reason: str,
+        repositories: Iterable[str] | None = None,
+        *,
+        deliveries: Sequence[str] = (),
+        remember: int = 4096,
+    ) -> tuple[str, int]:
+        """Ask for a run as a request does: `trigger` without replicas; with replicas, a trigger written to the
+        state for the scheduler (this replica or another): ``started`` (this replica schedules and is idle),
+        ``queued``, ``full`` (too many triggers wait already), ``seen`` (one of the webhook *deliveries* was
+        accepted before by a replica; the state keeps the newest *remember*) or ``refused``. Also how many
+        triggers wait. `HubmirrorError` or `TimeoutError` when the state cannot be written."""
+        if self.replicas is None or self.stopping:
+            return self.trigger(reason, repositories), self.pending_count
+        repos = sorted(set(repositories)) if repositories is not None else None
+        waiting = await self.replicas.submit(reason, repos, deliveries=deliveries, remember=remember)
+        if waiting is None:
+            return "full", self.pending_count
+        if waiting == 0:
+            return "seen", self.pending_count
+        if self.leads:
+            self._wake.set()
+            idle = self.current is None and not self._pending_count and waiting <= 1
+            return ("started" if idle else "queued"), waiting + self._pending_count
+        return "queued", waiting
+
     def trigger(self, reason: str, repositories: Iterable[str] | None = None) -> str:
         """Ask for a run: ``started`` (none was running), ``queued`` (it follows the run in progress; further
         triggers merge into it) or ``refused`` (shutting down). With *repositories*, a run that checks and
@@ -190,25 +243,43 @@ class SyncLoop:
         if self.stopping:
             return "refused"
         queued = self.current is not None or self._pending_count > 0
+        self._add(reason, repositories)
+        self._wake.set()
+        return "queued" if queued else "started"
+
+    def _add(self, reason: str, repositories: Iterable[str] | None, times: int = 1) -> None:
         if repositories is None:
             self._pending_full = True
         else:
             self._pending_repos.update(repositories)
-        self._pending_count += 1
+        self._pending_count += times
         if reason in self._pending or len(self._pending) < PENDING_REASONS:
-            self._pending[reason] = self._pending.get(reason, 0) + 1
-        self._wake.set()
-        return "queued" if queued else "started"
+            self._pending[reason] = self._pending.get(reason, 0) + times
 
     # -- lifecycle --------------------------------------------------------------------------------
 
     def start(self, *, run_now: bool = True) -> None:
-        """Start the run loop (and the schedule, if the config has one); with *run_now*, a first run now."""
+        """Start the run loop (and the schedule, if the config has one); with *run_now*, a first run now. With
+        replicas: the election too, and a first run when this replica becomes the scheduler."""
         self._loop_task = asyncio.create_task(self._loop(), name="hubmirror-sync-loop")
         if self.cfg.schedule:
             self._cron_task = asyncio.create_task(self._cron(self.cfg.schedule), name="hubmirror-schedule")
-        if run_now:
-            self.trigger("start")
+        self._run_now = run_now
+        if self.replicas is not None:
+            self.replicas.on_change = self._elected
+            self.service.metrics.set_scheduler_leader(False)
+            self.replicas.start()
+        else:
+            self.service.metrics.set_scheduler_leader(True)
+            if run_now:
+                self.trigger("start")
+
+    def _elected(self, leader: bool) -> None:
+        """This replica became the scheduler (it runs now, as a lone server does at start), or stopped being it
+        (its run in progress goes on: a PostgreSQL state's workers share a run)."""
+        self.service.metrics.set_scheduler_leader(leader)
+        if leader and self._run_now and not self.stopping:
+            self.trigger(ELECTED_REASON)
 
     @property
     def alive(self) -> bool:
@@ -225,6 +296,8 @@ class SyncLoop:
         self._pending_full, self._pending_repos = False, set()
         if self._cron_task is not None:
             self._cron_task.cancel()
+        if self.replicas is not None:  # another replica schedules from now (triggers wait in the state)
+            await self.replicas.close()
         live = self.current
         if live is not None and self._task is not None:
             if live.planned:
@@ -255,12 +328,30 @@ class SyncLoop:
             nxt = next_run(schedule, datetime.now().astimezone())
             self.next_scheduled = nxt.astimezone(UTC)
             await asyncio.sleep(max(0.0, nxt.timestamp() - time.time()))
-            self.trigger("schedule")
+            if self.leads:  # the other replicas only show when the scheduler runs next
+                self.trigger("schedule")
 
     async def _loop(self) -> None:
         while not self.stopping:
-            await self._wake.wait()
+            if self.replicas is None:
+                await self._wake.wait()
+            else:  # triggers may come through the state from other replicas
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), POLL)
             self._wake.clear()
+            if self.stopping:
+                continue
+            if self.replicas is not None:
+                if not self.replicas.leader:
+                    continue
+                try:
+                    taken = await self.replicas.take()
+                except (HubmirrorError, TimeoutError) as e:
+                    log.warning("cannot read the triggers from the state: %s", e or "no answer in time")
+                    await asyncio.sleep(POLL)
+                    continue
+                for reason, repositories, times in taken:
+                    self._add(reason, repositories, times)
             if self.stopping or not self._pending_count:
                 continue
             reasons = self.pending
@@ -303,4 +394,4 @@ class SyncLoop:
             runlog.run_finished(result, live.number, reasons, began=live.started)
 
 
-__all__ = ["PENDING_REASONS", "SHUTDOWN_REASON", "FinishedRun", "LiveRun", "SyncLoop"]
+__all__ = ["ELECTED_REASON", "PENDING_REASONS", "SHUTDOWN_REASON", "FinishedRun", "LiveRun", "SyncLoop"]

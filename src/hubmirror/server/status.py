@@ -13,7 +13,7 @@ from typing import Any
 from ..redact import hide_credential_owners, redact_text, redact_url
 from ..report import Outcome, SyncReport
 from ..state import RunRecord, State
-from .runner import SyncLoop
+from .runner import PENDING_REASONS, SyncLoop
 
 #: A run's status in the state → the exit code the CLI would have given.
 _EXIT = {"completed": 0, "failed": 1, "deferred": 75}
@@ -94,7 +94,8 @@ def public(value: Any) -> Any:
 def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
     """The whole status as JSON-ready data (``runs`` newest first; ``repositories`` failing first, then behind
     (work deferred), then the rest, each by destination name), fit for a page without authentication
-    (`public`)."""
+    (`public`). ``scheduler`` says whether this process schedules the runs (``leader``) and, for replicas on
+    one PostgreSQL state, this ``replica``'s name and that of the ``scheduler`` (None: none holds the lock now)."""
     cfg = loop.cfg
     records = state.runs(runs)
     live = loop.current
@@ -185,6 +186,17 @@ def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
     ]
     repositories.sort(key=lambda r: _ORDER[r["state"]])  # failing, then behind, then the rest (by name)
 
+    pending, pending_count = loop.pending, loop.pending_count
+    replicas = loop.replicas
+    scheduler: dict[str, Any] = {"leader": loop.leads, "replica": None, "scheduler": None, "since": None}
+    if replicas is not None:  # the triggers any replica accepted wait in the state for the scheduler
+        waiting = state.pending_triggers(replicas.job)
+        pending = pending + [_waiting(r, repos, n) for r, repos, n in waiting[:PENDING_REASONS]]
+        if len(waiting) > PENDING_REASONS:
+            pending.append(f"{len(waiting) - PENDING_REASONS} more")
+        pending_count += sum(n for _, _, n in waiting)
+        holder = replicas.replica if replicas.leader else state.scheduler(replicas.job)
+        scheduler.update(replica=replicas.replica, scheduler=holder, since=_iso(replicas.since))
     newest = next((r.commit for r in records if r.commit), None)
     if loop.current is not None and loop.current.commit:
         newest = loop.current.commit
@@ -200,8 +212,9 @@ def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
         },
         "quota": _quota(records, report),
         "current": current.to_dict() if current is not None else None,
-        "pending": loop.pending,
-        "pending_triggers": loop.pending_count,
+        "pending": pending,
+        "pending_triggers": pending_count,
+        "scheduler": scheduler,
         "next_run": _iso(loop.next_scheduled),
         "schedule": cfg.schedule,
         "runs": out_runs,
@@ -227,6 +240,15 @@ def collect(state: State, loop: SyncLoop, *, runs: int = 20) -> dict[str, Any]:
     }
     shown: dict[str, Any] = public(status)
     return shown
+
+
+def _waiting(reason: str, repositories: list[str] | None, times: int) -> str:
+    """A trigger waiting in the state, as `SyncLoop.pending` shows one: ``api (python, redis) (×2)``."""
+    text = reason
+    if repositories and not reason.startswith("api:"):  # an API trigger's reason names them already
+        more = " …" if len(repositories) > 5 else ""
+        text += f" ({', '.join(repositories[:5])}{more})"
+    return text + (f" (×{times})" if times > 1 else "")
 
 
 def _why(reason: str) -> str:

@@ -5,7 +5,13 @@ run and lists its units; the others join it (`State.join_run`). Each worker clai
 (`State.claim_unit`: ``SELECT … FOR UPDATE SKIP LOCKED``) under a lease that a heartbeat renews every third
 of its length; a worker that dies stops renewing, and once its lease has run out (`SyncConfig.lease`,
 30 s by default) another worker claims its unit again. The workers share one pull quota (`SharedQuota`,
-a row of the state) that every pull is taken from before it is granted.
+a row of the state) that every pull is taken from before it is granted, and the blobs of the run
+(`BlobClaims`): a blob another worker placed is mounted from its repository, one another worker is
+transferring is waited for, so that a blob shared by several repositories is downloaded once.
+
+The state's server may restart mid-run: each call is made again on a new connection (`State.run`), those
+that stamp a lease with the time of the call reading the clock again, so that a lease renewed after the
+server came back runs from then. A restart shorter than the lease loses no claim.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from .._errors import StateError
+from .._errors import StateError, StateUnavailable
 from ..config import SyncConfig
 from ..registry.ratelimit import RateLimit
 from ..state import State
@@ -55,16 +61,9 @@ class Claims:
         self.started = False  # this worker started the run
         self._wake = asyncio.Event()  # set when one of this worker's units is done
 
-    async def join(self, job: str, units: list[str], *, commit: str | None, quota: str | None) -> int:
+    async def join(self, job: str, units: list[str], *, commit: str | None) -> int:
         self.run_id, self.started = await self.state.run(
-            self.state.join_run,
-            job,
-            units,
-            self.worker,
-            commit=commit,
-            lease=self.lease,
-            now=time.time(),
-            quota_key=quota,
+            lambda: self.state.join_run(job, units, self.worker, commit=commit, lease=self.lease, now=time.time())
         )
         return self._run
 
@@ -78,7 +77,7 @@ class Claims:
         leave its unit to be claimed again); None once every unit is done."""
         while True:
             unit = await self.state.run(
-                self.state.claim_unit, self._run, self.worker, lease=self.lease, now=time.time()
+                lambda: self.state.claim_unit(self._run, self.worker, lease=self.lease, now=time.time())
             )
             if unit is not None:
                 return unit
@@ -101,7 +100,7 @@ class Claims:
         """This worker is finished (*stopped*: asked to stop); True if it closes the run (prune, the run
         record)."""
         return await self.state.run(
-            self.state.close_run, self._run, self.worker, summary, now=time.time(), stopped=stopped
+            lambda: self.state.close_run(self._run, self.worker, summary, now=time.time(), stopped=stopped)
         )
 
     async def release(self) -> None:
@@ -112,33 +111,148 @@ class Claims:
 
     @contextlib.asynccontextmanager
     async def heartbeat(self) -> AsyncIterator[None]:
-        """Renew this worker's leases every third of their length while the block runs."""
+        """Renew this worker's leases every third of their length while the block runs. A beat while the
+        state's server is away waits for it (`State.run`) and renews from the time it is back; when it does
+        not come back (`StateUnavailable`) this worker's leases are gone: the block is cancelled and raises
+        that error (a worker whose lanes all wait on transfers stops too)."""
+        owner = asyncio.current_task()
+        lost: list[StateUnavailable] = []
+
+        def renew() -> list[str]:
+            return self.state.renew_leases(self._run, self.worker, lease=self.lease, now=time.time())
 
         async def beat() -> None:
             while True:
                 await asyncio.sleep(self.lease / 3)
                 try:
-                    await self.state.run(
-                        self.state.renew_leases, self._run, self.worker, lease=self.lease, now=time.time()
-                    )
+                    await self.state.run(renew)
+                except StateUnavailable as e:
+                    lost.append(e)
+                    if owner is not None:
+                        owner.cancel()
+                    return
                 except StateError as e:  # the next beat tries again; the lease outlives two missed beats
                     log.warning("heartbeat: %s", e)
 
         task = asyncio.create_task(beat())
         try:
             yield
+        except asyncio.CancelledError:
+            if not lost or owner is None:
+                raise
+            owner.uncancel()  # cancelled by the heartbeat, not by the caller: the error the heartbeat met
+            raise lost[0] from None
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
 
+class BlobClaims:
+    """The `hubmirror.copy.BlobLedger` of one worker of a run: the blobs the run's workers placed and are
+    transferring, in the state (`State.claim_blob` …). A claim's lease is the run's, renewed by the worker's
+    heartbeat (`State.renew_leases`): a worker that dies mid-transfer holds the others up one lease at most.
+    The lanes of this worker (each with its own `Copier`) wait for each other here, without the state.
+
+    The ledger only saves transfers: when the state cannot be read or written, a blob is transferred as if
+    no other worker were there (with one warning). A state that went away for good (`StateUnavailable`)
+    stops the run instead."""
+
+    def __init__(self, state: State, run_id: int, worker: str, *, lease: float, poll: float = 0.5) -> None:
+        self.state, self.run_id, self.worker, self.lease = state, run_id, worker, lease
+        self.poll = min(poll, lease / 4)  # how often a waiter looks at another worker's claim
+        self._mine: dict[str, tuple[str, asyncio.Event]] = {}  # digest → (repo, set when over) claimed here
+        self._warned = False
+
+    def _failed(self, e: StateError) -> None:
+        if not self._warned:
+            self._warned = True
+            log.warning("blobs shared between workers: %s (transferring without them)", e)
+
+    async def holders(self, digest: str) -> set[str]:
+        try:
+            return set(await self.state.run(self.state.blob_holders, self.run_id, digest))
+        except StateUnavailable:
+            raise
+        except StateError as e:
+            self._failed(e)
+            return set()
+
+    async def claim(self, digest: str, repo: str) -> bool:
+        if digest in self._mine:  # another lane of this worker transfers it
+            return False
+        done = asyncio.Event()
+        self._mine[digest] = (repo, done)
+        try:
+            got = await self.state.run(
+                lambda: self.state.claim_blob(self.run_id, digest, repo, self.worker, lease=self.lease, now=time.time())
+            )
+        except StateUnavailable:
+            self._over(digest, repo)
+            raise
+        except StateError as e:
+            self._failed(e)
+            got = True
+        except BaseException:
+            self._over(digest, repo)
+            raise
+        if not got:
+            self._over(digest, repo)
+        return got
+
+    async def wait(self, digest: str) -> None:
+        mine = self._mine.get(digest)
+        if mine is not None:
+            await mine[1].wait()
+            return
+        while True:
+            try:
+                busy = await self.state.run(lambda: self.state.blob_in_flight(self.run_id, digest, now=time.time()))
+            except StateUnavailable:
+                raise
+            except StateError as e:
+                self._failed(e)
+                return
+            if not busy:
+                return
+            await asyncio.sleep(self.poll)
+
+    async def placed(self, digest: str, repo: str) -> None:
+        try:
+            await self.state.run(self.state.placed_blob, self.run_id, digest, repo, self.worker)
+        except StateUnavailable:
+            raise
+        except StateError as e:
+            self._failed(e)
+        finally:
+            self._over(digest, repo)
+
+    async def release(self, digest: str, repo: str) -> None:
+        try:
+            await self.state.run(self.state.release_blob, self.run_id, digest, repo, self.worker)
+        except StateUnavailable:
+            raise
+        except StateError as e:
+            self._failed(e)
+        finally:
+            self._over(digest, repo)
+
+    def _over(self, digest: str, repo: str) -> None:
+        """This lane's claim of *digest* for *repo*, if any, is over: the lanes waiting on it look again."""
+        mine = self._mine.get(digest)
+        if mine is not None and mine[0] == repo:
+            del self._mine[digest]
+            mine[1].set()
+
+
 class SharedQuota:
     """The pull quota the workers share (`hubmirror.budget.PullPool`): a row of the state, debited in the
-    transaction that takes pulls and re-based from ``ratelimit-remaining`` (`State.take_pulls`)."""
+    transaction that takes pulls and re-based from ``ratelimit-remaining`` (`State.take_pulls`). The pulls
+    *worker* (of run *run_id*, whose lease tells whether it is alive) holds are kept apart, whatever the job
+    of the other workers on the same quota: if it dies, they count as spent."""
 
-    def __init__(self, state: State, key: str, *, reserve: int) -> None:
-        self.state, self.key, self.reserve = state, key, reserve
+    def __init__(self, state: State, key: str, *, worker: str, run_id: int, reserve: int) -> None:
+        self.state, self.key, self.worker, self.run_id, self.reserve = state, key, worker, run_id, reserve
         self.out = 0  # taken and not yet settled (spent or given back)
 
     async def take(self, n: int, observed: RateLimit | None) -> int:
@@ -146,6 +260,8 @@ class SharedQuota:
             self.state.take_pulls,
             self.key,
             n,
+            worker=self.worker,
+            run_id=self.run_id,
             remaining=observed.remaining if observed is not None else None,
             observed_at=observed.observed_at if observed is not None else 0.0,
             reserve=self.reserve,
@@ -160,7 +276,7 @@ class SharedQuota:
         back = min(unused, self.out)
         done = min(spent + back, self.out)
         self.out -= done
-        await self.state.run(self.state.settle_pulls, self.key, done, back, now=time.time())
+        await self.state.run(self.state.settle_pulls, self.key, done, back, worker=self.worker, now=time.time())
 
 
-__all__ = ["Claims", "SharedQuota", "quota_key", "worker_name"]
+__all__ = ["BlobClaims", "Claims", "SharedQuota", "quota_key", "worker_name"]

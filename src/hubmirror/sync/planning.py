@@ -10,22 +10,21 @@ job owns is never pruned.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Final
 
 from .._errors import LibraryError
-from ..config import DEFAULT_SOURCE, SyncConfig
-from ..plan import Plan, check
-from ..plan.estimate import hub_tag_images
-from ..reference import normalize_registry
+from ..config import SyncConfig
+from ..plan import Plan, Target, check
 from ..report import Outcome, SyncReport
-from ..sources import DEFAULT_HUB_API, HubTagsAPI, artifact_subject
+from ..sources import artifact_subject
 from ..state import State, TagRecord
 from .events import SyncEvents
 from .selection import select_targets, source_key, unique
-from .stores import Destination, Sources, probe_destination
+from .stores import Destination, Scope, Sources, probe_destination
 
 #: Added to a failed clone or fetch of a library URL: the library can come from a file instead.
 OFFLINE_HINT = (
@@ -48,8 +47,41 @@ async def build_plan(
     cache_dir: Path | None = None,
     events: SyncEvents | None = None,
 ) -> Plan:
-    """Decide what the run will do, spending no pulls (library from git, HEADs on source and destination)."""
+    """Decide what the run will do, spending no pulls (library from git, HEADs on source and destination):
+    the single process's plan, the selection (`select_plan`) checked for the whole destination
+    (`check_targets`), with what left it (`find_leaving`)."""
     events = events or SyncEvents()
+    plan = await select_plan(cfg, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events)
+    children = await ChildrenCheck.begin(state, dest)
+    events.phase(check_phase(plan))
+    unchecked = await check_targets(
+        cfg,
+        plan,
+        scope=Scope(dest),
+        state=state,
+        sources=sources,
+        verify=children.due,
+        progress=events.checked,
+    )
+    block_prune(plan, unchecked)
+    await find_leaving(plan, state=state, dest=dest)
+    if not cfg.dry_run:
+        await children.done(state, dest, complete=plan.children_checked)
+    return plan
+
+
+async def select_plan(
+    cfg: SyncConfig,
+    *,
+    state: State,
+    dest: Destination,
+    sources: Sources,
+    cache_dir: Path | None,
+    events: SyncEvents,
+) -> Plan:
+    """The selection step of the single process and of every worker: the destination probed (one line, and
+    nothing done, when it does not answer), then a plan of the selection's targets in priority order,
+    deferred work first (`select_targets`, `deferred_first`), not yet checked."""
     await probe_destination(dest)
     plan = Plan(job=cfg.job_id)
     try:
@@ -62,58 +94,91 @@ async def build_plan(
         if cfg.reads_library and _is_url(cfg.library) and str(e).startswith(("cloning ", "fetching ")):
             raise LibraryError(f"{e}{OFFLINE_HINT}") from None
         raise
+    plan.targets = await deferred_first(targets, state=state, dest=dest)
+    return plan
 
-    # Deferred work from earlier runs goes first.
-    deferred = {(d.dest_repo, tag) for d in await state.aio.deferred() for tag in d.tags}
-    targets = [
-        replace(t, priority=(0, *t.priority[1:])) if (dest.key(t.dest_repo), t.tag) in deferred else t for t in targets
-    ]
-    plan.targets = unique(targets)
-    verify = await children_check_due(state, dest)
-    started = datetime.now(UTC)
-    events.phase(check_phase(plan))
-    # Docker Hub's tags API tells the pull estimate how many images an image list's entries have (no pull):
-    # asked when the source is Docker Hub, or when --hub-api names one for the source (an emulator, a proxy).
-    hub_source = normalize_registry(cfg.source) == DEFAULT_SOURCE or cfg.hub_api != DEFAULT_HUB_API
-    api = HubTagsAPI(cfg.hub_api) if cfg.hub_api and hub_source and cfg.list_file is not None else None
-    try:
-        await check(
-            plan,
-            sources=sources.__getitem__,
-            dest=dest.store,
-            state=state,
-            dest_key=dest.key,
-            overwrite=cfg.overwrite,
-            progress=events.checked,
-            verify_children=verify,
-            tag_images=hub_tag_images(api, cfg.source) if api is not None else None,
-        )
-    finally:
-        if api is not None:
-            await api.close()
-    # A target that could not be checked leaves the selection in doubt: prune deletes nothing in this run. One
-    # the source says does not exist leaves only its own repository in doubt: its tags are not counted as
-    # leaving (below), the rest prunes.
-    missing = {id(t) for t in plan.missing}
-    unchecked = [(t, r) for t, r in plan.failed if id(t) not in missing]
+
+async def check_targets(
+    cfg: SyncConfig,
+    plan: Plan,
+    *,
+    scope: Scope,
+    state: State,
+    sources: Sources,
+    verify: bool,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[str]:
+    """The check step of *scope*: the whole destination (the single process) or one repository (a worker's
+    unit, whose targets *plan* holds). The targets are checked with free HEADs on source and destination
+    (`hubmirror.plan.check`; with *verify*, the children of the indexes found up to date too; *progress* is
+    told how far it got), and the job claims the recorded tags it selects in the scope (the first run of a
+    job adopts what it selects; not in a dry run).
+
+    Returns why prune must delete nothing in this run, one reason per target that could not be checked
+    (`block_prune` sums them up). One the source says does not exist leaves only its own repository in
+    doubt where the plan that prunes knows it (`find_leaving` keeps its tags): the whole destination's. A
+    unit's plan is not the one that prunes (the closer's is), so there it stops prune too."""
+    await check(
+        plan,
+        sources=sources.__getitem__,
+        dest=scope.dest.store,
+        state=state,
+        dest_key=scope.key,
+        overwrite=cfg.overwrite,
+        progress=progress,
+        verify_children=verify,
+        tag_images=sources.tag_images(),
+    )
+    missing = {id(t) for t in plan.missing} if scope.unit is None else set()
+    unchecked = [f"{t.canonical} could not be checked ({reason})" for t, reason in plan.failed if id(t) not in missing]
+    if not cfg.dry_run:
+        records = {(r.dest_repo, r.tag) for r in await state.aio.tags(prefix=scope.prefix)}
+        await state.aio.claim_tags(plan.job or cfg.job_id, sorted(_selected(plan, scope.dest) & records))
+    return unchecked
+
+
+def block_prune(plan: Plan, unchecked: list[str]) -> None:
+    """What leaves the selection in doubt, so that prune deletes nothing in this run: the targets that could
+    not be checked (*unchecked*, from `check_targets` of the whole destination or of every unit: the first
+    named, with how many more), and the tag sources that could not be listed (whose own repositories' tags
+    are not even counted as leaving: `find_leaving`)."""
     if unchecked:
-        target, reason = unchecked[0]
         more = f" and {len(unchecked) - 1} more" if len(unchecked) > 1 else ""
-        plan.block_prune(f"{target.canonical} could not be checked ({reason}){more}")
-
-    # A tag source that could not be listed leaves the selection in doubt: prune deletes nothing in this run
-    # (and its own repository's tags are not even counted as leaving).
+        plan.block_prune(f"{unchecked[0]}{more}")
     for listing in plan.sources:
         if listing.error:
             plan.block_prune(f"tag source {listing.name} could not be listed ({listing.error})")
-    await find_leaving(plan, state=state, dest=dest)
-    if not cfg.dry_run:
-        # The job owns every recorded tag it selects (the first run of a job adopts what it selects).
-        records = {(r.dest_repo, r.tag) for r in await state.aio.tags(prefix=dest.prefix)}
-        await state.aio.claim_tags(plan.job or cfg.job_id, sorted(_selected(plan, dest) & records))
-        if verify and plan.children_checked:
-            await state.aio.set_children_checked(dest.prefix, started)
-    return plan
+
+
+@dataclass(frozen=True)
+class ChildrenCheck:
+    """Does this run's check look at the children of the indexes it finds up to date (*due*:
+    `children_check_due`), and when it began. Once every child in the destination was found (by the single
+    process's check, or by every worker's), `done` records it: the next runs need not look for a while."""
+
+    due: bool
+    started: datetime
+
+    @classmethod
+    async def begin(cls, state: State, dest: Destination) -> ChildrenCheck:
+        due = await children_check_due(state, dest)
+        return cls(due, datetime.now(UTC))
+
+    async def done(self, state: State, dest: Destination, *, complete: bool) -> None:
+        if self.due and complete:
+            await state.aio.set_children_checked(dest.prefix, self.started)
+
+
+async def deferred_first(targets: list[Target], *, state: State, dest: Destination) -> list[Target]:
+    """*targets* without duplicates, the work earlier runs deferred first (the sync's plan and a worker's
+    selection order them alike)."""
+    deferred = {(d.dest_repo, tag) for d in await state.aio.deferred() for tag in d.tags}
+    return unique(
+        [
+            replace(t, priority=(0, *t.priority[1:])) if (dest.key(t.dest_repo), t.tag) in deferred else t
+            for t in targets
+        ]
+    )
 
 
 async def children_check_due(state: State, dest: Destination) -> bool:
@@ -205,4 +270,16 @@ def _follows_held(record: TagRecord, held: set[tuple[str, str]]) -> bool:
     return found is not None and (record.dest_repo, found[0]) in held
 
 
-__all__ = ["CHILDREN_CHECK_EVERY", "OFFLINE_HINT", "build_plan", "check_phase", "children_check_due", "find_leaving"]
+__all__ = [
+    "CHILDREN_CHECK_EVERY",
+    "OFFLINE_HINT",
+    "ChildrenCheck",
+    "block_prune",
+    "build_plan",
+    "check_phase",
+    "check_targets",
+    "children_check_due",
+    "deferred_first",
+    "find_leaving",
+    "select_plan",
+]

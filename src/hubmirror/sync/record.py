@@ -10,7 +10,8 @@ from ..referrers import Followed, subject_repository
 from ..report import Outcome, SyncReport
 from ..state import State, TagRecord
 from . import freshness
-from .stores import Destination
+from .reporting import add_failed
+from .stores import Destination, Scope
 
 
 async def record_copied(item: WorkItem, result: CopyResult, *, state: State, dest: Destination, run_id: int) -> None:
@@ -61,6 +62,16 @@ async def record_followed(followed: list[Followed], *, state: State, dest: Desti
     await state.aio.record_tags(records)
 
 
+async def start_copies(plan: Plan, report: SyncReport, *, scope: Scope, state: State, run_id: int) -> None:
+    """The start of the copies of *scope* (the whole destination, or a worker's repository), once its plan is
+    checked: the failures the plan found go to the report (`add_failed`), the tags found right are recorded
+    (`record_up_to_date`), and every tag the plan's items write is noted as a pending change
+    (`freshness.note_changes`). The state is read for the scope only."""
+    add_failed(plan, report, scope.dest)
+    await record_up_to_date(plan, state=state, dest=scope.dest, report=report, run_id=run_id, prefix=scope.prefix)
+    await freshness.note_changes(plan, state=state, dest=scope.dest, prefix=scope.prefix)
+
+
 async def record_up_to_date(
     plan: Plan, *, state: State, dest: Destination, report: SyncReport, run_id: int, prefix: str | None = None
 ) -> None:
@@ -102,4 +113,4 @@ async def record_up_to_date(
         report.add(Outcome.UP_TO_DATE, first[(key, digest)], key, tags, digest=digest)
 
 
-__all__ = ["record_copied", "record_followed", "record_up_to_date"]
+__all__ = ["record_copied", "record_followed", "record_up_to_date", "start_copies"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..config import SyncConfig
 from ..plan import Plan
-from ..report import Outcome, SyncReport
+from ..report import Outcome, SyncReport, Totals
 from ..store import TransferStats
 from ..store.mirrored import MirroredStore, SourceStats, source_stats
 from ..store.registry import RegistryStore
@@ -14,9 +14,7 @@ from .stores import Destination, Sources
 
 def finish_report(report: SyncReport, sources: Sources, dest: Destination, cfg: SyncConfig) -> None:
     report.finish()
-    for store in sources.stores.values():
-        report.totals.add_stats(store.stats, TransferStats())
-    report.totals.add_stats(TransferStats(), dest.store.stats)
+    add_transfers(report.totals, sources, dest)
     # Abuse-limit 429s per registry (the pace is too fast where they add up); an OCI layout has none.
     stores = [*sources.stores.values(), *([dest.store] if isinstance(dest.store, RegistryStore) else [])]
     for store in stores:
@@ -28,6 +26,14 @@ def finish_report(report: SyncReport, sources: Sources, dest: Destination, cfg: 
         report.totals.ratelimit_remaining = rl.remaining
         report.totals.ratelimit_limit = rl.limit
         report.totals.ratelimit_window = rl.window
+
+
+def add_transfers(totals: Totals, sources: Sources, dest: Destination) -> None:
+    """Add what the run's stores transferred so far to *totals*: from the sources, to the destination (the
+    report's at the end; a worker's summary each time it finishes a repository)."""
+    for store in sources.stores.values():
+        totals.add_stats(store.stats, TransferStats())
+    totals.add_stats(TransferStats(), dest.store.stats)
 
 
 def content_sources(sources: Sources) -> list[SourceStats]:
@@ -48,10 +54,12 @@ def content_sources(sources: Sources) -> list[SourceStats]:
 
 
 def add_failed(plan: Plan, report: SyncReport, dest: Destination) -> None:
-    """Failures known from the plan: selection errors, tags that could not be checked, conflicts."""
+    """Failures known from the plan: selection errors and tag sources not listed (the tag sources go to the
+    report too), tags that could not be checked, conflicts. A worker adds its whole selection's plan (not
+    checked), then each repository's (no selection of its own)."""
     for what, reason in plan.selection_errors:
         report.add(Outcome.FAILED, what, dest.name, reason=reason)
-    report.sources = [listing.to_dict() for listing in plan.sources]
+    report.sources += [listing.to_dict() for listing in plan.sources]
     for listing in plan.sources:
         if listing.error:
             reason = f"{listing.error}; nothing is pruned in this run"
@@ -93,4 +101,4 @@ def plan_report(plan: Plan, report: SyncReport, dest: Destination) -> None:
         )
 
 
-__all__ = ["add_failed", "content_sources", "finish_report", "plan_report"]
+__all__ = ["add_failed", "add_transfers", "content_sources", "finish_report", "plan_report"]

@@ -16,22 +16,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from ..config import SyncConfig
 from ..plan import Plan
 from ..report import SyncReport
 from ..state import State
-from . import freshness
+from .close import close_run
 from .events import RunControl, SyncEvents
 from .journal import settle_intents
 from .planning import build_plan
 from .prune import prune
-from .record import record_up_to_date
-from .reporting import add_failed, finish_report, plan_report
+from .record import start_copies
+from .reporting import finish_report, plan_report
 from .runner import copy_and_follow
-from .stores import Destination, Sources, open_destination
+from .stores import Destination, Scope, Sources, open_destination
 from .worker import run_worker
 
 
@@ -67,8 +66,9 @@ async def run_sync(
             plan = await build_plan(cfg, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events)
             report.commit = plan.commit
 
-            async def prune_selection() -> None:  # the dry run predicts what the real run deletes
-                await prune(
+            if cfg.dry_run:
+                plan_report(plan, report, dest)
+                await prune(  # the dry run predicts what the real run deletes
                     plan,
                     state=state,
                     dest=dest,
@@ -76,12 +76,8 @@ async def run_sync(
                     enabled=cfg.prune,
                     events=events,
                     max_delete=cfg.max_delete,
-                    dry_run=cfg.dry_run,
+                    dry_run=True,
                 )
-
-            if cfg.dry_run:
-                plan_report(plan, report, dest)
-                await prune_selection()
                 finish_report(report, sources, dest, cfg)
                 return plan, report
             run_id = await state.aio.begin_run(plan.commit)
@@ -98,7 +94,6 @@ async def run_sync(
                     sources=sources,
                     events=events,
                     control=control,
-                    prune_selection=prune_selection,
                 )
             except asyncio.CancelledError:  # aborted (a second Ctrl-C): say so in the state, not "running"
                 with contextlib.suppress(Exception):
@@ -121,14 +116,15 @@ async def _copy_and_finish(
     sources: Sources,
     events: SyncEvents,
     control: RunControl | None,
-    prune_selection: Callable[[], Awaitable[None]],
 ) -> None:
-    """A real run once its plan is made and begun in the state: copy, signatures, prune, report, finish."""
+    """A real run once its plan is made and begun in the state: the copies started (`start_copies`), copy,
+    signatures (`copy_and_follow`), then the close (`close_run`: prune, freshness, report, library commit,
+    the run's end), all for the whole destination (a worker goes through the same steps for each
+    repository it claims)."""
     run_id = report.run_id
     assert run_id is not None
-    add_failed(plan, report, dest)
-    await record_up_to_date(plan, state=state, dest=dest, report=report, run_id=run_id)
-    await freshness.note_changes(plan, state=state, dest=dest)
+    whole = Scope(dest)
+    await start_copies(plan, report, scope=whole, state=state, run_id=run_id)
     events.plan_ready(plan)
     # Deferred work was taken first by the plan and stays recorded until the run has ended: what this run did
     # not defer again, for every repository of this destination, goes once the copies are done.
@@ -137,24 +133,17 @@ async def _copy_and_finish(
         plan,
         report,
         state=state,
-        dest=dest,
+        scope=whole,
         sources=sources,
         events=events,
         control=control,
         run_id=run_id,
-        scope=lambda repo: repo.startswith(dest.prefix),
-        deferred_where=dest.name,
         phase="copying signatures and referrers of the mirrored images",
     )
-    await prune_selection()
-    await freshness.finish(plan, report, state=state, dest=dest)
-    finish_report(report, sources, dest, cfg)
-    status = report.run_status
-    # A commit whose selection was in doubt (a file failed to parse, …) is not synced: the next run looks at
-    # it again.
-    if report.exit_code == 0 and plan.commit is not None and not plan.prune_blockers:
-        await state.aio.set_library_commit(cfg.library, plan.commit)
-    await state.aio.finish_run(run_id, status, report.to_dict()["totals"], commit=plan.commit)
+    # This run began with its plan's commit: the commit is synced when everything is done (`close_run`).
+    await close_run(
+        cfg, plan, report, state=state, dest=dest, sources=sources, events=events, started_commit=plan.commit
+    )
 
 
 __all__ = ["run_sync"]

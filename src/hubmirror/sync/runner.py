@@ -9,13 +9,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
 
 import aiohttp
 
-from .._errors import BudgetExhausted, HubmirrorError, QuotaExceeded
+from .._errors import BudgetExhausted, HubmirrorError, QuotaExceeded, StateUnavailable
 from ..config import SyncConfig
-from ..copy import Copier, CopyResult, first_error
+from ..copy import BlobLedger, Copier, CopyResult, first_error, shielded
 from ..media import Descriptor
 from ..plan import Plan, WorkItem
 from ..referrers import follow_referrers
@@ -27,7 +26,7 @@ from .breaker import DestinationBreaker, DestinationWatch, Tripped, failure_kind
 from .events import RunControl, SyncEvents
 from .journal import FollowJournal, ItemJournal
 from .record import record_copied, record_followed
-from .stores import Destination, Sources
+from .stores import Destination, Scope, Sources
 
 log = logging.getLogger(__name__)
 
@@ -58,8 +57,10 @@ class Runner:
         events: SyncEvents,
         control: RunControl | None = None,
         semaphore: asyncio.Semaphore | None = None,
+        ledger: BlobLedger | None = None,
     ) -> None:
         self.cfg, self.plan, self.state, self.dest = cfg, plan, state, dest
+        self.ledger = ledger  # the blobs other workers of the run placed or are transferring (a worker's)
         self.sources, self.report, self.run_id, self.events = sources, report, run_id, events
         self.hub = sources[cfg.source]
         self.budget = sources.budget
@@ -109,6 +110,7 @@ class Runner:
                 self.dest_store,
                 concurrency=self.cfg.blob_concurrency,
                 events=self.events,
+                ledger=self.ledger,
             )
         return self._copiers[registry]
 
@@ -237,7 +239,7 @@ class Runner:
                 done = not result.skipped
             finally:
                 # shielded: a second Ctrl-C must not lose what this item fetched (nor tear a write)
-                await asyncio.shield(journal.close(done=done))
+                await shielded(journal.close(done=done))
             if result.skipped:
                 self.report.add(
                     Outcome.FAILED,
@@ -250,6 +252,8 @@ class Runner:
                 self.events.item_done(item, Outcome.FAILED)
                 return
             await self._record(item, result)
+        except StateUnavailable:  # the state database is gone: the run stops (not one item's failure)
+            raise
         except BudgetExhausted as e:
             await self._defer(item, str(e))
             return
@@ -319,21 +323,22 @@ async def copy_and_follow(
     report: SyncReport,
     *,
     state: State,
-    dest: Destination,
+    scope: Scope,
     sources: Sources,
     events: SyncEvents,
     control: RunControl | None,
     run_id: int,
-    scope: Callable[[str], bool],
-    deferred_where: str,
     phase: str | None = None,
     semaphore: asyncio.Semaphore | None = None,
+    ledger: BlobLedger | None = None,
 ) -> Runner:
-    """Copy the plan's items; forget the deferred rows of the destination repositories in *scope* that the
-    copies did not defer again (deferred work keeps its priority until its run has ended, so a crash keeps
-    it); then follow the signatures and referrers of what was mirrored, announced by *phase*, or, stopped
-    from outside, report them deferred (as *deferred_where*). The sync (every repository) and a worker (one
-    repository) both end their copies here."""
+    """The copy step of *scope* (the whole destination, or a worker's repository): copy the plan's items;
+    forget the deferred rows of the destination repositories in *scope* that the copies did not defer again
+    (deferred work keeps its priority until its run has ended, so a crash keeps it); then follow the
+    signatures and referrers of what was mirrored, announced by *phase*, or, stopped from outside, report
+    them deferred (in the scope's name). A worker's copiers share blobs with the other workers through
+    *ledger*."""
+    dest = scope.dest
     runner = Runner(
         cfg,
         plan,
@@ -345,10 +350,11 @@ async def copy_and_follow(
         events=events,
         control=control,
         semaphore=semaphore,
+        ledger=ledger,
     )
     await runner.run()
     for d in await state.aio.deferred():
-        if scope(d.dest_repo) and (d.source_ref, d.dest_repo) not in runner.deferred:
+        if scope.holds(d.dest_repo) and (d.source_ref, d.dest_repo) not in runner.deferred:
             await state.aio.clear_deferred(d.source_ref, d.dest_repo)
     if cfg.signatures and runner.stopped is None:
         if phase is not None:
@@ -366,7 +372,7 @@ async def copy_and_follow(
         await record_followed(followed, state=state, dest=dest, run_id=run_id)
     elif cfg.signatures and control is not None and control.reason is not None:
         why = f"not followed in this run: {control.reason}"
-        report.add(Outcome.DEFERRED, "--signatures", deferred_where, reason=why)
+        report.add(Outcome.DEFERRED, "--signatures", scope.name, reason=why)
     return runner
 
 

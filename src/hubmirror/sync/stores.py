@@ -8,11 +8,13 @@ from pathlib import Path
 
 from .._errors import ConfigError, HubmirrorError
 from ..budget import PullBudget
-from ..config import SyncConfig
+from ..config import DEFAULT_SOURCE, SyncConfig
 from ..plan import Layout
+from ..plan.estimate import TagImagesLookup, hub_tag_images
 from ..reference import normalize_registry
 from ..registry.options import ClientOptions
 from ..registry.ratelimit import RateLimit
+from ..sources import DEFAULT_HUB_API, HubTagsAPI
 from ..store import PullGate, Store
 from ..store.mirrored import SourceStats, mirror_options, source_stats, with_mirrors
 from ..store.ocidir import OCILayoutStore
@@ -42,6 +44,35 @@ class Destination:
         if isinstance(self.store, OCILayoutStore):
             return f"{self.name}/{repo}"
         return f"{self.name.split('/', 1)[0]}/{repo}"
+
+
+@dataclass(frozen=True)
+class Scope:
+    """What a step of the run works on: the whole destination (the single process), or one of its
+    repositories, a worker's unit (*unit*: its state name). The steps (`hubmirror.sync.planning.check_targets`,
+    `hubmirror.sync.record.start_copies`, `hubmirror.sync.runner.copy_and_follow`) take it, so that one
+    process and a worker go through the same code."""
+
+    dest: Destination
+    unit: str | None = None
+
+    @property
+    def prefix(self) -> str:
+        """The state's names of the scope's repositories all start with this."""
+        return self.dest.prefix if self.unit is None else self.unit
+
+    @property
+    def name(self) -> str:
+        """The scope as a row of the report names it: the destination, or the repository."""
+        return self.dest.name if self.unit is None else self.unit
+
+    def key(self, repo: str) -> str:
+        """`Destination.key`, and ``""`` → `prefix` (what the state is read for: the scope only)."""
+        return self.dest.key(repo) if repo else self.prefix
+
+    def holds(self, key: str) -> bool:
+        """Is the repository the state names *key* in the scope?"""
+        return key.startswith(self.dest.prefix) if self.unit is None else key == self.unit
 
 
 def open_destination(cfg: SyncConfig) -> Destination:
@@ -93,6 +124,8 @@ class Sources:
     def __init__(self, cfg: SyncConfig) -> None:
         self.cfg = cfg
         self.stores: dict[str, Store] = {}
+        self._hub_api: HubTagsAPI | None = None
+        self._tag_images: TagImagesLookup | None = None
         self.budget = PullBudget(
             self._hub_ratelimit,
             max_pulls=cfg.max_pulls,
@@ -122,6 +155,18 @@ class Sources:
             self.stores[registry] = store
         return self.stores[registry]
 
+    def tag_images(self) -> TagImagesLookup | None:
+        """Docker Hub's tags API, which tells the pull estimate how many images an image list's entries have
+        (no pull): for a run that reads an image list from Docker Hub, or whose --hub-api names one for the
+        source (an emulator, a proxy); else None. One client and one lookup a run (every check of a worker's
+        repositories asks the same: after its first failure it is not asked again)."""
+        cfg = self.cfg
+        hub_source = normalize_registry(cfg.source) == DEFAULT_SOURCE or cfg.hub_api != DEFAULT_HUB_API
+        if self._tag_images is None and cfg.hub_api and hub_source and cfg.list_file is not None:
+            self._hub_api = HubTagsAPI(cfg.hub_api)
+            self._tag_images = hub_tag_images(self._hub_api, cfg.source)
+        return self._tag_images
+
     def source_stats(self) -> list[SourceStats]:
         """Per source of content (each registry read from, each content mirror): what it served."""
         return [s for store in self.stores.values() for s in source_stats(store)]
@@ -129,6 +174,8 @@ class Sources:
     async def close(self) -> None:
         for s in self.stores.values():
             await s.close()
+        if self._hub_api is not None:
+            await self._hub_api.close()
 
 
-__all__ = ["Destination", "Sources", "open_destination", "probe_destination", "registry_store"]
+__all__ = ["Destination", "Scope", "Sources", "open_destination", "probe_destination", "registry_store"]

@@ -12,28 +12,26 @@ its ``run`` part covers the whole run.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import asdict, replace
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..config import SyncConfig
 from ..copy import first_error
-from ..plan import Plan, Target, check
+from ..plan import Plan, Target
 from ..report import EXIT_DEFERRED, EXIT_DONE, EXIT_FAILED, RUN_STATUS, Outcome, SyncReport, Totals
 from ..state import State
-from ..store import TransferStats
 from . import freshness
-from .claim import Claims, SharedQuota, quota_key
+from .claim import BlobClaims, Claims, SharedQuota, quota_key
+from .close import close_run
 from .events import RunControl, SyncEvents
 from .journal import settle_intents
-from .planning import children_check_due
-from .prune import prune
-from .record import record_up_to_date
-from .reporting import add_failed, finish_report
+from .planning import ChildrenCheck, block_prune, check_targets, select_plan
+from .record import start_copies
+from .reporting import add_failed, add_transfers, finish_report
 from .runner import copy_and_follow
-from .selection import select_targets, unique
-from .stores import Destination, Sources
+from .stores import Destination, Scope, Sources
 
 #: A unit's marker for "not every child of its indexes could be looked at" (not a prune blocker).
 _UNCHECKED = "\x00children unchecked"
@@ -57,19 +55,26 @@ async def run_worker(
 ) -> tuple[Plan, SyncReport]:
     """Take part in the run of *cfg*'s job on the cooperative *state*; the whole selection's plan (its
     targets, and for the closer what left it) and this worker's report."""
-    whole = await _select(cfg, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events)
+    # The state's server restarting mid-run: calls wait for it up to two leases, then the worker stops.
+    state.reconnect_window = 2 * (cfg.lease or DEFAULT_LEASE)
+    # The whole selection's targets in priority order, as the single process's plan has them, not checked:
+    # each worker checks only the repositories it claims.
+    whole = await select_plan(cfg, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events)
     report.commit = whole.commit
-    key = quota_key(cfg)
-    sources.budget.pool = SharedQuota(state, key, reserve=sources.budget.reserve)
     claims = Claims(state, lease=cfg.lease or DEFAULT_LEASE)
     by_unit: dict[str, list[Target]] = {}
     for t in whole.targets:
         by_unit.setdefault(dest.key(t.dest_repo), []).append(t)
-    verify = await children_check_due(state, dest)  # this run HEADs the children of indexes up to date too
-    started = datetime.now(UTC)
+    children = await ChildrenCheck.begin(state, dest)  # does this run HEAD the children of indexes up to date?
     job = f"{cfg.job_id} -> {dest.prefix}"  # the workers of one job (a config) into one destination
-    run_id = await claims.join(job, list(by_unit), commit=whole.commit, quota=key)
+    run_id = await claims.join(job, list(by_unit), commit=whole.commit)
     report.run_id = run_id
+    # Every pull from here on is taken from the quota the workers share, as this worker of this run (the
+    # selection above reads git only: no pulls).
+    sources.budget.pool = SharedQuota(
+        state, quota_key(cfg), worker=claims.worker, run_id=run_id, reserve=sources.budget.reserve
+    )
+    ledger = BlobClaims(state, run_id, claims.worker, lease=claims.lease)  # blobs the workers share
     events.phase(f"worker {claims.worker} on run {run_id} ({len(by_unit)} repositories)")
     if control is not None:
         control.copying = True
@@ -86,7 +91,8 @@ async def run_worker(
                 return
             blockers = await _work_unit(
                 cfg, whole, unit, by_unit.get(unit, []), state=state, dest=dest, sources=sources,
-                report=report, run_id=run_id, events=events, control=control, semaphore=semaphore, verify=verify,
+                report=report, run_id=run_id, events=events, control=control, semaphore=semaphore, verify=children.due,
+                ledger=ledger,
             )  # fmt: skip
             unchecked += blockers.count(_UNCHECKED)
             blockers = [b for b in blockers if b != _UNCHECKED]
@@ -112,39 +118,13 @@ async def run_worker(
         closer = await claims.close(_summary(report, sources, dest, unchecked), stopped=stopped)
         if closer:
             await _close(cfg, whole, claims, state=state, dest=dest, sources=sources, report=report, events=events)
-            if verify and report.run is not None and not report.run["children_unchecked"]:
-                await state.aio.set_children_checked(dest.prefix, started)
+            complete = report.run is not None and not report.run["children_unchecked"]  # every worker's
+            await children.done(state, dest, complete=complete)
         else:
             finish_report(report, sources, dest, cfg)
             summaries, _ = await state.run(state.run_work, run_id)
             report.run = _whole_run(summaries, closer=False)
     return whole, report
-
-
-async def _select(
-    cfg: SyncConfig,
-    *,
-    state: State,
-    dest: Destination,
-    sources: Sources,
-    cache_dir: Path | None,
-    events: SyncEvents,
-) -> Plan:
-    """The whole selection's targets in priority order (deferred work first), as `build_plan` makes them,
-    without the check: each worker checks only the repositories it claims."""
-    whole = Plan(job=cfg.job_id)
-    targets = await select_targets(
-        cfg, whole, state=state, dest=dest, sources=sources, cache_dir=cache_dir, events=events
-    )
-    deferred = {(d.dest_repo, tag) for d in await state.aio.deferred() for tag in d.tags}
-    targets = [
-        replace(t, priority=(0, *t.priority[1:])) if (dest.key(t.dest_repo), t.tag) in deferred else t for t in targets
-    ]
-    whole.targets = unique(targets)
-    for listing in whole.sources:
-        if listing.error:
-            whole.block_prune(f"tag source {listing.name} could not be listed ({listing.error})")
-    return whole
 
 
 async def _work_unit(
@@ -162,6 +142,7 @@ async def _work_unit(
     control: RunControl | None,
     semaphore: asyncio.Semaphore,
     verify: bool,
+    ledger: BlobClaims,
 ) -> list[str]:
     """Plan, copy and record one claimed destination repository; what must stop prune (checks that failed;
     `_UNCHECKED` when *verify* could not look at every child of its indexes)."""
@@ -169,30 +150,11 @@ async def _work_unit(
     # Pushes begun here and never recorded (a worker that held this repository died): settled first.
     await settle_intents(state, dest, repo=unit)
 
-    def dest_key(repo: str) -> str:  # the state is read for this repository only (its name as the prefix)
-        return dest.key(repo) if repo else unit
-
-    await check(
-        plan,
-        sources=sources.__getitem__,
-        dest=dest.store,
-        state=state,
-        dest_key=dest_key,
-        overwrite=cfg.overwrite,
-        verify_children=verify,
-    )
-    blockers = [f"{t.canonical} could not be checked ({reason})" for t, reason in plan.failed]
+    scope = Scope(dest, unit)  # the state is read for this repository only
+    blockers = await check_targets(cfg, plan, scope=scope, state=state, sources=sources, verify=verify)
     if verify and not plan.children_checked:
         blockers.append(_UNCHECKED)
-    # The job owns every recorded tag of this repository it selects (its first run adopts them).
-    recorded = {(r.dest_repo, r.tag) for r in await state.aio.tags(prefix=unit)}
-    selected = {(unit, t.tag) for t in targets if t.tag is not None}
-    await state.aio.claim_tags(cfg.job_id, sorted(selected & recorded))
-    listed = report.sources
-    add_failed(plan, report, dest)
-    report.sources = listed
-    await record_up_to_date(plan, state=state, dest=dest, report=report, run_id=run_id, prefix=unit)
-    await freshness.note_changes(plan, state=state, dest=dest, prefix=unit)
+    await start_copies(plan, report, scope=scope, state=state, run_id=run_id)
     events.phase(f"{unit}: {len(plan.copies)} to copy, {len(plan.retags)} to retag, ~{plan.pulls_needed} pulls")
     budget = sources.budget
     await budget.top_up(sum(i.estimated_pulls for i in plan.copies if sources.is_hub(i.source_registry)))
@@ -202,14 +164,13 @@ async def _work_unit(
             plan,
             report,
             state=state,
-            dest=dest,
+            scope=scope,  # this repository's deferred rows not deferred again go
             sources=sources,
             events=events,
             control=control,
             run_id=run_id,
-            scope=lambda repo: repo == unit,  # this repository's deferred rows not deferred again go
-            deferred_where=unit,
             semaphore=semaphore,
+            ledger=ledger,
         )
     finally:
         await budget.release()
@@ -227,8 +188,9 @@ async def _close(
     report: SyncReport,
     events: SyncEvents,
 ) -> None:
-    """The last worker: prune what left the selection (unless a worker's check failed), settle freshness,
-    record the run with every worker's totals, and the library commit when the whole run is done."""
+    """The last worker closes the run for all (`close_run`): prune what left the selection (unless a worker's
+    check failed), settle freshness, record the run with every worker's totals, and the library commit when
+    the whole run is done."""
     run_id = report.run_id
     assert run_id is not None
     units = {u[0] for u in await state.run(state.work_units, run_id)}
@@ -236,31 +198,22 @@ async def _close(
         if d.dest_repo.startswith(dest.prefix) and d.dest_repo not in units:
             await state.aio.clear_deferred(d.source_ref, d.dest_repo)
     _, blockers = await state.run(state.run_work, run_id)
-    for reason in blockers[:1]:
-        more = f" and {len(blockers) - 1} more" if len(blockers) > 1 else ""
-        whole.block_prune(reason + more)
-    await prune(  # what left the selection is found by prune, from the state after every worker's copies
-        whole, state=state, dest=dest, report=report, enabled=cfg.prune, events=events, max_delete=cfg.max_delete
-    )
-    await freshness.finish(whole, report, state=state, dest=dest)
-    finish_report(report, sources, dest, cfg)
-    summaries, _ = await state.run(state.run_work, run_id)
-    unchecked = int(summaries.get(claims.worker, {}).get("children_unchecked", 0))
-    summaries[claims.worker] = _summary(report, sources, dest, unchecked)
-    report.run = _whole_run(summaries, closer=True)
+    block_prune(whole, blockers)  # every worker's checks that failed, and the tag sources not listed
     # The commit the run started with (a worker joining later may have read a newer one): synced only if
     # this worker's selection was made from it too.
     started = next((r.commit for r in await state.run(state.runs, 50) if r.id == run_id), None)
-    done = report.exit_code == EXIT_DONE and not whole.prune_blockers
-    if done and whole.commit is not None and started == whole.commit:
-        await state.aio.set_library_commit(cfg.library, whole.commit)
-    totals = dict(report.run["totals"])
-    totals.update(
-        ratelimit_remaining=report.totals.ratelimit_remaining,
-        ratelimit_limit=report.totals.ratelimit_limit,
-        ratelimit_window=report.totals.ratelimit_window,
-    )
-    await state.aio.finish_run(run_id, report.run_status, totals, commit=whole.commit)
+
+    async def whole_run() -> dict[str, Any]:  # this worker's report is finished: every worker's part added up
+        summaries, _ = await state.run(state.run_work, run_id)
+        unchecked = int(summaries.get(claims.worker, {}).get("children_unchecked", 0))
+        summaries[claims.worker] = _summary(report, sources, dest, unchecked)
+        return _whole_run(summaries, closer=True)
+
+    # What left the selection is found by prune, from the state after every worker's copies.
+    await close_run(
+        cfg, whole, report, state=state, dest=dest, sources=sources, events=events, started_commit=started,
+        whole_run=whole_run,
+    )  # fmt: skip
     await state.run(state.end_run, run_id)
 
 
@@ -268,9 +221,7 @@ def _summary(report: SyncReport, sources: Sources, dest: Destination, unchecked:
     """What this worker did so far: its items' exit code and counts, its transfer totals, and how many of
     its repositories' indexes could not have every child looked at."""
     totals = Totals()
-    for store in sources.stores.values():
-        totals.add_stats(store.stats, TransferStats())
-    totals.add_stats(TransferStats(), dest.store.stats)
+    add_transfers(totals, sources, dest)
     totals.blobs_skipped = report.totals.blobs_skipped
     totals.duration = (datetime.now(UTC) - report.started).total_seconds()
     own = SyncReport(items=report.items)
