@@ -16,19 +16,10 @@ from hubmirror.budget import PullBudget
 from hubmirror.registry.ratelimit import RateLimit
 from hubmirror.state import State
 from hubmirror.sync.claim import BlobClaims
-from hubmirror.testing.postgres import PostgresServer
 
 JOB = "127.0.0.1:5000/mirror/"
 UNITS = [JOB + "python", JOB + "node", JOB + "alpine"]
 KEY = "docker.io anonymous"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "state.db")
-    server: PostgresServer = request.getfixturevalue("postgres")
-    return server.new_database()
 
 
 def test_workers_join_one_run_and_claim_each_unit_once(where: str) -> None:

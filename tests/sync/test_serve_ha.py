@@ -14,7 +14,6 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-import pytest
 from test_serve import PUSH, SECRET, TOKEN, Serve, serving
 from test_sync_support import Env
 
@@ -26,14 +25,6 @@ from hubmirror.testing.postgres import PostgresServer
 FAILOVER = 60.0
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 SECRETS = {"HUBMIRROR_API_TOKEN": TOKEN, "HUBMIRROR_WEBHOOK_SECRET": SECRET}
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "state.db")
-    server: PostgresServer = request.getfixturevalue("postgres")
-    return server.new_database()
 
 
 def test_triggers_wait_in_the_state_merged_bounded_and_taken_once(where: str) -> None:

@@ -16,20 +16,10 @@ import pytest
 
 from hubmirror import StateError, StateLocked
 from hubmirror.state import SCHEMA_VERSION, State
-from hubmirror.testing.postgres import PostgresServer
 
 D1 = "sha256:" + "1" * 64
 D2 = "sha256:" + "2" * 64
 REPO = "127.0.0.1:5000/mirror/python"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def where(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A new, empty state of each backend: a SQLite file, or a database on the tests' PostgreSQL server."""
-    if request.param == "sqlite":
-        return str(tmp_path / "nested" / "state.db")
-    server: PostgresServer = request.getfixturevalue("postgres")
-    return server.new_database()
 
 
 #: Undo what the migrations after 5 add, to make a state of schema 5 (the library key migration's input).

@@ -7,6 +7,7 @@ nothing in the run.
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 from test_sync_support import Env, env_fixture  # noqa: F401  (the `env` fixture)
@@ -17,6 +18,7 @@ from hubmirror.plan import Plan, Target, check
 from hubmirror.registry.options import ClientOptions
 from hubmirror.state import State
 from hubmirror.store.registry import RegistryStore
+from hubmirror.testing.postgres import PostgresServer
 from hubmirror.testing.registry import Registry
 
 
@@ -41,6 +43,38 @@ def test_an_unknown_repository_keeps_its_own_tags_and_the_rest_is_pruned(env: En
     assert env.dest_tags("pyish") == ["3.14-slim"]  # the other repository's tag that left is pruned
     assert env.dest_tags("tiny") == ["1.0", "old"]  # the unknown repository's are all kept
     with State.open(env.state_path) as state:
+        assert sorted(r.tag for r in state.tags(env.key("tiny"))) == ["1.0", "old"]
+        assert sorted(r.tag for r in state.tags(env.key("pyish"))) == ["3.14-slim"]
+
+
+def test_a_worker_on_postgresql_keeps_an_unknown_repositorys_tags_and_the_rest_is_pruned(
+    env: Env, postgres: PostgresServer
+) -> None:
+    """The same with a worker (a PostgreSQL state): the repository the source says does not exist is one
+    worker's unit; the worker that closes the run keeps that repository's tags and prunes the rest."""
+    where = postgres.new_database()
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = env.cli_args(*args)
+        argv[argv.index("--state") + 1] = where
+        return subprocess.run(argv, capture_output=True, text=True, env=env.cli_env(), timeout=120, check=False)
+
+    env.seed()
+    listing = env.root / "images.list"
+    listing.write_text("pyish:3.14-slim\npyish:3.14-trixie\ntiny:1.0\ntiny:old\n")
+    first = cli("--list", str(listing))
+    assert first.returncode == 0, first.stderr
+
+    listing.write_text("pyish:3.14-slim\ntiny:1.0\n")
+    env.hub.fail_always(r"^/v2/library/tiny/", 404)
+    p = cli("--list", str(listing), "--prune", "--max-delete", "10")
+
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    assert "prune refused" not in p.stderr, p.stderr
+    assert env.dest_tags("pyish") == ["3.14-slim"]  # the other repository's tag that left is pruned
+    assert env.dest_tags("tiny") == ["1.0", "old"]  # the unknown repository's are all kept
+    with State.open(where) as state:
         assert sorted(r.tag for r in state.tags(env.key("tiny"))) == ["1.0", "old"]
         assert sorted(r.tag for r in state.tags(env.key("pyish"))) == ["3.14-slim"]
 

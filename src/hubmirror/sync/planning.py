@@ -115,9 +115,8 @@ async def check_targets(
     job adopts what it selects; not in a dry run).
 
     Returns why prune must delete nothing in this run, one reason per target that could not be checked
-    (`block_prune` sums them up). One the source says does not exist leaves only its own repository in
-    doubt where the plan that prunes knows it (`find_leaving` keeps its tags): the whole destination's. A
-    unit's plan is not the one that prunes (the closer's is), so there it stops prune too."""
+    (`block_prune` sums them up). One the source says does not exist (``plan.missing``) leaves only its own
+    repository in doubt: `find_leaving` keeps its tags (a worker passes its unit's on to the closer)."""
     await check(
         plan,
         sources=sources.__getitem__,
@@ -129,7 +128,7 @@ async def check_targets(
         verify_children=verify,
         tag_images=sources.tag_images(),
     )
-    missing = {id(t) for t in plan.missing} if scope.unit is None else set()
+    missing = {id(t) for t in plan.missing}
     unchecked = [f"{t.canonical} could not be checked ({reason})" for t, reason in plan.failed if id(t) not in missing]
     if not cfg.dry_run:
         records = {(r.dest_repo, r.tag) for r in await state.aio.tags(prefix=scope.prefix)}

@@ -35,6 +35,9 @@ from .stores import Destination, Scope, Sources
 
 #: A unit's marker for "not every child of its indexes could be looked at" (not a prune blocker).
 _UNCHECKED = "\x00children unchecked"
+#: A unit's marker (before its name) for "the source says this repository does not exist" (not a prune
+#: blocker: the closer keeps that repository's tags, the rest prunes, as in a single process).
+_MISSING = "\x00missing "
 #: A lease when the config gives none (`SyncConfig.lease`).
 DEFAULT_LEASE = 30.0
 #: Repositories one worker works on at once (each claimed, planned and copied on its own; their items
@@ -154,6 +157,8 @@ async def _work_unit(
     blockers = await check_targets(cfg, plan, scope=scope, state=state, sources=sources, verify=verify)
     if verify and not plan.children_checked:
         blockers.append(_UNCHECKED)
+    if plan.missing:  # the source says it does not exist: the closer keeps this repository's tags from prune
+        blockers.append(_MISSING + unit)
     await start_copies(plan, report, scope=scope, state=state, run_id=run_id)
     events.phase(f"{unit}: {len(plan.copies)} to copy, {len(plan.retags)} to retag, ~{plan.pulls_needed} pulls")
     budget = sources.budget
@@ -198,7 +203,10 @@ async def _close(
         if d.dest_repo.startswith(dest.prefix) and d.dest_repo not in units:
             await state.aio.clear_deferred(d.source_ref, d.dest_repo)
     _, blockers = await state.run(state.run_work, run_id)
-    block_prune(whole, blockers)  # every worker's checks that failed, and the tag sources not listed
+    missing = {b.removeprefix(_MISSING) for b in blockers if b.startswith(_MISSING)}
+    whole.missing.extend(t for t in whole.targets if dest.key(t.dest_repo) in missing)  # their tags stay
+    # Every worker's checks that failed, and the tag sources not listed.
+    block_prune(whole, [b for b in blockers if not b.startswith(_MISSING)])
     # The commit the run started with (a worker joining later may have read a newer one): synced only if
     # this worker's selection was made from it too.
     started = next((r.commit for r in await state.run(state.runs, 50) if r.id == run_id), None)

@@ -1029,17 +1029,20 @@ class HubEmulator:
             resp.content_length = size
             await resp.prepare(request)
             sent = 0
-            async for chunk in up.content.iter_chunked(_CHUNK):
-                if fault in ("reset", "truncate") and sent + len(chunk) >= cut:
-                    await resp.write(chunk[: cut - sent])
-                    _drop(request, reset=fault == "reset")
-                    return resp
-                if fault == "flip" and sent <= cut < sent + len(chunk):
-                    i = cut - sent
-                    chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1 :]
-                await resp.write(chunk)
-                sent += len(chunk)
-            await resp.write_eof()
+            try:
+                async for chunk in up.content.iter_chunked(_CHUNK):
+                    if fault in ("reset", "truncate") and sent + len(chunk) >= cut:
+                        await resp.write(chunk[: cut - sent])
+                        _drop(request, reset=fault == "reset")
+                        return resp
+                    if fault == "flip" and sent <= cut < sent + len(chunk):
+                        i = cut - sent
+                        chunk = chunk[:i] + bytes([chunk[i] ^ 0xFF]) + chunk[i + 1 :]
+                    await resp.write(chunk)
+                    sent += len(chunk)
+                await resp.write_eof()
+            except ConnectionResetError:  # the client went away mid-blob (a worker killed, a stall given up)
+                pass
             return resp
 
 
