@@ -28,6 +28,27 @@ with open(sys.argv[1], "w") as f:
 """
 
 
+#: Runs several commands at once: argv[1] the result file, argv[2] a JSON list of [argv, stdout path, stderr
+#: path]; spawns them all, waits for each with wait4; writes {"wall": s, "runs": [[code, wall, RSS KiB, CPU s]…]}.
+LAUNCHER_ALL = """
+import json, os, sys, time
+t0 = time.monotonic()
+pids = {}
+for i, (argv, out, err) in enumerate(json.loads(sys.argv[2])):
+    acts = [(os.POSIX_SPAWN_OPEN, 1, out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+            (os.POSIX_SPAWN_OPEN, 2, err, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)]
+    pids[os.posix_spawnp(argv[0], argv, os.environ, file_actions=acts)] = i
+runs = [None] * len(pids)
+while pids:
+    pid, status, ru = os.wait4(-1, 0)
+    if pid in pids:
+        runs[pids.pop(pid)] = [os.waitstatus_to_exitcode(status), time.monotonic() - t0, ru.ru_maxrss,
+                               ru.ru_utime + ru.ru_stime]
+with open(sys.argv[1], "w") as f:
+    json.dump({"wall": time.monotonic() - t0, "runs": runs}, f)
+"""
+
+
 def byte_compile_hubmirror() -> None:
     """Byte-compile the hubmirror package, as ``pip install`` does for a regular install.
 
@@ -64,3 +85,15 @@ def run_measured(
         subprocess.run(launcher, stdout=stdout, stderr=stderr, env=env, check=False)
         code, wall, maxrss_kib, cpu = json.loads(result.read_text())
     return Measured(code, wall, maxrss_kib / 1024, cpu)
+
+
+def run_measured_all(cmds: Sequence[tuple[Sequence[str], Path, Path]]) -> tuple[float, list[Measured]]:
+    """Start every (command, stdout file, stderr file) of *cmds* at once and wait for all of them: the wall time
+    from the first start to the last exit, and each command's exit code, wall time, peak RSS and CPU."""
+    with tempfile.TemporaryDirectory() as tmp:
+        result = Path(tmp) / "rusage.json"
+        spec = json.dumps([[list(cmd), str(out), str(err)] for cmd, out, err in cmds])
+        subprocess.run([sys.executable, "-S", "-c", LAUNCHER_ALL, str(result), spec], check=False)
+        got = json.loads(result.read_text())
+    runs = [Measured(code, wall, rss / 1024, cpu) for code, wall, rss, cpu in got["runs"]]
+    return float(got["wall"]), runs

@@ -62,7 +62,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal, ParamSpec, Protocol, TypeVar
 
@@ -462,15 +462,19 @@ class _PgConnection:
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> _Cursor:
         return self._conn.execute(_pg_sql(sql), _pg_params(params))
 
-    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> None:
+    def executemany(self, sql: str, rows: Iterable[Sequence[Any]], /) -> int:
+        """*sql* for each of *rows*, sent together (psycopg pipelines them: one round trip); the rows they
+        changed in all."""
         with self._conn.cursor() as cur:
             cur.executemany(_pg_sql(sql), [_pg_params(r) for r in rows])
+            return cur.rowcount
 
     def close(self) -> None:
         self.closed_by_us = True
         self._conn.close()
 
 
+@lru_cache(maxsize=512)  # `State` sends the same few statements again and again
 def _pg_sql(sql: str) -> str:
     """SQLite's statement for PostgreSQL: ``?`` → ``%s`` outside quotes, ``%`` escaped, ``BEGIN IMMEDIATE``
     → ``BEGIN``."""
@@ -1271,7 +1275,8 @@ class State:
             before = self._conn.total_changes
             self._conn.executemany(sql, rows)
             return self._conn.total_changes - before
-        return sum(max(0, self._conn.execute(sql, row).rowcount) for row in rows)
+        assert isinstance(self._conn, _PgConnection)
+        return max(0, self._conn.executemany(sql, rows))  # one round trip for all of them
 
     def release_tags(self, job: str, keys: Iterable[tuple[str, str]]) -> int:
         """*job* no longer owns the (dest_repo, tag) of *keys* (they left its selection while other jobs
@@ -1406,6 +1411,15 @@ class State:
                 "DELETE FROM deferred WHERE source_ref = ? AND dest_repo = ?", (source_ref, dest_repo)
             )
             return cur.rowcount > 0
+
+    def clear_deferred_many(self, items: Iterable[tuple[str, str]]) -> int:
+        """`clear_deferred` of every (source_ref, dest_repo) of *items*, in one transaction (one round trip to
+        PostgreSQL for all of them); how many there were."""
+        rows = list(items)
+        if not rows:
+            return 0
+        with self._guard("clear deferred work"), self._write():
+            return self._changes("DELETE FROM deferred WHERE source_ref = ? AND dest_repo = ?", rows)
 
     # ------------------------------------------------------------------ manifests of unfinished copies
 
@@ -2328,6 +2342,9 @@ class AsyncState:
 
     async def clear_deferred(self, source_ref: str, dest_repo: str) -> bool:
         return await self._state.run(self._state.clear_deferred, source_ref, dest_repo)
+
+    async def clear_deferred_many(self, items: Iterable[tuple[str, str]]) -> int:
+        return await self._state.run(self._state.clear_deferred_many, list(items))
 
     async def begin_run(self, commit: str | None = None) -> int:
         return await self._state.run(self._state.begin_run, commit)

@@ -110,6 +110,11 @@ def test_deferred_work_round_trip(where: str) -> None:
         assert st.clear_deferred("docker.io/library/python:3.12", REPO) is True
         assert st.clear_deferred("docker.io/library/python:3.12", REPO) is False
         assert [i.dest_repo for i in st.deferred()] == ["r/mirror/golang"]
+        st.defer("docker.io/library/golang:1.23", "r/mirror/golang", ["1.23"], "quota 429")
+        gone = [(f"docker.io/library/golang:{v}", "r/mirror/golang") for v in ("1.22", "1.23")]
+        assert st.clear_deferred_many([*gone, ("docker.io/library/none:1", REPO)]) == 2  # one transaction
+        assert st.clear_deferred_many(gone) == 0 and st.clear_deferred_many([]) == 0
+        assert st.deferred() == []
 
 
 def test_interrupted_run_is_marked_at_next_begin(where: str) -> None:

@@ -75,6 +75,7 @@ class Claims:
     async def next(self) -> str | None:
         """The next unit this worker claims, waiting while others still hold some (one of them may die and
         leave its unit to be claimed again); None once every unit is done."""
+        pause = 0.1  # the first looks come soon (the others' last units often end within a second), then 1 s
         while True:
             unit = await self.state.run(
                 lambda: self.state.claim_unit(self._run, self.worker, lease=self.lease, now=time.time())
@@ -86,7 +87,8 @@ class Claims:
             # Others hold units: wait for one of ours to finish, or look again shortly (another worker
             # may finish, or die and leave its unit once its lease runs out).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(1.0, self.lease / 4))
+                await asyncio.wait_for(self._wake.wait(), min(pause, self.lease / 4))
+            pause = min(pause * 2, 1.0)
 
     async def done(self, unit: str, *, blockers: list[str], summary: dict[str, Any]) -> None:
         if not await self.state.run(

@@ -37,8 +37,7 @@ async def record_copied(item: WorkItem, result: CopyResult, *, state: State, des
     ]
     await state.aio.record_tags(records)
     await state.aio.drop_manifest(item.upstream_digest)
-    for t in item.targets:
-        await state.aio.clear_deferred(t.canonical, key)
+    await state.aio.clear_deferred_many((t.canonical, key) for t in item.targets)  # one transaction, not one a tag
 
 
 async def record_followed(followed: list[Followed], *, state: State, dest: Destination, run_id: int) -> None:
