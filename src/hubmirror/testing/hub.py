@@ -41,6 +41,7 @@ import aiohttp
 from aiohttp import web
 
 from ..media import ACCEPT
+from ._threaded import ThreadedServer
 from .registry import Registry
 
 SERVICE = "registry.docker.io"
@@ -163,7 +164,7 @@ class _Faults:
     attempts: Counter[str] = field(default_factory=Counter)
 
 
-class HubEmulator:
+class HubEmulator(ThreadedServer):
     """Docker Hub in front of *upstream* (a running `Registry`), on ``127.0.0.1`` with free ports.
 
     Use as a context manager, or call `start` and `stop`. Controls (`set_limit`, `set_faults`, …) and
@@ -182,6 +183,7 @@ class HubEmulator:
         source: str = "127.0.0.1",
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
+        super().__init__()
         self.upstream = upstream
         self.ssl_context = ssl_context  # serve HTTPS (both ports) with it
         self.expires_in = expires_in
@@ -213,8 +215,6 @@ class HubEmulator:
         self._records: list[RequestRecord] = []
         self._cdn_records: list[CdnRecord] = []
         self._sign_key = secrets.token_bytes(16)
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._cdn_runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -246,59 +246,17 @@ class HubEmulator:
     def cdn_url(self) -> str:
         return f"{'https' if self.ssl_context else 'http'}://{self.cdn_host}"
 
-    def start(self) -> HubEmulator:
-        """Start serving in a background thread; returns once both ports accept connections."""
-        if self._thread is not None:
-            return self
-        loop = asyncio.new_event_loop()
-        ready: asyncio.Future[None] = loop.create_future()
+    _name = "hub emulator"
 
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._setup())
-            except BaseException as e:
-                ready.set_exception(e)
-                loop.close()
-                return
-            ready.set_result(None)
-            loop.run_forever()
-            loop.run_until_complete(self._teardown())
-            loop.close()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=run, name=f"hub-emulator->{self.upstream.host}", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not ready.done():  # set on the emulator thread before it serves; no race on `done()`
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                break
-            self._thread.join(0.01)
-        if not ready.done():
-            raise RuntimeError("hub emulator did not start")
-        ready.result()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and join the thread. Safe to call twice."""
-        if self._thread is None or self._loop is None:
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(20)
-        self._thread = None
-
-    def __enter__(self) -> HubEmulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _thread_name(self) -> str:
+        return f"hub-emulator->{self.upstream.host}"
 
     def __repr__(self) -> str:
         return f"HubEmulator(url={self.url!r}, upstream={self.upstream.url!r})"
 
     async def _setup(self) -> None:
         self._session = aiohttp.ClientSession(
-            headers=_upstream_auth(self.upstream),
+            headers=self.upstream.auth_headers(),
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
             auto_decompress=False,
         )
@@ -1155,9 +1113,3 @@ def _listen() -> tuple[socket.socket, int]:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     return sock, int(sock.getsockname()[1])
-
-
-def _upstream_auth(reg: Registry) -> dict[str, str]:
-    if reg.username is not None and reg.password is not None:
-        return {"Authorization": aiohttp.encode_basic_auth(reg.username, reg.password)}
-    return {}

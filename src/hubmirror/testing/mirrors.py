@@ -20,7 +20,6 @@ thread; `records` lists every request answered.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import hashlib
 import re
@@ -30,11 +29,12 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import Literal
 
 import aiohttp
 from aiohttp import web
 
+from ._threaded import ThreadedServer
 from .registry import Registry
 
 _REPO_ROUTE = re.compile(r"^/v2/(?P<name>.+?)/(?P<kind>manifests|blobs|tags)/(?P<rest>.*)$")
@@ -72,15 +72,14 @@ class MirrorRecord:
     at: float  # time.monotonic() when it arrived
 
 
-class MirrorEmulator:
+class MirrorEmulator(ThreadedServer):
     """A registry proxy on ``127.0.0.1`` (a free port) in front of *upstream*; subclasses add the manners."""
 
     def __init__(self, upstream: Registry) -> None:
+        super().__init__()
         self.upstream = upstream
         self._lock = threading.Lock()
         self._records: list[MirrorRecord] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
         self._port = 0
@@ -95,62 +94,17 @@ class MirrorEmulator:
     def url(self) -> str:
         return f"http://{self.host}"
 
-    def start(self) -> Self:
-        """Start serving in a background thread; returns once the port accepts connections."""
-        if self._thread is not None:
-            return self
-        loop = asyncio.new_event_loop()
-        ready: asyncio.Future[None] = loop.create_future()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            try:
-                loop.run_until_complete(self._setup())
-            except BaseException as e:
-                ready.set_exception(e)
-                loop.close()
-                return
-            ready.set_result(None)
-            loop.run_forever()
-            loop.run_until_complete(self._teardown())
-            loop.close()
-
-        self._loop = loop
-        self._thread = threading.Thread(target=run, name=f"{type(self).__name__}->{self.upstream.host}", daemon=True)
-        self._thread.start()
-        deadline = time.monotonic() + 20
-        while not ready.done():  # set on the emulator thread before it serves
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                break
-            self._thread.join(0.01)
-        if not ready.done():
-            raise RuntimeError(f"{type(self).__name__} did not start")
-        ready.result()
-        return self
-
-    def stop(self) -> None:
-        """Stop serving and join the thread. Safe to call twice."""
-        if self._thread is None or self._loop is None:
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(20)
-        self._thread = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _thread_name(self) -> str:
+        return f"{type(self).__name__}->{self.upstream.host}"
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={self.url!r}, upstream={self.upstream.url!r})"
 
     async def _setup(self) -> None:
-        headers: dict[str, str] = {}
-        if self.upstream.username is not None and self.upstream.password is not None:
-            headers["Authorization"] = aiohttp.encode_basic_auth(self.upstream.username, self.upstream.password)
         self._session = aiohttp.ClientSession(
-            headers=headers, timeout=aiohttp.ClientTimeout(total=None, sock_connect=10), auto_decompress=False
+            headers=self.upstream.auth_headers(),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=10),
+            auto_decompress=False,
         )
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", self._handle)

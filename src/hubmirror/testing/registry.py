@@ -12,6 +12,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import aiohttp
 import yaml
 
 from .tls import CertAuthority
@@ -50,6 +51,13 @@ class Registry:
     @property
     def port(self) -> int:
         return int(self.host.rsplit(":", 1)[1])
+
+    def auth_headers(self) -> dict[str, str]:
+        """The Basic ``Authorization`` header for this registry's user, if it has one (what a proxy in front of
+        it sends)."""
+        if self.username is None or self.password is None:
+            return {}
+        return {"Authorization": aiohttp.encode_basic_auth(self.username, self.password)}
 
     def stop(self) -> None:
         if self.process.poll() is None:
