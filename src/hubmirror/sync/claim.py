@@ -23,7 +23,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from .._errors import StateError, StateUnavailable
@@ -220,18 +220,15 @@ class BlobClaims:
             await asyncio.sleep(self.poll)
 
     async def placed(self, digest: str, repo: str) -> None:
-        try:
-            await self.state.run(self.state.placed_blob, self.run_id, digest, repo, self.worker)
-        except StateUnavailable:
-            raise
-        except StateError as e:
-            self._failed(e)
-        finally:
-            self._over(digest, repo)
+        await self._end(self.state.placed_blob, digest, repo)
 
     async def release(self, digest: str, repo: str) -> None:
+        await self._end(self.state.release_blob, digest, repo)
+
+    async def _end(self, write: Callable[[int, str, str, str], None], digest: str, repo: str) -> None:
+        """The claim of *digest* for *repo* ends with *write* (placed, or given back) in the state."""
         try:
-            await self.state.run(self.state.release_blob, self.run_id, digest, repo, self.worker)
+            await self.state.run(write, self.run_id, digest, repo, self.worker)
         except StateUnavailable:
             raise
         except StateError as e:
