@@ -46,6 +46,25 @@ def wait_in_flight(env: Env, proc: subprocess.Popen[str]) -> None:
     time.sleep(0.3)  # the download is held by the emulator: the item stays in flight
 
 
+def signal_in_flight(env: Env, proc: subprocess.Popen[str], *signals: signal.Signals, release: bool) -> str:
+    """Send *signals* (half a second apart) once an item is in flight; with *release*, the held download then
+    goes on (the item can finish). The run's standard error, once it ended (killed if the test failed)."""
+    try:
+        wait_in_flight(env, proc)
+        for sig in signals:
+            proc.send_signal(sig)
+            time.sleep(0.5)  # the signal is handled while the item still holds
+        if release:
+            env.hub.set_delay(0)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        env.hub.set_delay(0)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return err
+
+
 def dest_tags(env: Env) -> dict[tuple[str, str], str]:
     """(state name of the repository, tag) → digest of every tag at the destination."""
     out = {}
@@ -63,17 +82,7 @@ def test_a_signal_finishes_the_item_in_flight_records_it_and_defers_the_rest(env
     env.hub.set_delay(3600)
     report_file = env.root / "report.json"
     proc = start(env, report=report_file)
-    try:
-        wait_in_flight(env, proc)
-        proc.send_signal(sig)
-        time.sleep(0.5)  # the signal is handled while the item still holds
-        env.hub.set_delay(0)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        env.hub.set_delay(0)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    err = signal_in_flight(env, proc, sig, release=True)
 
     text = " ".join(err.split())
     assert f"interrupted ({sig.name}): finishing 1 item in flight; Ctrl-C again to abort" in text, err
@@ -106,17 +115,7 @@ def test_a_second_ctrl_c_aborts_with_every_pushed_tag_known(env: Env) -> None:
     env.hub.set_delay(3600)
     report_file = env.root / "report.json"
     proc = start(env, report=report_file)
-    try:
-        wait_in_flight(env, proc)
-        proc.send_signal(signal.SIGINT)
-        time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        env.hub.set_delay(0)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    err = signal_in_flight(env, proc, signal.SIGINT, signal.SIGINT, release=False)
 
     assert proc.returncode == ABORTED, err
     text = " ".join(err.split())
@@ -142,17 +141,7 @@ def test_sigterm_stops_the_daemon_after_its_run_finished_the_items_in_flight(env
     config.write_text("schedule: '0 0 1 1 *'\n")
     report_file = env.root / "report.json"
     proc = start(env, "--config", str(config), "--daemon", report=report_file)
-    try:
-        wait_in_flight(env, proc)
-        proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
-        env.hub.set_delay(0)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        env.hub.set_delay(0)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    err = signal_in_flight(env, proc, signal.SIGTERM, release=True)
 
     assert proc.returncode == 0, err  # a daemon asked to stop, as `serve` on SIGTERM
     assert "interrupted (SIGTERM): finishing 1 item in flight" in " ".join(err.split()), err
