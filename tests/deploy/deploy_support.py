@@ -16,10 +16,18 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+import yaml
 
 import hubmirror
+from hubmirror.config import parse_config
+
+if TYPE_CHECKING:
+    from test_sync_support import Env
+
+    from hubmirror.testing.postgres import PostgresServer
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy"
@@ -148,3 +156,27 @@ def non_root_user() -> Iterator[User]:
 def as_user() -> Iterator[User]:
     with non_root_user() as user:
         yield user
+
+
+def emulated_config(text: str, env: Env, postgres: PostgresServer, database: str, images: Sequence[str]) -> str:
+    """A shipped scale-out config (*text*) as a test runs it: its PostgreSQL (a Service or a compose service)
+    replaced by the tests' server and *database*, the Hub, library and destination by the emulator's, and
+    *images* selected."""
+    url = str(parse_config(text).state)
+    local = url[: url.index("@") + 1] + f"{postgres.host}:{postgres.port}/{database}"
+    data = yaml.safe_load(text.replace(url, local))
+    data.update(
+        {
+            "library": str(env.library_repo),
+            "source": env.hub.host,
+            "dest": env.dest_prefix,
+            "insecure": [env.dest.host],
+            "images": list(images),
+        }
+    )
+    return yaml.safe_dump(data)
+
+
+def without_docker_credentials(env: Env) -> dict[str, str]:
+    """What only a test adds to a container's environment: no Docker credentials of the machine running it."""
+    return {"DOCKER_CONFIG": str(env.root / "no-docker-config"), "REGISTRY_AUTH_FILE": str(env.root / "no-auth.json")}

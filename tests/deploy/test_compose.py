@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_support import DEPLOY
+from deploy_support import DEPLOY, emulated_config, without_docker_credentials
 from test_sync_support import Env
 from test_workers import REPOS, assert_every_tag_right, hold_until_joined, repos_library
 
@@ -166,22 +166,11 @@ def test_the_workers_and_serve_run_their_commands_on_one_postgresql_state(env: E
     services = _compose()["services"]
     where = postgres.new_database()
     text = (SCALE / "hubmirror.yaml").read_text()
-    url = str(parse_config(text).state)
-    data = yaml.safe_load(text.replace(url, url.replace("postgres:5432", f"{postgres.host}:{postgres.port}")))
-    data["state"] = data["state"].rsplit("/", 1)[0] + "/" + where.rsplit("/", 1)[1]
-    data.update(
-        {
-            "library": str(env.library_repo),
-            "source": env.hub.host,
-            "dest": env.dest_prefix,
-            "insecure": [env.dest.host],
-            "images": [f"r{r}" for r in range(1, REPOS + 1)],
-        }
-    )
     config = env.root / "hubmirror.yaml"
-    config.write_text(yaml.safe_dump(data))
+    images = [f"r{r}" for r in range(1, REPOS + 1)]
+    config.write_text(emulated_config(text, env, postgres, where.rsplit("/", 1)[1], images))
     variables = {"HUBMIRROR_POSTGRES_PASSWORD": postgres.password}  # the one variable the file requires
-    extra = {"DOCKER_CONFIG": str(env.root / "no-docker-config"), "REGISTRY_AUTH_FILE": str(env.root / "no-auth")}
+    extra = without_docker_credentials(env)
     env.commit(repos_library())
     env.seed()
     env.hub.set_delay(3600)  # the copies wait until the workers have joined the run (a busy machine)

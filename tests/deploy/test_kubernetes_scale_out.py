@@ -29,7 +29,7 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_support import DEPLOY
+from deploy_support import DEPLOY, emulated_config, without_docker_credentials
 from k8s_support import Doc, indexed_job_after, kustomization, pod_specs, render
 from test_sync_support import Env
 from test_workers import REPOS, assert_every_tag_right, hold_until_joined, repos_library
@@ -303,26 +303,7 @@ class Pod:
 def _cluster_config(env: Env, postgres: PostgresServer, database: str, docs: list[Doc]) -> str:
     """The ConfigMap's config, with the cluster's PostgreSQL (the Service hubmirror-postgres) replaced by the
     test server and the Hub, library and destination by the emulator's."""
-    text = _config(docs)
-    url = str(parse_config(text).state)
-    at = url.index("@") + 1
-    local = url[:at] + f"{postgres.host}:{postgres.port}/{database}"
-    data = yaml.safe_load(text.replace(url, local))
-    data.update(
-        {
-            "library": str(env.library_repo),
-            "source": env.hub.host,
-            "dest": env.dest_prefix,
-            "insecure": [env.dest.host],
-            "images": [f"r{r}" for r in range(1, REPOS + 1)],
-        }
-    )
-    return yaml.safe_dump(data)
-
-
-def _test_env(env: Env) -> dict[str, str]:
-    """What only the test adds: no Docker credentials of the machine running it."""
-    return {"DOCKER_CONFIG": str(env.root / "no-docker-config"), "REGISTRY_AUTH_FILE": str(env.root / "no-auth.json")}
+    return emulated_config(_config(docs), env, postgres, database, [f"r{r}" for r in range(1, REPOS + 1)])
 
 
 def _start_workers(env: Env, docs: list[Doc], etc: Path, secrets: dict[str, dict[str, str]], wave: str) -> list[Any]:
@@ -330,7 +311,8 @@ def _start_workers(env: Env, docs: list[Doc], etc: Path, secrets: dict[str, dict
     out = []
     for index in range(_job(docs)["completions"]):
         pod = Pod(_container(cron), env.root / f"{wave}-worker-{index}", etc, secrets)
-        pod_env = {**pod.env, "JOB_COMPLETION_INDEX": str(index), **_test_env(env)}  # as the Job controller sets
+        # JOB_COMPLETION_INDEX as the Job controller sets it
+        pod_env = {**pod.env, "JOB_COMPLETION_INDEX": str(index), **without_docker_credentials(env)}
         out.append(subprocess.Popen(pod.argv(), env=pod_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     return out
 
@@ -401,7 +383,7 @@ def _replicas(
             log = (env.root / f"replica-{i}.log").open("w")
             p = subprocess.Popen(
                 pod.argv(listen=f"127.0.0.1:{port}"),
-                env={**pod.env, **_test_env(env)},
+                env={**pod.env, **without_docker_credentials(env)},
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 text=True,
@@ -462,9 +444,8 @@ def test_your_own_postgresqls_whole_address_can_live_in_the_secret(env: Env, pos
     env.commit(repos_library())
     env.seed()
     pod = Pod(_container(_one(docs, "CronJob")), env.root / "worker", etc, {"hubmirror-postgres": secret})
-    p = subprocess.run(
-        pod.argv(), env={**pod.env, "JOB_COMPLETION_INDEX": "0", **_test_env(env)}, capture_output=True, text=True
-    )
+    pod_env = {**pod.env, "JOB_COMPLETION_INDEX": "0", **without_docker_credentials(env)}
+    p = subprocess.run(pod.argv(), env=pod_env, capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
     assert_every_tag_right(env)
     with State.open(url) as st:
